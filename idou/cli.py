@@ -1,0 +1,76 @@
+"""The ``idou`` command line: wires the stages together, holds no logic of its own."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from idou import __version__
+from idou.geo.errors import UserInputError
+
+app = typer.Typer(
+    name="idou",
+    help="Find new and demolished buildings between two aerial flights (家屋異動判読).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"idou {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """idou: building change detection for property-tax survey."""
+
+
+def _register_stages() -> None:
+    """Each stage's module adds its own subcommands."""
+    from idou import (
+        cli_batch,
+        cli_detect,
+        cli_models,
+        cli_preflight,
+        cli_review,
+        cli_samples,
+        cli_train,
+    )
+
+    for module in (cli_samples, cli_preflight, cli_detect, cli_train, cli_models, cli_review,
+                   cli_batch):
+        module.register(app)
+
+
+_register_stages()
+
+
+def main() -> None:
+    """Entry point: user errors are one sentence and exit status 2, internal errors exit 1."""
+    err = Console(stderr=True)
+    try:
+        app()
+    except UserInputError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False,
+                  soft_wrap=True)
+        err.print("This is a bug in idou; please report it with the command you ran.")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""`idou` subcommands of the detect stage."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this stage's subcommands to the `idou` application."""

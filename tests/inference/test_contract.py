@@ -1,0 +1,30 @@
+"""The model contract round-trips through ONNX metadata and refuses what it cannot trust."""
+
+from __future__ import annotations
+
+import pytest
+
+from idou.geo.errors import UserInputError
+from idou.inference.contract import METADATA_KEY, ModelContract
+
+
+def test_contract_round_trips_through_metadata() -> None:
+    contract = ModelContract(gsd_m=0.4, tile_size=256, tile_overlap=32, threshold_new=0.3,
+                             recall_target=0.95, mlflow_run_id="abc")
+    assert ModelContract.from_metadata(contract.to_metadata()) == contract
+
+
+def test_missing_metadata_is_a_user_error_naming_the_model() -> None:
+    with pytest.raises(UserInputError, match="m.onnx carries no idou metadata"):
+        ModelContract.from_metadata({}, source="m.onnx")
+
+
+def test_malformed_metadata_is_a_user_error() -> None:
+    with pytest.raises(UserInputError, match="malformed"):
+        ModelContract.from_metadata({METADATA_KEY: "{not json"}, source="m.onnx")
+
+
+def test_invalid_thresholds_are_refused() -> None:
+    bad = ModelContract(threshold_new=1.5).to_metadata()
+    with pytest.raises(UserInputError, match="thresholds"):
+        ModelContract.from_metadata(bad, source="m.onnx")
