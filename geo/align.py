@@ -1,0 +1,222 @@
+"""Read both flights on one common grid, window by window.
+
+:class:`AlignedPair` opens the two sources of a :class:`~idou.geo.preflight.PreflightReport` and
+serves windows of ``report.grid``: a source already on the grid's pixel lattice is read directly
+(no resampling); any other is warped on the fly through a ``WarpedVRT`` (bilinear).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import shapely
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.features import geometry_mask
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+from shapely.geometry import box
+
+from idou.geo.errors import UserInputError
+from idou.geo.grid import Grid
+from idou.geo.sources import RasterSource
+
+if TYPE_CHECKING:
+    from idou.geo.preflight import PreflightReport
+
+_SAMPLE = 32  # side of the decimated mask used by valid_fraction
+
+
+class _SideReader:
+    """One flight, read in windows of the common grid."""
+
+    def __init__(self, source: RasterSource, grid: Grid, indexes: list[int],
+                 resampling: Resampling) -> None:
+        self.source = source
+        self.grid = grid
+        self.indexes = indexes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._src = source.open()
+        self._vrt: WarpedVRT | None = None
+        self.offset = grid.lattice_offset(source.grid) if source.grid.is_north_up else None
+        if self.offset is None:
+            has_alpha = "alpha" in source.colorinterp
+            self._vrt = WarpedVRT(
+                self._src, crs=grid.crs, transform=grid.transform, width=grid.width,
+                height=grid.height, resampling=resampling, add_alpha=not has_alpha)
+            self._ds: Any = self._vrt
+        else:
+            self._ds = self._src
+
+    @property
+    def warped(self) -> bool:
+        return self._vrt is not None
+
+    def _source_window(self, window: Window) -> tuple[Window, Window] | None:
+        """(window to read in the dataset, where it lands inside ``window``), or None if empty."""
+        if self.offset is None:
+            limits = self.grid
+            dx = dy = 0
+        else:
+            limits = self.source.grid
+            dx, dy = self.offset
+        shifted = Window(window.col_off + dx, window.row_off + dy, window.width, window.height)
+        clipped = limits.clip(shifted)
+        if clipped is None:
+            return None
+        inner = Window(clipped.col_off - shifted.col_off, clipped.row_off - shifted.row_off,
+                       clipped.width, clipped.height)
+        return clipped, inner
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(bands (C,h,w) uint8, valid (h,w) bool) for a grid window; outside → 0 / False."""
+        h, w = int(window.height), int(window.width)
+        data = np.zeros((len(self.indexes), h, w), dtype=np.uint8)
+        valid = np.zeros((h, w), dtype=bool)
+        where = self._source_window(window)
+        if where is None:
+            return data, valid
+        src_win, inner = where
+        r0, c0 = int(inner.row_off), int(inner.col_off)
+        r1, c1 = r0 + int(inner.height), c0 + int(inner.width)
+        try:
+            data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win)
+            valid[r0:r1, c0:c1] = self._ds.dataset_mask(window=src_win) > 0
+        except RasterioError as exc:
+            raise UserInputError(
+                f"{self.source.label} could not be read at {src_win} ({_short(exc)}); the file "
+                "is truncated or corrupt, re-export or re-copy it.") from exc
+        return data, valid
+
+    def valid_sample(self, window: Window, shape: tuple[int, int]) -> np.ndarray:
+        """A decimated (shape) validity sample of a grid window; outside → False."""
+        out = np.zeros(shape, dtype=bool)
+        where = self._source_window(window)
+        if where is None:
+            return out
+        src_win, inner = where
+        sy, sx = shape[0] / window.height, shape[1] / window.width
+        r0, c0 = int(inner.row_off * sy), int(inner.col_off * sx)
+        r1 = max(min(math.ceil((inner.row_off + inner.height) * sy), shape[0]), r0 + 1)
+        c1 = max(min(math.ceil((inner.col_off + inner.width) * sx), shape[1]), c0 + 1)
+        try:
+            m = self._ds.dataset_mask(window=src_win, out_shape=(r1 - r0, c1 - c0))
+        except RasterioError as exc:
+            raise UserInputError(
+                f"{self.source.label} could not be read at {src_win} ({_short(exc)}); the file "
+                "is truncated or corrupt, re-export or re-copy it.") from exc
+        out[r0:r1, c0:c1] = m > 0
+        return out
+
+    def close(self) -> None:
+        if self._vrt is not None:
+            self._vrt.close()
+        self._src.close()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+class AlignedPair:
+    """Both flights on ``report.grid``, read window by window (a context manager).
+
+    Not thread-safe: use one instance per thread (or a lock); opening is cheap.
+
+    Example:
+        >>> with AlignedPair(report) as pair:
+        ...     before, after, valid = pair.read(Window(0, 0, 512, 512))
+    """
+
+    def __init__(self, report: PreflightReport, resampling: Resampling = Resampling.bilinear
+                 ) -> None:
+        self.report = report
+        self.grid: Grid = report.grid
+        self.before = _SideReader(report.before, self.grid, list(report.band_indexes_before),
+                                  resampling)
+        try:
+            self.after = _SideReader(report.after, self.grid, list(report.band_indexes_after),
+                                     resampling)
+        except Exception:
+            self.before.close()
+            raise
+        aoi = getattr(report, "aoi", None)
+        self._aoi = None if aoi is None else shapely.make_valid(aoi)
+        if self._aoi is not None:
+            shapely.prepare(self._aoi)
+
+    def __enter__(self) -> AlignedPair:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close both datasets."""
+        self.before.close()
+        self.after.close()
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read one window of the common grid from both flights.
+
+        Args:
+            window: A window of ``self.grid``; it may extend past the grid's edges.
+
+        Returns:
+            ``(before, after, valid)``: uint8 ``(C, h, w)`` arrays in the model's band order and a
+            bool ``(h, w)`` mask that is True where both flights hold data and inside the AOI.
+            Pixels outside the grid are 0 and invalid.
+        """
+        window = _whole(window)
+        b, vb = self.before.read(window)
+        a, va = self.after.read(window)
+        valid = vb & va
+        if self._aoi is not None and valid.any():
+            valid &= self._aoi_mask(window, valid.shape)
+        return b, a, valid
+
+    def valid_fraction(self, window: Window) -> float:
+        """Fraction of ``window`` valid in both flights (and inside the AOI), estimated cheaply.
+
+        Reads decimated masks (at most 32 x 32 samples), so it is meant to skip empty tiles, not
+        to measure coverage exactly. Parts of the window outside the grid count as invalid.
+        """
+        window = _whole(window)
+        shape = (min(_SAMPLE, int(window.height)), min(_SAMPLE, int(window.width)))
+        if shape[0] <= 0 or shape[1] <= 0:
+            return 0.0
+        valid = self.before.valid_sample(window, shape)
+        if not valid.any():
+            return 0.0
+        valid &= self.after.valid_sample(window, shape)
+        if self._aoi is not None and valid.any():
+            valid &= self._aoi_mask(window, shape)
+        return float(valid.mean())
+
+    def _aoi_mask(self, window: Window, shape: tuple[int, int]) -> np.ndarray:
+        assert self._aoi is not None
+        bounds = self.grid.window_bounds(window)
+        tile = box(*bounds)
+        if self._aoi.contains(tile):
+            return np.ones(shape, dtype=bool)
+        if not self._aoi.intersects(tile):
+            return np.zeros(shape, dtype=bool)
+        t = self.grid.window_transform(window)
+        if shape != (int(window.height), int(window.width)):
+            t = t * t.scale(window.width / shape[1], window.height / shape[0])
+        part = shapely.clip_by_rect(self._aoi, *bounds)
+        return geometry_mask([part], out_shape=shape, transform=t, invert=True)
+
+
+def _whole(window: Window) -> Window:
+    """A window with integer offsets and size."""
+    return Window(int(math.floor(window.col_off)), int(math.floor(window.row_off)),
+                  int(round(window.width)), int(round(window.height)))
+

@@ -1,0 +1,364 @@
+"""Preflight: check a pair of flights against a model and choose the common grid.
+
+:func:`preflight` turns every problem a user can fix into a one-sentence
+:class:`UserInputError` and everything idou handles by itself (CRS differences, GSD resampling,
+partial overlap, masks) into notes and warnings of a :class:`PreflightReport`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings as _warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.warp import transform_geom
+from rasterio.windows import Window
+from shapely.geometry import mapping, shape
+
+from idou.geo import misregistration as _misreg
+from idou.geo.errors import UserInputError
+from idou.geo.grid import Grid
+from idou.geo.sources import RasterSource
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
+
+    from idou.inference.contract import ModelContract
+
+GSD_WARN_RATIO = 2.0
+_SAMPLES_PER_SIDE = 8  # validity sample: 8 x 8 windows
+_SAMPLE_PX = 16
+
+
+@dataclass
+class PreflightReport:
+    """What preflight found and decided.
+
+    Attributes:
+        before, after: The two flights.
+        grid: The common grid: after's CRS, the model's GSD, the intersection of both footprints
+            (and the AOI), on after's pixel lattice when its GSD is the model's.
+        band_indexes_before, band_indexes_after: 1-based source bands feeding the model's
+            band order.
+        warnings: Things the user should know that may hurt results.
+        misregistration_px: Median shift (dx, dy) of after against before in grid pixels
+            (x right, y down), or None when not estimated.
+        overlap_fraction: Share of the after flight's footprint that the before flight covers.
+        aoi: The area of interest in the grid's CRS, or None.
+        notes: Things idou handles by itself (reprojection, resampling, masks).
+        valid_fraction: Sampled share of the grid valid in both flights (and the AOI).
+    """
+
+    before: RasterSource
+    after: RasterSource
+    grid: Grid
+    band_indexes_before: list[int]
+    band_indexes_after: list[int]
+    warnings: list[str] = field(default_factory=list)
+    misregistration_px: tuple[float, float] | None = None
+    overlap_fraction: float = 1.0
+    aoi: BaseGeometry | None = None
+    notes: list[str] = field(default_factory=list)
+    valid_fraction: float | None = None
+
+
+def preflight(before: RasterSource, after: RasterSource, contract: ModelContract,
+              aoi: Path | None = None, estimate_misregistration: bool = True) -> PreflightReport:
+    """Check two flights against a model and choose the grid both are read on.
+
+    Args:
+        before: The earlier flight.
+        after: The later flight; its CRS and pixel lattice are kept.
+        contract: The model's contract (band order, GSD).
+        aoi: Optional vector file (any OGR format) limiting the area processed.
+        estimate_misregistration: Measure the shift between the flights (reads a few windows).
+
+    Raises:
+        UserInputError: Unusable bands or dtype, a geographic CRS, no overlap, an all-nodata
+            flight, an unreadable file.
+    """
+    notes: list[str] = []
+    warns: list[str] = []
+    idx_before = select_bands(before, contract, warns)
+    idx_after = select_bands(after, contract, warns)
+    _check_projected(after)
+
+    fp_after = after.grid.footprint()
+    fp_before = _footprint_in(before, after.crs)
+    if before.crs != after.crs:
+        notes.append(f"{before.label} ({_crs_name(before.crs)}) is warped on the fly onto the "
+                     f"grid of {after.label} ({_crs_name(after.crs)}).")
+    overlap = fp_after.intersection(fp_before)
+    gsd = contract.gsd_m
+    if overlap.is_empty or overlap.area < gsd * gsd:
+        raise UserInputError(
+            f"{before.label} and {after.label} do not overlap; check that both cover the same "
+            "area and that their CRS are right (--crs).")
+    overlap_fraction = float(overlap.area / fp_after.area) if fp_after.area > 0 else 0.0
+    if overlap_fraction < 0.999:
+        notes.append(f"the flights overlap on {overlap_fraction:.0%} of {after.label}; only the "
+                     "overlap is processed.")
+
+    aoi_geom = None
+    area = overlap
+    if aoi is not None:
+        aoi_geom = load_aoi(aoi, after.crs, notes)
+        area = overlap.intersection(aoi_geom)
+        if area.is_empty or area.area < gsd * gsd:
+            raise UserInputError(
+                f"the AOI {aoi.name} does not overlap the area covered by both {before.label} "
+                f"and {after.label}; check the AOI file and its CRS.")
+
+    grid = _common_grid(after, area.bounds, gsd)
+    for src in (before, after):
+        src_gsd = _gsd_in(src, after.crs)
+        ratio = max(src_gsd, gsd) / min(src_gsd, gsd)
+        if ratio > GSD_WARN_RATIO:
+            warns.append(f"{src.label} has a pixel size of {src_gsd:.3g} m, {ratio:.1f}x off the "
+                         f"model's {gsd:g} m; it is resampled, but results may suffer.")
+        elif ratio > 1.001:
+            notes.append(f"{src.label} ({src_gsd:.3g} m) is resampled to the model's {gsd:g} m.")
+    for src in (before, after):
+        notes.extend(_mask_notes(src))
+        if sampled_valid_fraction(src) == 0.0:
+            raise UserInputError(
+                f"{src.label} holds no valid pixels (everything is nodata or masked); check its "
+                "nodata value and alpha band, or choose the right file.")
+
+    report = PreflightReport(
+        before=before, after=after, grid=grid, band_indexes_before=idx_before,
+        band_indexes_after=idx_after, warnings=warns, overlap_fraction=overlap_fraction,
+        aoi=aoi_geom, notes=notes)
+
+    from idou.geo.align import AlignedPair
+
+    with AlignedPair(report) as pair:
+        fractions = [pair.valid_fraction(w) for w in _lattice(grid, _SAMPLES_PER_SIDE, 64)]
+        report.valid_fraction = float(np.mean(fractions)) if fractions else 0.0
+        if report.valid_fraction == 0.0 and pair.valid_fraction(grid.full_window) == 0.0:
+            raise UserInputError(
+                f"{before.label} and {after.label} have no valid pixels in common (their data "
+                "areas do not overlap); check the files and their nodata/alpha masks.")
+        if estimate_misregistration:
+            shift = _misreg.estimate_misregistration(pair)
+            report.misregistration_px = shift
+            if shift is not None and math.hypot(*shift) > _misreg.WARN_PX:
+                warns.append(
+                    f"{after.label} is shifted by about ({shift[0]:+.1f}, {shift[1]:+.1f}) px "
+                    f"against {before.label}; the model tolerates about 2 px, expect false "
+                    "changes along edges (co-register the flights).")
+    return report
+
+
+# --- bands -------------------------------------------------------------------------------
+
+
+def select_bands(source: RasterSource, contract: ModelContract,
+                 warnings: list[str] | None = None) -> list[int]:
+    """1-based band indexes of ``source`` in the model's band order.
+
+    RGB and RGBA 8-bit pass; 4 bands are picked by colour interpretation (or description), else
+    the first three are taken as RGB with a warning. Anything else is a user error.
+    """
+    want = [b.lower() for b in contract.band_order]
+    need = f"{len(want)} bands ({', '.join(want)}) of 8-bit (uint8) pixels"
+    label = source.label
+    names = [ci.lower() for ci in source.colorinterp] or ["undefined"] * source.count
+    descs = [d.lower() for d in source.descriptions] or [""] * source.count
+    data = [i for i, n in enumerate(names, start=1) if n != "alpha"]
+    dtypes = {source.dtypes[i - 1] for i in data}
+    bad = sorted(d for d in dtypes if d != "uint8")
+    if bad:
+        d = bad[0]
+        if d in ("uint16", "int16", "uint32", "int32"):
+            raise UserInputError(
+                f"{label} has {_bits(d)}-bit pixels ({d}); the model needs {need}; convert it "
+                f"with gdal_translate -ot Byte -scale {label} {_stem(label)}_8bit.tif.")
+        if d.startswith("float") or d.startswith("complex"):
+            raise UserInputError(
+                f"{label} has floating-point pixels ({d}); the model needs {need}; convert it "
+                f"with gdal_translate -ot Byte -scale {label} {_stem(label)}_8bit.tif.")
+        raise UserInputError(f"{label} has {d} pixels; the model needs {need}; convert it with "
+                             "gdal_translate -ot Byte.")
+    if source.count >= 5:
+        picks = " ".join(f"-b {i}" for i in range(1, len(want) + 1))
+        raise UserInputError(
+            f"{label} has {source.count} bands; the model needs {need}; extract them with "
+            f"gdal_translate {picks} {label} {_stem(label)}_rgb.tif.")
+    if len(data) < len(want):
+        raise UserInputError(
+            f"{label} has {source.count} band{'s' if source.count > 1 else ''}"
+            f"{' (' + ', '.join(names) + ')' if source.count > 1 else ''}; the model needs "
+            f"{need}; use the colour orthophoto.")
+    found: list[int] = []
+    for w in want:
+        hits = [i for i in data if names[i - 1] == w or descs[i - 1] == w]
+        if len(hits) != 1:
+            break
+        found.append(hits[0])
+    if len(found) == len(want) and len(set(found)) == len(want):
+        return found
+    if len(data) == len(want):
+        return data
+    chosen = data[: len(want)]
+    if warnings is not None:
+        warnings.append(
+            f"{label} has {len(data)} bands without colour interpretation; bands "
+            f"{', '.join(map(str, chosen))} are used as {', '.join(want)}.")
+    return chosen
+
+
+def _bits(dtype: str) -> int:
+    return int("".join(ch for ch in dtype if ch.isdigit()) or 8)
+
+
+def _stem(label: str) -> str:
+    return Path(label.split(" ")[0]).stem
+
+
+# --- geometry ----------------------------------------------------------------------------
+
+
+def _crs_name(crs: CRS) -> str:
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else (crs.to_string()[:60] or "a custom CRS")
+
+
+def _check_projected(src: RasterSource) -> None:
+    if not src.crs.is_projected:
+        raise UserInputError(
+            f"{src.label} is in a geographic CRS ({_crs_name(src.crs)}); reproject it to a "
+            "projected CRS in metres, e.g. gdalwarp -t_srs EPSG:6677 (your JGD2011 zone).")
+    units = (src.crs.linear_units or "").lower()
+    if units and units not in ("metre", "meter", "m", "metres", "meters"):
+        raise UserInputError(
+            f"{src.label} is in a CRS measured in {units}; reproject it to one in metres, e.g. "
+            "gdalwarp -t_srs EPSG:6677 (your JGD2011 zone).")
+
+
+def _footprint_in(src: RasterSource, crs: CRS) -> BaseGeometry:
+    """The source's footprint polygon in ``crs`` (edges densified before reprojection)."""
+    fp = src.grid.footprint()
+    if src.crs == crs:
+        return fp
+    dense = shapely.segmentize(fp, max(fp.length / 400, 1e-9))
+    try:
+        geom = shape(transform_geom(src.crs, crs, mapping(dense)))
+    except (RasterioError, ValueError) as exc:
+        raise UserInputError(
+            f"{src.label} cannot be reprojected from {_crs_name(src.crs)} to {_crs_name(crs)} "
+            f"({exc}); check its CRS or pass the right --crs.") from exc
+    if not geom.is_valid or not np.all(np.isfinite(shapely.get_coordinates(geom))):
+        raise UserInputError(
+            f"{src.label} does not map into {_crs_name(crs)}; check its CRS (--crs).")
+    return geom
+
+
+def _gsd_in(src: RasterSource, crs: CRS) -> float:
+    """The source's pixel size measured in ``crs`` units."""
+    if src.crs == crs:
+        return src.gsd
+    return math.sqrt(_footprint_in(src, crs).area / (src.width * src.height))
+
+
+def _common_grid(after: RasterSource, bounds: tuple[float, float, float, float],
+                 gsd: float) -> Grid:
+    """A north-up grid covering ``bounds`` at ``gsd``; on after's lattice when GSDs match."""
+    left, bottom, right, top = bounds
+    ag = after.grid
+    if ag.is_north_up and math.isclose(ag.res[0], gsd, rel_tol=1e-3) and math.isclose(
+            ag.res[1], gsd, rel_tol=1e-3):
+        win = ag.window_from_bounds(bounds)
+        win = ag.clip(win) or win
+        transform = ag.window_transform(win)
+        return Grid(after.crs, transform, int(win.width), int(win.height))
+    x0 = math.floor(left / gsd + 1e-9) * gsd
+    y0 = math.ceil(top / gsd - 1e-9) * gsd
+    width = max(math.ceil((right - x0) / gsd - 1e-9), 1)
+    height = max(math.ceil((y0 - bottom) / gsd - 1e-9), 1)
+    return Grid(after.crs, Affine(gsd, 0.0, x0, 0.0, -gsd, y0), width, height)
+
+
+def load_aoi(path: Path, crs: CRS, notes: list[str] | None = None) -> BaseGeometry:
+    """The union of an AOI file's polygons, in ``crs``."""
+    import pyogrio
+
+    if not Path(path).exists():
+        raise UserInputError(f"AOI file {Path(path).name} does not exist; check the path.")
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            frame = pyogrio.read_dataframe(path)
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise UserInputError(
+            f"AOI file {Path(path).name} is not a readable vector file ({exc}); give a "
+            "GeoPackage, shapefile or GeoJSON.") from exc
+    geoms = frame.geometry[frame.geometry.notna() & ~frame.geometry.is_empty]
+    if len(geoms) == 0:
+        raise UserInputError(f"AOI file {Path(path).name} holds no geometries; draw the area "
+                             "of interest as polygons.")
+    if frame.crs is None:
+        if notes is not None:
+            notes.append(f"AOI file {Path(path).name} records no CRS; taken as {_crs_name(crs)}.")
+    else:
+        geoms = geoms.to_crs(crs)
+    geom = shapely.make_valid(shapely.union_all(np.asarray(geoms.values)))
+    polys = shapely.get_parts(geom)
+    polys = [p for p in polys if p.geom_type in ("Polygon", "MultiPolygon")]
+    if not polys:
+        raise UserInputError(f"AOI file {Path(path).name} holds no polygons; draw the area of "
+                             "interest as polygons.")
+    return shapely.union_all(polys)
+
+
+# --- validity ----------------------------------------------------------------------------
+
+
+def _mask_notes(src: RasterSource) -> list[str]:
+    out = []
+    if src.nodata is not None:
+        out.append(f"{src.label}: pixels equal to nodata {src.nodata:g} are skipped.")
+    if "alpha" in src.colorinterp:
+        out.append(f"{src.label}: transparent pixels of the alpha band are skipped.")
+    return out
+
+
+def _lattice(grid: Grid, n: int, size: int) -> list[Window]:
+    """n x n windows of ``size`` px spread evenly over ``grid`` (clipped to it)."""
+    side_w, side_h = min(size, grid.width), min(size, grid.height)
+    cols = np.linspace(0, grid.width - side_w, n).round().astype(int)
+    rows = np.linspace(0, grid.height - side_h, n).round().astype(int)
+    cells = sorted({(int(r), int(c)) for r in rows for c in cols})
+    return [Window(c, r, side_w, side_h) for r, c in cells]
+
+
+def sampled_valid_fraction(src: RasterSource) -> float:
+    """Share of valid pixels of a flight, from a few small windows (or overviews).
+
+    Cheap for any size: overviews when present, else 64 windows of 16 px; when those find
+    nothing valid, a decimated read of the whole flight confirms (bounded to sane sizes).
+    """
+    try:
+        with src.open() as ds:
+            if src.has_overviews:
+                shape_ = (min(256, src.height), min(256, src.width))
+                return float((ds.dataset_mask(out_shape=shape_) > 0).mean())
+            total = 0.0
+            wins = _lattice(src.grid, _SAMPLES_PER_SIDE, _SAMPLE_PX)
+            for w in wins:
+                total += float((ds.dataset_mask(window=w) > 0).mean())
+            if total > 0 or src.width * src.height > 4 * 10**9:
+                return total / len(wins)
+            shape_ = (min(256, src.height), min(256, src.width))
+            return float((ds.dataset_mask(out_shape=shape_) > 0).mean())
+    except RasterioError as exc:
+        raise UserInputError(
+            f"{src.label} could not be read ({str(exc).splitlines()[0][:120]}); the file is "
+            "truncated or corrupt, re-export or re-copy it.") from exc
