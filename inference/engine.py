@@ -1,0 +1,443 @@
+"""The inference engine: tiles of an aligned pair through ONNX Runtime, blended, block by block.
+
+``predict_window`` computes the blended probabilities of any window of the grid by running every
+lattice tile that touches it; ``predict_grid`` walks the whole grid in blocks of lattice tiles,
+runs each tile exactly once, carries the partial sums of the overlap bands to the neighbouring
+blocks, and writes each block's finished pixels to the output (a disk store, a COG writer).
+Blending sums are fixed-point integers, so both give bit-identical probabilities whichever
+windows or blocks were used. Reading and normalising the next batch runs in a background thread
+while ONNX Runtime computes the current one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from rasterio.windows import Window
+
+from idou.inference.blending import BlendWeights, accumulate, to_probabilities, to_uint8
+from idou.inference.contract import (
+    INPUT_AFTER,
+    INPUT_BEFORE,
+    OUTPUT_PROBABILITIES,
+    ModelContract,
+)
+from idou.inference.tiling import Tile, TilePlan
+
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_BLOCK_SIZE = 2048
+ProgressCallback = Callable[[int, int], None]
+
+
+class PairReader(Protocol):
+    """What the engine needs of an aligned pair (``idou.geo.align.AlignedPair``)."""
+
+    grid: Any
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """before, after ``(C, h, w)`` uint8 and valid ``(h, w)`` bool; outside the grid: 0."""
+        ...
+
+    def valid_fraction(self, window: Window) -> float:
+        """A cheap estimate of the valid share of ``window`` (0 means nothing valid)."""
+        ...
+
+
+class ProbabilitySink(Protocol):
+    """Where finished probabilities go: ``write(window, uint8 (2, h, w))``."""
+
+    def write(self, window: Window, probs: np.ndarray) -> None:
+        """Store uint8 probabilities of a window inside the grid."""
+        ...
+
+
+@dataclass
+class EngineStats:
+    """What a run did: tile counts and where the time went."""
+
+    tiles_total: int = 0
+    tiles_run: int = 0
+    tiles_skipped: int = 0
+    blocks: int = 0
+    batches: int = 0
+    pixels: int = 0
+    read_seconds: float = 0.0
+    model_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+class Normaliser:
+    """uint8 bands to the model's float32 input: ``(pixel / 255 - mean) / std``."""
+
+    def __init__(self, contract: ModelContract) -> None:
+        std = np.asarray(contract.std, dtype=np.float64)
+        mean = np.asarray(contract.mean, dtype=np.float64)
+        self.scale = (1.0 / (255.0 * std)).astype(np.float32)[:, None, None]
+        self.bias = (-mean / std).astype(np.float32)[:, None, None]
+
+    def __call__(self, pixels: np.ndarray, out: np.ndarray) -> None:
+        """Normalise ``pixels`` ``(C, h, w)`` uint8 into ``out`` float32 of the same shape."""
+        np.multiply(pixels, self.scale, out=out)
+        np.add(out, self.bias, out=out)
+
+
+def model_batch_size(session: Any, wanted: int) -> int:
+    """``wanted``, unless the model's batch dimension is fixed to another number."""
+    for node in session.get_inputs():
+        dim = node.shape[0] if node.shape else None
+        if isinstance(dim, int) and dim > 0:
+            return dim
+    return max(1, int(wanted))
+
+
+def run_model(session: Any, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Run the model on one batch: float32 ``(N, C, T, T)`` twice → ``(N, 2, T, T)`` float32."""
+    out = session.run([OUTPUT_PROBABILITIES], {INPUT_BEFORE: before, INPUT_AFTER: after})[0]
+    return np.asarray(out, dtype=np.float32)
+
+
+# --- producer side: read blocks and cut them into normalised batches --------------------------
+
+@dataclass
+class _BlockStart:
+    key: Any
+    footprint: Window
+    valid: np.ndarray | None  # None: nothing valid, every tile skipped
+
+
+@dataclass
+class _Batch:
+    tiles: list[Tile]
+    before: np.ndarray
+    after: np.ndarray
+
+
+@dataclass
+class _BlockEnd:
+    key: Any
+
+
+_Event = _BlockStart | _Batch | _BlockEnd
+
+
+@dataclass(frozen=True)
+class _BlockSpec:
+    key: Any
+    tiles: list[Tile]
+    footprint: Window
+
+
+def _events(pair: PairReader, specs: Iterable[_BlockSpec], contract: ModelContract,
+            batch_size: int, stats: EngineStats) -> Iterator[_Event]:
+    """Read each block's footprint once and yield its non-empty tiles as normalised batches."""
+    normalise = Normaliser(contract)
+    channels, size = len(contract.band_order), contract.tile_size
+    for spec in specs:
+        stats.tiles_total += len(spec.tiles)
+        t0 = time.perf_counter()
+        if not spec.tiles or pair.valid_fraction(spec.footprint) <= 0.0:
+            stats.tiles_skipped += len(spec.tiles)
+            yield _BlockStart(spec.key, spec.footprint, None)
+            yield _BlockEnd(spec.key)
+            continue
+        before, after, valid = pair.read(spec.footprint)
+        stats.read_seconds += time.perf_counter() - t0
+        yield _BlockStart(spec.key, spec.footprint, valid)
+        r_base, c_base = int(spec.footprint.row_off), int(spec.footprint.col_off)
+        pending: list[Tile] = []
+        for tile in spec.tiles:
+            r, c = tile.row - r_base, tile.col - c_base
+            if valid[r:r + size, c:c + size].any():
+                pending.append(tile)
+            else:
+                stats.tiles_skipped += 1
+        for start in range(0, len(pending), batch_size):
+            t0 = time.perf_counter()
+            chunk = pending[start:start + batch_size]
+            b = np.empty((len(chunk), channels, size, size), dtype=np.float32)
+            a = np.empty_like(b)
+            for k, tile in enumerate(chunk):
+                r, c = tile.row - r_base, tile.col - c_base
+                normalise(before[:, r:r + size, c:c + size], b[k])
+                normalise(after[:, r:r + size, c:c + size], a[k])
+            stats.read_seconds += time.perf_counter() - t0
+            yield _Batch(chunk, b, a)
+        yield _BlockEnd(spec.key)
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterate ``items`` in a background thread, up to ``depth`` items ahead of the consumer.
+
+    Exceptions in the producer are raised in the consumer; leaving the loop early stops it.
+    """
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            buffer.put(exc)
+
+    thread = threading.Thread(target=produce, name="idou-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+# --- consumer side: run the model and accumulate blocks ---------------------------------------
+
+@dataclass
+class _BlockResult:
+    key: Any
+    footprint: Window
+    valid: np.ndarray | None
+    acc: np.ndarray  # int32 (2, fh, fw) fixed-point sums of this block's own tiles
+
+
+def _blocks(events: Iterator[_Event], session: Any, weights: BlendWeights, stats: EngineStats,
+            fixed_batch: int) -> Iterator[_BlockResult]:
+    """Run the batches of each block through the model and yield the block's sums."""
+    current: _BlockStart | None = None
+    acc: np.ndarray | None = None
+    for event in events:
+        if isinstance(event, _BlockStart):
+            current = event
+            fp = event.footprint
+            acc = np.zeros((2, int(fp.height), int(fp.width)), dtype=np.int32)
+        elif isinstance(event, _Batch):
+            assert current is not None and acc is not None
+            before, after = event.before, event.after
+            n = len(event.tiles)
+            if n < fixed_batch:
+                pad = ((0, fixed_batch - n), (0, 0), (0, 0), (0, 0))
+                before, after = np.pad(before, pad), np.pad(after, pad)
+            t0 = time.perf_counter()
+            probs = run_model(session, before, after)
+            stats.model_seconds += time.perf_counter() - t0
+            stats.batches += 1
+            stats.tiles_run += n
+            r_base, c_base = int(current.footprint.row_off), int(current.footprint.col_off)
+            for k, tile in enumerate(event.tiles):
+                accumulate(acc, probs[k], weights.fixed_point(tile.row_index, tile.col_index),
+                           tile.row - r_base, tile.col - c_base)
+        else:
+            assert current is not None and acc is not None
+            stats.blocks += 1
+            yield _BlockResult(current.key, current.footprint, current.valid, acc)
+            current, acc = None, None
+
+
+def _finish(acc: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Fixed-point sums of a region to float32 probabilities, 0 where not valid."""
+    probs = to_probabilities(acc)
+    if valid is None:
+        probs[:] = 0.0
+    else:
+        probs *= valid[None]
+    return probs
+
+
+def _plan(pair: PairReader, contract: ModelContract) -> TilePlan:
+    return TilePlan.for_grid(pair.grid.height, pair.grid.width, contract.tile_size,
+                             contract.tile_overlap)
+
+
+def predict_window(pair: PairReader, session: Any, contract: ModelContract, window: Window, *,
+                   batch_size: int = DEFAULT_BATCH_SIZE, stats: EngineStats | None = None,
+                   prefetch_depth: int = 2) -> np.ndarray:
+    """Blended probabilities of one window of the grid, as a whole-grid pass would give them.
+
+    Runs every lattice tile that touches ``window`` (skipping tiles with no pixel valid in both
+    dates) and blends them. Deterministic: a pixel gets the same value whichever window holds it.
+
+    Args:
+        pair: the aligned pair (``idou.geo.align.AlignedPair``).
+        session: an ONNX Runtime session of a model honouring ``contract``.
+        contract: the model's contract (tile size, overlap, normalisation).
+        window: any window of the grid; parts outside the grid come back as 0.
+        batch_size: tiles per model call.
+        stats: counters to update, if given.
+        prefetch_depth: batches read ahead in a background thread (0: no thread).
+
+    Returns:
+        float32 ``(2, h, w)`` probabilities (new, demolished), 0 where either date is nodata.
+    """
+    stats = stats if stats is not None else EngineStats()
+    t_start = time.perf_counter()
+    plan = _plan(pair, contract)
+    h, w = int(window.height), int(window.width)
+    out = np.zeros((2, h, w), dtype=np.float32)
+    tiles = plan.tiles_for_window(window)
+    if not tiles:
+        return out
+    spec = _BlockSpec("window", tiles, plan.footprint(tiles))
+    events = _events(pair, [spec], contract, model_batch_size(session, batch_size), stats)
+    if prefetch_depth > 0:
+        events = prefetch(events, prefetch_depth)
+    weights = BlendWeights(plan)
+    for result in _blocks(events, session, weights, stats, _fixed_batch(session)):
+        fp = result.footprint
+        r0, c0 = int(window.row_off - fp.row_off), int(window.col_off - fp.col_off)
+        # the window may reach past the footprint only where it leaves the grid
+        rr0, cc0 = max(r0, 0), max(c0, 0)
+        rr1, cc1 = min(r0 + h, int(fp.height)), min(c0 + w, int(fp.width))
+        if rr1 > rr0 and cc1 > cc0:
+            valid = None if result.valid is None else result.valid[rr0:rr1, cc0:cc1]
+            out[:, rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = _finish(
+                result.acc[:, rr0:rr1, cc0:cc1], valid)
+    stats.pixels += h * w
+    stats.seconds += time.perf_counter() - t_start
+    return out
+
+
+def _fixed_batch(session: Any) -> int:
+    """The model's fixed batch size, or 0 when it accepts any."""
+    for node in session.get_inputs():
+        dim = node.shape[0] if node.shape else None
+        if isinstance(dim, int) and dim > 0:
+            return dim
+    return 0
+
+
+def _groups(count: int, per_block: int) -> list[tuple[int, int]]:
+    return [(s, min(s + per_block, count)) for s in range(0, count, per_block)]
+
+
+def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
+                 out: ProbabilitySink | Sequence[ProbabilitySink], *,
+                 windows: Iterable[Window] | None = None,
+                 block_size: int = DEFAULT_BLOCK_SIZE, batch_size: int = DEFAULT_BATCH_SIZE,
+                 progress: ProgressCallback | None = None, prefetch_depth: int = 2
+                 ) -> EngineStats:
+    """Predict the whole grid (or only ``windows``) and write uint8 probabilities to ``out``.
+
+    The grid is walked in blocks of about ``block_size`` pixels made of whole lattice tiles;
+    every tile runs once, and the overlap bands between blocks are carried as partial sums, so
+    memory depends on the block size (and one overlap band of the grid's width), never on the
+    flight's size. Each output pixel is written exactly once.
+
+    Args:
+        pair: the aligned pair.
+        session: an ONNX Runtime session.
+        contract: the model's contract.
+        out: one sink or several (e.g. a ``ProbabilityStore`` and a probability COG writer).
+        windows: only these windows (each via ``predict_window``); None: the whole grid.
+        block_size: approximate block side in pixels.
+        batch_size: tiles per model call.
+        progress: called with (pixels done, pixels total) after each block.
+        prefetch_depth: batches read ahead in a background thread (0: no thread).
+
+    Returns:
+        Counters and timings of the run.
+    """
+    sinks = list(out) if isinstance(out, Sequence) else [out]
+    stats = EngineStats()
+    t_start = time.perf_counter()
+    height, width = int(pair.grid.height), int(pair.grid.width)
+    if windows is not None:
+        todo = list(windows)
+        total = sum(int(w.height) * int(w.width) for w in todo)
+        done = 0
+        for window in todo:
+            probs = to_uint8(predict_window(pair, session, contract, window,
+                                            batch_size=batch_size, stats=stats,
+                                            prefetch_depth=prefetch_depth))
+            for sink in sinks:
+                sink.write(window, probs)
+            done += int(window.height) * int(window.width)
+            if progress:
+                progress(done, total)
+        stats.seconds = time.perf_counter() - t_start
+        return stats
+
+    plan = _plan(pair, contract)
+    per_block = max(2, round(block_size / plan.stride))
+    row_groups = _groups(plan.shape[0], per_block)
+    col_groups = _groups(plan.shape[1], per_block)
+    col_spans = [plan.span((0, 1), g) for g in col_groups]
+    lattice_width = int(col_spans[-1].col_off + col_spans[-1].width)
+
+    def specs() -> Iterator[_BlockSpec]:
+        for gi, rg in enumerate(row_groups):
+            for gj, cg in enumerate(col_groups):
+                tiles = [plan.tile(i, j) for i in range(*rg) for j in range(*cg)]
+                yield _BlockSpec((gi, gj), tiles, plan.span(rg, cg))
+
+    events: Iterator[_Event] = _events(pair, specs(), contract,
+                                       model_batch_size(session, batch_size), stats)
+    if prefetch_depth > 0:
+        events = prefetch(events, prefetch_depth)
+    weights = BlendWeights(plan)
+    total, done = height * width, 0
+    carry_prev: np.ndarray | None = None  # sums of earlier block rows on this row's top band
+    carry_next: np.ndarray | None = None
+    carry_left: np.ndarray | None = None  # own sums of the left block on this block's left band
+    for result in _blocks(events, session, weights, stats, _fixed_batch(session)):
+        gi, gj = result.key
+        fp = result.footprint
+        fr0, fc0 = int(fp.row_off), int(fp.col_off)
+        fr1, fc1 = fr0 + int(fp.height), fc0 + int(fp.width)
+        last_row, last_col = gi == len(row_groups) - 1, gj == len(col_groups) - 1
+        next_r0 = fr1 if last_row else int(plan.row_offsets[row_groups[gi + 1][0]])
+        next_c0 = fc1 if last_col else int(plan.col_offsets[col_groups[gj + 1][0]])
+        own = result.acc
+        if gj == 0:
+            carry_prev, carry_next, carry_left = carry_next, None, None
+            if not last_row:
+                carry_next = np.zeros((2, fr1 - next_r0, lattice_width), dtype=np.int32)
+        # hand this block's own sums on to the blocks that share its bands
+        if carry_next is not None:
+            carry_next[:, :, fc0:fc1] += own[:, next_r0 - fr0:, :]
+        left_for_next = None if last_col else own[:, :, next_c0 - fc0:].copy()
+        # add what earlier blocks left on this block's top and left bands
+        if carry_prev is not None:
+            own[:, :carry_prev.shape[1], :] += carry_prev[:, :, fc0:fc1]
+        if carry_left is not None:
+            own[:, :, :carry_left.shape[2]] += carry_left
+        carry_left = left_for_next
+        # the pixels no later block touches are final
+        r1, c1 = min(next_r0, height), min(next_c0, width)
+        if r1 > fr0 and c1 > fc0:
+            region = Window(fc0, fr0, c1 - fc0, r1 - fr0)
+            valid = None if result.valid is None else result.valid[:r1 - fr0, :c1 - fc0]
+            probs = to_uint8(_finish(own[:, :r1 - fr0, :c1 - fc0], valid))
+            for sink in sinks:
+                sink.write(region, probs)
+            done += (r1 - fr0) * (c1 - fc0)
+        if progress:
+            progress(done, total)
+    stats.pixels = total
+    stats.seconds = time.perf_counter() - t_start
+    return stats

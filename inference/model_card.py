@@ -1,0 +1,99 @@
+"""Model cards: what a released model was trained on, under what terms, how well it does.
+
+A card lives beside its model as ``<stem>.card.json`` (read by inference: the sha256 must match
+the model file) and ``<stem>.card.md`` (read by people).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from idou.geo.errors import UserInputError
+
+
+@dataclass
+class ModelCard:
+    """The facts about one released model."""
+
+    name: str
+    version: str
+    sha256: str
+    created: str = ""
+    trained_on: str = ""
+    terms: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    recall_target: float | None = None
+    notes: str = ""
+
+
+def card_paths(model_path: str | Path) -> tuple[Path, Path]:
+    """(``<stem>.card.json``, ``<stem>.card.md``) beside a model file."""
+    path = Path(model_path)
+    return (path.with_name(f"{path.stem}.card.json"), path.with_name(f"{path.stem}.card.md"))
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of some bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """Read a JSON model card; a missing or malformed one is a user error."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UserInputError(f"model card {path} does not exist; keep the card beside the "
+                             "model.") from exc
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"model card {path} is not readable JSON ({exc}); restore it from "
+                             "the model's release.") from exc
+    known = set(ModelCard.__dataclass_fields__)
+    try:
+        return ModelCard(**{k: v for k, v in data.items() if k in known})
+    except TypeError as exc:
+        raise UserInputError(f"model card {path} lacks a required field ({exc}); restore it "
+                             "from the model's release.") from exc
+
+
+def _markdown(card: ModelCard) -> str:
+    lines = [f"# Model card: {card.name} {card.version}", ""]
+    lines += ["| | |", "|---|---|", f"| sha256 | `{card.sha256}` |",
+              f"| created | {card.created} |"]
+    if card.thresholds:
+        shown = ", ".join(f"{k} {v:g}" for k, v in card.thresholds.items())
+        lines.append(f"| thresholds | {shown} |")
+    if card.recall_target is not None:
+        lines.append(f"| recall target | {card.recall_target:g} |")
+    lines += ["", "## Trained on", "", card.trained_on or "(not recorded)", "",
+              "## Terms", "", card.terms or "(not recorded)", ""]
+    if card.metrics:
+        lines += ["## Measured", "", "| metric | value |", "|---|---|"]
+        for key, value in card.metrics.items():
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            lines.append(f"| {key} | {shown} |")
+        lines.append("")
+    if card.notes:
+        lines += ["## Notes", "", card.notes, ""]
+    return "\n".join(lines)
+
+
+def write_card(card: ModelCard, json_path: str | Path, md_path: str | Path) -> None:
+    """Write a card as JSON (for inference) and Markdown (for people)."""
+    Path(json_path).write_text(json.dumps(asdict(card), indent=2, ensure_ascii=False) + "\n",
+                               encoding="utf-8")
+    Path(md_path).write_text(_markdown(card), encoding="utf-8")
