@@ -1,9 +1,67 @@
-"""`idou` subcommands of the batch stage."""
+"""`idou batch`: a whole flight, resumable, on local workers or a Dask cluster."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+BATCH_HELP = "\n\n".join([
+    "Run change detection over a whole flight described by FLIGHT.toml.",
+    "The flight is cut into blocks recorded in a journal in the output folder. Re-running the "
+    "same command after a crash, kill -9 or failed blocks continues where it stopped; the final "
+    "GeoPackage equals an uninterrupted run's. Progress: OUT/status.json (rewritten after each "
+    "block); log: OUT/idou-batch.log; summary: OUT/summary.html.",
+    "Exit status, for cron, systemd or a job runner:",
+    "0 = all blocks done and the GeoPackage written.",
+    "1 = internal error (a bug; OUT/idou-batch.log says where).",
+    "2 = user error: bad FLIGHT.toml, missing or unreadable sheet, CRS, model, or another run "
+    "holds the output folder; nothing was computed.",
+    "3 = finished, but some blocks failed after their retries (see status.json and the "
+    "journal); run the same command again to retry only those.",
+    "130 = interrupted (Ctrl-C or SIGTERM); run again to resume.",
+])
+
+
+def batch(
+    flight: Path = typer.Argument(..., help="The FLIGHT.toml describing inputs and output.",
+                                  show_default=False),
+    check: bool = typer.Option(False, "--check",
+                               help="Validate files, sheets, CRS, overlap and model, run nothing."),
+    workers: int | None = typer.Option(None, "--workers", min=1,
+                                       help="Local worker processes (default: the file's)."),
+    scheduler: str | None = typer.Option(None, "--scheduler",
+                                         help="Run on an existing Dask scheduler, "
+                                              "tcp://HOST:PORT (shared storage required)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    import signal
+
+    from idou.inference.batch import check_flight, run_batch
+    from idou.inference.batch_config import load_flight_config
+
+    config = load_flight_config(flight)
+    if check:
+        report = check_flight(config)
+        for line in report.lines():
+            typer.echo(line)
+        typer.echo("check passed: nothing was run")
+        return
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    result = run_batch(config, workers=workers, scheduler=scheduler, progress=not quiet)
+    if not quiet:
+        typer.echo(f"{result.blocks_done}/{result.blocks_total} blocks done, "
+                   f"{result.blocks_failed} failed; status: {result.out_dir / 'status.json'}")
+        if result.gpkg is not None:
+            typer.echo(f"GeoPackage: {result.gpkg}")
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's subcommands to the `idou` application."""
+    app.command("batch", help=BATCH_HELP)(batch)

@@ -1,0 +1,724 @@
+"""Whole-flight batch runs: blocks on Dask, a resumable journal, one final detect stage.
+
+``run_batch(config)`` plans blocks of the aligned grid (:mod:`idou.inference.blocks`), records
+them in the SQLite journal of the output folder (:mod:`idou.inference.journal`), skips those
+already done, and computes the rest on Dask: a local cluster (``workers`` processes; one worker
+runs in-process) or an existing scheduler (``tcp://HOST:PORT``; the workers must see the inputs
+and the output folder at the same paths). Each block's probabilities (uint8, channel 0 = new,
+1 = demolished) go to ``OUT/blocks/<id>.tif`` atomically (temporary file, then ``os.replace``);
+only then is the block marked done. Because the engine computes every lattice tile touching a
+block, block probabilities equal a whole-grid pass, and a resumed run equals an uninterrupted
+one. At the end the blocks are mosaicked through ``OUT/probabilities.vrt`` and polygons, classes,
+the parcel join and the GeoPackage are made once by the same code as ``idou detect``.
+
+Layout of the output folder::
+
+    OUT/journal.sqlite    one row per block (state, attempts, worker, timings, error)
+    OUT/status.json       progress for an operator or a monitor, rewritten after each block
+    OUT/idou-batch.log    the run's log
+    OUT/blocks/*.tif      per-block probabilities (2 x uint8, georeferenced)
+    OUT/probabilities.vrt the blocks as one raster (for QGIS and the final stage)
+    OUT/review.gpkg       the review GeoPackage (as `idou detect` writes it)
+    OUT/summary.html      blocks, km², Mpx/s, changes by class, run_info
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import socket
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+import rasterio
+
+from idou.geo.errors import UserInputError
+from idou.inference.batch_config import FlightConfig
+from idou.inference.batch_report import (
+    STATUS_NAME,
+    SUMMARY_NAME,
+    StatusFile,
+    changes_by_class,
+    close_run_log,
+    setup_run_log,
+    write_summary_html,
+)
+from idou.inference.blocks import Block, plan_blocks
+from idou.inference.journal import JOURNAL_NAME, Journal
+
+log = logging.getLogger("idou.batch")
+
+BLOCKS_DIR = "blocks"
+VRT_DIR = "vrt"
+MODEL_DIR = "model"
+MOSAIC_NAME = "probabilities.vrt"
+GPKG_NAME = "review.gpkg"
+LOCK_NAME = ".idou-batch.lock"
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USER = 2
+EXIT_FAILED_BLOCKS = 3
+
+
+# --- what travels to the workers -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a worker needs to compute a block: paths and the preflight, no pixel data.
+
+    ``report`` is the driver's :class:`~idou.geo.preflight.PreflightReport` (its sources point
+    at files or at VRTs in ``OUT/vrt``), so every worker reads the same grid and bands.
+    """
+
+    key: str
+    report: Any
+    blocks_dir: str
+    model_path: str
+    model_sha256: str
+    threads: int
+    device: str
+
+
+@dataclass(frozen=True)
+class BlockOutcome:
+    """What a worker reports for one block."""
+
+    block_id: str
+    worker: str
+    seconds: float
+    timings: dict[str, float]
+    pixels: int
+
+
+@dataclass
+class BatchResult:
+    """The end of a run."""
+
+    exit_code: int
+    out_dir: Path
+    blocks_total: int
+    blocks_done: int
+    blocks_failed: int
+    gpkg: Path | None
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+# --- worker side -----------------------------------------------------------------------------
+
+_WORKER_CACHE: dict[str, Any] = {}
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _worker_state(spec: RunSpec) -> Any:
+    """The open pair and ONNX session for ``spec``, kept per process between blocks."""
+    state = _WORKER_CACHE.get(spec.key)
+    if state is None:
+        for old in list(_WORKER_CACHE.values()):
+            with contextlib.suppress(Exception):
+                old.close()
+        _WORKER_CACHE.clear()
+        state = _WorkerEngine(spec)
+        _WORKER_CACHE[spec.key] = state
+    return state
+
+
+class _WorkerEngine:
+    """Opens the flights on the run's grid and the model once per worker process."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        from idou.geo.align import AlignedPair
+        from idou.inference.model_source import load_model_bytes
+        from idou.inference.session import make_session
+
+        data = Path(spec.model_path).read_bytes()
+        if hashlib.sha256(data).hexdigest() != spec.model_sha256:
+            raise RuntimeError(f"{spec.model_path} changed since the run started (sha256)")
+        with warnings.catch_warnings():  # the driver checked the card; this is its copy
+            warnings.simplefilter("ignore", UserWarning)
+            model = load_model_bytes(data, Path(spec.model_path), card_required=False)
+        self.contract = model.contract
+        self.pair = AlignedPair(spec.report)
+        self.pair.__enter__()
+        self.session = make_session(data, device=spec.device, threads=spec.threads)
+
+    def predict(self, block: Block) -> np.ndarray:
+        from idou.inference.engine import predict_window
+
+        probs = predict_window(self.pair, self.session, self.contract, block.window)
+        return np.asarray(probs)
+
+    def close(self) -> None:
+        self.pair.__exit__(None, None, None)
+
+
+def compute_block(spec: RunSpec, block: Block) -> BlockOutcome:
+    """Compute one block's probabilities and write ``blocks/<id>.tif`` atomically.
+
+    Runs on a worker. Raises whatever the engine raises; the driver records it in the journal.
+    """
+    from idou.inference.blending import to_uint8
+
+    t0 = time.perf_counter()
+    engine = _worker_state(spec)
+    t1 = time.perf_counter()
+    probs = engine.predict(block)
+    t2 = time.perf_counter()
+    if probs.shape != (2, block.height, block.width):
+        raise RuntimeError(f"engine returned {probs.shape} for block {block.id}")
+    data = probs if probs.dtype == np.uint8 else to_uint8(probs)
+    write_block(Path(spec.blocks_dir), block, data, engine.pair.grid)
+    t3 = time.perf_counter()
+    return BlockOutcome(block_id=block.id, worker=_worker_name(), seconds=t3 - t0,
+                        timings={"read": t1 - t0, "infer": t2 - t1, "write": t3 - t2},
+                        pixels=block.pixels)
+
+
+def block_path(blocks_dir: Path, block: Block) -> Path:
+    """Where a block's probabilities live."""
+    return blocks_dir / f"{block.id}.tif"
+
+
+def write_block(blocks_dir: Path, block: Block, data: np.ndarray, grid: Any) -> Path:
+    """Write uint8 ``(2, h, w)`` probabilities as a GeoTIFF: temporary file, then rename."""
+    blocks_dir.mkdir(parents=True, exist_ok=True)
+    target = block_path(blocks_dir, block)
+    tmp = blocks_dir / f".{block.id}.{uuid.uuid4().hex}.tmp"
+    profile = {
+        "driver": "GTiff", "dtype": "uint8", "count": 2, "height": block.height,
+        "width": block.width, "crs": grid.crs, "transform": grid.window_transform(block.window),
+        "compress": "deflate", "tiled": True, "blockxsize": 256, "blockysize": 256,
+    }
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            dst.set_band_description(1, "new")
+            dst.set_band_description(2, "demolished")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+# --- shared by driver and workers ------------------------------------------------------------
+
+
+def open_pair_report(before: str | list[str], after: str | list[str], before_crs: str | None,
+                     after_crs: str | None, aoi: str | None, contract: Any, vrt_dir: Path,
+                     estimate_misregistration: bool = True) -> Any:
+    """Open both flights (sheets mosaicked through VRTs in ``vrt_dir``) and run preflight."""
+    from idou.geo.preflight import preflight
+    from idou.geo.sources import open_source
+
+    b = open_source(before, crs=before_crs, workdir=vrt_dir)
+    a = open_source(after, crs=after_crs, workdir=vrt_dir)
+    return preflight(b, a, contract, aoi=aoi, estimate_misregistration=estimate_misregistration)
+
+
+# --- driver side -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _run_lock(out_dir: Path) -> Iterator[None]:
+    """One driver per output folder: a second `idou batch` on it is a user error."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(out_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise UserInputError(
+                f"another idou batch is running on {out_dir}; wait for it or stop it first."
+            ) from exc
+        yield
+    finally:
+        fh.close()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stage_model(model: Any, out_dir: Path) -> Path:
+    """Copy the checked model into ``OUT/model/`` (shared storage the workers read)."""
+    target = out_dir / MODEL_DIR / f"{model.sha256[:16]}.onnx"
+    if not target.is_file() or _sha256(target) != model.sha256:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(model.data)
+        os.replace(tmp, target)
+    return target
+
+
+def _resolve_model(name: str) -> Any:
+    from idou.inference.model_source import resolve_model
+
+    return resolve_model(name)
+
+
+@dataclass
+class _Prepared:
+    config: FlightConfig
+    report: Any
+    model: Any
+    model_sha: str
+    model_path: Path
+    blocks: list[Block]
+    spec: RunSpec
+
+
+def _prepare(config: FlightConfig, out_dir: Path, vrt_dir: Path,
+             estimate_misregistration: bool = True) -> _Prepared:
+    """Resolve the model, open and align the flights, plan the blocks."""
+    model = _resolve_model(config.model)
+    contract = model.contract
+    report = open_pair_report(
+        config.before.source_spec, config.after.source_spec, config.before.crs,
+        config.after.crs, str(config.aoi) if config.aoi else None, contract, vrt_dir,
+        estimate_misregistration=estimate_misregistration)
+    grid = report.grid
+    stride = contract.tile_size - contract.tile_overlap
+    blocks = plan_blocks(grid.width, grid.height, config.block_size, halo=contract.tile_overlap,
+                         stride=stride)
+    model_sha = str(model.sha256)
+    key = hashlib.sha256(
+        f"{config.fingerprint()}|{model_sha}|{grid.width}x{grid.height}|{grid.transform}".encode()
+    ).hexdigest()[:16]
+    spec = RunSpec(key=key, report=report, blocks_dir=str(out_dir / BLOCKS_DIR),
+                   model_path=str(model.path), model_sha256=model_sha, threads=config.threads,
+                   device=config.device)
+    return _Prepared(config=config, report=report, model=model, model_sha=model_sha,
+                     model_path=Path(model.path), blocks=blocks, spec=spec)
+
+
+@dataclass
+class CheckReport:
+    """What `idou batch --check` found (everything passed when it returns)."""
+
+    grid_width: int
+    grid_height: int
+    gsd_m: float
+    km2: float
+    blocks: int
+    block_size: int
+    sheets_before: int
+    sheets_after: int
+    model: str
+    model_sha256: str
+    resumable_blocks_done: int
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """Human-readable summary lines."""
+        out = [
+            f"before: {self.sheets_before} sheet(s); after: {self.sheets_after} sheet(s) — "
+            "all open",
+            f"grid: {self.grid_width} x {self.grid_height} px at {self.gsd_m:g} m "
+            f"= {self.km2:.3f} km²",
+            f"blocks: {self.blocks} of {self.block_size} px",
+            f"model: {self.model} (sha256 {self.model_sha256[:16]}…)",
+        ]
+        if self.resumable_blocks_done:
+            out.append(f"output folder holds {self.resumable_blocks_done} done block(s); "
+                       "a run resumes there")
+        out.extend(self.notes)
+        return out
+
+
+def check_flight(config: FlightConfig) -> CheckReport:
+    """Validate a flight without running any block and without writing to its output folder.
+
+    Opens every sheet of both dates (mosaics go to a temporary folder), checks CRS, overlap and
+    band layout through preflight, loads the model (hash against its card, metadata), reads the
+    headers of the parcel, building and AOI files, and checks a journal already in the output
+    folder was made by the same inputs.
+
+    Raises:
+        UserInputError: the first problem found, as one sentence.
+    """
+    with tempfile.TemporaryDirectory(prefix="idou-check-") as tmp:
+        prepared = _prepare(config, Path(tmp), Path(tmp) / VRT_DIR,
+                            estimate_misregistration=False)
+    for key in ("parcels", "buildings", "aoi"):
+        path = getattr(config, key)
+        if path is not None:
+            _check_vector(path, key)
+    _check_output_writable(config.output)
+    grid = prepared.report.grid
+    done = 0
+    journal_path = config.output / JOURNAL_NAME
+    notes: list[str] = []
+    for w in getattr(prepared.report, "warnings", []) or []:
+        notes.append(f"preflight: {w}")
+    if journal_path.is_file():
+        with Journal(journal_path) as journal:
+            known = journal.meta().get("fingerprint")
+            if known is not None and known != prepared.spec.key:
+                raise UserInputError(
+                    f"{config.output} holds a run with other inputs, model or block size; "
+                    "choose a new output folder or delete that one.")
+            done = journal.counts()["done"]
+    pixel_area = abs(grid.transform.a * grid.transform.e - grid.transform.b * grid.transform.d)
+    card = getattr(prepared.model, "card", None)
+    name = getattr(card, "name", None) or prepared.model.contract.model_name
+    version = prepared.model.contract.model_version
+    return CheckReport(
+        grid_width=grid.width, grid_height=grid.height, gsd_m=grid.gsd,
+        km2=grid.width * grid.height * pixel_area / 1e6, blocks=len(prepared.blocks),
+        block_size=prepared.blocks[0].width if prepared.blocks else config.block_size,
+        sheets_before=len(config.before.sheets), sheets_after=len(config.after.sheets),
+        model=f"{name} {version}", model_sha256=prepared.model_sha,
+        resumable_blocks_done=done, notes=notes)
+
+
+def _check_vector(path: Path, what: str) -> None:
+    try:
+        import pyogrio
+
+        pyogrio.read_info(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the user's file
+        raise UserInputError(
+            f"{what} file {path.name} cannot be read as vector data ({exc}); "
+            "give a GeoPackage, Shapefile or GeoJSON.") from exc
+
+
+def _check_output_writable(out: Path) -> None:
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserInputError(f"output folder {out} cannot be written here; choose another one.")
+
+
+def run_batch(config: FlightConfig, workers: int | None = None, scheduler: str | None = None,
+              progress: bool = True, on_block: Callable[[dict[str, Any]], None] | None = None
+              ) -> BatchResult:
+    """Run (or resume) a whole-flight batch.
+
+    Args:
+        config: the validated FLIGHT.toml.
+        workers: local worker processes (default: the config's ``workers``); ignored with
+            ``scheduler``.
+        scheduler: address of an existing Dask scheduler (``tcp://HOST:PORT``).
+        progress: show a progress bar on the terminal.
+        on_block: called with the status after each finished block (tests, monitors).
+
+    Returns:
+        The run's result; ``exit_code`` is 0 (all done), or 3 (some blocks failed after their
+        retries; re-run to retry them, the others are kept).
+
+    Raises:
+        UserInputError: a problem with the inputs, the model or the output folder.
+    """
+    out_dir = config.output
+    with _run_lock(out_dir):
+        handler = setup_run_log(out_dir)
+        try:
+            return _run_locked(config, out_dir, workers or config.workers, scheduler, progress,
+                               on_block)
+        except UserInputError as exc:
+            log.error("stopped: %s", exc)
+            raise
+        except BaseException as exc:
+            log.exception("stopped: %s", type(exc).__name__)
+            with contextlib.suppress(Exception):
+                _mark_status_stopped(out_dir, "interrupted" if isinstance(
+                    exc, KeyboardInterrupt) else "error", repr(exc))
+            raise
+        finally:
+            close_run_log(handler)
+
+
+def _mark_status_stopped(out_dir: Path, state: str, reason: str) -> None:
+    from idou.inference.batch_report import read_status, write_json_atomic
+
+    status = read_status(out_dir)
+    status.update(state=state, reason=reason[:500],
+                  updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    write_json_atomic(out_dir / STATUS_NAME, status)
+
+
+def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: str | None,
+                progress: bool, on_block: Callable[[dict[str, Any]], None] | None
+                ) -> BatchResult:
+    log.info("batch %s → %s (workers=%s, scheduler=%s)", config.source, out_dir, workers,
+             scheduler)
+    prepared = _prepare(config, out_dir, out_dir / VRT_DIR)
+    staged = _stage_model(prepared.model, out_dir)
+    spec = RunSpec(**{**prepared.spec.__dict__, "model_path": str(staged)})
+    grid = prepared.report.grid
+    blocks_dir = out_dir / BLOCKS_DIR
+    blocks_dir.mkdir(parents=True, exist_ok=True)
+    for stale in blocks_dir.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    pixel_area = abs(grid.transform.a * grid.transform.e - grid.transform.b * grid.transform.d)
+    status = StatusFile(out_dir, grid.width * grid.height, pixel_area, static={
+        "flight": str(config.source), "output": str(out_dir),
+        "grid": {"width": grid.width, "height": grid.height, "crs": str(grid.crs),
+                 "gsd_m": grid.gsd},
+        "model": {"name": prepared.model.contract.model_name,
+                  "version": prepared.model.contract.model_version,
+                  "sha256": prepared.model_sha},
+        "workers": None if scheduler else workers, "scheduler": scheduler,
+    })
+    with Journal(out_dir / JOURNAL_NAME) as journal:
+        fresh = journal.initialise(prepared.blocks, spec.key, {
+            "grid": f"{grid.width}x{grid.height}", "crs": str(grid.crs),
+            "model_sha256": prepared.model_sha, "flight": str(config.source)})
+        if not fresh:
+            reset = journal.reset_interrupted()
+            missing = [r.block.id for r in journal.records(["done"])
+                       if not block_path(blocks_dir, r.block).is_file()]
+            journal.mark_pending(missing)
+            log.info("resuming: %d interrupted and %d missing block(s) back to pending",
+                     reset, len(missing))
+        todo = [r.block for r in journal.records(["pending", "failed"])]
+        status.update("running", journal.counts(), journal.done_seconds()[0])
+        log.info("%d block(s) planned, %d to compute", len(prepared.blocks), len(todo))
+        failed = _compute_blocks(spec, todo, journal, status, workers, scheduler,
+                                 config.max_attempts, progress, on_block)
+        counts = journal.counts()
+        done_px = journal.done_seconds()[0]
+        failures = [(r.block.id, r.error or "") for r in journal.records(["failed"])]
+    if failed:
+        data = status.update("failed", counts, done_px)
+        write_summary_html(out_dir / SUMMARY_NAME, data, {}, _run_info(config, prepared),
+                           failures)
+        log.error("%d block(s) failed; re-run the same command to retry them", failed)
+        return BatchResult(EXIT_FAILED_BLOCKS, out_dir, counts["total"], counts["done"],
+                           counts["failed"], None, data)
+    status.update("finishing", counts, done_px)
+    mosaic = write_block_mosaic(out_dir, prepared.blocks, grid)
+    gpkg = out_dir / GPKG_NAME
+    finish_from_blocks(prepared, mosaic, gpkg, config)
+    data = status.update("done", counts, done_px, gpkg=str(gpkg), mosaic=str(mosaic))
+    write_summary_html(out_dir / SUMMARY_NAME, data, changes_by_class(gpkg),
+                       _run_info(config, prepared))
+    log.info("done: %d block(s), %s", counts["done"], gpkg)
+    return BatchResult(EXIT_OK, out_dir, counts["total"], counts["done"], 0, gpkg, data)
+
+
+def _run_info(config: FlightConfig, prepared: _Prepared) -> dict[str, Any]:
+    from idou import __version__
+
+    contract = prepared.model.contract
+    return {
+        "idou_version": __version__, "flight": str(config.source),
+        "model": contract.model_name, "model_version": contract.model_version,
+        "model_sha256": prepared.model_sha,
+        "thresholds": {"new": contract.threshold_new, "demolished": contract.threshold_demolished},
+        "recall_target": contract.recall_target,
+        "before": [str(p) for p in config.before.sheets][:20],
+        "after": [str(p) for p in config.after.sheets][:20],
+        "sheets": {"before": len(config.before.sheets), "after": len(config.after.sheets)},
+        "block_size": config.block_size, "blocks": len(prepared.blocks),
+    }
+
+
+@contextlib.contextmanager
+def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
+    """A Dask client: the given scheduler, or a local cluster of ``workers`` processes."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise UserInputError(
+                f"no Dask scheduler answers at {scheduler}; start it or fix --scheduler.") from exc
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    # One worker runs in-process (threads): no process start-up, dies with the driver.
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=workers > 1,
+                           dashboard_address=None, silence_logs=logging.ERROR)
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+def _compute_blocks(spec: RunSpec, todo: list[Block], journal: Journal, status: StatusFile,
+                    workers: int, scheduler: str | None, max_attempts: int, progress: bool,
+                    on_block: Callable[[dict[str, Any]], None] | None) -> int:
+    """Run ``todo`` on Dask, recording each result; returns how many blocks failed."""
+    if not todo:
+        return 0
+    from distributed import as_completed
+
+    tries: dict[str, int] = {}
+    failed = 0
+    bar = _Progress(len(todo), enabled=progress)
+    with _client(workers, scheduler) as client, bar:
+        def submit(block: Block) -> Any:
+            tries[block.id] = tries.get(block.id, 0) + 1
+            journal.mark_running(block.id)
+            return client.submit(compute_block, spec, block, key=f"idou-{spec.key}-{block.id}-"
+                                 f"{tries[block.id]}", pure=False)
+
+        by_key: dict[str, Block] = {}
+        futures = []
+        for block in todo:
+            fut = submit(block)
+            by_key[fut.key] = block
+            futures.append(fut)
+        queue = as_completed(futures)
+        for fut in queue:
+            block = by_key.pop(fut.key)
+            try:
+                outcome: BlockOutcome = fut.result()
+            except UserInputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded, retried, reported
+                message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                if tries[block.id] < max_attempts:
+                    log.warning("block %s failed (%s); retrying", block.id, message)
+                    again = submit(block)
+                    by_key[again.key] = block
+                    queue.add(again)
+                    continue
+                log.error("block %s failed after %d attempt(s): %s", block.id,
+                          tries[block.id], message)
+                journal.mark_failed(block.id, message)
+                failed += 1
+                bar.advance()
+                continue
+            journal.mark_done(block.id, outcome.seconds, outcome.worker, outcome.timings)
+            status.add_pixels(outcome.pixels)
+            data = status.update("running", journal.counts(), journal.done_seconds()[0])
+            log.info("block %s done in %.2f s on %s", block.id, outcome.seconds, outcome.worker)
+            bar.advance(data)
+            if on_block is not None:
+                on_block(data)
+    return failed
+
+
+class _Progress:
+    """A rich progress bar over blocks (silent when disabled)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total = total
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("blocks"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task("blocks", total=self.total, rate="")
+        return self
+
+    def advance(self, status: dict[str, Any] | None = None) -> None:
+        if self._progress is not None:
+            rate = f"{status['mpx_per_s']:.2f} Mpx/s" if status else ""
+            self._progress.update(self._task, advance=1, rate=rate)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+# --- the end: one mosaic, one detect stage ---------------------------------------------------
+
+
+def write_block_mosaic(out_dir: Path, blocks: list[Block], grid: Any) -> Path:
+    """``OUT/probabilities.vrt``: every block file as one 2-band uint8 raster of the grid."""
+    gt = ", ".join(repr(float(v)) for v in grid.transform.to_gdal())
+    lines = [f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
+             f"  <SRS>{escape(grid.crs.to_wkt())}</SRS>", f"  <GeoTransform>{gt}</GeoTransform>"]
+    for band, name in ((1, "new"), (2, "demolished")):
+        lines.append(f'  <VRTRasterBand dataType="Byte" band="{band}">')
+        lines.append(f"    <Description>{name}</Description>")
+        for b in blocks:
+            rel = f"{BLOCKS_DIR}/{b.id}.tif"
+            lines.append(
+                f'    <SimpleSource><SourceFilename relativeToVRT="1">{rel}</SourceFilename>'
+                f"<SourceBand>{band}</SourceBand>"
+                f'<SrcRect xOff="0" yOff="0" xSize="{b.width}" ySize="{b.height}"/>'
+                f'<DstRect xOff="{b.col_off}" yOff="{b.row_off}" xSize="{b.width}" '
+                f'ySize="{b.height}"/></SimpleSource>')
+        lines.append("  </VRTRasterBand>")
+    lines.append("</VRTDataset>")
+    path = out_dir / MOSAIC_NAME
+    tmp = out_dir / f".{MOSAIC_NAME}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+class MosaicReader:
+    """Windowed uint8 ``(2, h, w)`` reads of the block mosaic (the ProbabilityStore interface)."""
+
+    def __init__(self, path: Path) -> None:
+        self._ds = rasterio.open(path)
+        self.height = self._ds.height
+        self.width = self._ds.width
+
+    def read(self, window: Any) -> np.ndarray:
+        """uint8 ``(2, h, w)`` probabilities at ``window``."""
+        return np.asarray(self._ds.read(window=window))
+
+    def close(self) -> None:
+        """Close the mosaic."""
+        self._ds.close()
+
+    def __enter__(self) -> MosaicReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def finish_from_blocks(prepared: _Prepared, mosaic: Path, gpkg: Path,
+                       config: FlightConfig) -> Path:
+    """Polygons, classes, parcel join and GeoPackage from the mosaic, via `idou detect`'s code."""
+    from idou.inference import detect
+
+    finish: Callable[..., Any] = detect.finish_from_probabilities  # type: ignore[attr-defined]
+    with MosaicReader(mosaic) as probs:
+        finish(
+            probs, prepared.report, prepared.model, gpkg,
+            parcels=config.parcels, buildings=config.buildings, aoi=config.aoi,
+        )
+    return gpkg

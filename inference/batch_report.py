@@ -1,0 +1,200 @@
+"""What a batch run tells its operator: a pollable status file, a log file and an HTML summary.
+
+``OUT/status.json`` is rewritten atomically after each block, so a monitor never reads half a
+file::
+
+    {"state": "running", "blocks": {"total": 1900, "done": 412, "failed": 0, ...},
+     "km2": {"total": 311.6, "done": 67.6}, "mpx_per_s": 2.1, "eta_s": 21480, ...}
+
+``state`` is one of ``planning``, ``running``, ``finishing`` (mosaic, polygons, GeoPackage),
+``done``, ``failed`` (blocks failed; re-run to retry them) or ``error`` (the run stopped).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+STATUS_NAME = "status.json"
+SUMMARY_NAME = "summary.html"
+LOG_NAME = "idou-batch.log"
+LOGGER = "idou.batch"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False, indent=2, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class StatusFile:
+    """Keeps ``OUT/status.json`` up to date.
+
+    Args:
+        out_dir: the run's output folder.
+        total_pixels: pixels of the aligned grid (one date).
+        pixel_area_m2: ground area of one pixel.
+        static: fields written unchanged every time (config, grid, model, ...).
+    """
+
+    def __init__(self, out_dir: Path, total_pixels: int, pixel_area_m2: float,
+                 static: dict[str, Any] | None = None) -> None:
+        self.path = Path(out_dir) / STATUS_NAME
+        self.total_pixels = total_pixels
+        self.pixel_area_m2 = pixel_area_m2
+        self.static = dict(static or {})
+        self.started = time.time()
+        self._run_pixels = 0
+        self.last: dict[str, Any] = {}
+
+    def add_pixels(self, pixels: int) -> None:
+        """Count pixels computed by this run (for Mpx/s and the ETA)."""
+        self._run_pixels += pixels
+
+    def update(self, state: str, counts: dict[str, int], done_pixels: int,
+               **extra: Any) -> dict[str, Any]:
+        """Rewrite the status file and return what was written."""
+        now = time.time()
+        elapsed = now - self.started
+        rate = self._run_pixels / elapsed if elapsed > 0 and self._run_pixels else 0.0
+        remaining = max(0, self.total_pixels - done_pixels)
+        eta = remaining / rate if rate > 0 else None
+        if state in ("done",):
+            eta = 0.0
+        data: dict[str, Any] = {
+            "state": state,
+            "updated_at": _iso(now),
+            "started_at": _iso(self.started),
+            "elapsed_s": round(elapsed, 1),
+            "blocks": {k: counts.get(k, 0) for k in
+                       ("total", "done", "failed", "running", "pending")},
+            "pixels": {"total": self.total_pixels, "done": done_pixels,
+                       "this_run": self._run_pixels},
+            "km2": {"total": round(self.total_pixels * self.pixel_area_m2 / 1e6, 4),
+                    "done": round(done_pixels * self.pixel_area_m2 / 1e6, 4)},
+            "mpx_per_s": round(rate / 1e6, 3),
+            "eta_s": None if eta is None else round(eta, 1),
+            "pid": os.getpid(),
+            **self.static,
+            **extra,
+        }
+        write_json_atomic(self.path, data)
+        self.last = data
+        return data
+
+
+def read_status(out_dir: str | Path) -> dict[str, Any]:
+    """The last status a run wrote (an empty dict when none)."""
+    path = Path(out_dir) / STATUS_NAME
+    if not path.is_file():
+        return {}
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def setup_run_log(out_dir: Path, level: int = logging.INFO) -> logging.Handler:
+    """Append the ``idou`` loggers' records to ``OUT/idou-batch.log``; returns the handler."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out_dir / LOG_NAME, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    root = logging.getLogger("idou")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > level:
+        root.setLevel(level)
+    return handler
+
+
+def close_run_log(handler: logging.Handler) -> None:
+    """Detach and close a handler from `setup_run_log`."""
+    logging.getLogger("idou").removeHandler(handler)
+    handler.close()
+
+
+def changes_by_class(gpkg: Path, layer: str = "changes") -> dict[str, dict[str, float]]:
+    """Count and area (m²) of changes per class in a GeoPackage layer ({} when unreadable)."""
+    try:
+        import pyogrio
+
+        frame = pyogrio.read_dataframe(gpkg, layer=layer)
+    except Exception:  # noqa: BLE001 - a summary never fails the run
+        return {}
+    column = next((c for c in ("change_class", "class", "change_type", "type", "異動区分")
+                   if c in frame.columns), None)
+    out: dict[str, dict[str, float]] = {}
+    if column is None:
+        return {"all": {"count": len(frame), "area_m2": float(frame.geometry.area.sum())}}
+    for name, group in frame.groupby(column):
+        out[str(name)] = {"count": len(group), "area_m2": round(float(group.geometry.area.sum()),
+                                                                  1)}
+    return out
+
+
+def write_summary_html(path: Path, status: dict[str, Any], classes: dict[str, dict[str, float]],
+                       run_info: dict[str, Any], failed: list[tuple[str, str]] | None = None
+                       ) -> Path:
+    """A one-page HTML summary of a run: blocks, km², Mpx/s, changes by class, run_info."""
+    esc = html.escape
+    blocks = status.get("blocks", {})
+    km2 = status.get("km2", {})
+    rows = [
+        ("状態 state", status.get("state", "")),
+        ("ブロック blocks", f"{blocks.get('done', 0)} / {blocks.get('total', 0)} done, "
+                         f"{blocks.get('failed', 0)} failed"),
+        ("面積 km²", f"{km2.get('done', 0):.3f} of {km2.get('total', 0):.3f}"),
+        ("処理速度 Mpx/s", f"{status.get('mpx_per_s', 0):.2f}"),
+        ("経過 elapsed", f"{status.get('elapsed_s', 0):.0f} s"),
+        ("開始 started", status.get("started_at", "")),
+        ("更新 updated", status.get("updated_at", "")),
+    ]
+    parts = [
+        "<!doctype html><html lang='ja'><head><meta charset='utf-8'>",
+        "<title>idou batch summary</title><style>body{font-family:sans-serif;margin:2em}"
+        "table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #999;"
+        "padding:4px 8px;text-align:left}th{background:#eee}</style></head><body>",
+        "<h1>idou batch — 異動判読 一括処理</h1>",
+        "<h2>Run</h2><table>",
+        *(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in rows),
+        "</table><h2>異動区分 Changes by class</h2><table>"
+        "<tr><th>異動区分 class</th><th>件数 count</th><th>面積㎡ area m²</th></tr>",
+    ]
+    for name, values in sorted(classes.items()):
+        parts.append(f"<tr><td>{esc(name)}</td><td>{int(values['count'])}</td>"
+                     f"<td>{values['area_m2']:.1f}</td></tr>")
+    if not classes:
+        parts.append("<tr><td colspan='3'>none</td></tr>")
+    parts.append("</table>")
+    if failed:
+        parts.append("<h2>Failed blocks</h2><table><tr><th>block</th><th>error</th></tr>")
+        parts.extend(f"<tr><td>{esc(b)}</td><td>{esc(e)}</td></tr>" for b, e in failed)
+        parts.append("</table>")
+    parts.append("<h2>run_info</h2><table>")
+    for key, value in run_info.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
+                                                               default=str)
+        parts.append(f"<tr><th>{esc(str(key))}</th><td>{esc(text)}</td></tr>")
+    parts.append("</table></body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -1,0 +1,202 @@
+"""The parts of `idou batch`: FLIGHT.toml validation, block plans, the journal, status files."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from idou.geo.errors import UserInputError
+from idou.inference.batch_config import load_flight_config
+from idou.inference.batch_report import StatusFile, read_status, write_summary_html
+from idou.inference.blocks import plan_blocks, snap_block_size
+from idou.inference.journal import Journal
+
+
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def _flight(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "flight.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+# --- FLIGHT.toml ------------------------------------------------------------------------------
+
+
+def test_config_expands_folders_globs_and_lists_relative_to_the_file(tmp_path: Path) -> None:
+    for name in ("b/09LD2.tif", "b/09LD1.tif", "b/notes.txt", "a/x1.tif", "a/x2.tif"):
+        _touch(tmp_path / name)
+    _touch(tmp_path / "parcels.gpkg")
+    cfg = load_flight_config(_flight(tmp_path, """
+output = "out"
+model = "m.onnx"
+parcels = "parcels.gpkg"
+block_size = 1024
+[before]
+path = "b"
+crs = "EPSG:6677"
+[after]
+path = "a/*.tif"
+"""))
+    assert [p.name for p in cfg.before.sheets] == ["09LD1.tif", "09LD2.tif"]
+    assert cfg.before.crs == "EPSG:6677"
+    assert [p.name for p in cfg.after.sheets] == ["x1.tif", "x2.tif"]
+    assert cfg.output == tmp_path / "out"
+    assert cfg.model == str(tmp_path / "m.onnx")
+    assert cfg.parcels == tmp_path / "parcels.gpkg"
+    assert cfg.block_size == 1024 and cfg.workers == 1
+
+
+def test_config_keeps_registry_and_default_model_names(tmp_path: Path) -> None:
+    _touch(tmp_path / "b.tif")
+    body = 'output = "o"\nmodel = "models:/idou@champion"\n[before]\npath = "b.tif"\n' \
+           '[after]\npaths = ["b.tif"]\n'
+    assert load_flight_config(_flight(tmp_path, body)).model == "models:/idou@champion"
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ('output = "o"\n[before]\npath = "b.tif"\n', "[after]"),
+    ('[before]\npath = "b.tif"\n[after]\npath = "b.tif"\n', "output"),
+    ('output = "o"\nblok_size = 3\n[before]\npath = "b.tif"\n[after]\npath = "b.tif"\n',
+     "blok_size"),
+    ('output = "o"\nblock_size = 10\n[before]\npath = "b.tif"\n[after]\npath = "b.tif"\n',
+     "block_size"),
+    ('output = "o"\nworkers = "2"\n[before]\npath = "b.tif"\n[after]\npath = "b.tif"\n',
+     "workers"),
+    ('output = "o"\n[before]\npath = "missing/"\n[after]\npath = "b.tif"\n', "missing"),
+    ('output = "o"\n[before]\npath = "b.tif"\n[after]\npaths = ["b.tif", "gone.tif"]\n',
+     "gone.tif"),
+    ('output = "o"\n[before]\npath = "*.jp2"\n[after]\npath = "b.tif"\n', "matches no file"),
+    ('output = "o"\nparcels = "p.gpkg"\n[before]\npath = "b.tif"\n[after]\npath = "b.tif"\n',
+     "p.gpkg"),
+    ('output = "o"\n[before]\npath = "b.tif"\npaths = ["b.tif"]\n[after]\npath = "b.tif"\n',
+     "exactly one"),
+    ('output = "o"\n[before\npath = "b.tif"\n', "not valid TOML"),
+])
+def test_config_errors_are_one_sentence_naming_the_problem(tmp_path: Path, body: str,
+                                                           needle: str) -> None:
+    _touch(tmp_path / "b.tif")
+    with pytest.raises(UserInputError) as info:
+        load_flight_config(_flight(tmp_path, body))
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_config_fingerprint_follows_inputs_not_worker_count(tmp_path: Path) -> None:
+    _touch(tmp_path / "b.tif")
+    _touch(tmp_path / "c.tif")
+    base = 'output = "o"\n[before]\npath = "b.tif"\n[after]\npath = "{after}"\n'
+    one = load_flight_config(_flight(tmp_path, base.format(after="b.tif")))
+    more = load_flight_config(_flight(tmp_path, "workers = 4\n" + base.format(after="b.tif")))
+    other = load_flight_config(_flight(tmp_path, base.format(after="c.tif")))
+    assert one.fingerprint() == more.fingerprint() != other.fingerprint()
+
+
+# --- blocks -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("width", "height", "size", "stride"),
+                         [(1000, 700, 256, 1), (1000, 700, 256, 48), (97, 1301, 64, 48),
+                          (5, 5, 4096, 448)])
+def test_blocks_tile_the_grid_exactly(width: int, height: int, size: int, stride: int) -> None:
+    blocks = plan_blocks(width, height, size, halo=16, stride=stride)
+    cover = [[0] * width for _ in range(height)]
+    for b in blocks:
+        assert b.col_off % snap_block_size(size, stride) == 0
+        for r in range(b.row_off, b.row_off + b.height):
+            for c in range(b.col_off, b.col_off + b.width):
+                cover[r][c] += 1
+    assert all(v == 1 for row in cover for v in row)
+    assert len({b.id for b in blocks}) == len(blocks)
+
+
+def test_block_size_snaps_to_the_tile_stride() -> None:
+    assert snap_block_size(4096, 448) == 4032
+    assert snap_block_size(100, 448) == 448
+    block = plan_blocks(1000, 1000, 300, halo=16, stride=100)[5]
+    halo = block.halo_window(1000, 1000)
+    assert (block.row_off, block.col_off, block.width) == (300, 300, 300)
+    assert (halo.row_off, halo.col_off, halo.width, halo.height) == (284, 284, 332, 332)
+
+
+# --- journal ----------------------------------------------------------------------------------
+
+
+def test_journal_records_states_and_refuses_another_plan(tmp_path: Path) -> None:
+    blocks = plan_blocks(300, 200, 100)
+    with Journal(tmp_path / "j.sqlite") as journal:
+        assert journal.initialise(blocks, "abc", {"grid": "300x200"}) is True
+        journal.mark_running(blocks[0].id, "w1")
+        journal.mark_done(blocks[0].id, 1.5, "w1", {"infer": 1.0})
+        journal.mark_running(blocks[1].id, "w2")
+        journal.mark_failed(blocks[1].id, "boom")
+        journal.mark_running(blocks[2].id)
+    with Journal(tmp_path / "j.sqlite") as journal:
+        assert journal.initialise(blocks, "abc") is False
+        assert journal.counts() == {"pending": 3, "running": 1, "done": 1, "failed": 1,
+                                    "total": 6}
+        assert journal.reset_interrupted() == 1
+        failed = journal.records(["failed"])
+        assert [(r.block.id, r.error, r.attempts) for r in failed] == [(blocks[1].id, "boom", 1)]
+        assert journal.done_seconds() == (100 * 100, 1.5)
+        assert journal.meta()["grid"] == "300x200"
+        with pytest.raises(UserInputError, match="other inputs"):
+            journal.initialise(blocks, "xyz")
+
+
+def _hammer(path: str, ids: list[str]) -> None:
+    with Journal(path) as journal:
+        for block_id in ids:
+            journal.mark_running(block_id, "p")
+            journal.mark_done(block_id, 0.1, "p")
+
+
+def test_journal_is_safe_for_several_processes(tmp_path: Path) -> None:
+    blocks = plan_blocks(400, 400, 20)
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        journal.initialise(blocks, "k")
+    ids = [b.id for b in blocks]
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_hammer, args=(str(path), ids[i::4])) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    with Journal(path) as journal:
+        assert journal.counts()["done"] == len(ids)
+        assert journal._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# --- status and summary -----------------------------------------------------------------------
+
+
+def test_status_file_is_valid_json_with_progress_figures(tmp_path: Path) -> None:
+    status = StatusFile(tmp_path, total_pixels=1_000_000, pixel_area_m2=0.04,
+                        static={"flight": "f.toml"})
+    status.add_pixels(250_000)
+    data = status.update("running", {"total": 4, "done": 1, "pending": 3}, done_pixels=250_000)
+    on_disk = read_status(tmp_path)
+    assert on_disk == json.loads(json.dumps(data))
+    assert on_disk["km2"] == {"total": 0.04, "done": 0.01}
+    assert on_disk["blocks"]["done"] == 1 and on_disk["flight"] == "f.toml"
+    assert on_disk["mpx_per_s"] >= 0 and on_disk["eta_s"] is not None
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_summary_html_escapes_and_lists_classes(tmp_path: Path) -> None:
+    path = write_summary_html(
+        tmp_path / "summary.html", {"state": "done", "blocks": {"done": 2, "total": 2},
+                                    "km2": {"done": 1.0, "total": 1.0}, "mpx_per_s": 3.0},
+        {"新築": {"count": 3, "area_m2": 120.0}}, {"model": "<idou>"})
+    text = path.read_text(encoding="utf-8")
+    assert "新築" in text and "&lt;idou&gt;" in text and "<idou>" not in text
