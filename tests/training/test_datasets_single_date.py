@@ -1,0 +1,184 @@
+"""Single-date building masks become change pairs: removal, paste, tile pairs, no change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from idou.geo.errors import UserInputError
+from idou.training.datasets.single_date import (
+    PAIR_KINDS,
+    SingleDateChangeDataset,
+    mask_difference_target,
+    remove_buildings,
+)
+
+SIZE = 64
+ROOF = (230, 40, 40)  # buildings are bright red roofs on green-grey ground
+
+
+def _ground(rng: np.random.Generator) -> np.ndarray:
+    img = np.zeros((SIZE, SIZE, 3), np.uint8)
+    img[..., 0] = rng.integers(60, 80, (SIZE, SIZE))
+    img[..., 1] = rng.integers(110, 130, (SIZE, SIZE))
+    img[..., 2] = rng.integers(60, 80, (SIZE, SIZE))
+    return img
+
+
+def _tile(root: Path, x: int, y: int, boxes: list[tuple[int, int, int, int]], seed: int) -> None:
+    img = _ground(np.random.default_rng(seed))
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    for r0, c0, r1, c1 in boxes:
+        img[r0:r1, c0:c1] = ROOF
+        mask[r0:r1, c0:c1] = 1
+    for sub, name, array in (("images", f"{y}.webp", img), ("labels", f"{y}.png", mask)):
+        folder = root / sub / "18" / str(x)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(folder / name, lossless=True) if sub == "images" else \
+            Image.fromarray(array).save(folder / name)
+
+
+@pytest.fixture
+def tiles(tmp_path: Path) -> Path:
+    _tile(tmp_path, 100, 200, [(8, 8, 20, 22), (40, 36, 54, 52)], seed=1)
+    _tile(tmp_path, 100, 201, [], seed=2)
+    _tile(tmp_path, 101, 200, [(24, 24, 36, 40)], seed=3)
+    return tmp_path
+
+
+def _roof(image: np.ndarray) -> np.ndarray:
+    return (image[..., 0] > 180) & (image[..., 1] < 90)
+
+
+def test_every_kind_yields_the_item_contract(tiles: Path) -> None:
+    ds = SingleDateChangeDataset(tiles, pairs_per_tile=6, seed=3)
+    assert len(ds) == 18
+    assert {"unchanged", "tile_pair"} <= set(ds.kinds) <= set(PAIR_KINDS)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["before"].shape == (SIZE, SIZE, 3) and item["before"].dtype == np.uint8
+        assert item["after"].shape == (SIZE, SIZE, 3) and item["after"].dtype == np.uint8
+        target = item["target"]
+        assert target.shape == (2, SIZE, SIZE) and target.dtype == np.uint8
+        assert set(np.unique(target)) <= {0, 1, 255}
+        for key in ("buildings_before", "buildings_after"):
+            assert item[key].shape == (SIZE, SIZE) and item[key].dtype == np.uint8
+        assert ds.has_change[i] == bool((target == 1).any()), (i, ds.kinds[i])
+
+
+def test_removal_erases_the_buildings_from_before_and_marks_them_new(tiles: Path) -> None:
+    ds = SingleDateChangeDataset(tiles, pairs_per_tile=4, weights={"new_by_removal": 1}, seed=0)
+    # The building-free tile cannot lose buildings: its items are pastes instead.
+    checked = 0
+    for i in range(len(ds)):
+        if ds.kinds[i] != "new_by_removal":
+            continue
+        item = ds[i]
+        new = item["target"][0] == 1
+        assert new.any() and not (item["target"][1] == 1).any()
+        assert _roof(item["after"])[new].all()          # after: the original tile
+        assert not _roof(item["before"])[new].any()     # before: roof pixels painted out
+        assert not item["buildings_before"][new].any() and item["buildings_after"][new].all()
+        # Buildings that were not removed are untouched in both dates.
+        kept = item["buildings_before"].astype(bool)
+        assert np.array_equal(item["before"][kept], item["after"][kept])
+        checked += 1
+    assert checked >= 4
+    assert set(ds.kinds) == {"new_by_removal", "new_by_paste"}
+
+
+def test_demolition_by_removal_and_paste_puts_change_in_channel_1(tiles: Path) -> None:
+    weights = {"demolished_by_removal": 1, "demolished_by_paste": 1}
+    ds = SingleDateChangeDataset(tiles, pairs_per_tile=4, weights=weights, seed=5)
+    assert set(ds.kinds) == {"demolished_by_removal", "demolished_by_paste"}
+    for i in range(len(ds)):
+        item = ds[i]
+        gone = item["target"][1] == 1
+        assert gone.any() and not (item["target"][0] == 1).any()
+        assert _roof(item["before"])[gone].mean() > 0.9
+        assert not _roof(item["after"])[gone].any()
+        assert item["buildings_before"][gone].all() and not item["buildings_after"][gone].any()
+
+
+def test_paste_adds_donor_roofs_on_open_ground(tiles: Path) -> None:
+    ds = SingleDateChangeDataset(tiles, pairs_per_tile=3, weights={"new_by_paste": 1}, seed=2)
+    for i in range(len(ds)):
+        item = ds[i]
+        new = item["target"][0] == 1
+        assert new.any()
+        assert not _roof(item["before"])[new].any()
+        assert _roof(item["after"])[new].mean() > 0.9
+        assert not item["buildings_before"][new].any()
+
+
+def test_tile_pair_change_is_the_mask_difference(tiles: Path) -> None:
+    ds = SingleDateChangeDataset(tiles, pairs_per_tile=2, weights={"tile_pair": 1}, seed=1)
+    for i in range(len(ds)):
+        item = ds[i]
+        before = item["buildings_before"].astype(bool)
+        after = item["buildings_after"].astype(bool)
+        assert np.array_equal(item["target"][0].astype(bool), after & ~before)
+        assert np.array_equal(item["target"][1].astype(bool), before & ~after)
+        assert ds.has_change[i] == bool((before ^ after).any())
+
+
+def test_mask_difference_target_splits_xor() -> None:
+    before = np.array([[1, 1, 0, 0]], np.uint8)
+    after = np.array([[1, 0, 1, 0]], np.uint8)
+    target = mask_difference_target(before, after)
+    assert target[0].tolist() == [[0, 0, 1, 0]]
+    assert target[1].tolist() == [[0, 1, 0, 0]]
+
+
+def test_remove_buildings_fills_from_ground_sources() -> None:
+    img = _ground(np.random.default_rng(0))
+    building = np.zeros((SIZE, SIZE), bool)
+    building[20:30, 20:34] = True
+    img[building] = ROOF
+    ground = ~np.pad(building, 4)[4:-4, 4:-4]
+    out = remove_buildings(img, building, margin_px=2, sources=[(img, ground)],
+                           rng=np.random.default_rng(0))
+    assert not _roof(out)[building].any()
+    assert abs(float(out[building][:, 1].mean()) - 120) < 15  # green-grey ground again
+    far = np.ones_like(building)
+    far[14:36, 14:40] = False
+    assert np.array_equal(out[far], img[far])  # nothing outside the hole changes
+
+
+def test_epochs_change_edits_but_not_the_plan(tiles: Path) -> None:
+    ds = SingleDateChangeDataset(tiles, pairs_per_tile=4, weights={"new_by_paste": 1}, seed=0)
+    first = [ds[i]["target"] for i in range(len(ds))]
+    assert all(np.array_equal(ds[i]["target"], first[i]) for i in range(len(ds)))  # seeded
+    flags = list(ds.has_change)
+    ds.set_epoch(1)
+    second = [ds[i]["target"] for i in range(len(ds))]
+    assert ds.has_change == flags
+    assert all((t == 1).any() for t in second)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_bad_folder_and_weights(tmp_path: Path, tiles: Path) -> None:
+    with pytest.raises(UserInputError, match="images/"):
+        SingleDateChangeDataset(tmp_path / "nothing")
+    with pytest.raises(UserInputError, match="kinds"):
+        SingleDateChangeDataset(tiles, weights={"teleport": 1})
+
+
+def test_real_robosat_tiles_pair_into_changes(shared_data: Path) -> None:
+    root = shared_data / "real_buildings" / "robosat" / "evaluation"
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent")
+    ds = SingleDateChangeDataset(root, pairs_per_tile=1, seed=0)
+    assert len(ds) == 73
+    seen = set()
+    for i in range(len(ds)):
+        if ds.kinds[i] in seen:
+            continue
+        seen.add(ds.kinds[i])
+        item = ds[i]
+        assert item["before"].shape == (256, 256, 3) and item["target"].shape == (2, 256, 256)
+        assert ds.has_change[i] == bool((item["target"] == 1).any())
+    assert len(seen) >= 4
