@@ -210,7 +210,7 @@ class AlignedPair:
             return np.zeros(shape, dtype=bool)
         t = self.grid.window_transform(window)
         if shape != (int(window.height), int(window.width)):
-            t = t * t.scale(window.width / shape[1], window.height / shape[0])
+            t = t @ t.scale(window.width / shape[1], window.height / shape[0])
         part = shapely.clip_by_rect(self._aoi, *bounds)
         return geometry_mask([part], out_shape=shape, transform=t, invert=True)
 

@@ -63,14 +63,14 @@ class Grid:
         """The grid's outline as a polygon in its CRS (exact for rotated grids too)."""
         t = self.transform
         corners = [(0, 0), (self.width, 0), (self.width, self.height), (0, self.height)]
-        return Polygon([t * c for c in corners])
+        return Polygon([t @ c for c in corners])
 
     def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) of a window of this grid (it may extend past the edge)."""
         t = self.transform
         c0, r0 = window.col_off, window.row_off
         c1, r1 = c0 + window.width, r0 + window.height
-        xs, ys = zip(*(t * (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))),
+        xs, ys = zip(*(t @ (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))),
                      strict=True)
         return (min(xs), min(ys), max(xs), max(ys))
 
@@ -82,7 +82,7 @@ class Grid:
         """The smallest whole-pixel window covering ``bounds`` (not clipped to the grid)."""
         inv = ~self.transform
         left, bottom, right, top = bounds
-        cols, rows = zip(*(inv * (x, y) for x, y in ((left, top), (right, top), (right, bottom),
+        cols, rows = zip(*(inv @ (x, y) for x, y in ((left, top), (right, top), (right, bottom),
                                                       (left, bottom))), strict=True)
         eps = 1e-6
         c0, r0 = math.floor(min(cols) + eps), math.floor(min(rows) + eps)
@@ -113,7 +113,7 @@ class Grid:
         if any(abs(x - y) > tol * scale for x, y in ((a.a, b.a), (a.b, b.b), (a.d, b.d),
                                                      (a.e, b.e))):
             return None
-        col, row = ~b * (a.c, a.f)
+        col, row = ~b @ (a.c, a.f)
         icol, irow = round(col), round(row)
         if abs(col - icol) > 1e-3 or abs(row - irow) > 1e-3:
             return None

@@ -353,6 +353,7 @@ def sampled_valid_fraction(src: RasterSource) -> float:
             total = 0.0
             wins = _lattice(src.grid, _SAMPLES_PER_SIDE, _SAMPLE_PX)
             for w in wins:
+                ds.read(1, window=w)  # reading pixels surfaces truncated or corrupt blocks
                 total += float((ds.dataset_mask(window=w) > 0).mean())
             if total > 0 or src.width * src.height > 4 * 10**9:
                 return total / len(wins)

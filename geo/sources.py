@@ -234,6 +234,7 @@ def _read_header(path: Path, label: str | None = None) -> _Header:
         if (world := _world_file(path)) is not None and world not in files:
             files = files + (world,)
         block = ds.block_shapes[0] if ds.block_shapes else (1, ds.width)
+        _check_blocks(ds, path, label, (int(block[0]), int(block[1])))
         return _Header(
             path=path, crs=ds.crs, transform=ds.transform, width=ds.width, height=ds.height,
             count=ds.count, dtypes=tuple(ds.dtypes), nodata=ds.nodata,
@@ -242,6 +243,35 @@ def _read_header(path: Path, label: str | None = None) -> _Header:
             has_overviews=bool(ds.overviews(1)), block=(int(block[0]), int(block[1])),
             files=files,
         )
+
+
+def _check_blocks(ds: rasterio.io.DatasetReader, path: Path, label: str,
+                  block: tuple[int, int]) -> None:
+    """Refuse a TIFF whose blocks (last one and a sample) lie beyond the end of the file.
+
+    Reads only the block index from the header; catches truncated copies before any pixel is
+    read.
+    """
+    if ds.driver != "GTiff" or not path.is_file():
+        return
+    size = path.stat().st_size
+    nrows = -(-ds.height // block[0])
+    ncols = -(-ds.width // block[1])
+    cells = {(nrows - 1, ncols - 1), (0, 0)}
+    cells |= {(r * (nrows - 1) // 7, c * (ncols - 1) // 7) for r in range(8) for c in range(8)}
+    for bidx in sorted({1, ds.count}):
+        for r, c in cells:
+            try:
+                off = ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=bidx)
+                nbytes = ds.get_tag_item(f"BLOCK_SIZE_{c}_{r}", "TIFF", bidx=bidx)
+            except RasterioError:
+                return
+            if off is None or nbytes is None:
+                return
+            if int(off) + int(nbytes) > size:
+                raise UserInputError(
+                    f"{label} is truncated (it ends at {size} bytes but its pixels run to "
+                    f"{int(off) + int(nbytes)}); copy or export the file again.")
 
 
 def _check_size(h: _Header, label: str) -> None:

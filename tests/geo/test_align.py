@@ -1,0 +1,194 @@
+"""AlignedPair: both flights on one grid, whatever their CRS, size, GSD and masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.warp import reproject, transform
+from rasterio.windows import Window
+from shapely.geometry import box
+
+from idou.geo.align import AlignedPair
+from idou.geo.preflight import PreflightReport, preflight
+from idou.geo.sources import open_source
+from idou.inference.contract import ModelContract
+
+from .conftest import CRS_IX, ORIGIN, texture, write_raster
+
+CONTRACT = ModelContract()
+RGBA = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+
+
+def _report(before: Path, after: Path, **kw: object) -> PreflightReport:
+    return preflight(open_source(before), open_source(after), CONTRACT,
+                     estimate_misregistration=False, **kw)  # type: ignore[arg-type]
+
+
+def test_same_grid_reads_the_pixels_unchanged(tmp_path: Path) -> None:
+    b, a = texture(64, 80, seed=1), texture(64, 80, seed=2)
+    report = _report(write_raster(tmp_path / "b.tif", b), write_raster(tmp_path / "a.tif", a))
+    with AlignedPair(report) as pair:
+        assert not pair.before.warped and not pair.after.warped
+        rb, ra, valid = pair.read(Window(10, 5, 32, 16))
+    assert rb.dtype == np.uint8 and rb.shape == (3, 16, 32)
+    assert np.array_equal(rb, b[:, 5:21, 10:42])
+    assert np.array_equal(ra, a[:, 5:21, 10:42])
+    assert valid.all()
+
+
+def test_window_beyond_the_edge_is_zero_and_invalid(tmp_path: Path) -> None:
+    data = texture(40, 40)
+    report = _report(write_raster(tmp_path / "b.tif", data), write_raster(tmp_path / "a.tif", data))
+    with AlignedPair(report) as pair:
+        rb, ra, valid = pair.read(Window(-8, 30, 16, 16))
+        assert np.array_equal(rb[:, :10, 8:], data[:, 30:, :8])
+        assert valid[:10, 8:].all()
+        assert not valid[:, :8].any() and not valid[10:].any()
+        assert (rb[:, 10:] == 0).all() and (ra[:, :, :8] == 0).all()
+        _, _, far = pair.read(Window(100, 100, 8, 8))
+        assert not far.any()
+        assert pair.valid_fraction(Window(100, 100, 8, 8)) == 0.0
+        assert pair.valid_fraction(Window(0, 0, 40, 40)) == 1.0
+        assert pair.valid_fraction(Window(-40, 0, 80, 40)) == pytest.approx(0.5, abs=0.05)
+
+
+def test_partly_overlapping_pair_reads_the_intersection(tmp_path: Path) -> None:
+    big = texture(120, 140, seed=3)
+    # before covers big; after is a 60 x 100 piece starting at column 30, row 20
+    before = write_raster(tmp_path / "b.tif", big)
+    after_data = big[:, 20:80, 30:130].copy()
+    after = write_raster(tmp_path / "a.tif", after_data,
+                         origin=(ORIGIN[0] + 30 * 0.2, ORIGIN[1] - 20 * 0.2))
+    report = _report(before, after)
+    assert (report.grid.width, report.grid.height) == (100, 60)
+    with AlignedPair(report) as pair:
+        rb, ra, valid = pair.read(pair.grid.full_window)
+    assert np.array_equal(rb, ra) and valid.all()
+
+
+def test_crs_mismatch_matches_the_aligned_pair(tmp_path: Path) -> None:
+    after_data = texture(160, 160, seed=5, sigma=4.0)
+    after = write_raster(tmp_path / "a.tif", after_data)
+    # the same ground recorded in zone VIII at 0.1 m: warp the after image there
+    src_t = Affine(0.2, 0, ORIGIN[0], 0, -0.2, ORIGIN[1])
+    xs, ys = transform(CRS_IX, "EPSG:6676", [ORIGIN[0], ORIGIN[0] + 32], [ORIGIN[1],
+                                                                           ORIGIN[1] - 32])
+    x0, y0 = min(xs) - 3, max(ys) + 3
+    n = int((max(xs) - min(xs) + 6) / 0.1)
+    dst_t = Affine(0.1, 0, x0, 0, -0.1, y0)
+    before_data = np.zeros((3, n, n), np.uint8)
+    reproject(after_data, before_data, src_transform=src_t, src_crs=CRS_IX, dst_transform=dst_t,
+              dst_crs="EPSG:6676", resampling=Resampling.cubic)
+    before = write_raster(tmp_path / "b.tif", before_data, crs="EPSG:6676", transform=dst_t)
+    report = _report(before, after)
+    assert report.grid == open_source(after).grid
+    with AlignedPair(report) as pair:
+        assert pair.before.warped and not pair.after.warped
+        rb, ra, valid = pair.read(Window(0, 0, 160, 160))
+    inner = (slice(None), slice(4, -4), slice(4, -4))
+    assert valid[4:-4, 4:-4].all()
+    diff = np.abs(rb[inner].astype(int) - ra[inner].astype(int))
+    assert diff.mean() < 1.5 and np.percentile(diff, 99) < 6
+
+
+def test_gsd_resampled_pair_keeps_the_picture(tmp_path: Path) -> None:
+    data = texture(50, 50, seed=6, sigma=4.0)
+    b = write_raster(tmp_path / "b.tif", data, gsd=0.4)
+    a = write_raster(tmp_path / "a.tif", data, gsd=0.4)
+    report = _report(b, a)
+    assert (report.grid.width, report.grid.height) == (100, 100)
+    with AlignedPair(report) as pair:
+        rb, ra, valid = pair.read(pair.grid.full_window)
+    assert valid[2:-2, 2:-2].all()
+    down = rb.astype(float).reshape(3, 50, 2, 50, 2).mean(axis=(2, 4))
+    assert np.abs(down[:, 2:-2, 2:-2] - data[:, 2:-2, 2:-2]).mean() < 2.0
+
+
+@pytest.mark.parametrize("kind", ["nodata", "alpha", "mask"])
+def test_masks_of_either_flight_make_pixels_invalid(tmp_path: Path, kind: str) -> None:
+    data = texture(48, 48)
+    hole = np.zeros((48, 48), bool)
+    hole[10:20, 5:30] = True
+    if kind == "nodata":
+        masked = data.copy()
+        masked[:, hole] = 0
+        before = write_raster(tmp_path / "b.tif", masked, nodata=0)
+    elif kind == "alpha":
+        alpha = np.where(hole, 0, 255).astype(np.uint8)[None]
+        before = write_raster(tmp_path / "b.tif", np.concatenate([data, alpha]),
+                              colorinterp=RGBA)
+    else:
+        before = write_raster(tmp_path / "b.tif", data, mask=~hole)
+    after_data = data.copy()
+    after_hole = np.zeros((48, 48), bool)
+    after_hole[30:, 40:] = True
+    after = write_raster(tmp_path / "a.tif", after_data, mask=~after_hole)
+    report = _report(before, after)
+    assert report.band_indexes_before == [1, 2, 3]
+    with AlignedPair(report) as pair:
+        rb, _, valid = pair.read(pair.grid.full_window)
+        assert rb.shape[0] == 3
+        assert np.array_equal(valid, ~hole & ~after_hole)
+        assert pair.valid_fraction(Window(5, 10, 25, 10)) == 0.0
+
+
+def test_masks_survive_warping(tmp_path: Path) -> None:
+    data = texture(64, 64)
+    hole = np.zeros((64, 64), bool)
+    hole[:, :32] = True
+    masked = data.copy()
+    masked[:, hole] = 0
+    before = write_raster(tmp_path / "b.tif", masked, nodata=0,
+                          origin=(ORIGIN[0] + 0.05, ORIGIN[1]))  # off the after lattice
+    after = write_raster(tmp_path / "a.tif", data)
+    report = _report(before, after)
+    with AlignedPair(report) as pair:
+        assert pair.before.warped
+        _, _, valid = pair.read(pair.grid.full_window)
+    assert not valid[:, :31].any() and valid[:, 34:].all()
+
+
+def test_aoi_masks_the_window(tmp_path: Path) -> None:
+    data = texture(50, 50)
+    aoi = tmp_path / "aoi.gpkg"
+    x0, y0 = ORIGIN
+    gpd.GeoDataFrame(geometry=[box(x0, y0 - 10, x0 + 4, y0)], crs="EPSG:6677").to_file(aoi)
+    report = _report(write_raster(tmp_path / "b.tif", data), write_raster(tmp_path / "a.tif", data),
+                     aoi=aoi)
+    assert (report.grid.width, report.grid.height) == (20, 50)
+    with AlignedPair(report) as pair:
+        _, _, valid = pair.read(Window(0, 0, 20, 50))
+        assert valid.all()
+    big = tmp_path / "l.gpkg"
+    gpd.GeoDataFrame(geometry=[box(x0, y0 - 10, x0 + 4, y0).union(box(x0, y0 - 10, x0 + 10,
+                                                                      y0 - 6))],
+                     crs="EPSG:6677").to_file(big)
+    report = _report(write_raster(tmp_path / "b.tif", data), write_raster(tmp_path / "a.tif", data),
+                     aoi=big)
+    with AlignedPair(report) as pair:
+        _, _, valid = pair.read(pair.grid.full_window)
+        assert valid[:, :20].all() and valid[30:, 20:].all() and not valid[:30, 20:].any()
+        assert 0.0 < pair.valid_fraction(pair.grid.full_window) < 1.0
+
+
+def test_reads_touch_only_the_window(tmp_path: Path) -> None:
+    """A huge sparse raster reads as fast as a small one: nothing beyond the window is read."""
+    path = tmp_path / "big.tif"
+    profile = {"driver": "GTiff", "width": 200_000, "height": 200_000, "count": 3,
+               "dtype": "uint8", "crs": CRS_IX, "tiled": True, "blockxsize": 512,
+               "blockysize": 512, "compress": "deflate", "sparse_ok": True, "BIGTIFF": "YES",
+               "transform": Affine(0.2, 0, ORIGIN[0], 0, -0.2, ORIGIN[1])}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(texture(64, 64), window=Window(1000, 1000, 64, 64))
+    src = open_source(path)
+    report = PreflightReport(before=src, after=src, grid=src.grid, band_indexes_before=[1, 2, 3],
+                             band_indexes_after=[1, 2, 3])
+    with AlignedPair(report) as pair:
+        rb, _, valid = pair.read(Window(1000, 1000, 64, 64))
+        assert rb.any() and valid.all()

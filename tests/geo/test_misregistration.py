@@ -1,0 +1,42 @@
+"""Phase correlation recovers known integer and sub-pixel shifts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from affine import Affine
+from rasterio.crs import CRS
+from scipy import ndimage
+
+from idou.geo.grid import Grid
+from idou.geo.misregistration import phase_correlation, sample_windows
+
+from .conftest import texture
+
+
+@pytest.mark.parametrize(("dx", "dy"), [(0.0, 0.0), (4.0, -7.0), (-1.5, 0.5), (0.3, 2.7)])
+def test_phase_correlation_recovers_the_shift(dx: float, dy: float) -> None:
+    base = texture(600, 600, bands=1, seed=7, sigma=3.0)[0].astype(np.float64)
+    moved = ndimage.shift(base, (dy, dx), order=3, mode="wrap")
+    ex, ey, peak = phase_correlation(base[44:556, 44:556], moved[44:556, 44:556])
+    assert abs(ex - dx) < 0.3 and abs(ey - dy) < 0.3
+    assert peak > 0.1
+
+
+def test_unrelated_images_have_a_low_peak() -> None:
+    a = texture(256, 256, bands=1, seed=1)[0]
+    b = texture(256, 256, bands=1, seed=2)[0]
+    *_, peak = phase_correlation(a, b)
+    assert peak < 0.1
+
+
+def test_sample_windows_lie_inside_and_start_at_the_centre() -> None:
+    grid = Grid(CRS.from_epsg(6677), Affine(0.2, 0, 0, 0, -0.2, 0), 3000, 2000)
+    wins = sample_windows(grid, size=512)
+    assert len(wins) == 25
+    assert all(w.col_off >= 0 and w.col_off + w.width <= 3000 and w.row_off + w.height <= 2000
+               for w in wins)
+    first = wins[0]
+    assert abs(first.col_off + 256 - 1500) <= 1 and abs(first.row_off + 256 - 1000) <= 1
+    tiny = Grid(grid.crs, grid.transform, 40, 40)
+    assert sample_windows(tiny) == []
