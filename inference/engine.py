@@ -50,10 +50,10 @@ class PairReader(Protocol):
 
 
 class ProbabilitySink(Protocol):
-    """Where finished probabilities go: ``write(window, uint8 (2, h, w))``."""
+    """Where finished probabilities go: ``write(window, uint8 (2, h, w), valid (h, w))``."""
 
-    def write(self, window: Window, probs: np.ndarray) -> None:
-        """Store uint8 probabilities of a window inside the grid."""
+    def write(self, window: Window, probs: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Store uint8 probabilities of a window inside the grid (``valid``: False = nodata)."""
         ...
 
 
@@ -375,7 +375,7 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
                                             batch_size=batch_size, stats=stats,
                                             prefetch_depth=prefetch_depth))
             for sink in sinks:
-                sink.write(window, probs)
+                sink.write(window, probs)  # nodata is 0: the window path keeps no mask
             done += int(window.height) * int(window.width)
             if progress:
                 progress(done, total)
@@ -433,8 +433,10 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
             region = Window(fc0, fr0, c1 - fc0, r1 - fr0)
             valid = None if result.valid is None else result.valid[:r1 - fr0, :c1 - fc0]
             probs = to_uint8(_finish(own[:, :r1 - fr0, :c1 - fc0], valid))
+            if valid is None:
+                valid = np.zeros(probs.shape[1:], dtype=bool)
             for sink in sinks:
-                sink.write(region, probs)
+                sink.write(region, probs, valid)
             done += (r1 - fr0) * (c1 - fc0)
         if progress:
             progress(done, total)

@@ -50,8 +50,11 @@ class ProbabilityStore:
             raise ValueError(f"window {window} is outside the {self.height}x{self.width} grid")
         return r0, r1, c0, c1
 
-    def write(self, window: Window, probs: np.ndarray) -> None:
-        """Write uint8 ``(2, h, w)`` probabilities at ``window`` (inside the grid)."""
+    def write(self, window: Window, probs: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Write uint8 ``(2, h, w)`` probabilities at ``window`` (inside the grid).
+
+        ``valid`` is accepted for the sink interface and not stored: nodata is already 0.
+        """
         r0, r1, c0, c1 = self._clip(window)
         data = np.ascontiguousarray(probs, dtype=np.uint8)
         if data.shape != (CHANNELS, r1 - r0, c1 - c0):

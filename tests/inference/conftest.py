@@ -19,9 +19,11 @@ from idou.inference.contract import ModelContract
 from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_card
 
 
-def build_change_model(contract: ModelContract, *, gain: float = 8.0, box: int = 0,
-                       channels: int | None = None) -> onnx.ModelProto:
-    """probabilities = sigmoid(±gain * (mean over bands of after - before)), optionally box-blurred.
+def build_change_model(contract: ModelContract, *, gain: float = 8.0, offset: float = 3.0,
+                       box: int = 0, channels: int | None = None) -> onnx.ModelProto:
+    """probabilities = sigmoid(±gain * (mean over bands of after - before) - offset).
+
+    No change gives sigmoid(-offset) (0.05 by default), a clear change close to 1.
 
     ``box`` > 0 adds a ``box x box`` mean filter (zero padded) so tiles have edge effects.
     """
@@ -31,7 +33,8 @@ def build_change_model(contract: ModelContract, *, gain: float = 8.0, box: int =
               for n in ("before", "after")]
     output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2, "H", "W"])
     inits = [numpy_helper.from_array(np.array(gain, dtype=np.float32), "gain"),
-             numpy_helper.from_array(np.array(-gain, dtype=np.float32), "neg_gain")]
+             numpy_helper.from_array(np.array(-gain, dtype=np.float32), "neg_gain"),
+             numpy_helper.from_array(np.array(-offset, dtype=np.float32), "bias")]
     nodes = [helper.make_node("ReduceMean", ["before"], ["mb"], axes=[1], keepdims=1),
              helper.make_node("ReduceMean", ["after"], ["ma"], axes=[1], keepdims=1),
              helper.make_node("Sub", ["ma", "mb"], ["diff"])]
@@ -43,8 +46,10 @@ def build_change_model(contract: ModelContract, *, gain: float = 8.0, box: int =
         d = "blur"
     nodes += [helper.make_node("Mul", [d, "gain"], ["zn"]),
               helper.make_node("Mul", [d, "neg_gain"], ["zd"]),
-              helper.make_node("Sigmoid", ["zn"], ["pn"]),
-              helper.make_node("Sigmoid", ["zd"], ["pd"]),
+              helper.make_node("Add", ["zn", "bias"], ["yn"]),
+              helper.make_node("Add", ["zd", "bias"], ["yd"]),
+              helper.make_node("Sigmoid", ["yn"], ["pn"]),
+              helper.make_node("Sigmoid", ["yd"], ["pd"]),
               helper.make_node("Concat", ["pn", "pd"], ["probabilities"], axis=1)]
     graph = helper.make_graph(nodes, "idou-test", inputs, [output], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

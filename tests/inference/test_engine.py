@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
+from idou.geo.vectorize import vectorize
 from idou.inference.blending import to_uint8
 from idou.inference.contract import ModelContract
 from idou.inference.engine import predict_grid, predict_window
@@ -104,7 +105,13 @@ def test_building_on_tile_and_block_border_scores_as_in_a_tile_centre(
     with ProbabilityStore(tmp_path / "p.u8", 200, 200) as store:
         predict_grid(pair, session, small_contract, store, block_size=96)
         probs = store.read(Window(0, 0, 200, 200))
+        changes = vectorize(store, pair.grid, small_contract.thresholds, block_size=96)
     on_border = probs[0, border - 6:border + 6, border - 6:border + 6]
     in_centre = probs[0, 20:32, 20:32]
     assert abs(int(on_border.max()) - int(in_centre.max())) <= 1
     assert abs(float(on_border.mean()) - float(in_centre.mean())) <= 1
+    # one polygon each, with the same area and score, although one spans tiles and blocks
+    assert list(changes["channel"]) == ["new", "new"]
+    assert all(g.geom_type == "Polygon" for g in changes.geometry)
+    assert changes["area_m2"].tolist() == pytest.approx([144 * 0.25, 144 * 0.25])
+    assert abs(changes["score_max"].iloc[0] - changes["score_max"].iloc[1]) <= 1 / 255 + 1e-9
