@@ -1,0 +1,383 @@
+"""The review GeoPackage: one file per run that tax staff open in QGIS.
+
+Layers: ``candidate_parcels`` (parcels to survey, with priority), ``changes`` (each detected
+change and its class), ``existing_buildings`` (when given), ``coverage`` (processed area and
+skipped nodata, column ``status``), ``missed`` (empty; staff draw buildings the run missed)
+and the table ``run_info`` (``key``/``value`` rows; values that are not text are JSON).
+
+Column names follow :mod:`idou.geo.review_fields`: Japanese names for text staff read or
+edit, ASCII names with Japanese aliases for ids and numbers. Aliases are stored twice: in
+``gpkg_data_columns`` (GeoPackage schema extension; ``title`` is the alias, read by GDAL) and
+in the QGIS styles in ``layer_styles`` (what QGIS applies). 調査状況 also has an ``enum``
+constraint in ``gpkg_data_column_constraints``. 調査日 is a GeoPackage ``DATE`` column.
+The file is GeoPackage 1.2 so that older QGIS/GDAL read it without warnings.
+
+Writing is atomic: everything goes to a temporary file in the target's folder, which is
+renamed over the target only when complete. Re-running into an existing file is refused
+unless ``force=True``; with force the staff's edits are merged in (see
+:mod:`idou.geo.review_merge`) — never discarded. A ``.qgz`` QGIS project with the layers and
+the two orthophotos is written beside the GeoPackage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
+
+from idou.geo.errors import UserInputError
+from idou.geo.qgis_styles import write_layer_styles
+from idou.geo.review_fields import (
+    ALIASES,
+    DETECTION,
+    MAIN_CLASS,
+    NOTE,
+    STATUS,
+    STATUS_UNCHECKED,
+    STATUS_VALUES,
+    SURVEY_DATE,
+    SURVEYOR,
+)
+from idou.geo.review_merge import (
+    MergeStats,
+    ReviewState,
+    merge_review,
+    read_review_state,
+    with_review_fields,
+)
+
+GEOMETRY_COLUMN = "geom"
+LAYER_ORDER = ("candidate_parcels", "changes", "existing_buildings", "coverage", "missed")
+MISSED_COLUMNS = ("channel", SURVEYOR, SURVEY_DATE, NOTE)
+
+
+@dataclass
+class WriteResult:
+    """What was written."""
+
+    path: Path
+    project: Path | None
+    layers: dict[str, int]
+    merged: bool = False
+    merge: dict[str, MergeStats] = field(default_factory=dict)
+
+
+def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
+                            candidate_parcels: gpd.GeoDataFrame,
+                            existing_buildings: gpd.GeoDataFrame | None,
+                            coverage: gpd.GeoDataFrame, run_info: Mapping[str, object],
+                            orthophotos: tuple[Path, Path] | None = None,
+                            force: bool = False, write_project: bool = True) -> WriteResult:
+    """Write (or re-run into) the review GeoPackage, atomically.
+
+    Args:
+        target: the ``.gpkg`` path; its folder must exist.
+        changes: classified changes (:func:`idou.geo.classify.classify_changes`).
+        candidate_parcels: :func:`idou.geo.parcel_join.join_parcels` output.
+        existing_buildings: footprints, or None.
+        coverage: polygons with column ``status`` (e.g. ``processed``, ``nodata``).
+        run_info: provenance (model, thresholds, inputs with sha256, CRS, times, version);
+            ``orthophotos`` are added as ``orthophoto_before`` / ``orthophoto_after``.
+        orthophotos: (before, after) rasters for the QGIS project.
+        force: re-run into an existing ``target``, merging the staff's edits.
+        write_project: also write ``target.with_suffix('.qgz')``.
+
+    Raises:
+        UserInputError: folder missing or not writable, target exists without ``force``,
+            target open/locked in another program.
+    """
+    target = Path(target)
+    _check_folder(target)
+    state = ReviewState()
+    existed = target.exists()
+    if existed:
+        if not force:
+            raise UserInputError(
+                f"{target} already exists; pass --force to re-run into it (staff edits in it "
+                "are kept) or choose another output path.")
+        _check_not_locked(target)
+        try:
+            state = read_review_state(target)
+        except pyogrio.errors.DataSourceError as exc:
+            raise UserInputError(f"{target} exists but is not a readable GeoPackage ({exc}); "
+                                 "move it away or choose another output path.") from exc
+    crs = changes.crs or candidate_parcels.crs or coverage.crs
+    info = dict(run_info)
+    if orthophotos is not None:
+        info["orthophoto_before"] = str(Path(orthophotos[0]).resolve())
+        info["orthophoto_after"] = str(Path(orthophotos[1]).resolve())
+    info.setdefault("written_at", datetime.now(UTC).isoformat(timespec="seconds"))
+    result = WriteResult(path=target, project=None, layers={}, merged=existed)
+
+    parcels_layer, stats = merge_review(_prepare(candidate_parcels, crs),
+                                        state.candidate_parcels, "parcel_id")
+    result.merge["candidate_parcels"] = stats
+    changes_layer, stats = merge_review(_prepare(changes, crs), state.changes, "change_id",
+                                        match_by_overlap=True)
+    result.merge["changes"] = stats
+    if STATUS in changes_layer:
+        changes_layer = _column_order(changes_layer)
+    parcels_layer = _column_order(parcels_layer)
+    layers: dict[str, gpd.GeoDataFrame] = {
+        "candidate_parcels": parcels_layer,
+        "changes": changes_layer,
+    }
+    if existing_buildings is not None:
+        layers["existing_buildings"] = _prepare(existing_buildings[["building_id", "geometry"]]
+                                                if "building_id" in existing_buildings
+                                                else existing_buildings, crs)
+    layers["coverage"] = _prepare(coverage, crs)
+    layers["missed"] = _missed_layer(state.missed, crs)
+
+    temp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.tmp.gpkg")
+    try:
+        _write_layers(temp, layers)
+        _write_run_info(temp, info)
+        _write_data_columns(temp, layers)
+        write_layer_styles(temp, dict.fromkeys(layers, GEOMETRY_COLUMN))
+        _check_integrity(temp)
+        os.replace(temp, target)
+    except PermissionError as exc:
+        raise UserInputError(f"{target} cannot be written ({exc.strerror}); close it in QGIS "
+                             "or choose a folder you can write to.") from exc
+    finally:
+        for leftover in (temp, Path(f"{temp}-journal"), Path(f"{temp}-wal"),
+                         Path(f"{temp}-shm")):
+            leftover.unlink(missing_ok=True)
+    result.layers = {name: len(frame) for name, frame in layers.items()}
+    if write_project:
+        from idou.geo.qgis_project import write_qgis_project
+
+        result.project = write_qgis_project(
+            target.with_suffix(".qgz"), gpkg=target, layers=list(layers),
+            crs=crs, orthophotos=orthophotos, extent=_extent(layers))
+    return result
+
+
+def _extent(layers: Mapping[str, gpd.GeoDataFrame]
+            ) -> tuple[float, float, float, float] | None:
+    for name in ("coverage", "candidate_parcels", "changes"):
+        frame = layers.get(name)
+        if frame is not None and not frame.empty:
+            xmin, ymin, xmax, ymax = (float(v) for v in frame.total_bounds)
+            return (xmin, ymin, xmax, ymax)
+    return None
+
+
+def _check_folder(target: Path) -> None:
+    folder = target.parent
+    if not folder.exists():
+        raise UserInputError(f"output folder {folder} does not exist; create it or choose "
+                             "another output path.")
+    if not folder.is_dir():
+        raise UserInputError(f"{folder} is not a folder; choose another output path.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserInputError(f"output folder {folder} is not writable; choose a folder you "
+                             "can write to.")
+    if target.suffix.lower() != ".gpkg":
+        raise UserInputError(f"{target} must end in .gpkg; choose an output path like "
+                             f"{target.with_suffix('.gpkg').name}.")
+
+
+def _check_not_locked(target: Path) -> None:
+    """Refuse when another program holds the file (QGIS editing it, another run)."""
+    try:
+        con = sqlite3.connect(target, timeout=1.0)
+        try:
+            con.execute("BEGIN EXCLUSIVE")
+            con.rollback()
+        finally:
+            con.close()
+    except sqlite3.OperationalError as exc:
+        raise UserInputError(f"{target} is open in another program ({exc}); save and close "
+                             "it in QGIS, then run again.") from exc
+    except sqlite3.DatabaseError as exc:
+        raise UserInputError(f"{target} exists but is not a GeoPackage ({exc}); move it away "
+                             "or choose another output path.") from exc
+    if Path(f"{target}-wal").exists() or Path(f"{target}-shm").exists():
+        raise UserInputError(f"{target} is open in another program (its -wal/-shm files "
+                             "exist); save and close it in QGIS, then run again.")
+
+
+def _multi(geom: BaseGeometry | None) -> BaseGeometry | None:
+    if isinstance(geom, Polygon):
+        return MultiPolygon([geom])
+    return geom
+
+
+def _prepare(frame: gpd.GeoDataFrame, crs: object) -> gpd.GeoDataFrame:
+    out = frame.copy()
+    if crs is not None and out.crs is not None and out.crs != crs:
+        out = out.to_crs(crs)
+    elif out.crs is None and crs is not None:
+        out = out.set_crs(crs)
+    out = out.set_geometry([_multi(g) for g in out.geometry], crs=out.crs)
+    if out.geometry.name != "geometry":
+        out = out.rename_geometry("geometry")
+    return out.reset_index(drop=True)
+
+
+def _column_order(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    review = [STATUS, SURVEYOR, SURVEY_DATE, NOTE, DETECTION]
+    first = [c for c in frame.columns if c not in review and c != frame.geometry.name]
+    return frame[first + [c for c in review if c in frame.columns] + [frame.geometry.name]]
+
+
+def _missed_layer(old: gpd.GeoDataFrame | None, crs: object) -> gpd.GeoDataFrame:
+    if old is not None and not old.empty:
+        kept = _prepare(old, crs)
+        for column in MISSED_COLUMNS:
+            if column not in kept:
+                kept[column] = None
+        return kept
+    empty = pd.DataFrame({c: pd.Series(dtype=object) for c in MISSED_COLUMNS})
+    return gpd.GeoDataFrame(empty, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+
+
+def _write_layers(path: Path, layers: Mapping[str, gpd.GeoDataFrame]) -> None:
+    first = True
+    for name, frame in layers.items():
+        frame = frame.copy()
+        if SURVEY_DATE in frame:
+            frame[SURVEY_DATE] = _date_text(frame[SURVEY_DATE])
+        for column in frame.columns:
+            if column != frame.geometry.name and frame[column].dtype == object:
+                frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+        pyogrio.write_dataframe(
+            frame, path, layer=name, driver="GPKG", geometry_type="MultiPolygon",
+            append=not first, dataset_options={"VERSION": "1.2"} if first else None,
+            layer_options={"GEOMETRY_NAME": GEOMETRY_COLUMN, "FID": "fid",
+                           "DESCRIPTION": name})
+        first = False
+    _declare_date_columns(path, [n for n, f in layers.items() if SURVEY_DATE in f])
+
+
+def _date_text(values: pd.Series) -> pd.Series:
+    parsed = pd.to_datetime(values, errors="coerce")
+    return pd.Series([None if pd.isna(v) else v.strftime("%Y-%m-%d") for v in parsed],
+                     index=values.index, dtype=object)
+
+
+def _declare_date_columns(path: Path, tables: list[str]) -> None:
+    """Declare 調査日 as GeoPackage DATE (pyogrio writes ``YYYY-MM-DD`` text columns)."""
+    if not tables:
+        return
+    with sqlite3.connect(path) as con:
+        con.execute("PRAGMA writable_schema = ON")
+        for table in tables:
+            (sql,) = con.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND "
+                                 "name = ?", (table,)).fetchone()
+            fixed = sql.replace(f'"{SURVEY_DATE}" TEXT', f'"{SURVEY_DATE}" DATE')
+            con.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?",
+                        (fixed, table))
+        (version,) = con.execute("PRAGMA schema_version").fetchone()
+        con.execute(f"PRAGMA schema_version = {int(version) + 1}")
+        con.execute("PRAGMA writable_schema = OFF")
+
+
+def _write_run_info(path: Path, info: Mapping[str, object]) -> None:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    with sqlite3.connect(path) as con:
+        con.execute('CREATE TABLE run_info ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
+                    '"key" TEXT NOT NULL UNIQUE, "value" TEXT)')
+        con.executemany("INSERT INTO run_info (key, value) VALUES (?, ?)",
+                        [(str(k), _json_text(v)) for k, v in info.items()])
+        con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, "
+                    "description, last_change) VALUES ('run_info', 'attributes', 'run_info', "
+                    "'実行情報 (idou run provenance)', ?)", (now,))
+
+
+def _json_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def read_run_info(path: Path) -> dict[str, object]:
+    """The ``run_info`` table of a review GeoPackage as a dict (JSON values decoded)."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        rows = con.execute("SELECT key, value FROM run_info").fetchall()
+    info: dict[str, object] = {}
+    for key, value in rows:
+        try:
+            info[key] = json.loads(value) if value is not None else None
+        except (TypeError, ValueError):
+            info[key] = value
+    return info
+
+
+_DATA_COLUMNS = """
+CREATE TABLE IF NOT EXISTS gpkg_data_columns (
+  table_name TEXT NOT NULL, column_name TEXT NOT NULL, name TEXT, title TEXT,
+  description TEXT, mime_type TEXT, constraint_name TEXT,
+  CONSTRAINT pk_gdc PRIMARY KEY (table_name, column_name),
+  CONSTRAINT gdc_tn UNIQUE (table_name, name))
+"""
+_CONSTRAINTS = """
+CREATE TABLE IF NOT EXISTS gpkg_data_column_constraints (
+  constraint_name TEXT NOT NULL, constraint_type TEXT NOT NULL, value TEXT, min NUMERIC,
+  min_is_inclusive BOOLEAN, max NUMERIC, max_is_inclusive BOOLEAN, description TEXT,
+  CONSTRAINT gdcc_ntv UNIQUE (constraint_name, constraint_type, value))
+"""
+_EXTENSIONS = """
+CREATE TABLE IF NOT EXISTS gpkg_extensions (
+  table_name TEXT, column_name TEXT, extension_name TEXT NOT NULL, definition TEXT NOT NULL,
+  scope TEXT NOT NULL, CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))
+"""
+STATUS_CONSTRAINT = "idou_review_status"
+
+
+def _write_data_columns(path: Path, layers: Mapping[str, gpd.GeoDataFrame]) -> None:
+    titles = {**ALIASES, MAIN_CLASS: MAIN_CLASS}
+    with sqlite3.connect(path) as con:
+        con.execute(_DATA_COLUMNS)
+        con.execute(_CONSTRAINTS)
+        con.execute(_EXTENSIONS)
+        for table in ("gpkg_data_columns", "gpkg_data_column_constraints"):
+            con.execute("INSERT OR IGNORE INTO gpkg_extensions VALUES (?, NULL, 'gpkg_schema', "
+                        "'http://www.geopackage.org/spec120/#extension_schema', 'read-write')",
+                        (table,))
+        con.executemany(
+            "INSERT OR IGNORE INTO gpkg_data_column_constraints (constraint_name, "
+            "constraint_type, value, description) VALUES (?, 'enum', ?, ?)",
+            [(STATUS_CONSTRAINT, v, v) for v in STATUS_VALUES])
+        rows = []
+        for table, frame in layers.items():
+            for column in frame.columns:
+                if column == frame.geometry.name:
+                    continue
+                title = titles.get(column, column)
+                constraint = STATUS_CONSTRAINT if column == STATUS else None
+                rows.append((table, column, column, title, _description(column), constraint))
+        con.executemany("INSERT OR REPLACE INTO gpkg_data_columns (table_name, column_name, "
+                        "name, title, description, constraint_name) VALUES (?, ?, ?, ?, ?, ?)",
+                        rows)
+
+
+def _description(column: str) -> str | None:
+    if column == STATUS:
+        return f"調査結果: {' / '.join(STATUS_VALUES)} (既定 {STATUS_UNCHECKED})"
+    if column == DETECTION:
+        return "検出 = 今回の実行で検出 / 再実行で未検出 = 以前の実行だけが検出"
+    return None
+
+
+def _check_integrity(path: Path) -> None:
+    with sqlite3.connect(path) as con:
+        (ok,) = con.execute("PRAGMA integrity_check").fetchone()
+    if ok != "ok":
+        raise RuntimeError(f"the GeoPackage written to {path} failed its integrity check: {ok}")
+
+
+__all__ = ["WriteResult", "read_run_info", "with_review_fields", "write_review_geopackage"]

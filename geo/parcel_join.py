@@ -1,0 +1,100 @@
+"""Candidate parcels: the parcels a survey must visit, with their changes and a route priority.
+
+A change that spans several parcels counts in each of them with the area it has there (its
+share); slivers under ``min_share_m2`` that are also under ``on_parcel_share`` of the change
+are ignored (boundary noise), but a change always counts on the parcel holding most of it.
+``priority`` 1 is surveyed first: parcels are ranked by highest score, then changed area.
+"""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from idou.geo.classify import changes_on_parcels
+from idou.geo.review_fields import CLASS_ORDER_JA, MAIN_CLASS
+
+CANDIDATE_COLUMNS = ["parcel_id", "地番", "所在", "異動区分", MAIN_CLASS, "n_changes",
+                     "changed_area_m2", "score_max", "priority", "shares", "change_ids"]
+
+
+def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
+                 on_parcel_share: float = 0.2, min_share_m2: float = 1.0) -> gpd.GeoDataFrame:
+    """One row per parcel touched by classified changes.
+
+    Args:
+        changes: output of :func:`idou.geo.classify.classify_changes` (``change_id``,
+            ``異動区分``, ``score_max``, geometry).
+        parcels: ``ParcelSet.frame`` (``parcel_id``, ``地番``, ``所在``, geometry).
+        on_parcel_share: share of a change's area that counts it on a parcel.
+        min_share_m2: area on a parcel that counts it there whatever its share.
+
+    Returns:
+        GeoDataFrame (parcel geometry) with :data:`CANDIDATE_COLUMNS`: ``異動区分`` is the
+        comma list of classes (建替, 新築, 増築, 滅失 order), ``主な異動区分`` the class with the
+        largest area, ``changed_area_m2`` the sum of shares, ``shares`` the detail
+        (``異動ID:区分:面積㎡(割合%)`` per change).
+    """
+    crs = parcels.crs
+    if changes.empty or parcels.empty:
+        return _empty(crs)
+    if changes.crs is not None and crs is not None and changes.crs != crs:
+        changes = changes.to_crs(crs)
+    changes = changes.reset_index(drop=True)
+    parcels = parcels.reset_index(drop=True)
+    links = changes_on_parcels(changes, parcels, share=on_parcel_share)
+    if links.empty:
+        return _empty(crs)
+    links = links[links["main"] | (links["area_m2"] >= min_share_m2)].copy()
+    links["share"] = links["area_m2"] / np.maximum(
+        changes.geometry.area.to_numpy()[links["change_row"].to_numpy()], 1e-9)
+    classes = changes["異動区分"].astype(str).to_numpy()
+    ids = changes["change_id"].astype(str).to_numpy()
+    scores = (changes["score_max"].astype(float).to_numpy() if "score_max" in changes
+              else np.full(len(changes), np.nan))
+    rows = []
+    for parcel_row, group in links.groupby("parcel_row"):
+        change_rows = group["change_row"].to_numpy()
+        area_by_class: dict[str, float] = {}
+        for c, a in zip(classes[change_rows], group["area_m2"], strict=True):
+            area_by_class[c] = area_by_class.get(c, 0.0) + float(a)
+        ordered = [c for c in CLASS_ORDER_JA if c in area_by_class]
+        main = max(ordered, key=lambda c: (area_by_class[c], -CLASS_ORDER_JA.index(c)))
+        shares = "; ".join(
+            f"{ids[r]}:{classes[r]}:{a:.1f}㎡({s * 100:.0f}%)"
+            for r, a, s in zip(change_rows, group["area_m2"], group["share"], strict=True))
+        parcel = parcels.iloc[int(parcel_row)]
+        rows.append({
+            "parcel_id": str(parcel.get("parcel_id", "")),
+            "地番": str(parcel.get("地番", "")),
+            "所在": str(parcel.get("所在", "")),
+            "異動区分": ",".join(ordered),
+            MAIN_CLASS: main,
+            "n_changes": int(len(change_rows)),
+            "changed_area_m2": round(float(group["area_m2"].sum()), 2),
+            "score_max": float(np.nanmax(scores[change_rows])) if len(change_rows) else np.nan,
+            "shares": shares,
+            "change_ids": ",".join(ids[change_rows]),
+            "geometry": parcel.geometry,
+        })
+    out = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
+    order = out.sort_values(["score_max", "changed_area_m2", "parcel_id"],
+                            ascending=[False, False, True]).index
+    out.loc[order, "priority"] = np.arange(1, len(out) + 1)
+    out["priority"] = out["priority"].astype(int)
+    out = out.loc[order].reset_index(drop=True)
+    return gpd.GeoDataFrame(out[CANDIDATE_COLUMNS + ["geometry"]], geometry="geometry", crs=crs)
+
+
+def _empty(crs: object) -> gpd.GeoDataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in CANDIDATE_COLUMNS})
+    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+
+
+def _dtype(column: str) -> str:
+    if column in ("n_changes", "priority"):
+        return "int64"
+    if column in ("changed_area_m2", "score_max"):
+        return "float64"
+    return "object"

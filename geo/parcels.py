@@ -1,0 +1,270 @@
+"""Parcels (筆) from GeoPackage, Shapefile, GeoJSON or 法務省 地図XML.
+
+Every reader returns the same survey columns and nothing else:
+
+* ``parcel_id`` — stable key ``"{所在} {地番}"`` (a ``#2``, ``#3`` suffix only when the
+  same key repeats in the input), used to keep staff's review across re-runs;
+* ``地番``, ``所在`` (大字名/丁目名/小字名 joined), ``geometry`` (in ``target_crs``);
+* from 地図XML also ``精度区分`` and ``注記`` (``別図`` when the outline is on a separate
+  sheet). See :mod:`idou.geo.mojxml` for 地区外 (skipped and counted).
+
+Owner names, addresses and every other attribute of the input are dropped so personal
+information never reaches outputs or logs; ``keep_columns`` names columns to keep on purpose.
+
+Shapefiles: the ``.cpg`` decides the attribute encoding when present; without it the
+``.dbf`` bytes are tried as UTF-8 and then CP932 (Shift_JIS), or pass ``encoding``.
+Invalid geometries are repaired (``make_valid``, polygon parts kept) and counted; empty and
+null ones are dropped and counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+import shapely
+from pyproj import CRS
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
+
+from idou.geo.errors import UserInputError
+from idou.geo.mojxml import read_mojxml
+
+CHIBAN_CANDIDATES = ("地番", "chiban", "tiban", "CHIBAN", "TIBAN", "Chiban", "地番号")
+SHOZAI_CANDIDATES = ("所在", "所在地", "shozai", "SHOZAI", "syozai", "SYOZAI")
+SHOZAI_PARTS = (("大字名", "大字", "oaza", "OAZA"), ("丁目名", "丁目", "chome", "CHOME"),
+                ("小字名", "小字", "字名", "koaza", "KOAZA", "aza", "AZA"))
+
+SURVEY_COLUMNS = ["parcel_id", "地番", "所在"]
+
+
+@dataclass
+class ParcelSet:
+    """Parcels ready for the join, with what was repaired and dropped on the way."""
+
+    frame: gpd.GeoDataFrame
+    repaired: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    sources: list[Path] = field(default_factory=list)
+
+    @property
+    def n_dropped(self) -> int:
+        """All dropped parcels, whatever the reason."""
+        return sum(self.dropped.values())
+
+
+def read_parcels(path: Path | Sequence[Path], target_crs: object | None,
+                 encoding: str | None = None, *, keep_columns: Sequence[str] = (),
+                 chiban_column: str | None = None, shozai_column: str | None = None
+                 ) -> ParcelSet:
+    """Read parcels from one or many files into ``target_crs``.
+
+    Args:
+        path: a GeoPackage, Shapefile, GeoJSON, 地図XML ``.xml`` or ``.zip``, or a list of them
+            (all of one kind or mixed).
+        target_crs: CRS of the flight (anything pyproj accepts); None keeps the source CRS.
+        encoding: attribute encoding of a Shapefile without ``.cpg`` (e.g. ``cp932``).
+        keep_columns: extra input columns to keep (everything else is dropped).
+        chiban_column: the column that holds 地番 when its name is not a usual one.
+        shozai_column: the column that holds 所在 when its name is not a usual one.
+
+    Returns:
+        A :class:`ParcelSet`.
+
+    Raises:
+        UserInputError: unreadable file, no CRS, no 地番 column, no parcels left.
+    """
+    paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+    if not paths:
+        raise UserInputError("No parcel file was given; pass a GeoPackage, Shapefile, "
+                             "GeoJSON or 地図XML file.")
+    moj = [p for p in paths if _is_mojxml(p)]
+    other = [p for p in paths if p not in moj]
+    frames: list[gpd.GeoDataFrame] = []
+    result = ParcelSet(frame=gpd.GeoDataFrame(), sources=paths)
+    crs = CRS.from_user_input(target_crs) if target_crs is not None else None
+    if moj:
+        for moj_file in read_mojxml(moj):
+            result.dropped.update(moj_file.dropped)
+            if not moj_file.parcels:
+                continue
+            frame = gpd.GeoDataFrame({
+                "地番": [p.chiban for p in moj_file.parcels],
+                "所在": [_join_place(p.oaza, p.chome, p.koaza) for p in moj_file.parcels],
+                "精度区分": [p.accuracy for p in moj_file.parcels],
+                "注記": [p.note for p in moj_file.parcels],
+            }, geometry=[p.geometry for p in moj_file.parcels], crs=moj_file.epsg)
+            crs = crs or frame.crs
+            frames.append(frame.to_crs(crs))
+    for file in other:
+        frame = _read_vector(file, encoding, keep_columns, chiban_column, shozai_column)
+        crs = crs or frame.crs
+        frames.append(frame.to_crs(crs))
+    if not frames:
+        raise UserInputError(f"{paths[0]} holds no parcels (after skipping "
+                             f"{result.n_dropped}); check the parcel file.")
+    merged = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=crs)
+    merged, repaired, dropped = clean_polygons(merged)
+    result.repaired = repaired
+    result.dropped.update(dropped)
+    if merged.empty:
+        raise UserInputError(f"{paths[0]} has no usable parcel geometry "
+                             f"({dict(result.dropped)}); check the parcel file.")
+    merged.insert(0, "parcel_id", _stable_ids(merged["所在"], merged["地番"]))
+    columns = SURVEY_COLUMNS + [c for c in ("精度区分", "注記") if c in merged.columns]
+    columns += [c for c in keep_columns if c in merged.columns and c not in columns]
+    result.frame = gpd.GeoDataFrame(merged[columns + ["geometry"]], geometry="geometry",
+                                    crs=crs).reset_index(drop=True)
+    return result
+
+
+def _is_mojxml(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in (".xml", ".zip"):
+        if suffix == ".zip":
+            import zipfile
+
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    names = [n.lower() for n in archive.namelist()]
+            except (zipfile.BadZipFile, OSError):
+                return False
+            return any(n.endswith(".xml") or n.endswith(".zip") for n in names) and not any(
+                n.endswith(".shp") for n in names)
+        return True
+    return False
+
+
+def _join_place(*parts: str) -> str:
+    return "".join(p for p in parts if p)
+
+
+def _read_vector(path: Path, encoding: str | None, keep_columns: Sequence[str],
+                 chiban_column: str | None, shozai_column: str | None) -> gpd.GeoDataFrame:
+    if not path.exists():
+        raise UserInputError(f"{path} does not exist; check the parcel file path.")
+    if encoding is None and path.suffix.lower() == ".shp":
+        encoding = detect_shapefile_encoding(path)
+    try:
+        frame = pyogrio.read_dataframe(path, encoding=encoding) if encoding else \
+            pyogrio.read_dataframe(path)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise UserInputError(f"{path} cannot be read as a vector file ({exc}); "
+                             "pass a GeoPackage, Shapefile, GeoJSON or 地図XML.") from exc
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"{path} attributes are not in {encoding}; pass the right "
+                             "--encoding (e.g. cp932).") from exc
+    if frame.crs is None:
+        raise UserInputError(f"{path} has no CRS (a Shapefile needs its .prj); add one or "
+                             "convert the file to GeoPackage with its CRS.")
+    chiban = _pick(frame, chiban_column, CHIBAN_CANDIDATES)
+    if chiban is None:
+        raise UserInputError(
+            f"{path} has no 地番 column (columns: {', '.join(map(str, frame.columns[:12]))}); "
+            "rename it to 地番 or pass --chiban-column.")
+    out = gpd.GeoDataFrame({"地番": frame[chiban].fillna("").astype(str).str.strip()},
+                           geometry=frame.geometry, crs=frame.crs)
+    shozai = _pick(frame, shozai_column, SHOZAI_CANDIDATES)
+    if shozai is not None:
+        out["所在"] = frame[shozai].fillna("").astype(str).str.strip()
+    else:
+        parts = [c for names in SHOZAI_PARTS if (c := _pick(frame, None, names)) is not None]
+        out["所在"] = (frame[parts].fillna("").astype(str).agg("".join, axis=1)
+                     if parts else "")
+    for column in keep_columns:
+        if column in frame.columns:
+            out[column] = frame[column].to_numpy()
+    return out
+
+
+def _pick(frame: pd.DataFrame, explicit: str | None, candidates: Sequence[str]) -> str | None:
+    if explicit is not None:
+        if explicit not in frame.columns:
+            raise UserInputError(f"column {explicit!r} is not in the parcel file (columns: "
+                                 f"{', '.join(map(str, frame.columns[:12]))}); check the name.")
+        return explicit
+    lower = {str(c).lower(): str(c) for c in frame.columns}
+    for name in candidates:
+        if name in frame.columns:
+            return name
+        if name.lower() in lower:
+            return lower[name.lower()]
+    return None
+
+
+def detect_shapefile_encoding(shp: Path) -> str | None:
+    """The attribute encoding of a Shapefile, or None to let GDAL decide (``.cpg`` present).
+
+    Without ``.cpg`` the ``.dbf`` records are tried as UTF-8 then CP932 (Shift_JIS, the usual
+    encoding of Japanese municipal data); pure ASCII reads the same either way.
+    """
+    for suffix in (".cpg", ".CPG"):
+        if shp.with_suffix(suffix).exists():
+            return None
+    dbf = next((shp.with_suffix(s) for s in (".dbf", ".DBF") if shp.with_suffix(s).exists()),
+               None)
+    if dbf is None:
+        return None
+    raw = dbf.read_bytes()
+    header_length = int.from_bytes(raw[8:10], "little") if len(raw) >= 10 else 0
+    records = raw[header_length:]
+    for candidate in ("utf-8", "cp932"):
+        try:
+            records.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+        return candidate
+    return None
+
+
+def clean_polygons(frame: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, int, Counter[str]]:
+    """Repair invalid polygons, drop null/empty/non-areal ones; return counts.
+
+    Returns:
+        (cleaned frame, number repaired, Counter of drop reasons)
+    """
+    dropped: Counter[str] = Counter()
+    geoms = frame.geometry
+    null = geoms.isna()
+    dropped["null geometry"] += int(null.sum())
+    frame = frame[~null]
+    empty = frame.geometry.is_empty
+    dropped["empty geometry"] += int(empty.sum())
+    frame = frame[~empty].copy()
+    invalid = ~frame.geometry.is_valid
+    repaired = int(invalid.sum())
+    if repaired:
+        frame.loc[invalid, "geometry"] = [
+            _polygonal(shapely.make_valid(g)) for g in frame.geometry[invalid]]
+    frame["geometry"] = [_polygonal(g) for g in frame.geometry]
+    unusable = frame.geometry.isna() | frame.geometry.is_empty
+    dropped["not a polygon after repair"] += int(unusable.sum())
+    frame = frame[~unusable]
+    return frame, repaired, +dropped
+
+
+def _polygonal(geom: BaseGeometry | None) -> BaseGeometry | None:
+    """Only the polygon parts of a geometry (a repair can add lines or points)."""
+    if geom is None or geom.is_empty:
+        return None
+    if isinstance(geom, Polygon | MultiPolygon):
+        return geom
+    parts = [g for g in getattr(geom, "geoms", []) if isinstance(g, Polygon | MultiPolygon)]
+    if not parts:
+        return None
+    return shapely.union_all(parts)
+
+
+def _stable_ids(shozai: pd.Series, chiban: pd.Series) -> list[str]:
+    seen: Counter[str] = Counter()
+    ids = []
+    for place, number in zip(shozai, chiban, strict=True):
+        key = f"{place} {number}".strip()
+        seen[key] += 1
+        ids.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+    return ids

@@ -1,0 +1,158 @@
+"""A QGIS project (``.qgz``) beside the review GeoPackage, so staff open one file.
+
+The project holds the GeoPackage's layers (styled with the same QML as ``layer_styles``)
+and the two orthophotos (after shown, before hidden beneath it), all by paths relative to
+the project file, so the folder can be moved or copied to a shared drive as a whole.
+A ``.qgz`` is a zip holding one ``.qgs`` XML document.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+from pyproj import CRS
+
+from idou.geo.qgis_styles import QGIS_VERSION, load_qml
+
+DISPLAY_NAMES = {
+    "candidate_parcels": "調査対象の筆 (candidate_parcels)",
+    "changes": "異動 (changes)",
+    "existing_buildings": "既存家屋 (existing_buildings)",
+    "coverage": "判読範囲 (coverage)",
+    "missed": "見逃し入力 (missed)",
+}
+STYLE_ELEMENTS = ("renderer-v2", "labeling", "fieldConfiguration", "aliases", "defaults",
+                  "editable", "previewExpression", "layerGeometryType")
+
+
+def write_qgis_project(target: Path, *, gpkg: Path, layers: Sequence[str], crs: object,
+                       orthophotos: tuple[Path, Path] | None = None,
+                       extent: tuple[float, float, float, float] | None = None) -> Path:
+    """Write ``target`` (.qgz) referencing ``gpkg``'s ``layers`` and the orthophotos.
+
+    Args:
+        target: the project path (``.qgz``), normally beside ``gpkg``.
+        gpkg: the review GeoPackage.
+        layers: its vector layers, top first.
+        crs: the project CRS (the flight's).
+        orthophotos: (before, after) rasters or None.
+        extent: (xmin, ymin, xmax, ymax) to open at; None lets QGIS choose.
+
+    Returns:
+        ``target``.
+    """
+    target = Path(target)
+    base = target.parent
+    srs = _spatialrefsys(crs)
+    root = ET.Element("qgis", {"projectname": f"idou {Path(gpkg).stem}",
+                               "version": QGIS_VERSION})
+    ET.SubElement(root, "homePath", {"path": ""})
+    ET.SubElement(root, "title").text = f"異動判読 {Path(gpkg).stem}"
+    project_crs = ET.SubElement(root, "projectCrs")
+    if srs is not None:
+        project_crs.append(srs)
+    tree = ET.SubElement(root, "layer-tree-group")
+    ET.SubElement(tree, "customproperties")
+    project_layers = ET.SubElement(root, "projectlayers")
+    order = ET.SubElement(root, "layerorder")
+    entries: list[tuple[str, str, str, str, bool, ET.Element]] = []
+    for layer in layers:
+        source = f"{_relative(Path(gpkg), base)}|layername={layer}"
+        entries.append((layer, DISPLAY_NAMES.get(layer, layer), source, "ogr", True,
+                        _vector_layer(layer, source, srs)))
+    if orthophotos is not None:
+        for label, path, visible in (("今回オルソ", orthophotos[1], True),
+                                     ("前回オルソ", orthophotos[0], False)):
+            source = _relative(Path(path), base)
+            name = f"{label} ({Path(path).name})"
+            entries.append((f"ortho_{label}", name, source, "gdal", visible,
+                            _raster_layer(name, source)))
+    for key, name, source, provider, visible, element in entries:
+        layer_id = f"{key}_{uuid.uuid5(uuid.NAMESPACE_URL, source).hex[:12]}"
+        element.find("id").text = layer_id  # type: ignore[union-attr]
+        project_layers.append(element)
+        ET.SubElement(order, "layer", {"id": layer_id})
+        node = ET.SubElement(tree, "layer-tree-layer", {
+            "id": layer_id, "name": name, "source": source, "providerKey": provider,
+            "checked": "Qt::Checked" if visible else "Qt::Unchecked", "expanded": "1"})
+        ET.SubElement(node, "customproperties")
+    properties = ET.SubElement(root, "properties")
+    paths = ET.SubElement(properties, "Paths")
+    ET.SubElement(paths, "Absolute", {"type": "bool"}).text = "false"
+    spatial = ET.SubElement(properties, "SpatialRefSys")
+    ET.SubElement(spatial, "ProjectionsEnabled", {"type": "int"}).text = "1"
+    if extent is not None:
+        canvas = ET.SubElement(root, "mapcanvas", {"name": "theMapCanvas"})
+        ET.SubElement(canvas, "units").text = "meters"
+        box = ET.SubElement(canvas, "extent")
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), extent, strict=True):
+            ET.SubElement(box, tag).text = repr(float(value))
+        destination = ET.SubElement(canvas, "destinationsrs")
+        if srs is not None:
+            destination.append(_spatialrefsys(crs))  # type: ignore[arg-type]
+    xml = ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+           + ET.tostring(root, encoding="unicode"))
+    temp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.tmp.qgz")
+    try:
+        with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(f"{target.stem}.qgs", xml.encode("utf-8"))
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    return target
+
+
+def _relative(path: Path, base: Path) -> str:
+    rel = os.path.relpath(Path(path).resolve(), Path(base).resolve())
+    rel = rel.replace(os.sep, "/")
+    return rel if rel.startswith(".") else f"./{rel}"
+
+
+def _spatialrefsys(crs: object) -> ET.Element | None:
+    if crs is None:
+        return None
+    parsed = CRS.from_user_input(crs)
+    element = ET.Element("spatialrefsys", {"nativeFormat": "Wkt"})
+    ET.SubElement(element, "wkt").text = parsed.to_wkt()
+    authority = parsed.to_authority()
+    ET.SubElement(element, "authid").text = ":".join(authority) if authority else ""
+    ET.SubElement(element, "description").text = parsed.name
+    ET.SubElement(element, "geographicflag").text = "true" if parsed.is_geographic else "false"
+    return element
+
+
+def _vector_layer(layer: str, source: str, srs: ET.Element | None) -> ET.Element:
+    element = ET.Element("maplayer", {"type": "vector", "geometry": "Polygon",
+                                      "wkbType": "MultiPolygon", "styleCategories":
+                                      "AllStyleCategories"})
+    ET.SubElement(element, "id")
+    ET.SubElement(element, "datasource").text = source
+    ET.SubElement(element, "layername").text = DISPLAY_NAMES.get(layer, layer)
+    if srs is not None:
+        holder = ET.SubElement(element, "srs")
+        holder.append(ET.fromstring(ET.tostring(srs)))
+    ET.SubElement(element, "provider", {"encoding": "UTF-8"}).text = "ogr"
+    try:
+        style = ET.fromstring(load_qml(layer).split("\n", 1)[1])
+    except FileNotFoundError:
+        return element
+    element.set("labelsEnabled", style.get("labelsEnabled", "0"))
+    for tag in STYLE_ELEMENTS:
+        child = style.find(tag)
+        if child is not None:
+            element.append(child)
+    return element
+
+
+def _raster_layer(name: str, source: str) -> ET.Element:
+    element = ET.Element("maplayer", {"type": "raster"})
+    ET.SubElement(element, "id")
+    ET.SubElement(element, "datasource").text = source
+    ET.SubElement(element, "layername").text = name
+    ET.SubElement(element, "provider").text = "gdal"
+    return element
