@@ -98,13 +98,14 @@ def sample_windows(grid: Grid, count: int = 5, size: int = 512) -> list[Window]:
 
 
 def estimate_misregistration(pair: AlignedPair, count: int = 5, size: int = 512,
-                             min_valid: float = 0.9, min_peak: float = 0.02
+                             min_valid: float = 0.9, min_peak: float = 0.05
                              ) -> tuple[float, float] | None:
     """Median shift (dx, dy) in grid pixels of the after flight against the before flight.
 
     Reads up to ``count`` windows of ``size`` px where both flights hold data, correlates their
     grayscale images and returns the median shift; None when no window is usable (too little
-    overlap, no texture).
+    overlap, no texture, or a correlation peak below ``min_peak``: unrelated images peak
+    below about 0.04, the same scene with noise or partial change at 0.1 and above).
     """
     estimates: list[tuple[float, float]] = []
     for window in sample_windows(pair.grid, count * 5, size):
