@@ -1,9 +1,32 @@
-"""`idou` subcommands of the samples stage."""
+"""`idou samples …`: write a synthetic flight pair with known changes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+samples_app = typer.Typer(help="Synthetic sample flights with known changes.",
+                          no_args_is_help=True)
+
+
+@samples_app.command("make")
+def make(
+    out_dir: Path = typer.Argument(..., help="Folder to write the flight pair into."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same pair."),
+    size: int = typer.Option(2048, "--size", help="Width and height of each flight in pixels."),
+) -> None:
+    """Write two flights (2024, 2025), parcels, building footprints and the truth of changes."""
+    from idou.geo.errors import UserInputError
+    from idou.geo.synthetic.cli_support import check_out_dir, make_samples
+
+    if size < 256:
+        raise UserInputError(f"--size {size} is too small; pass --size 256 or more.")
+    check_out_dir(out_dir)
+    for name, path, note in make_samples(out_dir, seed=seed, size=size):
+        typer.echo(f"{name:15s} {path}  {note}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's subcommands to the `idou` application."""
+    app.add_typer(samples_app, name="samples")

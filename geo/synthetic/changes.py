@@ -1,0 +1,238 @@
+"""The second flight: true changes (new, demolished, extension, rebuilt) and distractors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+from shapely.geometry.base import BaseGeometry
+
+from idou.geo.synthetic.buildings import (
+    Building,
+    extension_part,
+    house_in_parcel,
+    pick_roof,
+    rebuilt_house,
+)
+from idou.geo.synthetic.layout import Layout, Rect
+from idou.geo.synthetic.scene import (
+    BARE,
+    CONCRETE,
+    CROP,
+    DRY_GRASS,
+    GRAVEL,
+    LAWN,
+    PADDY,
+    SOIL_ROWS,
+    TARP,
+    WEEDS,
+    Base,
+    Epoch,
+    Sun,
+    random_tree,
+)
+
+# minimum counts per change type at 2048 px; scaled by area for other sizes
+MINIMUM_AT_2048 = {"new": 30, "demolished": 15, "extension": 5, "rebuilt": 5}
+TARGET_AT_2048 = {"new": 36, "demolished": 18, "extension": 7, "rebuilt": 7}
+
+
+@dataclass(frozen=True)
+class TruthRow:
+    """One truth polygon; a rebuilt change has two rows with the same change_id."""
+
+    change_id: str
+    change_type: str
+    channel: str
+    parcel: int
+    geometry: BaseGeometry
+
+
+def target_counts(size: int) -> dict[str, int]:
+    """How many changes of each type a scene of ``size`` pixels gets."""
+    scale = (size / 2048.0) ** 2
+    return {k: max(1, int(math.ceil(v * scale))) for k, v in TARGET_AT_2048.items()}
+
+
+def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun: Sun,
+                      eligible: set[int], size: int) -> tuple[Epoch, list[TruthRow]]:
+    """Apply changes on eligible parcels (inside both flights) and distractors anywhere.
+
+    Args:
+        rng: Random generator.
+        layout: The shared layout.
+        base: The first flight's scene.
+        sun: The sun of the second flight.
+        eligible: Parcels that lie well inside the valid overlap of both flights.
+        size: Image size in pixels (sets how many changes).
+    """
+    first = base.epoch
+    epoch = Epoch(sun=sun, buildings=[], trees=list(first.trees), cars=[],
+                  parcel_material=dict(first.parcel_material), ground=list(first.ground))
+    by_parcel = {b.parcel: b for b in first.buildings}
+    uses = base.uses
+    want = target_counts(size)
+    truth: list[TruthRow] = []
+    next_id = base.next_id
+    n_change = 0
+
+    def new_change_id() -> str:
+        nonlocal n_change
+        n_change += 1
+        return f"C{n_change:04d}"
+
+    def pool(use: str) -> list[int]:
+        return [int(i) for i in rng.permutation(sorted(
+            i for i in eligible if uses.get(i) == use))]
+
+    houses = pool("house")
+    vacant = pool("vacant")
+    farms = pool("farm")
+    changed: dict[int, Building | None] = {}  # parcel -> replacement (None = demolished)
+    clear_ground: set[int] = set()
+
+    # new buildings: about 60 % on vacant lots, the rest on farmland
+    n_new_farm = min(len(farms), want["new"] - min(len(vacant), int(round(want["new"] * 0.6))))
+    n_new_vacant = min(len(vacant), want["new"] - n_new_farm)
+    added: list[Building] = []
+    for index in vacant[:n_new_vacant] + farms[:n_new_farm]:
+        made = house_in_parcel(rng, layout.parcels[index].rect, f"B{next_id:05d}", index)
+        if made is None:
+            continue
+        building, driveway = made
+        next_id += 1
+        added.append(building)
+        truth.append(TruthRow(new_change_id(), "new", "new", index, building.footprint()))
+        epoch.parcel_material[index] = int(rng.choice([GRAVEL, CONCRETE, LAWN]))
+        if driveway is not None:
+            epoch.ground.append((driveway, CONCRETE))
+        clear_ground.add(index)
+    vacant = vacant[n_new_vacant:]
+
+    # extensions (増築): only the added part is a change
+    done = 0
+    used = 0
+    for index in houses:
+        if done >= want["extension"]:
+            break
+        used += 1
+        old = by_parcel[index]
+        if old.material == "flat":
+            continue
+        part = extension_part(rng, old, layout.parcels[index].rect)
+        if part is None:
+            continue
+        changed[index] = replace(old, parts=[*old.parts, part])
+        added_geom = part.rect.polygon().difference(old.footprint())
+        truth.append(TruthRow(new_change_id(), "extension", "new", index, added_geom))
+        done += 1
+    houses = houses[used:]
+
+    # rebuilt (建替): old footprint gone, a new one on the same parcel
+    done = 0
+    used = 0
+    for index in houses:
+        if done >= want["rebuilt"]:
+            break
+        used += 1
+        old = by_parcel[index]
+        new = rebuilt_house(rng, old, layout.parcels[index].rect, f"B{next_id:05d}")
+        if new is None:
+            continue
+        next_id += 1
+        changed[index] = new
+        cid = new_change_id()
+        truth.append(TruthRow(cid, "rebuilt", "demolished", index, old.footprint()))
+        truth.append(TruthRow(cid, "rebuilt", "new", index, new.footprint()))
+        clear_ground.add(index)
+        done += 1
+    houses = houses[used:]
+
+    # demolished: 更地 (bare soil or gravel)
+    k = 0
+    for index in houses[:want["demolished"]]:
+        changed[index] = None
+        truth.append(TruthRow(new_change_id(), "demolished", "demolished", index,
+                              by_parcel[index].footprint()))
+        epoch.parcel_material[index] = int(rng.choice([BARE, BARE, GRAVEL]))
+        clear_ground.add(index)
+        k += 1
+    houses = houses[k:]
+
+    # distractor: roofs repainted on the same footprint
+    n_repaint = max(1, int(round(len(first.buildings) * 0.03)))
+    for index in houses[:n_repaint]:
+        old = by_parcel[index]
+        material, albedo = pick_roof(rng)
+        changed[index] = replace(old, albedo=albedo, material=material)
+
+    for building in first.buildings:
+        if building.parcel in changed:
+            repl = changed[building.parcel]
+            if repl is not None:
+                epoch.buildings.append(repl)
+        else:
+            epoch.buildings.append(building)
+    epoch.buildings.extend(added)
+
+    # distractor: construction sites (bare soil, a blue tarp) with no building yet
+    for index in vacant[:max(1, int(round(len(eligible) * 0.012)))]:
+        epoch.parcel_material[index] = BARE
+        lot = layout.parcels[index].rect
+        a = float(rng.uniform(-lot.hl * 0.5, lot.hl * 0.5))
+        b = float(rng.uniform(-lot.hw * 0.5, lot.hw * 0.5))
+        cx, cy = lot.point(a, b)
+        epoch.ground.append((Rect(cx, cy, float(rng.uniform(1.5, 3.0)),
+                                  float(rng.uniform(1.0, 2.0)), lot.angle + rng.normal(0, 0.3)),
+                             TARP))
+
+    # distractor: seasonal vegetation on farmland and lawns
+    for index, use in uses.items():
+        if use == "farm" and index not in clear_ground and rng.random() < 0.6:
+            old_mat = epoch.parcel_material[index]
+            choices = [m for m in (CROP, SOIL_ROWS, PADDY, WEEDS) if m != old_mat]
+            epoch.parcel_material[index] = int(rng.choice(choices))
+        elif use == "vacant" and epoch.parcel_material[index] in (WEEDS, DRY_GRASS) \
+                and rng.random() < 0.5:
+            epoch.parcel_material[index] = DRY_GRASS if \
+                epoch.parcel_material[index] == WEEDS else WEEDS
+    epoch.lawn_tone = float(rng.uniform(-1.0, -0.3))
+
+    # distractor: trees cut, grown and planted; trees on cleared parcels go
+    cleared = [layout.parcels[i].rect.polygon() for i in clear_ground]
+    kept = []
+    for tree in epoch.trees:
+        if cleared and any(p.contains(_pt(tree.x, tree.y)) for p in cleared) \
+                and rng.random() < 0.7:
+            continue
+        r = rng.random()
+        if r < 0.04:
+            continue
+        if r < 0.25:
+            tree = replace(tree, radius=tree.radius * float(rng.uniform(1.05, 1.2)))
+        kept.append(tree)
+    fps = [b.footprint() for b in epoch.buildings]
+    fresh = [row.geometry.buffer(0.5) for row in truth if row.channel == "new"]
+    kept = [t for t in kept if not any(f.distance(_pt(t.x, t.y)) < t.radius for f in fresh)]
+    for _ in range(int(len(epoch.trees) * 0.04) + 1):
+        index = int(rng.integers(len(layout.parcels)))
+        lot = layout.parcels[index].rect
+        x, y = lot.point(float(rng.uniform(-lot.hl + 1, lot.hl - 1)),
+                         float(rng.uniform(-lot.hw + 1, lot.hw - 1)))
+        p = _pt(x, y).buffer(2.5)
+        if uses.get(index) in ("house", "vacant", "grove") and not any(
+                p.intersects(f) for f in fps if f.distance(p) < 20):
+            kept.append(random_tree(rng, x, y))
+    epoch.trees = kept
+    return epoch, truth
+
+
+def _pt(x: float, y: float) -> BaseGeometry:
+    from shapely.geometry import Point
+
+    return Point(x, y)
+
+
+__all__ = ["MINIMUM_AT_2048", "TruthRow", "make_second_epoch", "target_counts", "CROP",
+           "SOIL_ROWS", "PADDY"]

@@ -1,0 +1,72 @@
+"""Write a flight pair as municipal deliveries look: tiled JPEG GeoTIFFs and GeoPackages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+
+from idou.geo.synthetic.flight import FlightPair
+
+OVERVIEWS = (2, 4, 8)
+BLOCK = 256
+
+
+def write_orthophoto(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: Affine,
+                     crs: str, quality: int = 88) -> None:
+    """Write an RGB uint8 orthophoto: tiled, JPEG in YCbCr, internal mask, overviews 2/4/8.
+
+    The nodata margin is an internal dataset mask (JPEG blurs a nodata value of 0), and the
+    pixels there are 0 as well.
+    """
+    h, w, _ = rgb.shape
+    profile = {
+        "driver": "GTiff", "width": w, "height": h, "count": 3, "dtype": "uint8",
+        "crs": crs, "transform": transform, "tiled": True, "blockxsize": BLOCK,
+        "blockysize": BLOCK, "compress": "JPEG", "photometric": "YCBCR",
+        "jpeg_quality": quality, "interleave": "pixel",
+    }
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.moveaxis(rgb, -1, 0))
+        dst.write_mask(valid.astype(np.uint8) * 255)
+        dst.build_overviews(list(OVERVIEWS), Resampling.average)
+        dst.update_tags(ns="rio_overview", resampling="average")
+        dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
+                           rasterio.enums.ColorInterp.blue]
+
+
+def _write_gpkg(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> None:
+    if path.exists():
+        path.unlink()
+    gdf.to_file(path, layer=layer, driver="GPKG", engine="pyogrio")
+
+
+def write_flight_pair(pair: FlightPair, out_dir: Path) -> dict[str, Path]:
+    """Write the pair's rasters and vectors into ``out_dir`` (created if missing).
+
+    Returns:
+        Paths by name: flight_2024, flight_2025, parcels, buildings_2024, buildings_2025, truth.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "flight_2024": out_dir / "flight_2024.tif",
+        "flight_2025": out_dir / "flight_2025.tif",
+        "parcels": out_dir / "parcels.gpkg",
+        "buildings_2024": out_dir / "buildings_2024.gpkg",
+        "buildings_2025": out_dir / "buildings_2025.gpkg",
+        "truth": out_dir / "truth.gpkg",
+    }
+    write_orthophoto(paths["flight_2024"], pair.before, pair.before_valid, pair.before_transform,
+                     pair.crs)
+    write_orthophoto(paths["flight_2025"], pair.after, pair.after_valid, pair.after_transform,
+                     pair.crs)
+    _write_gpkg(pair.parcels, paths["parcels"], "parcels")
+    _write_gpkg(pair.buildings_before, paths["buildings_2024"], "buildings")
+    _write_gpkg(pair.buildings_after, paths["buildings_2025"], "buildings")
+    _write_gpkg(pair.truth, paths["truth"], "truth")
+    return paths
