@@ -82,8 +82,9 @@ def _upsampled_dft(data: np.ndarray, region: int, upsample: int, offset: np.ndar
 def sample_windows(grid: Grid, count: int = 5, size: int = 512) -> list[Window]:
     """Candidate windows for the estimate, spread over the grid, centre first.
 
-    Windows are ``size`` px (less on a small grid, at least 64) on a 5 x 5 lattice inside the
-    grid, ordered by distance from the centre; callers keep the first ``count`` with data.
+    Windows are ``size`` px (less on a small grid, at least 64), taken from a 5 x 5 lattice
+    inside the grid, ordered by distance from the centre and disjoint; callers keep the first
+    ``count`` with data.
     """
     side = min(size, grid.width, grid.height)
     if side < 64:
@@ -94,20 +95,25 @@ def sample_windows(grid: Grid, count: int = 5, size: int = 512) -> list[Window]:
     cands = {(int(r), int(c)) for r in rows for c in cols}
     cy, cx = (grid.height - side) / 2, (grid.width - side) / 2
     ordered = sorted(cands, key=lambda rc: ((rc[0] - cy) ** 2 + (rc[1] - cx) ** 2, rc))
-    return [Window(c, r, side, side) for r, c in ordered]
+    chosen: list[tuple[int, int]] = []
+    for r, c in ordered:  # disjoint windows: overlapping ones would agree on spurious peaks
+        if all(abs(r - r2) >= side or abs(c - c2) >= side for r2, c2 in chosen):
+            chosen.append((r, c))
+    return [Window(c, r, side, side) for r, c in chosen]
 
 
 def estimate_misregistration(pair: AlignedPair, count: int = 5, size: int = 512,
-                             min_valid: float = 0.9, min_peak: float = 0.05
-                             ) -> tuple[float, float] | None:
+                             min_valid: float = 0.9, min_peak: float = 0.03,
+                             agree_px: float = 1.0) -> tuple[float, float] | None:
     """Median shift (dx, dy) in grid pixels of the after flight against the before flight.
 
     Reads up to ``count`` windows of ``size`` px where both flights hold data, correlates their
-    grayscale images and returns the median shift; None when no window is usable (too little
-    overlap, no texture, or a correlation peak below ``min_peak``: unrelated images peak
-    below about 0.04, the same scene with noise or partial change at 0.1 and above).
+    grayscale images and returns the median shift. The estimate is trusted only when most
+    windows agree within ``agree_px`` of the median (or, with a single usable window, its peak is
+    clearly high): unrelated images give scattered shifts. None when nothing is trustworthy (too
+    little overlap, no texture, or scenes that do not match).
     """
-    estimates: list[tuple[float, float]] = []
+    estimates: list[tuple[float, float, float]] = []
     for window in sample_windows(pair.grid, count * 5, size):
         if len(estimates) >= count:
             break
@@ -122,11 +128,17 @@ def estimate_misregistration(pair: AlignedPair, count: int = 5, size: int = 512,
             continue
         dx, dy, peak = phase_correlation(gb, ga)
         if peak >= min_peak:
-            estimates.append((dx, dy))
+            estimates.append((dx, dy, peak))
     if not estimates:
         return None
     arr = np.array(estimates)
-    return (float(np.median(arr[:, 0])), float(np.median(arr[:, 1])))
+    median = np.median(arr[:, :2], axis=0)
+    if len(arr) == 1:
+        return (float(median[0]), float(median[1])) if arr[0, 2] >= 3 * min_peak else None
+    close = np.hypot(*(arr[:, :2] - median).T) <= agree_px
+    if close.sum() < max(2, (len(arr) + 1) // 2):
+        return None
+    return (float(median[0]), float(median[1]))
 
 
 def _gray(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -136,6 +136,14 @@ def test_misregistration_is_recovered(tmp_path: Path, shift: tuple[float, float]
     assert len(shifted) == (1 if np.hypot(dx, dy) > 3 else 0)
 
 
+def test_unrelated_flights_give_no_shift(tmp_path: Path) -> None:
+    before, after = _pair(tmp_path, before=texture(600, 600, seed=1),
+                          after=texture(600, 600, seed=2))
+    report = preflight(before, after, CONTRACT)
+    assert report.misregistration_px is None
+    assert not any("shifted" in w for w in report.warnings)
+
+
 def _source_with(tmp_path: Path, data: np.ndarray, name: str = "odd.tif", **kw):
     return open_source(write_raster(tmp_path / name, data, **kw))
 
