@@ -224,6 +224,24 @@ def probabilities_as_float(prob: np.ndarray) -> np.ndarray:
     return prob.astype(np.float32, copy=False)
 
 
+def threshold_mask(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Change where ``prob >= threshold`` (uint8 read as value / 255: ``u8 >= ceil(255 t)``).
+
+    The one thresholding rule shared by tuning, evaluation and detection, so that a tuned
+    threshold means the same everywhere.
+    """
+    return probabilities_as_float(prob) >= np.float32(threshold)
+
+
+def sweep_pixel_scores(prob: np.ndarray, truth: np.ndarray, thresholds: Sequence[float], *,
+                       valid: np.ndarray | None = None) -> list[tuple[float, PixelScores]]:
+    """Pixel scores of ``prob >= t`` for every threshold ``t`` (pixels outside ``valid`` ignored).
+    """
+    p = probabilities_as_float(prob)
+    ignore = None if valid is None else ~_as_bool(valid, "valid")
+    return [(float(t), pixel_scores(p >= np.float32(t), truth, ignore)) for t in thresholds]
+
+
 def sweep_thresholds(prob: np.ndarray, truth: np.ndarray, thresholds: Sequence[float], *,
                      min_area_px: int, cover: float = DEFAULT_COVER,
                      valid: np.ndarray | None = None) -> list[tuple[float, ObjectScores]]:

@@ -1,0 +1,361 @@
+"""Evaluate a model or a finished detection GeoPackage against truth.
+
+A model is run through the engine ``idou detect`` uses (``open_source`` → ``preflight`` →
+``AlignedPair`` → ``predict_grid`` with an ONNX Runtime session), so the probabilities measured
+here are the ones detect thresholds. Scores follow :mod:`idou.geo.metrics`.
+
+Validation scenes are folders holding two flights and ``truth.gpkg``: either ``before.tif`` and
+``after.tif``, or exactly two ``flight_*.tif`` files (before = first by name, e.g.
+``flight_2024.tif``; after = second, ``flight_2025.tif``) — the layout of ``data_samples/``.
+A folder of such folders is a set of scenes. Nothing here imports torch or mlflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+from rasterio.features import rasterize
+from rasterio.windows import Window
+
+from idou.geo import metrics
+from idou.geo.errors import UserInputError
+from idou.geo.grid import Grid
+from idou.geo.metrics import CHANNELS, ObjectScores, PixelScores
+
+TRUTH_FILE = "truth.gpkg"
+TRUTH_LAYER = "truth"
+CHANGES_LAYER = "changes"
+PARCELS_LAYER = "candidate_parcels"
+_RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
+
+
+# ------------------------------------------------------------------------------------- scenes
+
+@dataclass(frozen=True)
+class Scene:
+    """One validation flight pair with its truth."""
+
+    name: str
+    before: Path
+    after: Path
+    truth: Path
+
+
+def _scene_in(folder: Path) -> Scene:
+    truth = folder / TRUTH_FILE
+    named = [folder / f"{side}{suf}" for side in ("before", "after") for suf in _RASTER_SUFFIXES]
+    before = next((p for p in named[:3] if p.is_file()), None)
+    after = next((p for p in named[3:] if p.is_file()), None)
+    if before is None or after is None:
+        flights = sorted(p for p in folder.glob("flight_*") if p.suffix.lower() in _RASTER_SUFFIXES)
+        if len(flights) != 2:
+            raise UserInputError(
+                f"{folder} holds {len(flights)} flight_*.tif files; a validation scene needs "
+                "exactly two (before, after by name) or before.tif and after.tif, plus truth.gpkg.")
+        before, after = flights
+    return Scene(name=folder.name, before=before, after=after, truth=truth)
+
+
+def find_scenes(validation: str | Path) -> list[Scene]:
+    """The validation scenes in ``validation``: one scene folder, or a folder of them."""
+    root = Path(validation).expanduser()
+    if not root.is_dir():
+        raise UserInputError(f"validation folder {root} does not exist; pass a folder holding "
+                             "flight_*.tif and truth.gpkg (or a folder of such folders).")
+    if (root / TRUTH_FILE).is_file():
+        return [_scene_in(root)]
+    scenes = [_scene_in(sub) for sub in sorted(root.iterdir())
+              if sub.is_dir() and (sub / TRUTH_FILE).is_file()]
+    if not scenes:
+        raise UserInputError(f"{root} holds no {TRUTH_FILE} (nor do its subfolders); a "
+                             "validation scene is a folder with two flights and truth.gpkg.")
+    return scenes
+
+
+# -------------------------------------------------------------------------------------- vectors
+
+def read_layer(path: str | Path, layer: str | None, *, required: bool = True,
+               what: str = "layer") -> gpd.GeoDataFrame | None:
+    """Read ``layer`` of a vector file (the first layer when ``layer`` is None or absent)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserInputError(f"{path} does not exist; check the path of the {what}.")
+    try:
+        names = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
+    except Exception as exc:  # noqa: BLE001 - GDAL raises several kinds
+        raise UserInputError(f"{path.name} is not a readable vector file ({exc}); pass a "
+                             "GeoPackage.") from exc
+    if layer is not None and layer not in names:
+        if required and len(names) != 1:
+            raise UserInputError(f"{path.name} has no layer '{layer}' (it has "
+                                 f"{', '.join(names) or 'none'}); pass the right file.")
+        if not required:
+            return None
+    chosen = layer if layer in names else (names[0] if names else None)
+    if chosen is None:
+        raise UserInputError(f"{path.name} holds no layers; pass the right file.")
+    return gpd.read_file(path, layer=chosen)
+
+
+def read_truth(path: str | Path) -> gpd.GeoDataFrame:
+    """The truth layer (``truth``, or the file's only layer); it needs a ``channel`` column."""
+    truth = read_layer(path, TRUTH_LAYER, what="truth")
+    assert truth is not None
+    if "channel" not in truth.columns:
+        raise UserInputError(f"{Path(path).name} has no 'channel' column (new / demolished); "
+                             "pass a truth.gpkg written by `idou samples`.")
+    return truth
+
+
+def rasterize_channels(truth: gpd.GeoDataFrame, grid: Grid, *, column: str = "channel",
+                       values: tuple[str, ...] = CHANNELS) -> dict[str, np.ndarray]:
+    """Bool masks on ``grid`` of the truth rows whose ``column`` equals each of ``values``."""
+    if truth.crs is not None and grid.crs is not None and truth.crs != grid.crs:
+        truth = truth.to_crs(grid.crs)
+    out: dict[str, np.ndarray] = {}
+    for value in values:
+        geoms = [g for g in truth.geometry[truth[column].astype(str) == value]
+                 if g is not None and not g.is_empty]
+        if geoms:
+            out[value] = rasterize(geoms, out_shape=(grid.height, grid.width),
+                                   transform=grid.transform, fill=0, default_value=1,
+                                   dtype="uint8").astype(bool)
+        else:
+            out[value] = np.zeros((grid.height, grid.width), dtype=bool)
+    return out
+
+
+# ------------------------------------------------------------------------------------ prediction
+
+class _ArraySink:
+    """Collects the engine's uint8 probabilities of a whole (validation-sized) grid."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.probs = np.zeros((2, height, width), dtype=np.uint8)
+
+    def write(self, window: Window, probs: np.ndarray) -> None:
+        r0, c0 = int(window.row_off), int(window.col_off)
+        self.probs[:, r0:r0 + probs.shape[1], c0:c0 + probs.shape[2]] = probs
+
+
+@dataclass
+class ScenePrediction:
+    """The engine's output on one scene, with truth on the same grid."""
+
+    name: str
+    grid: Grid
+    probs: np.ndarray  # uint8 (2, H, W): new, demolished (detect's stored scale)
+    valid: np.ndarray  # bool (H, W): both flights hold data
+    truth: gpd.GeoDataFrame
+    truth_masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.truth_masks:
+            self.truth_masks = rasterize_channels(self.truth, self.grid)
+
+    @property
+    def gsd(self) -> float:
+        """Ground sampling distance of the grid in metres."""
+        return float(self.grid.gsd)
+
+
+def _valid_mask(pair: Any, block: int = 2048) -> np.ndarray:
+    grid = pair.grid
+    valid = np.zeros((grid.height, grid.width), dtype=bool)
+    for r in range(0, grid.height, block):
+        for c in range(0, grid.width, block):
+            h, w = min(block, grid.height - r), min(block, grid.width - c)
+            valid[r:r + h, c:c + w] = pair.read(Window(c, r, w, h))[2]
+    return valid
+
+
+def predict_pair(loaded: Any, session: Any, before: str | Path, after: str | Path,
+                 truth: gpd.GeoDataFrame, *, name: str = "", crs: str | None = None,
+                 batch_size: int = 4) -> ScenePrediction:
+    """Run a loaded model on one flight pair with detect's engine.
+
+    Args:
+        loaded: ``idou.inference.model_source.LoadedModel``.
+        session: its ONNX Runtime session (``idou.inference.session.make_session``).
+        before, after: the two flights (anything ``open_source`` accepts).
+        truth: the truth polygons.
+        name: scene name for reports.
+        crs: CRS of inputs that record none.
+        batch_size: tiles per model call.
+    """
+    from idou.geo.align import AlignedPair
+    from idou.geo.preflight import preflight
+    from idou.geo.sources import open_source
+    from idou.inference.engine import predict_grid
+
+    src_b = open_source(before, crs=crs)
+    src_a = open_source(after, crs=crs)
+    report = preflight(src_b, src_a, loaded.contract, estimate_misregistration=False)
+    with AlignedPair(report) as pair:
+        sink = _ArraySink(report.grid.height, report.grid.width)
+        predict_grid(pair, session, loaded.contract, sink, batch_size=batch_size)
+        valid = _valid_mask(pair)
+    return ScenePrediction(name=name or Path(str(after)).stem, grid=report.grid,
+                           probs=sink.probs, valid=valid, truth=truth)
+
+
+def predict_scenes(loaded: Any, session: Any, scenes: list[Scene], *, crs: str | None = None,
+                   batch_size: int = 4) -> Iterator[ScenePrediction]:
+    """:func:`predict_pair` over validation scenes, one at a time (memory: one scene)."""
+    for scene in scenes:
+        yield predict_pair(loaded, session, scene.before, scene.after, read_truth(scene.truth),
+                           name=scene.name, crs=crs, batch_size=batch_size)
+
+
+def load_model(spec: str, device: str = "cpu", threads: int | None = None) -> tuple[Any, Any]:
+    """``(LoadedModel, session)`` for a model spec, exactly as detect loads it."""
+    from idou.inference.model_source import resolve_model
+    from idou.inference.session import make_session
+
+    loaded = resolve_model(spec)
+    return loaded, make_session(loaded.data, device=device, threads=threads)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+@dataclass
+class Evaluation:
+    """Scores of one model or one GeoPackage against truth."""
+
+    source: str
+    channels: dict[str, ObjectScores]
+    change_types: dict[str, ObjectScores] = field(default_factory=dict)
+    pixels: dict[str, PixelScores] | None = None
+    parcels: tuple[int, int] | None = None  # (truly changed parcels, found among candidates)
+    thresholds: dict[str, float] | None = None
+    min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2
+    cover: float = metrics.DEFAULT_COVER
+    scenes: list[str] = field(default_factory=list)
+
+    @property
+    def parcel_recall(self) -> float | None:
+        """Share of truly changed parcels among the candidates (None when not measured)."""
+        if self.parcels is None:
+            return None
+        n, found = self.parcels
+        return 1.0 if n == 0 else found / n
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as JSON-ready numbers and strings."""
+        out: dict[str, Any] = {
+            "source": self.source, "min_area_m2": self.min_area_m2, "cover": self.cover,
+            "objects": {c: s.as_dict() for c, s in self.channels.items()},
+            "change_types": {t: {"n_true": s.n_true, "n_found": s.n_found, "recall": s.recall}
+                             for t, s in self.change_types.items()},
+        }
+        if self.scenes:
+            out["scenes"] = list(self.scenes)
+        if self.thresholds is not None:
+            out["thresholds"] = dict(self.thresholds)
+        if self.pixels is not None:
+            out["pixels"] = {c: s.as_dict() for c, s in self.pixels.items()}
+        if self.parcels is not None:
+            out["parcels"] = {"n_changed": self.parcels[0], "n_found": self.parcels[1],
+                              "recall": self.parcel_recall}
+        return out
+
+    def flat_metrics(self) -> dict[str, float]:
+        """``{"object_recall_new": ..., "pixel_f1_demolished": ...}`` for mlflow and cards."""
+        flat: dict[str, float] = {}
+        for c, s in self.channels.items():
+            flat[f"object_recall_{c}"] = s.recall
+            flat[f"object_precision_{c}"] = s.precision
+        for c, p in (self.pixels or {}).items():
+            for key in ("precision", "recall", "f1", "iou"):
+                flat[f"pixel_{key}_{c}"] = float(getattr(p, key))
+        for t, s in self.change_types.items():
+            flat[f"recall_type_{t}"] = s.recall
+        if self.parcel_recall is not None:
+            flat["parcel_recall"] = self.parcel_recall
+        return flat
+
+
+def evaluate_geopackage(result: str | Path, truth: str | Path, *,
+                        min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
+                        cover: float = metrics.DEFAULT_COVER, parcels_key: str = "地番"
+                        ) -> Evaluation:
+    """Scores of a finished detection GeoPackage (``changes``, ``candidate_parcels``) vs truth."""
+    changes = read_layer(result, CHANGES_LAYER, what="detection GeoPackage")
+    assert changes is not None
+    truth_gdf = read_truth(truth)
+    evaluation = Evaluation(
+        source=str(result),
+        channels=metrics.channel_scores(changes, truth_gdf, min_area_m2=min_area_m2, cover=cover),
+        change_types=metrics.change_type_recall(changes, truth_gdf, min_area_m2=min_area_m2,
+                                                cover=cover),
+        min_area_m2=min_area_m2, cover=cover)
+    candidates = read_layer(result, PARCELS_LAYER, required=False)
+    if candidates is not None and parcels_key in truth_gdf.columns:
+        evaluation.parcels = metrics.parcel_counts(candidates, truth_gdf, parcels_key)
+    return evaluation
+
+
+def score_predictions(predictions: Iterator[ScenePrediction] | list[ScenePrediction],
+                      thresholds: dict[str, float], *,
+                      min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
+                      cover: float = metrics.DEFAULT_COVER, source: str = "") -> Evaluation:
+    """Object, per-type and pixel scores of probability rasters at fixed thresholds, pooled."""
+    objects = {c: ObjectScores(0, 0, 0, 0) for c in CHANNELS}
+    pixels = {c: PixelScores(0, 0, 0) for c in CHANNELS}
+    types: dict[str, ObjectScores] = {}
+    names = []
+    for pred in predictions:
+        names.append(pred.name)
+        min_px = metrics.min_area_pixels(min_area_m2, pred.gsd)
+        ignore = ~pred.valid
+        has_type = "change_type" in pred.truth.columns
+        for k, c in enumerate(CHANNELS):
+            mask = metrics.threshold_mask(pred.probs[k], thresholds[c])
+            truth = pred.truth_masks[c]
+            objects[c] = objects[c] + metrics.object_scores_from_masks(
+                mask, truth, min_area_px=min_px, cover=cover, ignore=ignore)
+            pixels[c] = pixels[c] + metrics.pixel_scores(mask, truth, ignore)
+            if not has_type:
+                continue
+            rows = pred.truth[pred.truth["channel"].astype(str) == c]
+            kinds = tuple(sorted(rows["change_type"].dropna().astype(str).unique()))
+            for kind, kmask in rasterize_channels(rows, pred.grid, column="change_type",
+                                                  values=kinds).items():
+                s = metrics.object_scores_from_masks(mask, kmask, min_area_px=min_px,
+                                                     cover=cover, ignore=ignore)
+                types[kind] = types.get(kind, ObjectScores(0, 0, 0, 0)) + ObjectScores(
+                    s.n_true, s.n_found, 0, 0)
+    return Evaluation(source=source, channels=objects, change_types=dict(sorted(types.items())),
+                      pixels=pixels, thresholds=dict(thresholds), min_area_m2=min_area_m2,
+                      cover=cover, scenes=names)
+
+
+def evaluate_model(spec: str, *, scenes: list[Scene] | None = None,
+                   pair: tuple[str | Path, str | Path, str | Path] | None = None,
+                   thresholds: dict[str, float] | None = None,
+                   min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
+                   cover: float = metrics.DEFAULT_COVER, device: str = "cpu",
+                   crs: str | None = None, batch_size: int = 4) -> Evaluation:
+    """Scores of a model on validation ``scenes`` or on one ``(before, after, truth)`` pair.
+
+    Thresholds default to the model's own (its contract), as ``idou detect`` would use them.
+    """
+    loaded, session = load_model(spec, device=device)
+    if thresholds is None:
+        thresholds = dict(zip(CHANNELS, loaded.contract.thresholds, strict=True))
+    if pair is not None:
+        before, after, truth = pair
+        predictions: Iterator[ScenePrediction] | list[ScenePrediction] = [predict_pair(
+            loaded, session, before, after, read_truth(truth), crs=crs, batch_size=batch_size)]
+    elif scenes:
+        predictions = predict_scenes(loaded, session, scenes, crs=crs, batch_size=batch_size)
+    else:
+        raise ValueError("give scenes or a pair")
+    return score_predictions(predictions, thresholds, min_area_m2=min_area_m2, cover=cover,
+                             source=spec)

@@ -1,0 +1,345 @@
+"""Tune a model's thresholds for a target object recall (``idou tune``).
+
+The model runs through detect's engine on validation scenes (see :mod:`idou.training.evaluate`);
+for each channel the probability rasters are thresholded at every candidate threshold, scored
+with the object rules of :mod:`idou.geo.metrics` (pooled over scenes), and the *highest*
+threshold whose recall reaches the target is kept — the fewest false alarms that still find
+what must be found. The thresholds and target go into the ONNX metadata (the model contract),
+the card is updated with the measured figures and the new file's sha256, PR curves are saved as
+PNG, and everything is logged to mlflow when asked. Nothing here imports torch; mlflow and
+matplotlib are imported only when used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from idou.geo import metrics
+from idou.geo.errors import UserInputError
+from idou.geo.metrics import CHANNELS, ObjectScores, PixelScores
+from idou.training.evaluate import ScenePrediction
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 + 0.01 * i, 2) for i in range(91))
+TUNE_EXPERIMENT = "idou-tune"
+
+
+@dataclass
+class ChannelTuning:
+    """The PR curve of one channel and the threshold picked on it."""
+
+    channel: str
+    curve: list[tuple[float, ObjectScores]]
+    pixel_curve: list[tuple[float, PixelScores]]
+    threshold: float
+    scores: ObjectScores
+    reached: bool
+
+    @property
+    def pixels(self) -> PixelScores:
+        """Pixel scores at the picked threshold."""
+        return dict(self.pixel_curve)[self.threshold]
+
+
+@dataclass
+class TuneResult:
+    """Thresholds picked per channel for a recall target."""
+
+    recall_target: float
+    channels: dict[str, ChannelTuning]
+    min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2
+    cover: float = metrics.DEFAULT_COVER
+    scenes: list[str] = field(default_factory=list)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """``{"new": t, "demolished": t}``."""
+        return {c: t.threshold for c, t in self.channels.items()}
+
+    @property
+    def reached(self) -> bool:
+        """Whether every channel reached the recall target."""
+        return all(t.reached for t in self.channels.values())
+
+    def flat_metrics(self) -> dict[str, float]:
+        """Figures at the picked thresholds, flat (mlflow metrics, card)."""
+        out: dict[str, float] = {}
+        for c, t in self.channels.items():
+            out[f"threshold_{c}"] = t.threshold
+            out[f"object_recall_{c}"] = t.scores.recall
+            out[f"object_precision_{c}"] = t.scores.precision
+            out[f"objects_true_{c}"] = float(t.scores.n_true)
+            for key in ("precision", "recall", "f1", "iou"):
+                out[f"pixel_{key}_{c}"] = float(getattr(t.pixels, key))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, curves included, JSON-ready."""
+        return {
+            "recall_target": self.recall_target, "min_area_m2": self.min_area_m2,
+            "cover": self.cover, "scenes": self.scenes, "thresholds": self.thresholds,
+            "reached": {c: t.reached for c, t in self.channels.items()},
+            "channels": {c: {"threshold": t.threshold, "objects": t.scores.as_dict(),
+                             "pixels": t.pixels.as_dict(),
+                             "curve": [{"threshold": th, **s.as_dict()} for th, s in t.curve],
+                             "pixel_curve": [{"threshold": th, **p.as_dict()}
+                                             for th, p in t.pixel_curve]}
+                         for c, t in self.channels.items()},
+        }
+
+
+def _check_target(recall_target: float) -> None:
+    if not 0.0 < recall_target <= 1.0:
+        raise UserInputError(f"--recall {recall_target} is not a recall; pass a number in (0, 1], "
+                             "e.g. --recall 0.869.")
+
+
+def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: float, *,
+                     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                     min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
+                     cover: float = metrics.DEFAULT_COVER) -> TuneResult:
+    """Sweep thresholds over scenes' probability rasters and pick one per channel.
+
+    Counts are pooled over scenes (micro average) before recall and precision are computed.
+
+    Args:
+        predictions: the engine's output per scene (consumed once, one scene at a time).
+        recall_target: object recall to reach per channel.
+        thresholds: candidate thresholds in (0, 1).
+        min_area_m2: objects under this area are left out (converted to pixels per scene).
+        cover: the overlap fraction of the object rules.
+    """
+    _check_target(recall_target)
+    ts = sorted({float(t) for t in thresholds})
+    if not ts or not all(0.0 < t < 1.0 for t in ts):
+        raise UserInputError("thresholds must lie strictly between 0 and 1.")
+    obj = {c: [ObjectScores(0, 0, 0, 0)] * len(ts) for c in CHANNELS}
+    pix = {c: [PixelScores(0, 0, 0)] * len(ts) for c in CHANNELS}
+    names: list[str] = []
+    for pred in predictions:
+        names.append(pred.name)
+        min_px = metrics.min_area_pixels(min_area_m2, pred.gsd)
+        for k, c in enumerate(CHANNELS):
+            truth = pred.truth_masks[c]
+            curve = metrics.sweep_thresholds(pred.probs[k], truth, ts, min_area_px=min_px,
+                                             cover=cover, valid=pred.valid)
+            pcurve = metrics.sweep_pixel_scores(pred.probs[k], truth, ts, valid=pred.valid)
+            obj[c] = [a + b for a, (_, b) in zip(obj[c], curve, strict=True)]
+            pix[c] = [a + b for a, (_, b) in zip(pix[c], pcurve, strict=True)]
+    if not names:
+        raise UserInputError("no validation scenes to tune on; pass a folder with flights and "
+                             "truth.gpkg.")
+    channels = {}
+    for c in CHANNELS:
+        curve = list(zip(ts, obj[c], strict=True))
+        t, s = metrics.pick_threshold(curve, recall_target)
+        channels[c] = ChannelTuning(channel=c, curve=curve,
+                                    pixel_curve=list(zip(ts, pix[c], strict=True)),
+                                    threshold=t, scores=s,
+                                    reached=metrics.reaches(s, recall_target))
+    return TuneResult(recall_target=recall_target, channels=channels, min_area_m2=min_area_m2,
+                      cover=cover, scenes=names)
+
+
+# ---------------------------------------------------------------------------------- writing out
+
+def default_output(model_path: Path) -> Path:
+    """``<stem>.tuned.onnx`` beside the model."""
+    return model_path.with_name(f"{model_path.stem}.tuned.onnx")
+
+
+def write_tuned_model(loaded: Any, result: TuneResult, output: str | Path, *,
+                      source_label: str = "") -> Path:
+    """Write the model with tuned thresholds in its metadata, and its updated card beside it.
+
+    The model bytes are the checked ones (``loaded.data``); only the ``idou.contract`` metadata
+    entry changes. The write is atomic (temporary file, then rename). The card keeps what the
+    source card said and records the thresholds, recall target, measured figures and new sha256.
+
+    Args:
+        loaded: ``idou.inference.model_source.LoadedModel`` of the source model.
+        result: the tuning result.
+        output: where to write the model (may be the source path to overwrite it).
+        source_label: what it was tuned on, for the card (e.g. the validation folder).
+    """
+    import onnx
+
+    from idou.inference.contract import METADATA_KEY
+    from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_card
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    contract = loaded.contract.with_thresholds(result.thresholds["new"],
+                                               result.thresholds["demolished"],
+                                               result.recall_target)
+    model = onnx.load_model_from_string(loaded.data)
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(contract.to_metadata())
+    del model.metadata_props[:]
+    for key in sorted(props):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, props[key]
+    assert METADATA_KEY in props
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+    card = loaded.card or ModelCard(name=contract.model_name, version=contract.model_version,
+                                    sha256="")
+    card.sha256 = sha256_file(output)
+    card.thresholds = dict(result.thresholds)
+    card.recall_target = result.recall_target
+    card.metrics = {**card.metrics, **{f"tuned.{k}": round(v, 4)
+                                       for k, v in result.flat_metrics().items()}}
+    card.metrics["tuned.on"] = f"{source_label or 'validation'} ({len(result.scenes)} scene(s))"
+    card.metrics["tuned.min_area_m2"] = result.min_area_m2
+    card.metrics["tuned.date"] = datetime.now(UTC).strftime("%Y-%m-%d")
+    write_card(card, *card_paths(output))
+    return output
+
+
+def plot_pr_curves(result: TuneResult, folder: str | Path, stem: str) -> list[Path]:
+    """One PNG per channel: object precision vs recall over thresholds, the pick marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for c, tuning in result.channels.items():
+        recall = [s.recall for _, s in tuning.curve]
+        precision = [s.precision for _, s in tuning.curve]
+        fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+        ax.plot(recall, precision, marker=".", lw=1)
+        ax.axvline(result.recall_target, color="grey", ls="--", lw=0.8,
+                   label=f"target recall {result.recall_target:g}")
+        ax.scatter([tuning.scores.recall], [tuning.scores.precision], color="red", zorder=3,
+                   label=f"threshold {tuning.threshold:g}")
+        ax.set(xlabel="object recall", ylabel="object precision", xlim=(0, 1.02),
+               ylim=(0, 1.02), title=f"{stem}: {c}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize=8)
+        path = folder / f"{stem}.pr_{c}.png"
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def log_to_mlflow(result: TuneResult, model: Path, artifacts: Sequence[Path], *,
+                  source_model: Path, training_run_id: str | None = None) -> str:
+    """Log a tuning run (params, metrics, curves, tuned model and card); return the run id.
+
+    The store is ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``; the run goes to the
+    ``idou-tune`` experiment and is tagged with the training run id when known.
+    """
+    import mlflow
+
+    from idou.inference.model_card import card_paths
+    from idou.inference.registry import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(TUNE_EXPERIMENT)
+    tags = {"idou.stage": "tune"}
+    if training_run_id:
+        tags["idou.training_run_id"] = training_run_id
+    with mlflow.start_run(run_name=f"tune {model.name}", tags=tags) as run:
+        mlflow.log_params({"recall_target": result.recall_target,
+                           "min_area_m2": result.min_area_m2, "cover": result.cover,
+                           "source_model": source_model.name, "scenes": ",".join(result.scenes),
+                           "n_thresholds": len(next(iter(result.channels.values())).curve)})
+        mlflow.log_metrics(result.flat_metrics())
+        for c, tuning in result.channels.items():
+            for step, (t, s) in enumerate(tuning.curve):
+                mlflow.log_metrics({f"curve_recall_{c}": s.recall,
+                                    f"curve_precision_{c}": s.precision,
+                                    f"curve_threshold_{c}": t}, step=step)
+        for path in artifacts:
+            mlflow.log_artifact(str(path), "tune")
+        for path in (model, *card_paths(model)):
+            if path.is_file():
+                mlflow.log_artifact(str(path), "model")
+        return str(run.info.run_id)
+
+
+@dataclass
+class TuneOutcome:
+    """What ``idou tune`` produced."""
+
+    result: TuneResult
+    model: Path
+    artifacts: list[Path]
+    mlflow_run_id: str | None = None
+
+
+def tune_model(model: str | Path, validation: str | Path, recall_target: float, *,
+               output: str | Path | None = None, in_place: bool = False,
+               min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
+               cover: float = metrics.DEFAULT_COVER,
+               thresholds: Sequence[float] = DEFAULT_THRESHOLDS, device: str = "cpu",
+               crs: str | None = None, batch_size: int = 4, log_mlflow: bool = False
+               ) -> TuneOutcome:
+    """Tune a model file on validation scenes and write the tuned model, card and curves.
+
+    Args:
+        model: the ``.onnx`` file (its card, when beside it, is checked and carried over).
+        validation: a scene folder or a folder of them (see :func:`~idou.training.evaluate.
+            find_scenes`).
+        recall_target: object recall each channel must reach.
+        output: where to write the tuned model; default ``<stem>.tuned.onnx`` beside it.
+        in_place: overwrite ``model`` (and its card) instead.
+        min_area_m2: minimum object area.
+        cover: the overlap fraction of the object rules.
+        thresholds: candidate thresholds.
+        device: 'cpu' or 'cuda' for ONNX Runtime.
+        crs: CRS of flights that record none.
+        batch_size: tiles per model call.
+        log_mlflow: log the run to mlflow.
+    """
+    from idou.training.evaluate import find_scenes, load_model, predict_scenes
+
+    _check_target(recall_target)
+    src = Path(model).expanduser()
+    if in_place and output is not None and Path(output).resolve() != src.resolve():
+        raise UserInputError("pass either -o TUNED.onnx or --in-place, not both.")
+    target = src if in_place else Path(output) if output is not None else default_output(src)
+    if not in_place and target.resolve() == src.resolve():
+        raise UserInputError(f"-o {target} is the model itself; pass --in-place to overwrite "
+                             "it, or another -o path.")
+    scenes = find_scenes(validation)
+    loaded, session = load_model(str(src), device=device)
+    result = tune_predictions(
+        predict_scenes(loaded, session, scenes, crs=crs, batch_size=batch_size), recall_target,
+        thresholds=thresholds, min_area_m2=min_area_m2, cover=cover)
+    written = write_tuned_model(loaded, result, target, source_label=Path(validation).name)
+    stem = written.stem
+    artifacts = plot_pr_curves(result, written.parent, stem)
+    report = written.with_name(f"{stem}.tune.json")
+    report.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n",
+                      encoding="utf-8")
+    artifacts.append(report)
+    run_id = None
+    if log_mlflow:
+        run_id = log_to_mlflow(result, written, artifacts, source_model=src,
+                               training_run_id=loaded.contract.mlflow_run_id)
+    return TuneOutcome(result=result, model=written, artifacts=artifacts, mlflow_run_id=run_id)
+
+
+def mlflow_requested(flag: bool) -> bool:
+    """Log to mlflow when ``--mlflow`` is given or ``MLFLOW_TRACKING_URI`` is set."""
+    return flag or bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
