@@ -1,0 +1,353 @@
+"""``idou detect``: one flight pair in, a review GeoPackage out.
+
+open both flights → preflight (one grid) → resolve and check the model → blended probabilities
+block by block into a disk store (and the optional probability COG) → polygons → classes,
+parcels → the GeoPackage. Inputs are checked before the long part starts; the output appears
+at its path only when everything succeeded (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+
+from idou.geo.errors import UserInputError
+from idou.inference.contract import ModelContract
+
+Source = str | Path | Sequence[str | Path]
+ProgressFn = Callable[[str, float, float], None]
+"""Called as ``progress(stage, done, total)``; stage 'infer' counts input pixels."""
+LogFn = Callable[[str, str], None]
+"""Called as ``log(level, message)`` with level 'note' or 'warning'."""
+
+FULL_HASH_LIMIT = 512 * 1024 * 1024
+
+
+@dataclass
+class DetectSummary:
+    """What a detect run did and found."""
+
+    output: Path
+    probabilities: Path | None
+    model: str
+    model_sha256: str
+    thresholds: tuple[float, float]
+    grid_shape: tuple[int, int]
+    gsd_m: float
+    input_megapixels: float
+    seconds: float = 0.0
+    infer_seconds: float = 0.0
+    changes_by_type: dict[str, int] = field(default_factory=dict)
+    candidate_parcels: int = 0
+    tiles_run: int = 0
+    tiles_skipped: int = 0
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def megapixels_per_second(self) -> float:
+        """End-to-end throughput in input pixels (the after flight's overlap) per second."""
+        return self.input_megapixels / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_thresholds(contract: ModelContract, threshold: float | None = None,
+                       threshold_new: float | None = None,
+                       threshold_demolished: float | None = None) -> tuple[float, float]:
+    """The model's tuned (new, demolished) thresholds, overridden where the user asked."""
+    new, dem = contract.thresholds
+    if threshold is not None:
+        new = dem = threshold
+    new = threshold_new if threshold_new is not None else new
+    dem = threshold_demolished if threshold_demolished is not None else dem
+    for name, value in (("--threshold-new", new), ("--threshold-demolished", dem)):
+        if not 0.0 < float(value) < 1.0:
+            raise UserInputError(f"{name} {value} is not a probability; pass a value strictly "
+                                 "between 0 and 1.")
+    return (float(new), float(dem))
+
+
+def file_fingerprint(path: Path) -> dict[str, object]:
+    """sha256 of a file (of its size, first and last MiB when larger than 512 MiB)."""
+    import hashlib
+
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if size <= FULL_HASH_LIMIT:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+            method = "sha256"
+        else:
+            digest.update(str(size).encode())
+            digest.update(fh.read(1 << 20))
+            fh.seek(size - (1 << 20))
+            digest.update(fh.read(1 << 20))
+            method = "sha256(size, first MiB, last MiB)"
+    return {"path": str(path.resolve()), "bytes": size, "hash": digest.hexdigest(),
+            "hash_method": method}
+
+
+def _check_target(path: Path, force: bool, what: str) -> None:
+    if not path.parent.is_dir():
+        raise UserInputError(f"the folder of {path} does not exist; create it or choose another "
+                             f"{what} path.")
+    if path.exists() and not force:
+        raise UserInputError(f"{path} already exists; pass --force to re-run into it or choose "
+                             f"another {what} path.")
+
+
+def detect(before: Source, after: Source, output: str | Path, *,
+           parcels: str | Path | Sequence[str | Path] | None = None,
+           buildings: str | Path | None = None, aoi: str | Path | None = None,
+           model: str = "default", threshold: float | None = None,
+           threshold_new: float | None = None, threshold_demolished: float | None = None,
+           prob: str | Path | None = None, device: str = "cpu", threads: int | None = None,
+           crs: str | None = None, force: bool = False, min_area_m2: float = 8.0,
+           block_size: int = 2048, batch_size: int = 4, write_project: bool = True,
+           progress: ProgressFn | None = None, log: LogFn | None = None) -> DetectSummary:
+    """Find new and demolished buildings between two flights and write the review GeoPackage.
+
+    Args:
+        before: the earlier flight: a raster file, a folder of sheets, or a list of sheets.
+        after: the later flight, likewise; its grid is kept.
+        output: the GeoPackage to write.
+        parcels: parcel file(s) (GeoPackage, Shapefile, GeoJSON, 地図XML) for candidate parcels.
+        buildings: existing buildings (家屋現況図) for extension / demolition classes.
+        aoi: a vector file limiting the processed area.
+        model: ``default``, a path to an ONNX model, or ``models:/NAME@ALIAS``.
+        threshold: one threshold for both channels (overrides the model's).
+        threshold_new: threshold of the new channel (overrides ``threshold``).
+        threshold_demolished: threshold of the demolished channel (overrides ``threshold``).
+        prob: also write the blended probabilities as a 2-band uint8 COG here.
+        device: 'cpu' or 'cuda'.
+        threads: ONNX Runtime intra-op threads (default: every core).
+        crs: the CRS of inputs that record none (TIFF + world file).
+        force: re-run into an existing output (review edits are kept by the writer).
+        min_area_m2: smallest change polygon kept.
+        block_size: side in pixels of the blocks the grid is processed in.
+        batch_size: tiles per model call.
+        write_project: also write a QGIS project beside the GeoPackage.
+        progress: progress callback (see ``ProgressFn``).
+        log: receives notes and warnings as they arise.
+
+    Returns:
+        A summary of the run.
+
+    Raises:
+        UserInputError: anything about the inputs a user can fix; the output is then untouched.
+    """
+    from idou.geo.align import AlignedPair
+    from idou.geo.preflight import preflight
+    from idou.geo.sources import open_source
+    from idou.inference.coverage import CoverageSink
+    from idou.inference.engine import predict_grid
+    from idou.inference.model_source import resolve_model
+    from idou.inference.probability_store import ProbabilityStore
+    from idou.inference.session import make_session
+
+    t_start = time.perf_counter()
+    output = Path(output)
+    prob_path = Path(prob) if prob is not None else None
+    messages: list[tuple[str, str]] = []
+
+    def say(level: str, message: str) -> None:
+        messages.append((level, message))
+        if log:
+            log(level, message)
+
+    _check_target(output, force, "output")
+    if prob_path is not None:
+        _check_target(prob_path, force, "--prob")
+    if output.suffix.lower() != ".gpkg":
+        raise UserInputError(f"{output} is not a .gpkg path; the output is a GeoPackage, name "
+                             "it like changes.gpkg.")
+
+    workdir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.idou-", dir=output.parent))
+    prob_existed = prob_path is not None and prob_path.exists()
+    prob_written = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = resolve_model(model)
+            for w in caught:
+                say("warning", str(w.message))
+        contract = loaded.contract
+        thresholds = resolve_thresholds(contract, threshold, threshold_new, threshold_demolished)
+        src_before = open_source(before, crs=crs, workdir=workdir)
+        src_after = open_source(after, crs=crs, workdir=workdir)
+        report = preflight(src_before, src_after, contract,
+                           aoi=Path(aoi) if aoi is not None else None)
+        for note in report.notes:
+            say("note", note)
+        for warning in report.warnings:
+            say("warning", warning)
+        grid = report.grid
+        parcel_frame, building_frame = _read_vectors(parcels, buildings, grid.crs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            session = make_session(loaded.data, device=device, threads=threads)
+            for w in caught:
+                say("warning", str(w.message))
+
+        input_scale = (grid.gsd / src_after.grid.gsd) ** 2  # input pixels per grid pixel
+        total_input = grid.width * grid.height * input_scale
+
+        def infer_progress(done: int, total: int) -> None:
+            if progress:
+                progress("infer", done * input_scale, total * input_scale)
+
+        coverage = CoverageSink(grid)
+        t_infer = time.perf_counter()
+        store_path = workdir / "probabilities.u8"
+        with ProbabilityStore(store_path, grid.height, grid.width) as store, \
+                AlignedPair(report) as pair:
+            sinks: list[Any] = [store, coverage]
+            writer = None
+            if prob_path is not None:
+                from idou.geo.probability_cog import ProbabilityWriter
+
+                writer = ProbabilityWriter(prob_path, grid)
+                sinks.append(writer)
+            try:
+                stats = predict_grid(pair, session, contract, sinks, block_size=block_size,
+                                     batch_size=batch_size, progress=infer_progress)
+                infer_seconds = time.perf_counter() - t_infer
+                from idou.geo.vectorize import vectorize
+
+                if progress:
+                    progress("vectorize", 0, 1)
+                changes = vectorize(store, grid, thresholds, min_area_m2=min_area_m2,
+                                    block_size=block_size)
+                if progress:
+                    progress("vectorize", 1, 1)
+                if writer is not None:
+                    writer.finish()
+                    prob_written = True
+            finally:
+                if writer is not None and not prob_written:
+                    writer.abort()
+
+        run_info = _run_info(loaded, contract, thresholds, report, src_before, src_after,
+                             stats, [m for level, m in messages if level == "warning"])
+        result = _write_output(output, changes, parcel_frame, building_frame, coverage.frame(),
+                               run_info, (Path(src_before.path), Path(src_after.path)), force,
+                               write_project)
+        summary = DetectSummary(
+            output=output, probabilities=prob_path, model=loaded.spec,
+            model_sha256=loaded.sha256, thresholds=thresholds,
+            grid_shape=(grid.height, grid.width), gsd_m=grid.gsd,
+            input_megapixels=total_input / 1e6, infer_seconds=infer_seconds,
+            changes_by_type=result["changes_by_type"],
+            candidate_parcels=result["candidate_parcels"], tiles_run=stats.tiles_run,
+            tiles_skipped=stats.tiles_skipped,
+            warnings=[m for level, m in messages if level == "warning"],
+            notes=[m for level, m in messages if level == "note"])
+        summary.seconds = time.perf_counter() - t_start
+        return summary
+    except BaseException:
+        if prob_written and prob_path is not None and not prob_existed:
+            prob_path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _read_vectors(parcels: Any, buildings: Any, crs: Any
+                  ) -> tuple[gpd.GeoDataFrame | None, gpd.GeoDataFrame | None]:
+    """Read parcels and existing buildings in the grid's CRS (before any inference runs)."""
+    parcel_frame = building_frame = None
+    if parcels is not None:
+        from idou.geo.parcels import read_parcels
+
+        paths = [Path(parcels)] if isinstance(parcels, str | Path) else [Path(p) for p in parcels]
+        parcel_frame = read_parcels(paths if len(paths) > 1 else paths[0], crs).frame
+    if buildings is not None:
+        from idou.geo.buildings import read_buildings
+
+        building_frame = read_buildings(Path(buildings), crs)
+    return parcel_frame, building_frame
+
+
+def _run_info(loaded: Any, contract: ModelContract, thresholds: tuple[float, float],
+              report: Any, src_before: Any, src_after: Any, stats: Any,
+              warns: list[str]) -> dict[str, object]:
+    from idou import __version__
+
+    card = loaded.card
+    return {
+        "idou_version": __version__,
+        "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": loaded.spec,
+        "model_name": contract.model_name,
+        "model_version": contract.model_version,
+        "model_sha256": loaded.sha256,
+        "model_card": None if card is None else {"name": card.name, "version": card.version,
+                                                 "metrics": card.metrics},
+        "mlflow_run_id": contract.mlflow_run_id,
+        "threshold_new": thresholds[0],
+        "threshold_demolished": thresholds[1],
+        "recall_target": contract.recall_target,
+        "thresholds_tuned": (contract.threshold_new, contract.threshold_demolished),
+        "crs": report.grid.crs.to_string(),
+        "gsd_m": report.grid.gsd,
+        "grid": {"width": report.grid.width, "height": report.grid.height,
+                 "transform": list(report.grid.transform)[:6]},
+        "before": {"label": src_before.label,
+                   "files": [file_fingerprint(Path(f)) for f in src_before.files]},
+        "after": {"label": src_after.label,
+                  "files": [file_fingerprint(Path(f)) for f in src_after.files]},
+        "misregistration_px": report.misregistration_px,
+        "tiles_run": stats.tiles_run,
+        "tiles_skipped": stats.tiles_skipped,
+        "warnings": warns,
+    }
+
+
+def _write_output(output: Path, changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None,
+                  buildings: gpd.GeoDataFrame | None, coverage: gpd.GeoDataFrame,
+                  run_info: dict[str, object], orthophotos: tuple[Path, Path], force: bool,
+                  write_project: bool) -> dict[str, Any]:
+    """Classify, join to parcels and write the review GeoPackage (atomically)."""
+    try:
+        from idou.geo.classify import classify_changes
+        from idou.geo.gpkg_output import write_review_geopackage
+        from idou.geo.parcel_join import join_parcels
+    except ImportError:  # the GIS writer is not in this build: the changes layer alone
+        _write_changes_only(output, changes)
+        counts = changes["channel"].value_counts().to_dict() if len(changes) else {}
+        return {"changes_by_type": {str(k): int(v) for k, v in counts.items()},
+                "candidate_parcels": 0}
+
+    classified = classify_changes(changes, buildings, parcels)
+    if parcels is not None:
+        candidates = join_parcels(classified, parcels)
+    else:
+        candidates = join_parcels(classified, gpd.GeoDataFrame(
+            {"parcel_id": [], "地番": [], "所在": []}, geometry=gpd.GeoSeries([]),
+            crs=changes.crs))
+    write_review_geopackage(output, changes=classified, candidate_parcels=candidates,
+                            existing_buildings=buildings, coverage=coverage, run_info=run_info,
+                            orthophotos=orthophotos, force=force, write_project=write_project)
+    counts = classified["change_type"].value_counts().to_dict() if len(classified) else {}
+    return {"changes_by_type": {str(k): int(v) for k, v in counts.items()},
+            "candidate_parcels": len(candidates)}
+
+
+def _write_changes_only(output: Path, changes: gpd.GeoDataFrame) -> None:
+    """Write the ``changes`` layer to a temporary GeoPackage, then rename it over ``output``."""
+    temp = output.with_name(f".{output.stem}.{os.getpid()}.tmp.gpkg")
+    try:
+        changes.to_file(temp, layer="changes", driver="GPKG", engine="pyogrio")
+        os.replace(temp, output)
+    finally:
+        temp.unlink(missing_ok=True)

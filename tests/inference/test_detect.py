@@ -1,0 +1,93 @@
+"""`idou detect` end to end on a tiny generated pair; failures leave nothing at the output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyogrio
+import pytest
+
+from idou.geo.errors import UserInputError
+from idou.inference.contract import ModelContract
+from idou.inference.detect import detect
+
+from .conftest import build_change_model, save_with_card
+
+CONTRACT = ModelContract(tile_size=128, tile_overlap=16, gsd_m=0.2)
+
+
+@pytest.fixture(scope="module")
+def flights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from idou.geo.synthetic import make_flight_pair, write_flight_pair
+
+    folder = tmp_path_factory.mktemp("flights")
+    paths = write_flight_pair(make_flight_pair(3, size=320), folder)
+    paths["model"] = save_with_card(build_change_model(CONTRACT, gain=4.0, box=3),
+                                    folder / "model.onnx", CONTRACT)
+    return paths
+
+
+def _idou(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS="120")
+    return subprocess.run([sys.executable, "-m", "idou.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_detect_writes_a_geopackage_with_the_changes_layer(flights: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "changes.gpkg"
+    run = _idou("detect", str(flights["flight_2024"]), str(flights["flight_2025"]), "-o",
+                str(out), "--model", str(flights["model"]), "--parcels",
+                str(flights["parcels"]), "--prob", str(tmp_path / "prob.tif"), "--threads", "1",
+                cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "Mpx/s" in run.stdout
+    layers = dict(pyogrio.list_layers(out))
+    assert "changes" in layers
+    info = pyogrio.read_info(out, layer="changes")
+    assert {"channel", "area_m2", "score_max", "score_mean"} <= set(info["fields"])
+    assert info["features"] > 0
+    assert (tmp_path / "prob.tif").is_file()
+    # nothing temporary is left beside the output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_failing_detect_leaves_nothing_at_the_output(flights: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "changes.gpkg"
+    bad_model = tmp_path / "bad.onnx"
+    bad_model.write_bytes(flights["model"].read_bytes()[:-10])  # truncated, no card
+    run = _idou("detect", str(flights["flight_2024"]), str(flights["flight_2025"]), "-o",
+                str(out), "--model", str(bad_model), "--quiet", cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr and "bad.onnx" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
+def test_a_failure_after_inference_leaves_an_existing_output_untouched(
+        flights: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "changes.gpkg"
+    out.write_bytes(b"the previous run")
+    prob = tmp_path / "prob.tif"
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("idou.geo.vectorize.vectorize", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        detect(flights["flight_2024"], flights["flight_2025"], out, model=str(flights["model"]),
+               prob=prob, force=True, threads=1)
+    assert out.read_bytes() == b"the previous run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["changes.gpkg"]
+
+
+def test_an_existing_output_without_force_is_refused_before_any_work(
+        flights: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "changes.gpkg"
+    out.write_bytes(b"keep me")
+    with pytest.raises(UserInputError, match="--force"):
+        detect(flights["flight_2024"], flights["flight_2025"], out, model="/nonexistent.onnx")
+    assert out.read_bytes() == b"keep me"
