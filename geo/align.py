@@ -23,7 +23,7 @@ from shapely.geometry import box
 
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
-from idou.geo.sources import RasterSource
+from idou.geo.sources import RasterSource, describe_error
 
 if TYPE_CHECKING:
     from idou.geo.preflight import PreflightReport
@@ -89,8 +89,8 @@ class _SideReader:
             valid[r0:r1, c0:c1] = self._ds.dataset_mask(window=src_win) > 0
         except RasterioError as exc:
             raise UserInputError(
-                f"{self.source.label} could not be read at {src_win} ({_short(exc)}); the file "
-                "is truncated or corrupt, re-export or re-copy it.") from exc
+                f"{self.source.label} could not be read at {src_win} ({describe_error(exc)}); "
+                "the file is truncated or corrupt, re-export or re-copy it.") from exc
         return data, valid
 
     def valid_sample(self, window: Window, shape: tuple[int, int]) -> np.ndarray:
@@ -108,8 +108,8 @@ class _SideReader:
             m = self._ds.dataset_mask(window=src_win, out_shape=(r1 - r0, c1 - c0))
         except RasterioError as exc:
             raise UserInputError(
-                f"{self.source.label} could not be read at {src_win} ({_short(exc)}); the file "
-                "is truncated or corrupt, re-export or re-copy it.") from exc
+                f"{self.source.label} could not be read at {src_win} ({describe_error(exc)}); "
+                "the file is truncated or corrupt, re-export or re-copy it.") from exc
         out[r0:r1, c0:c1] = m > 0
         return out
 
@@ -117,11 +117,6 @@ class _SideReader:
         if self._vrt is not None:
             self._vrt.close()
         self._src.close()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 class AlignedPair:

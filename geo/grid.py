@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import rasterio.windows
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
@@ -76,7 +75,7 @@ class Grid:
 
     def window_transform(self, window: Window) -> Affine:
         """The transform of a window's pixels (its top-left corner at the window's origin)."""
-        return rasterio.windows.transform(window, self.transform)
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
 
     def window_from_bounds(self, bounds: tuple[float, float, float, float]) -> Window:
         """The smallest whole-pixel window covering ``bounds`` (not clipped to the grid)."""

@@ -25,7 +25,7 @@ from shapely.geometry import mapping, shape
 from idou.geo import misregistration as _misreg
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
-from idou.geo.sources import RasterSource
+from idou.geo.sources import RasterSource, describe_error
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
@@ -361,5 +361,5 @@ def sampled_valid_fraction(src: RasterSource) -> float:
             return float((ds.dataset_mask(out_shape=shape_) > 0).mean())
     except RasterioError as exc:
         raise UserInputError(
-            f"{src.label} could not be read ({str(exc).splitlines()[0][:120]}); the file is "
+            f"{src.label} could not be read ({describe_error(exc)}); the file is "
             "truncated or corrupt, re-export or re-copy it.") from exc

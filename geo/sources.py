@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import os
 import shutil
 import tempfile
 import warnings
@@ -173,12 +174,16 @@ def _open_quiet(path: str | Path, label: str) -> rasterio.io.DatasetReader:
         except (RasterioIOError, RasterioError) as exc:
             raise UserInputError(
                 f"{label} is not a readable raster (corrupt, truncated or not an image: "
-                f"{_short(exc)}); re-export or re-copy it as a GeoTIFF."
+                f"{describe_error(exc)}); re-export or re-copy it as a GeoTIFF."
             ) from exc
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def describe_error(exc: BaseException) -> str:
+    """A short one-line reason from a (possibly chained) rasterio/GDAL error."""
+    seen = exc
+    while "previous exception" in str(seen) and seen.__cause__ is not None:
+        seen = seen.__cause__
+    text = str(seen).strip().splitlines()[0] if str(seen).strip() else type(seen).__name__
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -214,6 +219,9 @@ def _read_header(path: Path, label: str | None = None) -> _Header:
     label = label or path.name
     if path.is_file() and path.stat().st_size == 0:
         raise UserInputError(f"{label} is an empty (zero-byte) file; copy the raster again.")
+    if path.exists() and not os.access(path, os.R_OK):
+        raise UserInputError(f"{label} cannot be read (permission denied); check the file's "
+                             "permissions.")
     with _open_quiet(path, label) as ds:
         if ds.count == 0 or ds.width == 0 or ds.height == 0:
             raise UserInputError(f"{label} holds no raster pixels; export it again as a GeoTIFF.")
@@ -231,6 +239,11 @@ def _read_header(path: Path, label: str | None = None) -> _Header:
             files = tuple(Path(f) for f in ds.files) or (path,)
         except RasterioError:
             files = (path,)
+        for f in files[1:]:
+            if not str(f).startswith("/vsi") and not f.exists():
+                raise UserInputError(
+                    f"{label} refers to {f.name}, which does not exist; restore that file or "
+                    "rebuild the mosaic.")
         if (world := _world_file(path)) is not None and world not in files:
             files = files + (world,)
         block = ds.block_shapes[0] if ds.block_shapes else (1, ds.width)

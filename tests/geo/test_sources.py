@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -242,3 +243,32 @@ def test_broken_sheet_in_a_folder_is_named(tmp_path: Path) -> None:
         f.truncate(300)
     with pytest.raises(UserInputError, match=r"sheet_99\.tif"):
         open_source(tmp_path / "sheets")
+
+
+def test_vrt_with_a_missing_sheet_names_it(tmp_path: Path) -> None:
+    sheets = _sheets(tmp_path, texture(40, 60))
+    src = open_source(tmp_path / "sheets", workdir=tmp_path / "work")
+    shutil.copy(src.path, tmp_path / "flight.vrt")
+    sheets[2].unlink()
+    with pytest.raises(UserInputError, match=r"flight\.vrt refers to sheet_02\.tif, which does"):
+        open_source(tmp_path / "flight.vrt")
+
+
+@pytest.mark.parametrize("suffix", ["tfw", "tifw", "wld"])
+def test_world_file_suffixes(tmp_path: Path, suffix: str) -> None:
+    path = write_raster(tmp_path / "sheet.tif", texture(8, 8), crs=None, georef=False)
+    (tmp_path / f"sheet.{suffix}").write_text(f"0.2\n0\n0\n-0.2\n{ORIGIN[0] + 0.1}\n"
+                                             f"{ORIGIN[1] - 0.1}\n")
+    src = open_source(path, crs=CRS_IX)
+    assert (src.transform.c, src.transform.f) == pytest.approx(ORIGIN)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    path = write_raster(tmp_path / "locked.tif", texture(8, 8))
+    path.chmod(0)
+    try:
+        with pytest.raises(UserInputError, match=r"locked\.tif cannot be read \(permission"):
+            open_source(path)
+    finally:
+        path.chmod(0o644)
