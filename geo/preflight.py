@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from idou.inference.contract import ModelContract
 
 GSD_WARN_RATIO = 2.0
-_SAMPLES_PER_SIDE = 8  # validity sample: 8 x 8 windows
+_SAMPLES_PER_SIDE = 6  # validity sample: 6 x 6 windows
 _SAMPLE_PX = 16
 
 
@@ -342,7 +342,7 @@ def _lattice(grid: Grid, n: int, size: int) -> list[Window]:
 def sampled_valid_fraction(src: RasterSource) -> float:
     """Share of valid pixels of a flight, from a few small windows (or overviews).
 
-    Cheap for any size: overviews when present, else 64 windows of 16 px; when those find
+    Cheap for any size: overviews when present, else 36 windows of 16 px; when those find
     nothing valid, a decimated read of the whole flight confirms (bounded to sane sizes).
     """
     try:

@@ -138,19 +138,29 @@ def test_masks_of_either_flight_make_pixels_invalid(tmp_path: Path, kind: str) -
         assert pair.valid_fraction(Window(5, 10, 25, 10)) == 0.0
 
 
-def test_masks_survive_warping(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["nodata", "alpha", "mask"])
+def test_masks_survive_warping(tmp_path: Path, kind: str) -> None:
     data = texture(64, 64)
     hole = np.zeros((64, 64), bool)
     hole[:, :32] = True
-    masked = data.copy()
-    masked[:, hole] = 0
-    before = write_raster(tmp_path / "b.tif", masked, nodata=0,
-                          origin=(ORIGIN[0] + 0.05, ORIGIN[1]))  # off the after lattice
+    origin = (ORIGIN[0] + 0.05, ORIGIN[1])  # off the after lattice: before is warped
+    if kind == "nodata":
+        masked = data.copy()
+        masked[:, hole] = 0
+        before = write_raster(tmp_path / "b.tif", masked, nodata=0, origin=origin)
+    elif kind == "alpha":
+        alpha = np.where(hole, 0, 255).astype(np.uint8)[None]
+        before = write_raster(tmp_path / "b.tif", np.concatenate([data, alpha]),
+                              colorinterp=RGBA, origin=origin)
+    else:
+        before = write_raster(tmp_path / "b.tif", data, mask=~hole, origin=origin)
     after = write_raster(tmp_path / "a.tif", data)
     report = _report(before, after)
     with AlignedPair(report) as pair:
         assert pair.before.warped
-        _, _, valid = pair.read(pair.grid.full_window)
+        rb, _, valid = pair.read(pair.grid.full_window)
+        assert pair.valid_fraction(Window(0, 0, 30, 64)) == 0.0
+    assert rb.shape == (3, 64, 64)
     assert not valid[:, :31].any() and valid[:, 34:].all()
 
 

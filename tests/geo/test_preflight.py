@@ -106,6 +106,15 @@ def test_all_nodata_flight_is_refused(tmp_path: Path) -> None:
         preflight(before, after, CONTRACT)
 
 
+def test_no_common_valid_pixels_is_refused(tmp_path: Path) -> None:
+    left = np.zeros((96, 128), bool)
+    left[:, :64] = True
+    before, after = _pair(tmp_path, before_kw={"mask": left}, after_kw={"mask": ~left})
+    with pytest.raises(UserInputError, match=r"flight_2024\.tif and flight_2025\.tif have no "
+                                             r"valid pixels in common"):
+        preflight(before, after, CONTRACT)
+
+
 def test_aoi_limits_the_grid(tmp_path: Path) -> None:
     before, after = _pair(tmp_path)
     aoi = tmp_path / "aoi.gpkg"
