@@ -1,0 +1,159 @@
+"""Siamese change network: one shared encoder for both dates, fused at every scale, U-Net decoder.
+
+Both dates go through the *same* encoder (shared weights). At each of the five encoder levels the
+two feature maps are fused by ``concat(before, after, |after - before|)`` → 1×1 conv → 3×3 conv;
+the concatenation keeps the direction of the change (new vs demolished), the absolute difference
+makes "nothing changed" easy to see. A U-Net decoder climbs from stride 32 back to stride 2,
+where a 1×1 head gives two logit channels: 0 = new (新築), 1 = demolished (滅失), upsampled
+bilinearly to the input size.
+
+An optional auxiliary head segments buildings on each date from the stride-4 features; it only
+serves training (footprints are available for free) and is not part of the exported model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from idou.models.backbones import build_encoder
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture of a :class:`SiameseChangeNet`.
+
+    Attributes:
+        backbone: one of ``idou.models.backbones.BACKBONES``.
+        decoder_channels: decoder width at strides 32, 16, 8, 4, 2 (five values).
+        aux_buildings: add the per-date building head (training only).
+        in_channels: bands per date (3 = RGB; 4 adapts the first conv).
+    """
+
+    backbone: str = "mobilenet_v3_large"
+    decoder_channels: tuple[int, ...] = (96, 64, 48, 32, 16)
+    aux_buildings: bool = True
+    in_channels: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, for checkpoints and mlflow."""
+        data = asdict(self)
+        data["decoder_channels"] = list(self.decoder_channels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        data["decoder_channels"] = tuple(data.get("decoder_channels", cls.decoder_channels))
+        return cls(**data)
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class Fusion(nn.Module):
+    """Fuse the two dates' features of one level: concat(b, a, |a - b|) → 1×1 → 3×3."""
+
+    def __init__(self, channels: int, out: int) -> None:
+        super().__init__()
+        self.reduce = _conv_bn_relu(3 * channels, out, 1)
+        self.mix = _conv_bn_relu(out, out, 3)
+
+    def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        return self.mix(self.reduce(torch.cat([before, after, torch.abs(after - before)], 1)))
+
+
+class DecoderBlock(nn.Module):
+    """Upsample to the skip's size, concatenate the skip, one 3×3 conv."""
+
+    def __init__(self, cin: int, skip: int, out: int) -> None:
+        super().__init__()
+        self.conv = _conv_bn_relu(cin + skip, out, 3)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([x, skip], 1))
+
+
+class SiameseChangeNet(nn.Module):
+    """The change network; ``forward(before, after)`` returns N×2×H×W logits.
+
+    With ``return_aux=True`` it returns ``(change_logits, buildings_before, buildings_after)``,
+    the last two N×1×H×W building logits (None without the auxiliary head).
+    """
+
+    def __init__(self, config: NetworkConfig | None = None,
+                 init_weights: Path | None = None) -> None:
+        super().__init__()
+        self.config = config or NetworkConfig()
+        if len(self.config.decoder_channels) != 5:
+            raise ValueError("decoder_channels needs five values (strides 32, 16, 8, 4, 2)")
+        self.encoder = build_encoder(self.config.backbone, init_weights)
+        if self.config.in_channels != 3:
+            _adapt_first_conv(self.encoder, self.config.in_channels)
+        enc = self.encoder.channels  # strides 2, 4, 8, 16, 32
+        dec = self.config.decoder_channels  # strides 32, 16, 8, 4, 2
+        self.fusions = nn.ModuleList(Fusion(c, d) for c, d in zip(enc, reversed(dec), strict=True))
+        self.blocks = nn.ModuleList(
+            DecoderBlock(dec[i], dec[i + 1], dec[i + 1]) for i in range(4))
+        self.head = nn.Conv2d(dec[4], 2, 1)
+        self.aux = nn.Conv2d(enc[1], 1, 1) if self.config.aux_buildings else None
+
+    def forward(self, before: torch.Tensor, after: torch.Tensor, return_aux: bool = False
+                ) -> Any:
+        size = before.shape[-2:]
+        n = before.shape[0]
+        feats = self.encoder(torch.cat([before, after], 0))  # one pass, shared weights
+        fused = [f(x[:n], x[n:]) for f, x in zip(self.fusions, feats, strict=True)]
+        x = fused[4]
+        for block, skip in zip(self.blocks, reversed(fused[:4]), strict=True):
+            x = block(x, skip)
+        # the head runs at stride 2; its logits are upsampled (buildings span >= 7 px)
+        logits = F.interpolate(self.head(x), size=size, mode="bilinear", align_corners=False)
+        if not return_aux:
+            return logits
+        if self.aux is None:
+            return logits, None, None
+        aux = F.interpolate(self.aux(feats[1]), size=size, mode="bilinear", align_corners=False)
+        return logits, aux[:n], aux[n:]
+
+
+class ProbabilityModel(nn.Module):
+    """What is exported: ``(before, after) → sigmoid(logits)``, N×2×H×W in [0, 1]."""
+
+    def __init__(self, net: SiameseChangeNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(before, after))
+
+
+def _adapt_first_conv(encoder: nn.Module, in_channels: int) -> None:
+    """Replace the first conv so it takes ``in_channels`` bands (extra bands start at the mean)."""
+    for name, module in encoder.named_modules():
+        if isinstance(module, nn.Conv2d):
+            new = nn.Conv2d(in_channels, module.out_channels,
+                            module.kernel_size,  # type: ignore[arg-type]
+                            module.stride,  # type: ignore[arg-type]
+                            module.padding,  # type: ignore[arg-type]
+                            bias=module.bias is not None)
+            with torch.no_grad():
+                w = module.weight
+                new.weight.copy_(torch.cat(
+                    [w[:, :3], w.mean(1, keepdim=True).expand(-1, in_channels - 3, -1, -1)], 1)
+                    if in_channels > 3 else w[:, :in_channels])
+            parent = encoder
+            *path, last = name.split(".")
+            for part in path:
+                parent = getattr(parent, part)
+            setattr(parent, last, new)
+            return

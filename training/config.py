@@ -1,0 +1,218 @@
+"""The training configuration: one TOML file, read into dataclasses.
+
+Example (``configs/smoke.toml`` is a complete one)::
+
+    name = "idou-smoke"
+    seed = 0
+    run_dir = "runs/smoke"
+
+    [model]
+    backbone = "mobilenet_v3_large"
+
+    [[train_data]]
+    kind = "synthetic"
+    seeds = [1001, 1002]
+    scene_size = 512
+
+    [[val_data]]
+    kind = "synthetic"
+    seeds = [2001]
+
+    [train]
+    epochs = 2
+    batch_size = 8
+
+    [contract]
+    gsd_m = 0.4
+    tile_size = 256
+
+Dataset kinds: ``synthetic`` (:class:`~idou.training.datasets.synthetic.SyntheticChipDataset`),
+``footprints`` (:class:`~idou.training.datasets.footprints.FootprintChipDataset`), ``levir``
+(:class:`~idou.training.datasets.levir.LevirCDDataset`); every other key of a data table is
+passed to the dataset's constructor.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from idou.geo.errors import UserInputError
+
+DATA_KINDS = ("synthetic", "footprints", "levir")
+
+
+@dataclass
+class DataSpec:
+    """One dataset: its kind and the keyword arguments of its constructor."""
+
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSection:
+    """Architecture (see :class:`idou.models.siamese.NetworkConfig`)."""
+
+    backbone: str = "mobilenet_v3_large"
+    decoder_channels: list[int] = field(default_factory=lambda: [96, 64, 48, 32, 16])
+    aux_buildings: bool = True
+    init_weights: str | None = None
+
+
+@dataclass
+class TrainSection:
+    """Optimisation, sampling and stopping.
+
+    Attributes:
+        epochs: upper bound on epochs.
+        chips_per_epoch: training chips drawn per epoch (balanced; with replacement).
+        change_fraction: share of drawn chips that hold change.
+        patience: epochs without improvement of validation object recall before stopping.
+        min_epochs: never stop before this many epochs.
+        max_minutes: stop after the epoch in which this wall time is exceeded (0 = no limit).
+        threads: torch CPU threads (0 = torch's default).
+        val_threshold: probability threshold for the validation metrics.
+        min_area_m2: objects smaller than this are left out of the object metrics.
+    """
+
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    chips_per_epoch: int = 2000
+    change_fraction: float = 0.7
+    num_workers: int = 0
+    patience: int = 4
+    min_epochs: int = 3
+    max_minutes: float = 0.0
+    threads: int = 0
+    pos_weight: float = 3.0
+    dice_weight: float = 1.0
+    aux_weight: float = 0.2
+    val_threshold: float = 0.5
+    min_area_m2: float = 8.0
+    sample_images: int = 4
+    export_onnx: bool = True
+
+
+@dataclass
+class AugmentSection:
+    """Augmentation (see :class:`idou.training.augment.PairedAugment`)."""
+
+    enabled: bool = True
+    max_shift_px: float = 2.0
+    shift_p: float = 0.5
+    photometric: bool = True
+    scale_rotate: bool = True
+
+
+@dataclass
+class ContractSection:
+    """What the exported model promises inference (see ``ModelContract``)."""
+
+    band_order: list[str] = field(default_factory=lambda: ["red", "green", "blue"])
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    gsd_m: float = 0.4
+    tile_size: int = 256
+    tile_overlap: int = 32
+    model_name: str = "idou"
+    model_version: str = "0.1.0"
+    training_data: str = ""
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    name: str = "idou"
+    seed: int = 0
+    run_dir: str = "runs/idou"
+    experiment: str = "idou"
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    contract: ContractSection = field(default_factory=ContractSection)
+    train_data: list[DataSpec] = field(default_factory=list)
+    val_data: list[DataSpec] = field(default_factory=list)
+    source: str | None = None
+
+    def flat_params(self) -> dict[str, Any]:
+        """Flat ``section.key → value`` mapping, for mlflow parameters."""
+        out: dict[str, Any] = {"name": self.name, "seed": self.seed}
+        for section in ("model", "train", "augment", "contract"):
+            for key, value in asdict(getattr(self, section)).items():
+                out[f"{section}.{key}"] = value
+        for role in ("train_data", "val_data"):
+            for i, spec in enumerate(getattr(self, role)):
+                out[f"{role}.{i}.kind"] = spec.kind
+                for key, value in spec.params.items():
+                    out[f"{role}.{i}.{key}"] = value
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (stored in checkpoints)."""
+        data = asdict(self)
+        return data
+
+
+def _section(cls: type, data: dict[str, Any], where: str, path: Path) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserInputError(f"{path} has unknown key(s) {', '.join(unknown)} in [{where}]; "
+                             f"allowed: {', '.join(sorted(known))}.")
+    return cls(**data)
+
+
+def _specs(items: Any, role: str, path: Path) -> list[DataSpec]:
+    if not isinstance(items, list):
+        raise UserInputError(f"{path}: [[{role}]] must be a list of tables.")
+    specs = []
+    for item in items:
+        params = dict(item)
+        kind = params.pop("kind", None)
+        if kind not in DATA_KINDS:
+            raise UserInputError(f"{path}: each [[{role}]] needs kind = one of "
+                                 f"{', '.join(DATA_KINDS)} (got {kind!r}).")
+        specs.append(DataSpec(kind, params))
+    return specs
+
+
+def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> TrainConfig:
+    """Build a :class:`TrainConfig` from parsed TOML; unknown keys are user errors."""
+    data = dict(data)
+    sections = {"model": ModelSection, "train": TrainSection, "augment": AugmentSection,
+                "contract": ContractSection}
+    kwargs: dict[str, Any] = {}
+    for key, cls in sections.items():
+        kwargs[key] = _section(cls, data.pop(key, {}), key, path)
+    kwargs["train_data"] = _specs(data.pop("train_data", []), "train_data", path)
+    kwargs["val_data"] = _specs(data.pop("val_data", []), "val_data", path)
+    top = _section(TrainConfig, data, "top level", path)
+    for key, value in kwargs.items():
+        setattr(top, key, value)
+    if not top.train_data:
+        raise UserInputError(f"{path} names no [[train_data]]; add at least one dataset.")
+    return top
+
+
+def load_config(path: Path) -> TrainConfig:
+    """Read a training configuration from a TOML file.
+
+    Raises:
+        UserInputError: missing file, invalid TOML, unknown keys or no training data.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path} does not exist; pass a TOML training config.")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path} is not valid TOML ({exc}); fix the file.") from exc
+    config = config_from_dict(data, path)
+    config.source = str(path)
+    return config

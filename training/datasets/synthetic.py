@@ -1,0 +1,189 @@
+"""Change chips cut from scenes of the project's own generator (``idou.geo.synthetic``).
+
+Each seed gives one flight pair from :func:`idou.geo.synthetic.flight.make_flight_pair` at its
+native 0.2 m. The two flights lie on one pixel lattice with shifted extents; their overlap is
+cropped, resampled to the model's GSD by area averaging (an integer factor, e.g. 2 for 0.4 m:
+each model pixel is the mean of 2×2 input pixels) and labelled from the generator's footprints
+of both dates through the same derivation as real footprints
+(:func:`~idou.training.datasets.footprints.derive_labels_from_footprints`, buildings matched by
+id). Nodata of either flight is 255 (ignore) in every mask.
+
+Scenes live in RAM; with ``cache_dir`` they are also kept as ``.npz`` (outside the repository,
+e.g. under ``/tmp``) so a second run or a resumed run skips the generator. Items follow the
+contract in :mod:`idou.training.datasets.footprints`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from affine import Affine
+
+from idou.training.datasets.footprints import (
+    IGNORE,
+    derive_labels_from_footprints,
+    match_footprints,
+)
+
+
+@dataclass
+class Scene:
+    """One generated flight pair on the model grid.
+
+    Attributes:
+        before: uint8 H×W×3.
+        after: uint8 H×W×3.
+        target: uint8 2×H×W (new, demolished; 255 = ignore).
+        buildings_before: uint8 H×W.
+        buildings_after: uint8 H×W.
+        valid: bool H×W, both flights hold data.
+        transform: model-grid transform (EPSG:6677).
+    """
+
+    before: np.ndarray
+    after: np.ndarray
+    target: np.ndarray
+    buildings_before: np.ndarray
+    buildings_after: np.ndarray
+    valid: np.ndarray
+    transform: Affine
+
+
+def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of ``factor``×``factor`` blocks (H and W must be multiples of ``factor``)."""
+    if factor == 1:
+        return image
+    h, w = image.shape[:2]
+    blocks = image.reshape(h // factor, factor, w // factor, factor, *image.shape[2:])
+    return blocks.astype(np.float32).mean(axis=(1, 3))
+
+
+def make_scene(seed: int, size: int = 2048, factor: int = 2, edge_px: int = 1,
+               min_area_m2: float = 4.0, source_gsd_m: float = 0.2) -> Scene:
+    """Generate one flight pair and bring it onto the model grid with its labels.
+
+    Args:
+        seed: generator seed.
+        size: generated flight side in pixels at ``source_gsd_m``.
+        factor: integer resampling factor (model GSD = ``factor × source_gsd_m``).
+        edge_px: ignore band either side of footprint edges, in model pixels.
+        min_area_m2: change pieces smaller than this are ignored.
+        source_gsd_m: GSD the generator renders at.
+    """
+    from idou.geo.synthetic.flight import make_flight_pair
+
+    pair = make_flight_pair(seed, size, source_gsd_m)
+    tb, ta = pair.before_transform, pair.after_transform
+    dc = int(round((ta.c - tb.c) / tb.a))
+    dr = int(round((ta.f - tb.f) / tb.e))
+    c0, c1 = max(0, dc), min(size, dc + size)
+    r0, r1 = max(0, dr), min(size, dr + size)
+    c1 = c0 + (c1 - c0) // factor * factor
+    r1 = r0 + (r1 - r0) // factor * factor
+    before = pair.before[r0:r1, c0:c1]
+    after = pair.after[r0 - dr:r1 - dr, c0 - dc:c1 - dc]
+    valid = (pair.before_valid[r0:r1, c0:c1] & pair.after_valid[r0 - dr:r1 - dr, c0 - dc:c1 - dc])
+    before = np.round(area_downsample(before, factor)).astype(np.uint8)
+    after = np.round(area_downsample(after, factor)).astype(np.uint8)
+    valid = area_downsample(valid.astype(np.float32), factor) >= 1.0
+    gsd = source_gsd_m * factor
+    x0, y0 = tb * (c0, r0)
+    transform = Affine(gsd, 0.0, x0, 0.0, -gsd, y0)
+    appeared, vanished = match_footprints(pair.buildings_before, pair.buildings_after, by="id")
+    labels = derive_labels_from_footprints(
+        list(pair.buildings_before.geometry.values), list(pair.buildings_after.geometry.values),
+        transform, valid.shape, edge_px, int(round(min_area_m2 / gsd ** 2)),
+        list(appeared), list(vanished))
+    for mask in (labels.buildings_before, labels.buildings_after):
+        mask[~valid] = IGNORE
+    labels.target[:, ~valid] = IGNORE
+    before[~valid] = 0
+    after[~valid] = 0
+    return Scene(before, after, labels.target, labels.buildings_before, labels.buildings_after,
+                 valid, transform)
+
+
+def _cache_path(cache_dir: Path, key: tuple[object, ...]) -> Path:
+    from idou.geo.synthetic.flight import GENERATOR_VERSION
+
+    digest = hashlib.sha1(repr((GENERATOR_VERSION, *key)).encode()).hexdigest()[:12]
+    return cache_dir / f"scene-{key[0]}-{digest}.npz"
+
+
+def load_scene(seed: int, size: int, factor: int, edge_px: int, min_area_m2: float,
+               cache_dir: Path | None) -> Scene:
+    """:func:`make_scene`, through an ``.npz`` cache when ``cache_dir`` is given."""
+    key = (seed, size, factor, edge_px, min_area_m2)
+    path = None if cache_dir is None else _cache_path(Path(cache_dir), key)
+    if path is not None and path.exists():
+        with np.load(path) as z:
+            return Scene(z["before"], z["after"], z["target"], z["buildings_before"],
+                         z["buildings_after"], z["valid"], Affine(*z["transform"][:6]))
+    scene = make_scene(seed, size, factor, edge_px, min_area_m2)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, before=scene.before, after=scene.after, target=scene.target,
+                            buildings_before=scene.buildings_before,
+                            buildings_after=scene.buildings_after, valid=scene.valid,
+                            transform=np.array(tuple(scene.transform)))
+        tmp.replace(path)
+    return scene
+
+
+class SyntheticChipDataset:
+    """Chips of generated scenes, on a regular grid of each scene's valid area.
+
+    Args:
+        seeds: generator seeds, one scene each (keep them disjoint from ``data_samples/``'s and
+            from validation/test seeds).
+        scene_size: generated flight side in pixels at 0.2 m.
+        gsd_m: model GSD; must be an integer multiple of 0.2 m.
+        chip_size: chip side in model pixels.
+        stride: step between chips (default ``chip_size // 2``).
+        edge_px: ignore band either side of footprint edges, in model pixels.
+        min_area_m2: change pieces smaller than this are ignored.
+        min_valid: chips with a smaller valid fraction are skipped.
+        cache_dir: where scenes are cached as ``.npz`` (None = RAM only).
+    """
+
+    def __init__(self, seeds: Sequence[int], scene_size: int = 2048, gsd_m: float = 0.4,
+                 chip_size: int = 128, stride: int | None = None, edge_px: int = 1,
+                 min_area_m2: float = 4.0, min_valid: float = 0.6,
+                 cache_dir: str | Path | None = None) -> None:
+        factor = gsd_m / 0.2
+        if abs(factor - round(factor)) > 1e-6 or round(factor) < 1:
+            raise ValueError(f"gsd_m must be a multiple of 0.2 m, got {gsd_m}")
+        self.seeds = [int(s) for s in seeds]
+        self.chip_size = chip_size
+        cache = Path(cache_dir) if cache_dir else None
+        self.scenes = [load_scene(s, scene_size, int(round(factor)), edge_px, min_area_m2, cache)
+                       for s in self.seeds]
+        step = stride or max(1, chip_size // 2)
+        self.chips: list[tuple[int, int, int]] = []
+        self.has_change: list[bool] = []
+        for k, scene in enumerate(self.scenes):
+            h, w = scene.valid.shape
+            for r in range(0, max(1, h - chip_size + 1), step):
+                for c in range(0, max(1, w - chip_size + 1), step):
+                    if scene.valid[r:r + chip_size, c:c + chip_size].mean() < min_valid:
+                        continue
+                    self.chips.append((k, r, c))
+                    t = scene.target[:, r:r + chip_size, c:c + chip_size]
+                    self.has_change.append(bool((t == 1).sum() >= 16))
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        k, r, c = self.chips[index]
+        s = self.scenes[k]
+        win = (slice(r, r + self.chip_size), slice(c, c + self.chip_size))
+        return {"before": s.before[win].copy(), "after": s.after[win].copy(),
+                "target": s.target[(slice(None), *win)].copy(),
+                "buildings_before": s.buildings_before[win].copy(),
+                "buildings_after": s.buildings_after[win].copy()}
