@@ -93,8 +93,13 @@ class _SideReader:
                 "the file is truncated or corrupt, re-export or re-copy it.") from exc
         return data, valid
 
-    def valid_sample(self, window: Window, shape: tuple[int, int]) -> np.ndarray:
-        """A decimated (shape) validity sample of a grid window; outside → False."""
+    def valid_sample(self, window: Window, shape: tuple[int, int],
+                     resampling: Resampling = Resampling.average) -> np.ndarray:
+        """A decimated (shape) validity sample of a grid window; outside → False.
+
+        With ``average`` resampling a cell is True when any pixel it covers is valid, so thin
+        valid strips are never missed; ``nearest`` subsamples instead.
+        """
         out = np.zeros(shape, dtype=bool)
         where = self._source_window(window)
         if where is None:
@@ -105,7 +110,8 @@ class _SideReader:
         r1 = max(min(math.ceil((inner.row_off + inner.height) * sy), shape[0]), r0 + 1)
         c1 = max(min(math.ceil((inner.col_off + inner.width) * sx), shape[1]), c0 + 1)
         try:
-            m = self._ds.dataset_mask(window=src_win, out_shape=(r1 - r0, c1 - c0))
+            m = self._ds.dataset_mask(window=src_win, out_shape=(r1 - r0, c1 - c0),
+                                      resampling=resampling)
         except RasterioError as exc:
             raise UserInputError(
                 f"{self.source.label} could not be read at {src_win} ({describe_error(exc)}); "
@@ -174,14 +180,16 @@ class AlignedPair:
         a, va = self.after.read(window)
         valid = vb & va
         if self._aoi is not None and valid.any():
-            valid &= self._aoi_mask(window, valid.shape)
+            valid &= self.aoi_mask(window, valid.shape)
         return b, a, valid
 
     def valid_fraction(self, window: Window) -> float:
         """Fraction of ``window`` valid in both flights (and inside the AOI), estimated cheaply.
 
-        Reads decimated masks (at most 32 x 32 samples), so it is meant to skip empty tiles, not
-        to measure coverage exactly. Parts of the window outside the grid count as invalid.
+        Reads decimated masks (at most 32 x 32 cells; a cell counts when any pixel under it is
+        valid in each flight), so it is meant to skip empty tiles, not to measure coverage: 0.0
+        means no valid pixel, otherwise it is an upper bound. Parts of the window outside the
+        grid count as invalid.
         """
         window = _whole(window)
         shape = (min(_SAMPLE, int(window.height)), min(_SAMPLE, int(window.width)))
@@ -192,11 +200,13 @@ class AlignedPair:
             return 0.0
         valid &= self.after.valid_sample(window, shape)
         if self._aoi is not None and valid.any():
-            valid &= self._aoi_mask(window, shape)
+            valid &= self.aoi_mask(window, shape)
         return float(valid.mean())
 
-    def _aoi_mask(self, window: Window, shape: tuple[int, int]) -> np.ndarray:
-        assert self._aoi is not None
+    def aoi_mask(self, window: Window, shape: tuple[int, int]) -> np.ndarray:
+        """Inside-AOI mask of ``window`` at ``shape`` (all True without an AOI)."""
+        if self._aoi is None:
+            return np.ones(shape, dtype=bool)
         bounds = self.grid.window_bounds(window)
         tile = box(*bounds)
         if self._aoi.contains(tile):

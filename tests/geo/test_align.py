@@ -58,6 +58,17 @@ def test_window_beyond_the_edge_is_zero_and_invalid(tmp_path: Path) -> None:
         assert pair.valid_fraction(Window(-40, 0, 80, 40)) == pytest.approx(0.5, abs=0.05)
 
 
+def test_thin_valid_strip_is_not_skipped(tmp_path: Path) -> None:
+    data = texture(512, 512)
+    strip = np.zeros((512, 512), bool)
+    strip[:, 301:303] = True  # 2 px wide: thinner than a sample cell
+    report = _report(write_raster(tmp_path / "b.tif", data, mask=strip),
+                     write_raster(tmp_path / "a.tif", data))
+    with AlignedPair(report) as pair:
+        assert pair.valid_fraction(Window(0, 0, 512, 512)) > 0.0
+        assert pair.valid_fraction(Window(0, 0, 300, 512)) == 0.0
+
+
 def test_partly_overlapping_pair_reads_the_intersection(tmp_path: Path) -> None:
     big = texture(120, 140, seed=3)
     # before covers big; after is a 60 x 100 piece starting at column 30, row 20
