@@ -45,12 +45,17 @@ def _tune_table(result: TuneResult) -> Table:
 
 def _evaluation_tables(ev: Evaluation) -> list[Table]:
     objects = Table(title=f"objects (min area {ev.min_area_m2:g} m², cover {ev.cover:.0%})")
-    for col in ("channel", "threshold", "recall", "precision", "found/true", "false alarms"):
+    cols = ["channel", "threshold", "recall", "precision", "found/true", "false alarms"]
+    if ev.thresholds is None:
+        cols.remove("threshold")
+    for col in cols:
         objects.add_column(col, justify="left" if col == "channel" else "right")
     for c, s in ev.channels.items():
-        t = "" if ev.thresholds is None else f"{ev.thresholds[c]:g}"
-        objects.add_row(c, t, _pct(s.recall), _pct(s.precision), f"{s.n_found}/{s.n_true}",
-                        f"{s.n_false_alarm}/{s.n_pred}")
+        row = [c, _pct(s.recall), _pct(s.precision), f"{s.n_found}/{s.n_true}",
+               f"{s.n_false_alarm}/{s.n_pred}"]
+        if ev.thresholds is not None:
+            row.insert(1, f"{ev.thresholds[c]:g}")
+        objects.add_row(*row)
     tables = [objects]
     if ev.change_types:
         types = Table(title="recall per change type")

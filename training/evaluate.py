@@ -134,14 +134,21 @@ def rasterize_channels(truth: gpd.GeoDataFrame, grid: Grid, *, column: str = "ch
 # ------------------------------------------------------------------------------------ prediction
 
 class _ArraySink:
-    """Collects the engine's uint8 probabilities of a whole (validation-sized) grid."""
+    """Collects the engine's uint8 probabilities (and valid mask) of a validation-sized grid."""
 
     def __init__(self, height: int, width: int) -> None:
         self.probs = np.zeros((2, height, width), dtype=np.uint8)
+        self.valid = np.zeros((height, width), dtype=bool)
+        self.complete_mask = True
 
-    def write(self, window: Window, probs: np.ndarray) -> None:
+    def write(self, window: Window, probs: np.ndarray, valid: np.ndarray | None = None) -> None:
         r0, c0 = int(window.row_off), int(window.col_off)
-        self.probs[:, r0:r0 + probs.shape[1], c0:c0 + probs.shape[2]] = probs
+        h, w = probs.shape[1:]
+        self.probs[:, r0:r0 + h, c0:c0 + w] = probs
+        if valid is None:
+            self.complete_mask = False
+        else:
+            self.valid[r0:r0 + h, c0:c0 + w] = valid
 
 
 @dataclass
@@ -200,7 +207,7 @@ def predict_pair(loaded: Any, session: Any, before: str | Path, after: str | Pat
     with AlignedPair(report) as pair:
         sink = _ArraySink(report.grid.height, report.grid.width)
         predict_grid(pair, session, loaded.contract, sink, batch_size=batch_size)
-        valid = _valid_mask(pair)
+        valid = sink.valid if sink.complete_mask else _valid_mask(pair)
     return ScenePrediction(name=name or Path(str(after)).stem, grid=report.grid,
                            probs=sink.probs, valid=valid, truth=truth)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -248,6 +249,7 @@ def log_to_mlflow(result: TuneResult, model: Path, artifacts: Sequence[Path], *,
     ``idou-tune`` experiment and is tagged with the training run id when known.
     """
     import mlflow
+    from mlflow.entities import Metric
 
     from idou.inference.model_card import card_paths
     from idou.inference.registry import tracking_uri
@@ -263,11 +265,15 @@ def log_to_mlflow(result: TuneResult, model: Path, artifacts: Sequence[Path], *,
                            "source_model": source_model.name, "scenes": ",".join(result.scenes),
                            "n_thresholds": len(next(iter(result.channels.values())).curve)})
         mlflow.log_metrics(result.flat_metrics())
-        for c, tuning in result.channels.items():
-            for step, (t, s) in enumerate(tuning.curve):
-                mlflow.log_metrics({f"curve_recall_{c}": s.recall,
-                                    f"curve_precision_{c}": s.precision,
-                                    f"curve_threshold_{c}": t}, step=step)
+        stamp = int(time.time() * 1000)
+        curve = [Metric(f"curve_{key}_{c}", float(value), stamp, step)
+                 for c, tuning in result.channels.items()
+                 for step, (t, s) in enumerate(tuning.curve)
+                 for key, value in (("threshold", t), ("recall", s.recall),
+                                    ("precision", s.precision))]
+        client = mlflow.MlflowClient()
+        for start in range(0, len(curve), 900):  # one request per 900 points (limit: 1000)
+            client.log_batch(run.info.run_id, metrics=curve[start:start + 900])
         for path in artifacts:
             mlflow.log_artifact(str(path), "tune")
         for path in (model, *card_paths(model)):

@@ -30,7 +30,7 @@ CONTRACT = ModelContract(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), tile_size=64
 
 def make_model(path: Path, contract: ModelContract = CONTRACT, scale: float = 1.0) -> Path:
     """A tiny contract-conforming model (probabilities = scale * after bands 0, 1) with a card."""
-    shape = ["N", 3, "H", "W"]
+    shape: list[str | int | None] = ["N", 3, "H", "W"]
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
               for n in ("before", "after")]
     output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2, "H", "W"])

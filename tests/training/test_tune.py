@@ -1,0 +1,201 @@
+"""Threshold tuning: the right threshold on constructed cases, written into model and card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import onnx
+import pytest
+import rasterio
+from affine import Affine
+from onnx import TensorProto, helper, numpy_helper
+from rasterio.crs import CRS
+from shapely.geometry import box
+
+from idou.geo.errors import UserInputError
+from idou.geo.grid import Grid
+from idou.inference.contract import ModelContract
+from idou.inference.model_card import ModelCard, card_paths, read_card, sha256_file, write_card
+from idou.inference.model_source import resolve_model
+from idou.training.evaluate import ScenePrediction, evaluate_model, find_scenes
+from idou.training.tune import tune_model, tune_predictions
+
+GSD = 0.5
+ORIGIN = (1000.0, 2000.0)
+CONTRACT = ModelContract(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), tile_size=64,
+                         tile_overlap=16, gsd_m=GSD, model_version="0.1.0")
+# Object k of the new channel has probability NEW_LEVELS[k] / 255: 0.078, 0.176, ... 0.961.
+NEW_LEVELS = [20 + 25 * k for k in range(10)]
+DEM_LEVELS = [200] * 4
+
+
+def passthrough_model(path: Path, contract: ModelContract = CONTRACT) -> Path:
+    """probabilities = after bands (0, 1) / 255: the 'after' flight *is* the probability raster."""
+    shape: list[str | int | None] = ["N", 3, "H", "W"]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
+              for n in ("before", "after")]
+    output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2, "H", "W"])
+    inits = [numpy_helper.from_array(np.array([0, 1], dtype=np.int64), "idx"),
+             numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")]
+    nodes = [helper.make_node("Gather", ["after", "idx"], ["pa"], axis=1),
+             helper.make_node("Gather", ["before", "idx"], ["pb"], axis=1),
+             helper.make_node("Mul", ["pb", "zero"], ["z"]),
+             helper.make_node("Add", ["pa", "z"], ["probabilities"])]
+    graph = helper.make_graph(nodes, "idou-test", inputs, [output], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in contract.to_metadata().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    write_card(ModelCard(name="idou-test", version=contract.model_version,
+                         sha256=sha256_file(path), trained_on="nothing (test)",
+                         metrics={"trained": "kept"}), *card_paths(path))
+    return path
+
+
+def _square(k: int, row: int) -> tuple[int, int]:
+    return row, 4 + 24 * k
+
+
+def ladder_scene(folder: Path, *, false_alarm: int = 100) -> Path:
+    """A validation scene: 10 new objects at NEW_LEVELS, 4 demolished at 200, one false alarm.
+
+    Squares are 12 x 12 px = 36 m2 (min area 8 m2 = 32 px). The 'after' flight's bands 1 and 2
+    hold the new/demolished probabilities for :func:`passthrough_model`.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = 96, 256
+    after = np.zeros((3, h, w), dtype=np.uint8)
+    rows = []
+    transform = Affine(GSD, 0, ORIGIN[0], 0, -GSD, ORIGIN[1])
+
+    def world(r: int, c: int, size: int = 12) -> object:
+        x0, y0 = ORIGIN[0] + c * GSD, ORIGIN[1] - r * GSD
+        return box(x0, y0 - size * GSD, x0 + size * GSD, y0)
+
+    for k, level in enumerate(NEW_LEVELS):
+        r, c = _square(k, 8)
+        after[0, r:r + 12, c:c + 12] = level
+        rows.append({"change_id": k, "change_type": "new" if k % 2 else "extension",
+                     "channel": "new", "地番": f"{k + 1}", "geometry": world(r, c)})
+    for k, level in enumerate(DEM_LEVELS):
+        r, c = _square(k, 40)
+        after[1, r:r + 12, c:c + 12] = level
+        rows.append({"change_id": 100 + k, "change_type": "demolished", "channel": "demolished",
+                     "地番": f"{101 + k}", "geometry": world(r, c)})
+    after[0, 70:82, 200:212] = false_alarm             # a false alarm in the new channel
+    profile = {"driver": "GTiff", "height": h, "width": w, "count": 3, "dtype": "uint8",
+               "crs": CRS.from_epsg(6677), "transform": transform}
+    with rasterio.open(folder / "flight_2024.tif", "w", **profile) as dst:
+        dst.write(np.full((3, h, w), 90, dtype=np.uint8))
+    with rasterio.open(folder / "flight_2025.tif", "w", **profile) as dst:
+        dst.write(after)
+    gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:6677").to_file(
+        folder / "truth.gpkg", layer="truth")
+    return folder
+
+
+def _prediction(probs_new: np.ndarray, truth_new: np.ndarray, name: str = "s") -> ScenePrediction:
+    h, w = probs_new.shape
+    grid = Grid(CRS.from_epsg(6677), Affine(GSD, 0, 0, 0, -GSD, 0), w, h)
+    probs = np.stack([probs_new, np.zeros_like(probs_new)])
+    empty = gpd.GeoDataFrame({"channel": [], "geometry": []}, geometry="geometry",
+                             crs="EPSG:6677")
+    return ScenePrediction(name=name, grid=grid, probs=probs, valid=np.ones((h, w), bool),
+                           truth=empty, truth_masks={"new": truth_new,
+                                                     "demolished": np.zeros((h, w), bool)})
+
+
+def test_tune_picks_highest_threshold_reaching_recall_pooled_over_scenes() -> None:
+    # Scene A: objects at 0.30 and 0.60; scene B: objects at 0.10 and 0.80 (uint8 scale).
+    def scene(levels: list[int], name: str) -> ScenePrediction:
+        probs = np.zeros((20, 80), dtype=np.uint8)
+        truth = np.zeros((20, 80), dtype=bool)
+        for k, v in enumerate(levels):
+            probs[4:14, 4 + 20 * k:14 + 20 * k] = v
+            truth[4:14, 4 + 20 * k:14 + 20 * k] = True
+        return _prediction(probs, truth, name)
+
+    preds = [scene([77, 153], "A"), scene([26, 204], "B")]   # 0.302, 0.6, 0.102, 0.8
+    result = tune_predictions(preds, 0.75, min_area_m2=8.0)
+    new = result.channels["new"]
+    # 3 of 4 objects are found up to 0.30 (the 0.102 one is lost above 0.10): pick 0.30.
+    assert new.threshold == 0.30 and new.scores.n_found == 3 and new.scores.n_true == 4
+    assert new.reached and result.scenes == ["A", "B"]
+    assert new.pixels.recall == pytest.approx(0.75)
+    # No demolished truth: every threshold reaches the target; the highest one is kept.
+    assert result.channels["demolished"].threshold == 0.95
+
+
+def test_tune_flags_unreachable_target() -> None:
+    probs = np.zeros((20, 20), dtype=np.uint8)
+    truth = np.zeros((20, 20), dtype=bool)
+    truth[5:15, 5:15] = True                               # never predicted
+    result = tune_predictions([_prediction(probs, truth)], 0.5, min_area_m2=1.0)
+    assert not result.channels["new"].reached and not result.reached
+    with pytest.raises(UserInputError, match="--recall"):
+        tune_predictions([], 1.5)
+
+
+def test_tune_model_end_to_end_through_the_engine(tmp_path: Path) -> None:
+    scene = ladder_scene(tmp_path / "validation")
+    model = passthrough_model(tmp_path / "model.onnx")
+    outcome = tune_model(model, scene, 0.869, min_area_m2=8.0, log_mlflow=True)
+    new, dem = outcome.result.channels["new"], outcome.result.channels["demolished"]
+    # 9 of 10 objects are needed: the second lowest (45/255 = 0.176) must be kept -> 0.17.
+    assert new.threshold == 0.17 and new.scores.n_found == 9
+    # The false alarm (100/255 = 0.39) is predicted at 0.17: precision 9/10.
+    assert new.scores.precision == pytest.approx(0.9)
+    # Demolished objects are all at 200/255 = 0.784 -> highest threshold 0.78.
+    assert dem.threshold == 0.78 and dem.scores.recall == 1.0
+
+    written = outcome.model
+    assert written == tmp_path / "model.tuned.onnx"
+    tuned = resolve_model(str(written))                  # the card hash matches the new file
+    assert tuned.contract.thresholds == (0.17, 0.78)
+    assert tuned.contract.recall_target == 0.869
+    assert resolve_model(str(model)).contract.thresholds == (0.5, 0.5)   # source untouched
+    card = read_card(card_paths(written)[0])
+    assert card.thresholds == {"new": 0.17, "demolished": 0.78}
+    assert card.metrics["trained"] == "kept"
+    assert card.metrics["tuned.object_precision_new"] == pytest.approx(0.9)
+    names = {p.name for p in outcome.artifacts}
+    assert {"model.tuned.pr_new.png", "model.tuned.pr_demolished.png",
+            "model.tuned.tune.json"} <= names
+    assert (tmp_path / "model.tuned.pr_new.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((tmp_path / "model.tuned.tune.json").read_text())
+    assert report["thresholds"] == {"new": 0.17, "demolished": 0.78}
+
+    # The run is in mlflow (the per-test store of conftest) with figures and artifacts.
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run = client.get_run(str(outcome.mlflow_run_id))
+    assert run.data.metrics["threshold_new"] == 0.17
+    assert run.data.params["recall_target"] == "0.869"
+    logged = {a.path for folder in ("tune", "model")
+              for a in client.list_artifacts(run.info.run_id, folder)}
+    assert {"tune/model.tuned.pr_new.png", "model/model.tuned.onnx",
+            "model/model.tuned.card.json"} <= logged
+
+    # Evaluating the tuned model at its own thresholds gives the same figures.
+    ev = evaluate_model(str(written), scenes=find_scenes(scene))
+    assert ev.channels["new"] == new.scores
+    assert ev.change_types["extension"].n_true == 5 and ev.change_types["new"].n_found == 5
+
+
+def test_tune_output_rules(tmp_path: Path) -> None:
+    scene = ladder_scene(tmp_path / "validation")
+    model = passthrough_model(tmp_path / "model.onnx")
+    with pytest.raises(UserInputError, match="--in-place"):
+        tune_model(model, scene, 0.9, output=model)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserInputError, match="truth.gpkg"):
+        tune_model(model, tmp_path / "empty", 0.9)
+    (scene / "flight_2023.tif").write_bytes(b"")          # three flights: which pair?
+    with pytest.raises(UserInputError, match="exactly two"):
+        tune_model(model, tmp_path, 0.9)                 # a folder of scene folders
