@@ -201,3 +201,27 @@ def test_four_bands_without_interpretation_warn(tmp_path: Path) -> None:
     warnings: list[str] = []
     assert select_bands(src, CONTRACT, warnings) == [1, 2, 3]
     assert len(warnings) == 1 and "odd.tif" in warnings[0]
+
+
+def test_report_pickles_for_workers(tmp_path: Path) -> None:
+    import pickle
+
+    before, after = _pair(tmp_path)
+    aoi = tmp_path / "aoi.gpkg"
+    x0, y0 = ORIGIN
+    gpd.GeoDataFrame(geometry=[box(x0, y0 - 10, x0 + 10, y0)], crs="EPSG:6677").to_file(aoi)
+    report = preflight(before, after, CONTRACT, aoi=aoi, estimate_misregistration=False)
+    again = pickle.loads(pickle.dumps(report))
+    assert again.grid == report.grid and again.aoi.equals(report.aoi)
+    assert again.before.path == report.before.path
+
+
+def test_cog_input_uses_its_overviews(tmp_path: Path) -> None:
+    import rasterio.shutil
+
+    plain = write_raster(tmp_path / "plain.tif", texture(600, 600))
+    rasterio.shutil.copy(plain, tmp_path / "flight.cog.tif", driver="COG", blocksize=256)
+    cog = open_source(tmp_path / "flight.cog.tif")
+    assert cog.has_overviews
+    report = preflight(cog, cog, CONTRACT, estimate_misregistration=False)
+    assert report.valid_fraction == pytest.approx(1.0)
