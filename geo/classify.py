@@ -9,8 +9,8 @@ Rules (in this order):
 3. With existing buildings: new change touching or overlapping a footprint that still stands
    (within ``touch_tolerance_m``) → ``extension`` (増築).
 4. New (or extension) and demolished change that overlap each other, or that lie on the same
-   parcel (a change lies on every parcel holding at least ``on_parcel_share`` of its area, and
-   always on the one holding most), → both ``rebuilt`` (建替).
+   parcel (a change lies on the parcel holding most of it and on every other one holding at
+   least ``on_parcel_share`` of its area or 10 m²), → both ``rebuilt`` (建替).
 
 Without buildings only rules 1 and 4 apply. ``change_id`` is a stable hash of the geometry
 (rounded to 0.5 m, normalised) and the class, so a re-run on the same result gives the same ids.
@@ -148,13 +148,14 @@ def _mark_rebuilt_by_overlap(out: gpd.GeoDataFrame) -> None:
 
 
 def changes_on_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
-                       share: float = 0.2) -> pd.DataFrame:
+                       share: float = 0.2, min_area_m2: float = 10.0) -> pd.DataFrame:
     """Which parcels each change lies on, with the intersecting area.
 
     Returns:
         DataFrame ``change_row`` (position in ``changes``), ``parcel_row`` (position in
         ``parcels``), ``area_m2`` (intersection), ``main`` (the parcel holding most of it).
-        A change lies on a parcel holding >= ``share`` of its area, and always on its main one.
+        A change lies on its main parcel and on every parcel holding at least ``share`` of
+        its area or at least ``min_area_m2`` (smaller slivers are parcel-map misfit).
     """
     geoms = changes.geometry.to_numpy()
     parcel_geoms = parcels.geometry.to_numpy()
@@ -168,7 +169,8 @@ def changes_on_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
     change_area = shapely.area(geoms)[frame["change_row"].to_numpy()]
     best = frame.groupby("change_row")["area_m2"].transform("max")
     frame["main"] = frame["area_m2"] == best
-    keep = frame["main"] | (frame["area_m2"] >= share * np.maximum(change_area, 1e-9))
+    keep = (frame["main"] | (frame["area_m2"] >= share * np.maximum(change_area, 1e-9))
+            | (frame["area_m2"] >= min_area_m2))
     return frame[keep].reset_index(drop=True)
 
 

@@ -1,8 +1,9 @@
 """Candidate parcels: the parcels a survey must visit, with their changes and a route priority.
 
 A change that spans several parcels counts in each of them with the area it has there (its
-share); slivers under ``min_share_m2`` that are also under ``on_parcel_share`` of the change
-are ignored (boundary noise), but a change always counts on the parcel holding most of it.
+share): on the parcel holding most of it, and on every other parcel holding at least
+``on_parcel_share`` (20 %) of it or at least ``min_share_m2`` (10 m²); smaller slivers are
+boundary misfit between the parcel map and the orthophoto and are ignored.
 ``priority`` 1 is surveyed first: parcels are ranked by highest score, then changed area.
 """
 
@@ -20,7 +21,7 @@ CANDIDATE_COLUMNS = ["parcel_id", "地番", "所在", "異動区分", MAIN_CLASS
 
 
 def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
-                 on_parcel_share: float = 0.2, min_share_m2: float = 1.0) -> gpd.GeoDataFrame:
+                 on_parcel_share: float = 0.2, min_share_m2: float = 10.0) -> gpd.GeoDataFrame:
     """One row per parcel touched by classified changes.
 
     Args:
@@ -43,10 +44,11 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
         changes = changes.to_crs(crs)
     changes = changes.reset_index(drop=True)
     parcels = parcels.reset_index(drop=True)
-    links = changes_on_parcels(changes, parcels, share=on_parcel_share)
+    links = changes_on_parcels(changes, parcels, share=on_parcel_share,
+                               min_area_m2=min_share_m2)
     if links.empty:
         return _empty(crs)
-    links = links[links["main"] | (links["area_m2"] >= min_share_m2)].copy()
+    links = links.copy()
     links["share"] = links["area_m2"] / np.maximum(
         changes.geometry.area.to_numpy()[links["change_row"].to_numpy()], 1e-9)
     classes = changes["異動区分"].astype(str).to_numpy()

@@ -1,0 +1,163 @@
+"""地図XML reader: real 法務省 samples, a hand-made file, and hostile or broken input."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from pyproj import Transformer
+
+from idou.geo import mojxml
+from idou.geo.errors import UserInputError
+from idou.geo.mojxml import read_mojxml, zone_to_epsg
+
+
+def moj_xml(zone: str = "公共座標9系", *, doctype: str = "", extra_fude: str = "",
+            chiban: str = "12-3") -> str:
+    """A small 地図XML: one 10 m x 20 m parcel (X north 1000..1020, Y east 500..510)."""
+    points = {"P1": (1000.0, 500.0), "P2": (1000.0, 510.0), "P3": (1020.0, 510.0),
+              "P4": (1020.0, 500.0)}
+    point_xml = "".join(
+        f'<zmn:GM_Point id="{k}"><zmn:GM_Point.position><zmn:DirectPosition>'
+        f"<zmn:X>{x}</zmn:X><zmn:Y>{y}</zmn:Y></zmn:DirectPosition></zmn:GM_Point.position>"
+        f"</zmn:GM_Point>" for k, (x, y) in points.items())
+    # curves in scrambled order and one reversed, as real files do
+    curve_pairs = {"C1": ("P2", "P1"), "C2": ("P3", "P4"), "C3": ("P2", "P3"),
+                   "C4": ("P4", "P1")}
+    curve_xml = "".join(
+        f'<zmn:GM_Curve id="{k}"><zmn:GM_Curve.segment><zmn:GM_LineString>'
+        f"<zmn:GM_LineString.controlPoint>"
+        + "".join(f'<zmn:GM_PointArray.column><zmn:GM_Position.indirect><zmn:GM_PointRef.point '
+                  f'idref="{p}"/></zmn:GM_Position.indirect></zmn:GM_PointArray.column>'
+                  for p in pair)
+        + "</zmn:GM_LineString.controlPoint></zmn:GM_LineString></zmn:GM_Curve.segment>"
+        "</zmn:GM_Curve>" for k, pair in curve_pairs.items())
+    surface = (
+        '<zmn:GM_Surface id="F1"><zmn:GM_Surface.patch><zmn:GM_Polygon>'
+        "<zmn:GM_Polygon.boundary><zmn:GM_SurfaceBoundary><zmn:GM_SurfaceBoundary.exterior>"
+        "<zmn:GM_Ring>"
+        + "".join(f'<zmn:GM_CompositeCurve.generator idref="{c}"/>' for c in curve_pairs)
+        + "</zmn:GM_Ring></zmn:GM_SurfaceBoundary.exterior></zmn:GM_SurfaceBoundary>"
+        "</zmn:GM_Polygon.boundary></zmn:GM_Polygon></zmn:GM_Surface.patch></zmn:GM_Surface>")
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>{doctype}'
+        '<地図 xmlns="http://www.moj.go.jp/MINJI/tizuxml" '
+        'xmlns:zmn="http://www.moj.go.jp/MINJI/tizuzumen">'
+        "<version>ver1.0</version><地図名>test</地図名><市区町村コード>12103</市区町村コード>"
+        f"<市区町村名>千葉市稲毛区</市区町村名><座標系>{zone}</座標系>"
+        f"<空間属性>{point_xml}{curve_xml}{surface}</空間属性>"
+        "<主題属性>"
+        f'<筆 id="H1"><大字コード>015</大字コード><大字名>作草部町</大字名><丁目名>一丁目</丁目名>'
+        f'<地番>{chiban}</地番><形状 idref="F1"/><精度区分>甲一</精度区分>'
+        f"<座標値種別>測量成果</座標値種別></筆>{extra_fude}"
+        "</主題属性></地図>")
+
+
+def write(tmp_path: Path, text: str, name: str = "map.xml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_handmade_parcel_uses_x_as_northing_and_zone_epsg(tmp_path: Path) -> None:
+    [moj] = read_mojxml(write(tmp_path, moj_xml()))
+    assert moj.epsg == 6677
+    [parcel] = moj.parcels
+    assert parcel.chiban == "12-3"
+    assert (parcel.oaza, parcel.chome, parcel.accuracy) == ("作草部町", "一丁目", "甲一")
+    assert parcel.geometry.area == pytest.approx(200.0)
+    # X (north) spans 1000..1020, Y (east) 500..510 → shapely x = easting
+    assert parcel.geometry.bounds == pytest.approx((500.0, 1000.0, 510.0, 1020.0))
+
+
+@pytest.mark.parametrize(("zone", "epsg"), [("公共座標1系", 6669), ("公共座標9系", 6677),
+                                            ("公共座標１９系", 6687), ("公共座標2系", 6670)])
+def test_zone_mapping(zone: str, epsg: int) -> None:
+    assert zone_to_epsg(zone, "x.xml") == epsg
+
+
+def test_arbitrary_coordinate_system_is_refused_with_a_sentence(tmp_path: Path) -> None:
+    path = write(tmp_path, moj_xml("任意座標系"), "local.xml")
+    with pytest.raises(UserInputError, match=r"local\.xml.*任意座標系.*cannot be placed on a map"):
+        read_mojxml(path)
+
+
+def test_outside_district_is_skipped_and_separate_sheet_flagged(tmp_path: Path) -> None:
+    extra = ('<筆 id="H2"><地番>地区外-1</地番><形状 idref="F1"/></筆>'
+             '<筆 id="H3"><大字名>作草部町</大字名><地番>別図-5</地番><形状 idref="F1"/></筆>'
+             '<筆 id="H4"><大字名>作草部町</大字名><地番>99</地番></筆>')
+    [moj] = read_mojxml(write(tmp_path, moj_xml(extra_fude=extra)))
+    assert [p.chiban for p in moj.parcels] == ["12-3", "別図-5"]
+    assert [p.note for p in moj.parcels] == ["", "別図"]
+    assert moj.dropped == {"地区外": 1, "no geometry in 地図XML": 1}
+
+
+def test_malformed_xml_is_one_sentence(tmp_path: Path) -> None:
+    path = write(tmp_path, moj_xml()[:-40], "cut.xml")
+    with pytest.raises(UserInputError, match=r"cut\.xml is not well-formed XML"):
+        read_mojxml(path)
+
+
+def test_external_entity_is_never_resolved(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-TOKEN", encoding="utf-8")
+    doctype = f'<!DOCTYPE 地図 [<!ENTITY xxe SYSTEM "file://{secret}">]>'
+    text = moj_xml(doctype=doctype, chiban="&xxe;")
+    path = write(tmp_path, text, "xxe.xml")
+    with pytest.raises(UserInputError, match=r"xxe\.xml declares XML entities") as info:
+        read_mojxml(path)
+    assert "TOP-SECRET-TOKEN" not in str(info.value)
+
+
+def test_zip_of_xml_and_nested_zip_are_read(tmp_path: Path) -> None:
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as z:
+        z.writestr("b.xml", moj_xml(chiban="2"))
+    outer = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(outer, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.xml", moj_xml(chiban="1"))
+        z.writestr("inner.zip", inner.getvalue())
+        z.writestr("readme.txt", "ignored")
+    files = read_mojxml(outer)
+    assert [f.parcels[0].chiban for f in files] == ["1", "2"]
+
+
+def test_zip_bomb_stops_at_the_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    monkeypatch.setattr(mojxml, "MAX_XML_BYTES", 64 * 1024)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("huge.xml", b"<a>" + b" " * (8 * 1024 * 1024) + b"</a>")
+    assert bomb.stat().st_size < 64 * 1024  # highly compressed
+    with pytest.raises(UserInputError, match=r"bomb\.zip:huge\.xml unpacks to more than"):
+        read_mojxml(bomb)
+
+
+def test_zip_total_limit_counts_all_members(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    monkeypatch.setattr(mojxml, "MAX_ZIP_TOTAL_BYTES", len(moj_xml().encode()) + 10)
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a.xml", moj_xml())
+        z.writestr("b.xml", moj_xml())
+    with pytest.raises(UserInputError, match="size limit"):
+        read_mojxml(archive)
+
+
+def test_real_samples(shared_data: Path) -> None:
+    folder = shared_data / "mojxml"
+    chiba, yakushima_1, yakushima_102 = read_mojxml(
+        [folder / "12103-0400-76.xml", folder / "46505-3411-1.xml",
+         folder / "46505-3411-102.xml"])
+    assert (chiba.epsg, len(chiba.parcels)) == (6677, 1)
+    assert chiba.parcels[0].chiban == "194-1" and chiba.parcels[0].oaza == "作草部町"
+    assert yakushima_1.epsg == 6670
+    assert len(yakushima_1.parcels) == 3 and yakushima_1.dropped["地区外"] == 5
+    assert len(yakushima_102.parcels) == 169
+    assert all(p.geometry.is_valid and p.geometry.area > 0 for p in yakushima_102.parcels)
+    # the Chiba parcel lies in 稲毛区 (about 35.6 N, 140.1 E): axis order is right
+    lon, lat = Transformer.from_crs(6677, 4326, always_xy=True).transform(
+        *chiba.parcels[0].geometry.centroid.coords[0])
+    assert 35.5 < lat < 35.8 and 140.0 < lon < 140.2
