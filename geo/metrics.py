@@ -19,7 +19,7 @@ shapely 2 and an STRtree. Nothing here imports torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -224,45 +224,67 @@ def probabilities_as_float(prob: np.ndarray) -> np.ndarray:
     return prob.astype(np.float32, copy=False)
 
 
+def uint8_cutoff(threshold: float) -> int:
+    """The smallest uint8 value whose probability (value / 255) reaches ``threshold``.
+
+    The same rule as ``idou.geo.vectorize.threshold_uint8`` (what ``idou detect`` applies).
+    """
+    return int(math.ceil(threshold * 255.0 - 1e-9))
+
+
 def threshold_mask(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """Change where ``prob >= threshold`` (uint8 read as value / 255: ``u8 >= ceil(255 t)``).
+    """Change where ``prob >= threshold``; uint8 rasters use :func:`uint8_cutoff` (as detect).
 
     The one thresholding rule shared by tuning, evaluation and detection, so that a tuned
     threshold means the same everywhere.
     """
-    return probabilities_as_float(prob) >= np.float32(threshold)
+    prob = np.asarray(prob)
+    if prob.dtype == np.uint8:
+        return prob >= uint8_cutoff(threshold)
+    if np.issubdtype(prob.dtype, np.floating):  # compare in the raster's own precision
+        return prob >= prob.dtype.type(threshold)
+    return prob >= threshold
 
 
 def sweep_pixel_scores(prob: np.ndarray, truth: np.ndarray, thresholds: Sequence[float], *,
                        valid: np.ndarray | None = None) -> list[tuple[float, PixelScores]]:
     """Pixel scores of ``prob >= t`` for every threshold ``t`` (pixels outside ``valid`` ignored).
     """
-    p = probabilities_as_float(prob)
     ignore = None if valid is None else ~_as_bool(valid, "valid")
-    return [(float(t), pixel_scores(p >= np.float32(t), truth, ignore)) for t in thresholds]
+    return [(float(t), pixel_scores(threshold_mask(prob, t), truth, ignore)) for t in thresholds]
 
 
 def sweep_thresholds(prob: np.ndarray, truth: np.ndarray, thresholds: Sequence[float], *,
                      min_area_px: int, cover: float = DEFAULT_COVER,
-                     valid: np.ndarray | None = None) -> list[tuple[float, ObjectScores]]:
+                     valid: np.ndarray | None = None,
+                     clean: Callable[[np.ndarray], np.ndarray] | None = None
+                     ) -> list[tuple[float, ObjectScores]]:
     """Object scores of ``prob >= t`` for every threshold ``t`` (the PR curve of one channel).
 
     Args:
-        prob: probabilities (h, w), float in [0, 1] or uint8 0..255 (read as value / 255).
+        prob: probabilities (h, w), float in [0, 1] or uint8 0..255 (see :func:`threshold_mask`).
         truth: true change, bool (h, w).
         thresholds: the thresholds to try, in [0, 1].
         min_area_px: minimum object area in pixels.
         cover: the overlap fraction of the object rules.
         valid: pixels to count (e.g. where both flights have data); None = all.
+        clean: applied to each thresholded mask before scoring (e.g. detect's morphological
+            clean-up, ``functools.partial(idou.geo.vectorize.clean_mask, radius=1)``).
 
     Returns:
         ``(threshold, scores)`` pairs in the order of ``thresholds``.
     """
-    p = probabilities_as_float(prob)
+    prob = np.asarray(prob)
     objects = _TruthObjects(truth, valid, min_area_px)
-    if p.shape != objects.truth.shape:
-        raise ValueError(f"prob {p.shape} != truth {objects.truth.shape}")
-    return [(float(t), objects.score(p >= np.float32(t), cover)) for t in thresholds]
+    if prob.shape != objects.truth.shape:
+        raise ValueError(f"prob {prob.shape} != truth {objects.truth.shape}")
+    out = []
+    for t in thresholds:
+        mask = threshold_mask(prob, t)
+        if clean is not None:
+            mask = clean(mask)
+        out.append((float(t), objects.score(mask, cover)))
+    return out
 
 
 def pick_threshold(curve: Sequence[tuple[float, ObjectScores]], recall_target: float

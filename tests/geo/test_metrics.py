@@ -20,7 +20,10 @@ from idou.geo.metrics import (
     pick_threshold,
     pixel_scores,
     reaches,
+    sweep_pixel_scores,
     sweep_thresholds,
+    threshold_mask,
+    uint8_cutoff,
 )
 
 CRS = "EPSG:6677"
@@ -150,6 +153,26 @@ def test_sweep_reads_uint8_as_fraction_of_255() -> None:
     a = sweep_thresholds(prob, truth, [0.3, 0.6], min_area_px=4)
     b = sweep_thresholds(u8, truth, [0.3, 0.6], min_area_px=4)
     assert [s for _, s in a] == [s for _, s in b]
+    pa = sweep_pixel_scores(prob, truth, [0.3, 0.6])
+    assert pa == sweep_pixel_scores(u8, truth, [0.3, 0.6])
+    assert pa[0][1].recall == pytest.approx(0.7) and pa[1][1].recall == pytest.approx(0.4)
+
+
+def test_uint8_threshold_rule_is_detects() -> None:
+    from idou.geo.vectorize import threshold_uint8
+
+    values = np.arange(256, dtype=np.uint8)
+    for t in [round(0.01 * i, 2) for i in range(1, 100)] + [0.5, 1 / 3, 0.2]:
+        assert uint8_cutoff(t) == threshold_uint8(t)
+        assert threshold_mask(values, t).sum() == 256 - threshold_uint8(t)
+
+
+def test_sweep_applies_clean_up_before_scoring() -> None:
+    prob, truth = _ladder()
+    # Drop every predicted object: a clean-up that erases all -> nothing found.
+    curve = sweep_thresholds(prob, truth, [0.1], min_area_px=4,
+                             clean=lambda m: np.zeros_like(m))
+    assert curve[0][1].n_found == 0 and curve[0][1].n_pred == 0
 
 
 def test_sweep_counts_false_alarms_and_valid_mask() -> None:
