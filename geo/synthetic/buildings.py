@@ -47,6 +47,7 @@ class Building:
     albedo: tuple[float, float, float]
     material: str
     details: list[Rect] = field(default_factory=list)  # rooftop units of flat roofs
+    solar: bool = False  # solar panels on the sunniest (south) facet of the first part
 
     def footprint(self) -> BaseGeometry:
         """The true footprint: the union of the parts."""
@@ -123,12 +124,14 @@ def large_building(rng: np.random.Generator, lot: Rect, building_id: str, parcel
     albedo = tuple(float(c) * float(rng.uniform(0.92, 1.06))
                    for c in palette[int(rng.integers(len(palette)))])
     details = []
-    n_units = int(rng.integers(4, 14))
-    for _ in range(n_units):
-        a = float(rng.uniform(-main.hl + 1.5, main.hl - 1.5))
-        b = float(rng.uniform(-main.hw + 1.2, main.hw - 1.2))
-        cx, cy = main.point(a, b)
-        details.append(Rect(cx, cy, float(rng.uniform(0.4, 0.7)), float(rng.uniform(0.3, 0.45)),
+    # outdoor AC units in a row or two along the roof
+    n_units = int(rng.integers(4, 12))
+    b_row = float(rng.uniform(-main.hw + 1.5, main.hw - 1.5))
+    for k in range(n_units):
+        a = -main.hl + 2.0 + k * (2 * main.hl - 4.0) / max(n_units - 1, 1)
+        b = b_row + (0.0 if rng.random() < 0.7 else float(rng.uniform(-2.0, 2.0)))
+        cx, cy = main.point(a, max(-main.hw + 1.0, min(main.hw - 1.0, b)))
+        details.append(Rect(cx, cy, float(rng.uniform(0.45, 0.8)), float(rng.uniform(0.35, 0.5)),
                             main.angle))
     cx, cy = main.point(float(rng.uniform(-main.hl * 0.6, main.hl * 0.6)), 0.0)
     details.append(Rect(cx, cy, 1.8, 1.5, main.angle))  # stair / elevator house

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
+import shapely
 from shapely.geometry.base import BaseGeometry
 
 from idou.geo.synthetic.buildings import (
@@ -166,6 +167,11 @@ def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun:
         old = by_parcel[index]
         material, albedo = pick_roof(rng)
         changed[index] = replace(old, albedo=albedo, material=material)
+    # distractor: solar panels put on an unchanged roof
+    for index in houses[n_repaint:2 * n_repaint]:
+        old = by_parcel[index]
+        if old.material != "flat" and not old.solar:
+            changed[index] = replace(old, solar=True)
 
     for building in first.buildings:
         if building.parcel in changed:
@@ -199,12 +205,18 @@ def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun:
                 epoch.parcel_material[index] == WEEDS else WEEDS
     epoch.lawn_tone = float(rng.uniform(-1.0, -0.3))
 
-    # distractor: trees cut, grown and planted; trees on cleared parcels go
-    cleared = [layout.parcels[i].rect.polygon() for i in clear_ground]
+    # distractor: trees cut, grown and planted; most trees on cleared parcels go
+    xs = np.array([t.x for t in epoch.trees])
+    ys = np.array([t.y for t in epoch.trees])
+    radii = np.array([t.radius for t in epoch.trees])
+    cleared = shapely.union_all([layout.parcels[i].rect.polygon() for i in clear_ground])
+    on_cleared = shapely.contains_xy(cleared, xs, ys) if len(xs) else np.zeros(0, bool)
+    fresh = shapely.union_all([row.geometry for row in truth if row.channel == "new"])
+    near_new = shapely.distance(fresh, shapely.points(xs, ys)) < radii + 0.5 \
+        if len(xs) and not fresh.is_empty else np.zeros(len(xs), bool)
     kept = []
-    for tree in epoch.trees:
-        if cleared and any(p.contains(_pt(tree.x, tree.y)) for p in cleared) \
-                and rng.random() < 0.7:
+    for k, tree in enumerate(epoch.trees):
+        if near_new[k] or (on_cleared[k] and rng.random() < 0.7):
             continue
         r = rng.random()
         if r < 0.04:
@@ -212,26 +224,17 @@ def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun:
         if r < 0.25:
             tree = replace(tree, radius=tree.radius * float(rng.uniform(1.05, 1.2)))
         kept.append(tree)
-    fps = [b.footprint() for b in epoch.buildings]
-    fresh = [row.geometry.buffer(0.5) for row in truth if row.channel == "new"]
-    kept = [t for t in kept if not any(f.distance(_pt(t.x, t.y)) < t.radius for f in fresh)]
+    buildings = shapely.STRtree([b.footprint() for b in epoch.buildings])
     for _ in range(int(len(epoch.trees) * 0.04) + 1):
         index = int(rng.integers(len(layout.parcels)))
         lot = layout.parcels[index].rect
         x, y = lot.point(float(rng.uniform(-lot.hl + 1, lot.hl - 1)),
                          float(rng.uniform(-lot.hw + 1, lot.hw - 1)))
-        p = _pt(x, y).buffer(2.5)
-        if uses.get(index) in ("house", "vacant", "grove") and not any(
-                p.intersects(f) for f in fps if f.distance(p) < 20):
+        if uses.get(index) in ("house", "vacant", "grove") and \
+                len(buildings.query(shapely.Point(x, y).buffer(2.5), "intersects")) == 0:
             kept.append(random_tree(rng, x, y))
     epoch.trees = kept
     return epoch, truth
-
-
-def _pt(x: float, y: float) -> BaseGeometry:
-    from shapely.geometry import Point
-
-    return Point(x, y)
 
 
 __all__ = ["MINIMUM_AT_2048", "TruthRow", "make_second_epoch", "target_counts", "CROP",

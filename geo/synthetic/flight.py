@@ -88,8 +88,8 @@ def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2) -> FlightPai
 
     centre = (cx0 + cw * gsd / 2, cy0 - ch * gsd / 2)
     layout = make_layout(rng, centre, max(cw, ch) * gsd / 2)
-    sun1 = Sun(float(rng.uniform(140, 170)), float(rng.uniform(42, 58)))
-    sun2 = Sun(float(rng.uniform(195, 230)), float(rng.uniform(34, 48)))
+    sun1 = Sun(float(rng.uniform(140, 170)), float(rng.uniform(46, 60)))
+    sun2 = Sun(float(rng.uniform(195, 230)), float(rng.uniform(36, 50)))
     eligible = {p.index for p in layout.parcels if safe.contains(p.rect.polygon())}
     want_vacant = target_counts(size)["new"] * 0.75
     residential = [i for i in eligible if layout.parcels[i].zone == "residential"]
@@ -113,7 +113,7 @@ def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2) -> FlightPai
     before = _camera(rng, before_f, gain=float(rng.uniform(0.97, 1.03)),
                      cast=rng.uniform(0.98, 1.02, 3), gamma=1.0, blur=0.55)
     after = _camera(rng, after_f, gain=float(rng.uniform(0.86, 1.12)),
-                    cast=rng.uniform(0.92, 1.08, 3), gamma=float(rng.uniform(0.85, 1.15)),
+                    cast=rng.uniform(0.94, 1.06, 3), gamma=float(rng.uniform(0.88, 1.12)),
                     blur=0.7)
     after[~after_valid] = 0
 
@@ -192,8 +192,8 @@ def _camera(rng: np.random.Generator, radiance: np.ndarray, gain: float, cast: n
     img = np.stack([ndimage.gaussian_filter(radiance[..., k], blur) for k in range(3)], axis=-1)
     img *= gain * cast.astype(np.float32)
     img = 255.0 * np.power(np.clip(img / 255.0, 0, 1), gamma)
-    img += rng.normal(0, 1.8, img.shape[:2])[..., None].astype(np.float32)
-    img += rng.normal(0, 1.2, img.shape).astype(np.float32)
+    img += 1.8 * rng.standard_normal(img.shape[:2], dtype=np.float32)[..., None]
+    img += 1.2 * rng.standard_normal(img.shape, dtype=np.float32)
     out = np.clip(np.round(img), 1, 255).astype(np.uint8)
     return out
 

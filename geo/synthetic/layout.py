@@ -10,7 +10,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import shapely
 from shapely.geometry import Polygon
+from shapely.geometry.base import BaseGeometry
 
 OAZA = ("上泉町", "下小出町", "荒牧町", "青柳町", "江木町", "小相木町", "天川大島町", "箱田町")
 AZA = ("東", "西", "宮前", "北浦", "中島", "天神", "堀之内", "前田", "稲荷", "川端")
@@ -110,6 +112,8 @@ class Layout:
     angle: float
     roads: list[Road] = field(default_factory=list)
     parcels: list[Parcel] = field(default_factory=list)
+    sidewalks: list[BaseGeometry] = field(default_factory=list)
+    crosswalks: list[BaseGeometry] = field(default_factory=list)
 
 
 def _positions(rng: np.random.Generator, start: float, stop: float, lo: float, hi: float
@@ -182,7 +186,43 @@ def make_layout(rng: np.random.Generator, centre: tuple[float, float], half_exte
         _subdivide(rng, layout, (bu0, bu1, bv0, bv1), zone, to_world)
 
     _name_parcels(rng, layout, centre, theta, u_main, v_main)
+    _sidewalks_and_crossings(layout)
     return layout
+
+
+SIDEWALK = 2.2  # metres, each side of a main road
+
+
+def _sidewalks_and_crossings(layout: Layout) -> None:
+    """Sidewalk strips along main roads and zebra crossings where other roads meet them."""
+    polys = [r.rect.polygon() for r in layout.roads]
+    tree = shapely.STRtree(polys)
+    for k, road in enumerate(layout.roads):
+        if not road.main:
+            continue
+        r = road.rect
+        crossing = [int(j) for j in tree.query(polys[k]) if int(j) != k]
+        others = shapely.union_all([polys[j] for j in crossing]) if crossing else None
+        for side in (-1, 1):
+            strip = r.sub(-r.hl, r.hl, side * r.hw, side * (r.hw - SIDEWALK)).polygon()
+            if others is not None:
+                strip = strip.difference(others)
+            if not strip.is_empty:
+                layout.sidewalks.append(strip)
+        for j in crossing:
+            c = layout.roads[j].rect
+            a_c = (c.cx - r.cx) * r.axis[0] + (c.cy - r.cy) * r.axis[1]
+            # half the crossing road's width measured along this road
+            cos_rel = abs(math.cos(c.angle - r.angle))
+            half = c.hw / max(abs(math.sin(c.angle - r.angle)), 0.3) if cos_rel < 0.9 else c.hl
+            if abs(a_c) > r.hl - 10:
+                continue
+            for sign in (-1, 1):
+                a0 = a_c + sign * (half + 1.2)
+                a1 = a0 + sign * 3.5
+                bars = [r.sub(min(a0, a1), max(a0, a1), b, b + 0.45).polygon()
+                        for b in np.arange(-r.hw + SIDEWALK + 0.4, r.hw - SIDEWALK - 0.5, 0.9)]
+                layout.crosswalks.append(shapely.union_all(bars))
 
 
 def _subdivide(rng: np.random.Generator, layout: Layout,

@@ -45,13 +45,14 @@ GROUND_ALBEDO = np.array([
     (38, 88, 172),    # TARP
     (46, 62, 38),     # FOREST
     (146, 134, 98),   # DRY_GRASS
+    (158, 156, 150),  # SIDEWALK
 ], dtype=np.float32)
 # texture amplitudes (fine, mid, coarse) per material
 GROUND_TEXTURE = np.array([
-    (0.10, 0.10, 0.06), (0.06, 0.04, 0.04), (0.14, 0.06, 0.04), (0.10, 0.10, 0.05),
+    (0.10, 0.10, 0.06), (0.06, 0.04, 0.04), (0.07, 0.06, 0.04), (0.10, 0.10, 0.05),
     (0.14, 0.14, 0.06), (0.05, 0.04, 0.03), (0.08, 0.06, 0.04), (0.07, 0.06, 0.05),
     (0.04, 0.05, 0.05), (0.10, 0.08, 0.06), (0.05, 0.04, 0.03), (0.05, 0.05, 0.0),
-    (0.16, 0.12, 0.05), (0.12, 0.10, 0.06),
+    (0.16, 0.12, 0.05), (0.12, 0.10, 0.06), (0.05, 0.05, 0.04),
 ], dtype=np.float32)
 GRASSY = (sc.BACKGROUND, sc.LAWN, sc.WEEDS, sc.DRY_GRASS)
 PAINT_WHITE, PAINT_WALL, PAINT_LEVEE = 1, 2, 3
@@ -84,8 +85,7 @@ class StaticLayers:
     parcel_id: np.ndarray  # int32, 0 = none, else parcel index + 1
     paint: np.ndarray  # uint8 paint code
     tone: np.ndarray  # (n_parcels + 1) × 3 colour jitter
-    row_angle: np.ndarray  # per parcel id: crop row direction (radians, pixel frame)
-    row_period: np.ndarray  # per parcel id: crop row spacing in pixels
+    rows: np.ndarray  # float32 0..1: crop-row stripes of farm parcels
     noise: NoiseBank
 
 
@@ -145,6 +145,7 @@ def static_layers(rng: np.random.Generator, canvas: Canvas, layout: Layout,
     noise = NoiseBank(rng, shape)
     lines: list[tuple[BaseGeometry, int]] = []
     lines += [(g, PAINT_WHITE) for g in road_markings(layout)]
+    lines += [(g, PAINT_WHITE) for g in layout.crosswalks]
     for index, use in uses.items():
         r = layout.parcels[index].rect
         if use == "house" and rng.random() < 0.8:
@@ -157,7 +158,14 @@ def static_layers(rng: np.random.Generator, canvas: Canvas, layout: Layout,
             lines += [(g, PAINT_WHITE) for g in parking_lines(layout.parcels[index].rect)]
     paint = features.rasterize(lines, out_shape=shape, transform=tr, fill=0, dtype="uint8") \
         if lines else np.zeros(shape, np.uint8)
-    return StaticLayers(parcel_id, paint, tone, row_angle, row_period, noise)
+    rows = np.zeros(shape, np.float32)
+    farm = np.isin(parcel_id, [i + 1 for i, u in uses.items() if u == "farm"])
+    rr, cc = np.nonzero(farm)
+    pid = parcel_id[rr, cc]
+    ang = row_angle[pid]
+    proj = (cc * np.cos(ang) + rr * np.sin(ang)) / row_period[pid]
+    rows[rr, cc] = 0.5 + 0.5 * np.sin(2 * np.pi * proj)
+    return StaticLayers(parcel_id, paint, tone, rows, noise)
 
 
 def road_markings(layout: Layout) -> list[BaseGeometry]:
@@ -223,6 +231,9 @@ def render_epoch(canvas: Canvas, layout: Layout, epoch: Epoch, static: StaticLay
         shadows += [_part_shadow(p, sun) for p in b.parts]
     shadows += [_tree_shadow(t, sun) for t in epoch.trees]
     _apply_shadow(img, canvas, shadows, shade, blur=0.8)
+    # ambient occlusion: the ground right next to walls gets less sky light
+    walls = [b.footprint().buffer(0.4) for b in epoch.buildings]
+    _apply_shadow(img, canvas, walls, np.full(3, 0.8, np.float32), blur=2.0)
     for b in sorted(epoch.buildings, key=lambda b: max(p.height for p in b.parts)):
         _draw_building(img, canvas, b, sun, static.noise)
     for t in epoch.trees:
@@ -235,44 +246,30 @@ def _ground(canvas: Canvas, layout: Layout, epoch: Epoch, static: StaticLayers) 
         (layout.parcels[i].rect.polygon(), m) for i, m in epoch.parcel_material.items()]
     shapes += [(r.polygon(), m) for r, m in epoch.ground]
     shapes += [(r.rect.polygon(), sc.ROAD) for r in layout.roads]
+    shapes += [(g, sc.SIDEWALK) for g in layout.sidewalks]
     shape = (canvas.height, canvas.width)
     mat = features.rasterize(shapes, out_shape=shape, transform=canvas.transform,
                              fill=sc.BACKGROUND, dtype="uint8")
     nb = static.noise
-    alb = GROUND_ALBEDO[mat]
-    alb *= static.tone[static.parcel_id]
     amp = GROUND_TEXTURE[mat]
     fac = 1.0 + amp[..., 0] * nb.fine + amp[..., 1] * nb.mid + amp[..., 2] * nb.coarse
-    alb *= fac[..., None]
+    alb = GROUND_ALBEDO[mat]
+    alb *= static.tone[static.parcel_id] * fac[..., None]
 
     # grass: green where lush, brown-yellow where dry, patchy
-    grassy = np.isin(mat, GRASSY)
-    if grassy.any():
-        w = 1 / (1 + np.exp(-(1.4 * nb.patch[grassy] - 0.8 * epoch.lawn_tone - 0.3)))
-        dry = np.array([150, 136, 100], np.float32)
-        alb[grassy] = alb[grassy] * (1 - 0.55 * w[:, None]) + dry * 0.55 * w[:, None]
-    # roads and parking: darker repaired patches, oil stains
-    paved = (mat == sc.ROAD) | (mat == sc.PARKING)
-    if paved.any():
-        patch = nb.patch[paved]
-        alb[paved] *= np.where(patch > 1.3, 0.88, 1.0)[:, None]
-    # crop rows and ploughed rows
-    rows = (mat == sc.CROP) | (mat == sc.SOIL_ROWS)
-    if rows.any():
-        rr, cc = np.nonzero(rows)
-        pid = static.parcel_id[rr, cc]
-        ang = static.row_angle[pid]
-        period = static.row_period[pid]
-        proj = (cc * np.cos(ang) + rr * np.sin(ang)) / period
-        s = 0.5 + 0.5 * np.sin(2 * np.pi * proj)
-        is_crop = mat[rr, cc] == sc.CROP
-        soil = np.array([122, 102, 80], np.float32)
-        cover = np.clip(0.55 + 0.25 * nb.mid[rr, cc], 0.2, 0.95)
-        crop_w = np.clip(s * 1.6 - 0.3, 0, 1) * cover
-        crop_col = alb[rr, cc] * crop_w[:, None] + soil * (1 - crop_w[:, None]) \
-            * static.tone[pid]
-        plough = alb[rr, cc] * (0.86 + 0.24 * s)[:, None]
-        alb[rr, cc] = np.where(is_crop[:, None], crop_col, plough)
+    lut_grassy = np.isin(np.arange(len(GROUND_ALBEDO)), GRASSY)
+    w = lut_grassy[mat] * (0.55 / (1 + np.exp(-(1.4 * nb.patch - 0.8 * epoch.lawn_tone - 0.3))))
+    # crop rows: plants over soil
+    crop = mat == sc.CROP
+    cover = np.clip(0.55 + 0.25 * nb.mid, 0.2, 0.95)
+    w_soil = crop * (1 - np.clip(static.rows * 1.6 - 0.3, 0, 1) * cover)
+    alb += (w * (np.array([150, 136, 100], np.float32)[:, None, None] - alb.transpose(2, 0, 1))
+            + w_soil * (np.array([122, 102, 80], np.float32)[:, None, None]
+                        - alb.transpose(2, 0, 1))).transpose(1, 2, 0)
+    # ploughed rows (ridges) and repaired patches of asphalt
+    mult = np.where(mat == sc.SOIL_ROWS, 0.86 + 0.24 * static.rows, 1.0)
+    mult = np.where(((mat == sc.ROAD) | (mat == sc.PARKING)) & (nb.patch > 1.3), 0.88, mult)
+    alb *= mult[..., None].astype(np.float32)
     # paint
     p = static.paint
     for code, colour, w in ((PAINT_WHITE, (228, 228, 222), 0.8),
@@ -343,36 +340,34 @@ def _draw_car(img: np.ndarray, canvas: Canvas, car: Car, sun: Sun) -> None:
 
 def _draw_building(img: np.ndarray, canvas: Canvas, building: Building, sun: Sun,
                    noise: NoiseBank) -> None:
-    for part in building.parts:
-        _draw_roof(img, canvas, part, building, sun, noise)
+    for k, part in enumerate(building.parts):
+        _draw_roof(img, canvas, part, building, sun, noise, solar=building.solar and k == 0)
     if building.details:
         light = flat_light(sun)
         shade = (AMBIENT / light) * SKY_TINT
         for d in building.details:
             h = 2.6 if d.hl > 1.5 else 0.9
             dx, dy = sun.shadow_offset(h)
-            sh = _local_coords(canvas, Rect(d.cx + dx / 2, d.cy + dy / 2, d.hl + abs(dx) / 2,
-                                            d.hw + abs(dy) / 2, d.angle))
-            loc = _local_coords(canvas, d)
-            if sh is None or loc is None:
-                continue
             # the unit's shadow on the roof: the unit's rectangle moved by the offset
-            win_s, _, _ = sh
-            s_loc = _local_coords(canvas, d.translated(dx, dy), pad=3)
+            s_loc = _local_coords(canvas, d.translated(dx, dy))
             if s_loc is not None:
                 ws, sa, sb = s_loc
                 scov = _coverage(sa, sb, d.hl / canvas.gsd, d.hw / canvas.gsd)
                 img[ws] *= 1 - scov[..., None] * (1 - shade)
+            loc = _local_coords(canvas, d)
+            if loc is None:
+                continue
             win, a, b = loc
             cov = _coverage(a, b, d.hl / canvas.gsd, d.hw / canvas.gsd)
-            base = np.array(building.albedo if h > 2 else (196, 198, 196), np.float32)
-            colour = base * light * (1.0 + 0.05 * noise.fine[win])[..., None]
+            base = np.array(building.albedo, np.float32) * (0.95 if h > 2 else 0.82)
+            edge = (np.abs(a) > d.hl / canvas.gsd - 1) | (np.abs(b) > d.hw / canvas.gsd - 1)
+            colour = base * light * (np.where(edge, 0.8, 1.0)
+                                     + 0.05 * noise.fine[win])[..., None]
             _composite(img, win, colour, cov)
-            del win_s
 
 
 def _draw_roof(img: np.ndarray, canvas: Canvas, part: RoofPart, building: Building, sun: Sun,
-               noise: NoiseBank) -> None:
+               noise: NoiseBank, solar: bool = False) -> None:
     loc = _local_coords(canvas, part.rect)
     if loc is None:
         return
@@ -425,6 +420,18 @@ def _draw_roof(img: np.ndarray, canvas: Canvas, part: RoofPart, building: Buildi
         tex = np.where(ridge, tex * 1.1 + 0.02, tex)
     tex = np.where(np.minimum(da, db) < 0.9, tex * 0.86, tex)  # eaves and gutters
     colour = np.array(building.albedo, np.float32) * (light * tex)[..., None]
+    if solar and part.kind in ("gable", "hip"):
+        # panels on the facet facing south (the facet whose outward direction points most south)
+        south = -1.0 if py > 0 else 1.0
+        reach = (hl - hw + 0.3 / g) if part.kind == "hip" else (hl - 0.8 / g)
+        panel = (~facet_along) & (np.sign(b) == south) & (db > 0.5 / g) & (db < hw - 0.6 / g) \
+            & (np.abs(a) < reach)
+        grid = (np.mod(a * g, 1.0) < 0.08) | (np.mod(db * g, 1.65) < 0.08)
+        pv = np.where(grid[..., None], np.array([72, 78, 92], np.float32),
+                      np.array([34, 42, 66], np.float32))
+        spec = 1.0 + 0.5 * np.clip(light - 0.9, 0, None)
+        colour = np.where(panel[..., None], pv * (spec * (1 + 0.03 * noise.fine[win]))[..., None],
+                          colour)
     _composite(img, win, colour, cov)
 
 

@@ -12,7 +12,7 @@ from idou.geo.synthetic.layout import Layout, Parcel, Rect
 
 # ground materials (index into render.GROUND_ALBEDO)
 BACKGROUND, ROAD, GRAVEL, LAWN, WEEDS, PARKING, CROP, SOIL_ROWS, PADDY, BARE, CONCRETE, TARP, \
-    FOREST, DRY_GRASS = range(14)
+    FOREST, DRY_GRASS, SIDEWALK = range(15)
 
 CAR_COLOURS = ((225, 226, 228), (230, 230, 226), (175, 178, 182), (40, 42, 46), (110, 112, 118),
                (150, 30, 32), (32, 58, 120), (200, 190, 160), (90, 40, 30))
@@ -172,7 +172,29 @@ def populate(rng: np.random.Generator, layout: Layout, sun: Sun,
                                  float(rng.uniform(-lot.hw, lot.hw)))
                 epoch.trees.append(random_tree(rng, x, y, big=True))
         uses[parcel.index] = use
+    _street_trees(rng, layout, epoch)
+    for building in epoch.buildings:
+        building.solar = building.material != "flat" and bool(rng.random() < 0.15)
     return Base(epoch, uses, driveways, next_id)
+
+
+def _street_trees(rng: np.random.Generator, layout: Layout, epoch: Epoch) -> None:
+    """Rows of street trees (街路樹) on the sidewalks of main roads."""
+    from shapely.geometry import Point
+
+    for road in layout.roads:
+        if not road.main or rng.random() < 0.3:
+            continue
+        r = road.rect
+        spacing = float(rng.uniform(8, 12))
+        for side in (-1, 1):
+            b = side * (r.hw - 1.1)
+            for a in np.arange(-r.hl + float(rng.uniform(0, spacing)), r.hl, spacing):
+                x, y = r.point(float(a), b)
+                if rng.random() < 0.8 and any(s.contains(Point(x, y).buffer(1.0))
+                                              for s in layout.sidewalks):
+                    epoch.trees.append(Tree(x, y, float(rng.uniform(1.4, 2.4)),
+                                            float(rng.uniform(4, 7)), tree_colour(rng)))
 
 
 def _garden_trees(rng: np.random.Generator, epoch: Epoch, lot: Rect, footprint: object) -> None:
