@@ -125,3 +125,20 @@ def test_nested_manifest_and_bad_inputs(tmp_path: Path) -> None:
                                         "geometry": _cell(1, 1, 2, 2)}])
     with pytest.raises(UserInputError, match="maybe"):
         ReviewedDataset(bad)
+
+
+def test_labels_in_another_crs_and_outside_the_flights(tmp_path: Path) -> None:
+    rows = [{"channel": "new", "label": "positive", "source": "review",
+             "geometry": _cell(60, 80, 70, 90)},
+            {"channel": "new", "label": "positive", "source": "missed",
+             "geometry": _cell(5000, 5000, 5010, 5010)}]  # far outside both flights
+    folder = _harvest(tmp_path / "h", rows)
+    gdf = gpd.read_file(folder / "labels.gpkg", layer="labels").to_crs("EPSG:4326")
+    gdf.to_file(folder / "labels.gpkg", layer="labels", driver="GPKG", mode="w")
+    ds = ReviewedDataset(folder, chip_size=64)
+    assert len(ds) == 1 and ds.has_change == [True]
+    window = ds.windows[0]
+    c0, r0 = int(window.col_off), int(window.row_off)
+    new = ds[0]["target"][0]
+    assert new[82 - r0:88 - r0, 62 - c0:68 - c0].all()  # the core of the box, after warping
+    assert new.sum() < 130  # 100 px, give or take the reprojected edges

@@ -23,6 +23,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import shapely
+from pyproj import CRS
 from rasterio.features import rasterize
 from rasterio.windows import Window
 from shapely.geometry import box
@@ -136,13 +137,16 @@ class ReviewedDataset:
                                 estimate_misregistration=False)
         self.grid = self.report.grid
         labels = read_labels(self.folder)
+        grid_crs = CRS.from_wkt(self.grid.crs.to_wkt())
         if labels.crs is None:
-            labels = labels.set_crs(self.grid.crs)
-        elif labels.crs != self.grid.crs:
-            labels = labels.to_crs(self.grid.crs)
+            labels = labels.set_crs(grid_crs)
+        elif not labels.crs.equals(grid_crs):
+            labels = labels.to_crs(grid_crs)
         self.labels = labels
         self._tree = shapely.STRtree(labels.geometry.values)
-        centres = labels[labels["label"] != "ignore"]
+        # One chip per positive/negative polygon inside the area both flights cover.
+        inside = labels.geometry.intersects(self.grid.footprint())
+        centres = labels[(labels["label"] != "ignore") & inside]
         self.windows = [self._window_around(g) for g in centres.geometry.values]
         pixel_area = self.grid.res[0] * self.grid.res[1]
         positives = set(np.flatnonzero((labels["label"] == "positive").to_numpy()))
