@@ -1,0 +1,251 @@
+"""Turn a reviewed GeoPackage into training labels and the deployed model's observed accuracy.
+
+Outcome of each change (its own 調査状況, or when that is 未確認 the status of the parcels it
+lies on — positive wins over re-check wins over negative):
+
+* 課税対象 and 対象外 → ``positive`` (対象外 is a real change that is not taxable);
+* 誤検出 → ``negative``;
+* 要再調査 → ``ignore`` (kept so training can mask the area out);
+* 未確認 → skipped (no label).
+
+Polygons staff drew in ``missed`` → ``positive`` with ``source = missed`` and their ``channel``
+(``new`` when empty). The label's channel is the change's detection channel: ``new`` for
+新築/増築/the new half of 建替, ``demolished`` for 滅失/the old half of 建替.
+
+Output, read by the training datasets: ``DIR/labels.gpkg`` layer ``labels`` (``channel``,
+``label``, ``source``, ``change_id``, ``異動区分``, geometry in the flight CRS) and
+``DIR/harvest.json`` (orthophoto paths and CRS from ``run_info``, counts, observed precision
+= confirmed / (confirmed + false alarms) and recall = found / (found + missed)).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+
+from idou.geo.errors import UserInputError
+from idou.geo.gpkg_output import read_run_info
+from idou.geo.review_fields import (
+    STATUS,
+    STATUS_FALSE_ALARM,
+    STATUS_NOT_TAXABLE,
+    STATUS_RECHECK,
+    STATUS_TAXABLE,
+    STATUS_UNCHECKED,
+)
+
+LABEL_BY_STATUS = {STATUS_TAXABLE: "positive", STATUS_NOT_TAXABLE: "positive",
+                   STATUS_FALSE_ALARM: "negative", STATUS_RECHECK: "ignore"}
+LABEL_PRECEDENCE = ("positive", "ignore", "negative")
+LABEL_COLUMNS = ["channel", "label", "source", "change_id", "異動区分"]
+
+
+@dataclass
+class HarvestReport:
+    """What ``harvest.json`` holds."""
+
+    source: str
+    before: str | None
+    after: str | None
+    crs: str | None
+    model: dict[str, object]
+    counts: dict[str, int]
+    counts_by_channel: dict[str, dict[str, int]]
+    precision: float | None
+    recall: float | None
+    precision_by_channel: dict[str, float | None] = field(default_factory=dict)
+    recall_by_channel: dict[str, float | None] = field(default_factory=dict)
+
+
+def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
+    """Write ``out_dir/labels.gpkg`` and ``out_dir/harvest.json`` from a reviewed GeoPackage.
+
+    Raises:
+        UserInputError: the file is missing or is not an idou review GeoPackage.
+    """
+    reviewed = Path(reviewed)
+    if not reviewed.is_file():
+        raise UserInputError(f"{reviewed} does not exist; pass the reviewed .gpkg.")
+    try:
+        layers = {row[0] for row in pyogrio.list_layers(reviewed)}
+    except pyogrio.errors.DataSourceError as exc:
+        raise UserInputError(f"{reviewed} is not a GeoPackage ({exc}); pass the reviewed "
+                             ".gpkg written by idou detect.") from exc
+    if "changes" not in layers:
+        raise UserInputError(f"{reviewed} has no 'changes' layer; pass the review .gpkg "
+                             "written by idou detect.")
+    changes = pyogrio.read_dataframe(reviewed, layer="changes")
+    parcels = (pyogrio.read_dataframe(reviewed, layer="candidate_parcels")
+               if "candidate_parcels" in layers else None)
+    missed = pyogrio.read_dataframe(reviewed, layer="missed") if "missed" in layers else None
+    info = read_run_info(reviewed) if _has_table(reviewed) else {}
+
+    reviewed_changes = label_changes(changes, parcels)
+    missed_labels = _missed_labels(missed, changes.crs)
+    labels = gpd.GeoDataFrame(pd.concat([reviewed_changes, missed_labels], ignore_index=True),
+                              geometry="geometry", crs=changes.crs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "labels.gpkg"
+    temp = out_dir / ".labels.tmp.gpkg"
+    temp.unlink(missing_ok=True)
+    pyogrio.write_dataframe(labels, temp, layer="labels", driver="GPKG",
+                            geometry_type="MultiPolygon", promote_to_multi=True)
+    os.replace(temp, target)
+
+    report = _report(reviewed, info, labels, changes.crs)
+    (out_dir / "harvest.json").write_text(
+        json.dumps(asdict(report), ensure_ascii=False, indent=2), encoding="utf-8")
+    _log_mlflow(report)
+    return report
+
+
+def _has_table(path: Path) -> bool:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        row = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_info'").fetchone()
+    return row is not None
+
+
+def label_changes(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None
+                  ) -> gpd.GeoDataFrame:
+    """One label row per reviewed change (unchecked changes are left out)."""
+    own = changes[STATUS].fillna(STATUS_UNCHECKED).astype(str) if STATUS in changes \
+        else pd.Series(STATUS_UNCHECKED, index=changes.index)
+    labels = own.map(LABEL_BY_STATUS)
+    if parcels is not None and not parcels.empty and "parcel_id" in parcels:
+        by_parcel = _parcel_labels(parcels)
+        ids = changes["parcel_ids"].fillna("").astype(str) if "parcel_ids" in changes \
+            else pd.Series("", index=changes.index)
+        inherited = ids.map(lambda s: _strongest([by_parcel.get(p) for p in s.split(",") if p]))
+        if "parcel_ids" not in changes:
+            inherited = _inherit_by_overlap(changes, parcels)
+        labels = labels.where(labels.notna(), inherited)
+    keep = labels.notna()
+    out = gpd.GeoDataFrame({
+        "channel": changes.loc[keep, "channel"].astype(str),
+        "label": labels[keep].astype(str),
+        "source": "review",
+        "change_id": changes.loc[keep, "change_id"].astype(str)
+        if "change_id" in changes else "",
+        "異動区分": changes.loc[keep, "異動区分"].astype(str) if "異動区分" in changes else "",
+    }, geometry=changes.geometry[keep], crs=changes.crs)
+    return out.reset_index(drop=True)
+
+
+def _parcel_labels(parcels: gpd.GeoDataFrame) -> dict[str, str | None]:
+    status = parcels[STATUS].fillna(STATUS_UNCHECKED).astype(str) if STATUS in parcels \
+        else pd.Series(STATUS_UNCHECKED, index=parcels.index)
+    return {str(pid): LABEL_BY_STATUS.get(s) for pid, s in zip(parcels["parcel_id"], status,
+                                                                strict=True)}
+
+
+def _strongest(labels: list[str | None]) -> str | None:
+    for label in LABEL_PRECEDENCE:
+        if label in labels:
+            return label
+    return None
+
+
+def _inherit_by_overlap(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame) -> pd.Series:
+    by_parcel = _parcel_labels(parcels)
+    joined = gpd.sjoin(changes[[changes.geometry.name]], parcels[["parcel_id", "geometry"]],
+                       predicate="intersects")
+    grouped = joined.groupby(level=0)["parcel_id"].apply(
+        lambda ids: _strongest([by_parcel.get(str(p)) for p in ids]))
+    return grouped.reindex(changes.index)
+
+
+def _missed_labels(missed: gpd.GeoDataFrame | None, crs: object) -> gpd.GeoDataFrame:
+    if missed is None or missed.empty:
+        return gpd.GeoDataFrame({c: pd.Series(dtype=object) for c in LABEL_COLUMNS},
+                                geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+    missed = missed[missed.geometry.notna() & ~missed.geometry.is_empty]
+    if missed.crs is not None and crs is not None and missed.crs != crs:
+        missed = missed.to_crs(crs)
+    channel = missed["channel"].fillna("new").astype(str) if "channel" in missed \
+        else pd.Series("new", index=missed.index)
+    channel = channel.where(channel.isin(["new", "demolished"]), "new")
+    return gpd.GeoDataFrame({"channel": channel, "label": "positive", "source": "missed",
+                             "change_id": "", "異動区分": channel.map(
+                                 {"new": "新築", "demolished": "滅失"})},
+                            geometry=missed.geometry, crs=crs).reset_index(drop=True)
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return round(numerator / denominator, 4) if denominator else None
+
+
+def _report(reviewed: Path, info: dict[str, object], labels: gpd.GeoDataFrame,
+            crs: object) -> HarvestReport:
+    def count(frame: pd.DataFrame) -> dict[str, int]:
+        review = frame[frame["source"] == "review"]
+        confirmed = int((review["label"] == "positive").sum())
+        false_alarms = int((review["label"] == "negative").sum())
+        return {"confirmed": confirmed, "false_alarms": false_alarms,
+                "ignored": int((review["label"] == "ignore").sum()),
+                "missed": int((frame["source"] == "missed").sum())}
+
+    counts = count(labels)
+    by_channel = {ch: count(labels[labels["channel"] == ch]) for ch in ("new", "demolished")}
+    model: dict[str, object] = {k: v for k, v in info.items() if k.startswith("model")
+                                or k.startswith("threshold") or k.startswith("recall")}
+    crs_text = str(info.get("crs") or (gpd.GeoSeries([], crs=crs).crs.to_string()
+                                        if crs is not None else None))
+    return HarvestReport(
+        source=str(reviewed.resolve()),
+        before=_path_from(info, "orthophoto_before", "before", "before_path"),
+        after=_path_from(info, "orthophoto_after", "after", "after_path"),
+        crs=crs_text, model=model, counts=counts, counts_by_channel=by_channel,
+        precision=_ratio(counts["confirmed"], counts["confirmed"] + counts["false_alarms"]),
+        recall=_ratio(counts["confirmed"], counts["confirmed"] + counts["missed"]),
+        precision_by_channel={ch: _ratio(c["confirmed"], c["confirmed"] + c["false_alarms"])
+                              for ch, c in by_channel.items()},
+        recall_by_channel={ch: _ratio(c["confirmed"], c["confirmed"] + c["missed"])
+                           for ch, c in by_channel.items()},
+    )
+
+
+def _path_from(info: dict[str, object], *keys: str) -> str | None:
+    for key in keys:
+        value = info.get(key)
+        if value:
+            return str(value)
+    return None
+
+
+def _log_mlflow(report: HarvestReport) -> None:
+    """Log the observed precision/recall when MLFLOW_TRACKING_URI is set (lazy import)."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return
+    import mlflow
+
+    mlflow.set_experiment("idou-field-review")
+    with mlflow.start_run(run_name=f"harvest {Path(report.source).stem}"):
+        mlflow.set_tags({"idou.stage": "harvest", "idou.source": report.source})
+        for key, value in report.model.items():
+            mlflow.set_tag(f"model.{key}", json.dumps(value, ensure_ascii=False)
+                           if not isinstance(value, str) else value)
+        metrics: dict[str, float] = {f"count_{k}": float(v) for k, v in report.counts.items()}
+        if report.precision is not None:
+            metrics["observed_precision"] = report.precision
+        if report.recall is not None:
+            metrics["observed_recall"] = report.recall
+        for ch in ("new", "demolished"):
+            p = report.precision_by_channel.get(ch)
+            r = report.recall_by_channel.get(ch)
+            if p is not None:
+                metrics[f"observed_precision_{ch}"] = p
+            if r is not None:
+                metrics[f"observed_recall_{ch}"] = r
+        mlflow.log_metrics(metrics)
+
+
+__all__ = ["HarvestReport", "harvest", "label_changes"]
