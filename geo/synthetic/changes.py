@@ -125,7 +125,8 @@ def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun:
         if part is None:
             continue
         changed[index] = replace(old, parts=[*old.parts, part])
-        added_geom = part.rect.polygon().difference(old.footprint())
+        added_geom = shapely.set_precision(shapely.set_precision(part.rect.polygon(), 1e-3)
+                                           .difference(old.footprint()), 1e-3)
         truth.append(TruthRow(new_change_id(), "extension", "new", index, added_geom))
         done += 1
     houses = houses[used:]
