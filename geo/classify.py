@@ -50,8 +50,9 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
         on_parcel_share: share of a change's area that puts it on a parcel.
 
     Returns:
-        A copy with ``change_id``, ``change_type``, ``異動区分``, ``building_ids`` added (and
-        ``地番``, ``所在``, ``parcel_ids`` with parcels); ``area_m2`` follows snapped outlines.
+        A copy with ``change_id``, ``change_type``, ``異動区分``, ``building_ids``, ``地番``,
+        ``所在``, ``parcel_ids`` added (the last three empty without parcels); ``area_m2``
+        follows snapped outlines.
     """
     missing = [c for c in REQUIRED if c not in changes.columns]
     if missing:
@@ -70,14 +71,18 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
         _mark_extensions(out, buildings[standing], touch_tolerance_m)
     out["area_m2"] = out.geometry.area.round(2)
     _mark_rebuilt_by_overlap(out)
+    out["地番"] = ""
+    out["所在"] = ""
+    out["parcel_ids"] = ""
     if parcels is not None and not parcels.empty and not out.empty:
         if parcels.crs is not None and out.crs is not None and parcels.crs != out.crs:
             parcels = parcels.to_crs(out.crs)
         on_parcels = changes_on_parcels(out, parcels, on_parcel_share)
         _mark_rebuilt_by_parcel(out, on_parcels)
         _annotate_parcels(out, parcels, on_parcels)
-    out["異動区分"] = out["change_type"].map(CLASS_JA)
-    out.insert(0, "change_id", change_ids(out.geometry, out["change_type"]))
+    out["異動区分"] = out["change_type"].map(CLASS_JA).astype(object)
+    out.insert(0, "change_id", pd.Series(change_ids(out.geometry, out["change_type"]),
+                                         index=out.index, dtype=object))
     return out
 
 

@@ -60,6 +60,16 @@ from idou.geo.review_merge import (
 GEOMETRY_COLUMN = "geom"
 LAYER_ORDER = ("candidate_parcels", "changes", "existing_buildings", "coverage", "missed")
 MISSED_COLUMNS = ("channel", SURVEYOR, SURVEY_DATE, NOTE)
+#: Columns every ``changes`` layer has, first, in this order (text or float).
+CHANGE_SCHEMA: dict[str, type] = {
+    "change_id": str, "異動区分": str, "change_type": str, "channel": str, "area_m2": float,
+    "score_max": float, "score_mean": float, "地番": str, "所在": str, "parcel_ids": str,
+    "building_ids": str}
+#: Columns every ``candidate_parcels`` layer has, first, in this order.
+PARCEL_SCHEMA: dict[str, type] = {
+    "parcel_id": str, "地番": str, "所在": str, "異動区分": str, MAIN_CLASS: str,
+    "n_changes": int, "changed_area_m2": float, "score_max": float, "priority": int,
+    "shares": str, "change_ids": str}
 
 
 @dataclass
@@ -120,14 +130,14 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
     info.setdefault("written_at", datetime.now(UTC).isoformat(timespec="seconds"))
     result = WriteResult(path=target, project=None, layers={}, merged=existed)
 
-    parcels_layer, stats = merge_review(_prepare(candidate_parcels, crs),
+    parcels_layer, stats = merge_review(_with_schema(_prepare(candidate_parcels, crs),
+                                                     PARCEL_SCHEMA),
                                         state.candidate_parcels, "parcel_id")
     result.merge["candidate_parcels"] = stats
-    changes_layer, stats = merge_review(_prepare(changes, crs), state.changes, "change_id",
-                                        match_by_overlap=True)
+    changes_layer, stats = merge_review(_with_schema(_prepare(changes, crs), CHANGE_SCHEMA),
+                                        state.changes, "change_id", match_by_overlap=True)
     result.merge["changes"] = stats
-    if STATUS in changes_layer:
-        changes_layer = _column_order(changes_layer)
+    changes_layer = _column_order(changes_layer)
     parcels_layer = _column_order(parcels_layer)
     layers: dict[str, gpd.GeoDataFrame] = {
         "candidate_parcels": parcels_layer,
@@ -226,6 +236,23 @@ def _prepare(frame: gpd.GeoDataFrame, crs: object) -> gpd.GeoDataFrame:
     if out.geometry.name != "geometry":
         out = out.rename_geometry("geometry")
     return out.reset_index(drop=True)
+
+
+def _with_schema(frame: gpd.GeoDataFrame, schema: Mapping[str, type]) -> gpd.GeoDataFrame:
+    """``schema`` columns first with their types (missing ones empty), then the others."""
+    out = frame.copy()
+    for column, kind in schema.items():
+        if column not in out:
+            out[column] = "" if kind is str else pd.NA
+        if kind is str:
+            out[column] = pd.Series([None if pd.isna(v) else str(v) for v in out[column]],
+                                    index=out.index, dtype=object)
+        elif kind is int:
+            out[column] = pd.to_numeric(out[column], errors="coerce").astype("Int64")
+        else:
+            out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
+    rest = [c for c in out.columns if c not in schema and c != out.geometry.name]
+    return out[list(schema) + rest + [out.geometry.name]]
 
 
 def _column_order(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

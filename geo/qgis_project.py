@@ -40,7 +40,8 @@ def write_qgis_project(target: Path, *, gpkg: Path, layers: Sequence[str], crs: 
         gpkg: the review GeoPackage.
         layers: its vector layers, top first.
         crs: the project CRS (the flight's).
-        orthophotos: (before, after) rasters or None.
+        orthophotos: (before, after) rasters or None; a folder of sheets or a ``.txt`` list
+            is left out (QGIS cannot open it as one layer; build a VRT to include it).
         extent: (xmin, ymin, xmax, ymax) to open at; None lets QGIS choose.
 
     Returns:
@@ -68,6 +69,8 @@ def write_qgis_project(target: Path, *, gpkg: Path, layers: Sequence[str], crs: 
     if orthophotos is not None:
         for label, path, visible in (("今回オルソ", orthophotos[1], True),
                                      ("前回オルソ", orthophotos[0], False)):
+            if not _opens_as_raster(Path(path)):
+                continue
             source = _relative(Path(path), base)
             name = f"{label} ({Path(path).name})"
             entries.append((f"ortho_{label}", name, source, "gdal", visible,
@@ -105,6 +108,11 @@ def write_qgis_project(target: Path, *, gpkg: Path, layers: Sequence[str], crs: 
     finally:
         temp.unlink(missing_ok=True)
     return target
+
+
+def _opens_as_raster(path: Path) -> bool:
+    """QGIS opens one raster file (GeoTIFF, COG, VRT); a folder of sheets or a list does not."""
+    return not path.is_dir() and path.suffix.lower() not in (".txt", ".lst", "")
 
 
 def _relative(path: Path, base: Path) -> str:
