@@ -8,7 +8,6 @@ at its path only when everything succeeded (temporary file, then rename).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -318,15 +317,9 @@ def _write_output(output: Path, changes: gpd.GeoDataFrame, parcels: gpd.GeoDataF
                   run_info: dict[str, object], orthophotos: tuple[Path, Path], force: bool,
                   write_project: bool) -> dict[str, Any]:
     """Classify, join to parcels and write the review GeoPackage (atomically)."""
-    try:
-        from idou.geo.classify import classify_changes
-        from idou.geo.gpkg_output import write_review_geopackage
-        from idou.geo.parcel_join import join_parcels
-    except ImportError:  # the GIS writer is not in this build: the changes layer alone
-        _write_changes_only(output, changes)
-        counts = changes["channel"].value_counts().to_dict() if len(changes) else {}
-        return {"changes_by_type": {str(k): int(v) for k, v in counts.items()},
-                "candidate_parcels": 0}
+    from idou.geo.classify import classify_changes
+    from idou.geo.gpkg_output import write_review_geopackage
+    from idou.geo.parcel_join import join_parcels
 
     classified = classify_changes(changes, buildings, parcels)
     if parcels is not None:
@@ -341,13 +334,3 @@ def _write_output(output: Path, changes: gpd.GeoDataFrame, parcels: gpd.GeoDataF
     counts = classified["change_type"].value_counts().to_dict() if len(classified) else {}
     return {"changes_by_type": {str(k): int(v) for k, v in counts.items()},
             "candidate_parcels": len(candidates)}
-
-
-def _write_changes_only(output: Path, changes: gpd.GeoDataFrame) -> None:
-    """Write the ``changes`` layer to a temporary GeoPackage, then rename it over ``output``."""
-    temp = output.with_name(f".{output.stem}.{os.getpid()}.tmp.gpkg")
-    try:
-        changes.to_file(temp, layer="changes", driver="GPKG", engine="pyogrio")
-        os.replace(temp, output)
-    finally:
-        temp.unlink(missing_ok=True)

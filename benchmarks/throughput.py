@@ -1,0 +1,439 @@
+"""Throughput and memory of `idou detect` (issue #4 item 7), all in one run.
+
+Measures, on a generated flight pair of ``--size`` px (default 8192):
+
+(a) the bare ONNX model on preloaded, normalised batches of the pair's tiles (Mpx/s),
+(b) the whole ``idou detect`` command end to end, in a fresh process (Mpx/s),
+(c) what a user would write by hand: PyTorch eager with the same network, the whole image in
+    memory, tiles looped, overlaps averaged (Mpx/s; skipped with a note without torch),
+
+and the peak RSS of ``idou detect`` on pairs of 2k, 8k and 20k px, each in its own process
+(``os.wait4`` rusage). Mpx are input pixels of the after flight's overlap, whatever the model's
+GSD. Pairs are mosaics of one generated scene (``idou.geo.synthetic``), flipped and rotated,
+written as tiled JPEG GeoTIFFs and cached in ``--work``.
+
+Usage::
+
+    .venv/bin/python benchmarks/throughput.py        # shipped model; 8k; RSS of 2k, 8k, 20k
+    .venv/bin/python benchmarks/throughput.py --model m.onnx --rss-sizes 2048,8192 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
+
+SCENE_SIZE = 2048
+SCENE_SEED = 11
+CRS = "EPSG:6677"
+GSD = 0.2
+HERE = Path(__file__).resolve()
+
+
+# --- data --------------------------------------------------------------------------------------
+
+def _common_crop(pair: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The largest window where both flights hold data, as (before, after) HxWx3 on one lattice."""
+    size = pair.before.shape[0]
+    inv = ~pair.before_transform
+    col, row = inv * (pair.after_transform.c, pair.after_transform.f)
+    sx, sy = round(col), round(row)  # after pixel (r, c) is before pixel (r + sy, c + sx)
+    r0, r1 = max(0, sy), min(size, size + sy)
+    c0, c1 = max(0, sx), min(size, size + sx)
+    valid = pair.after_valid[r0 - sy:r1 - sy, c0 - sx:c1 - sx]
+    top, bottom, left, right = 0, valid.shape[0], 0, valid.shape[1]
+    while not valid[top:bottom, left:right].all():
+        bad = ~valid[top:bottom, left:right]
+        sides = {"top": bad[0].sum(), "bottom": bad[-1].sum(), "left": bad[:, 0].sum(),
+                 "right": bad[:, -1].sum()}
+        worst = max(sides, key=lambda k: sides[k])
+        top += worst == "top"
+        bottom -= worst == "bottom"
+        left += worst == "left"
+        right -= worst == "right"
+    before = pair.before[r0 + top:r0 + bottom, c0 + left:c0 + right]
+    after = pair.after[r0 - sy + top:r0 - sy + bottom, c0 - sx + left:c0 - sx + right]
+    return before, after
+
+
+def _scene(work: Path) -> tuple[np.ndarray, np.ndarray]:
+    cache = work / f"scene_{SCENE_SEED}_{SCENE_SIZE}.npz"
+    if cache.is_file():
+        data = np.load(cache)
+        return data["before"], data["after"]
+    from idou.geo.synthetic import make_flight_pair
+
+    before, after = _common_crop(make_flight_pair(SCENE_SEED, size=SCENE_SIZE, gsd=GSD))
+    np.savez(cache, before=before, after=after)
+    return before, after
+
+
+def _variant(array: np.ndarray, k: int) -> np.ndarray:
+    out = np.rot90(array, k % 4, axes=(0, 1))
+    return out[:, ::-1] if k >= 4 else out
+
+
+def make_pair(size: int, work: Path) -> tuple[Path, Path]:
+    """A ``size`` x ``size`` pair tiled from flipped/rotated copies of one generated scene."""
+    folder = work / f"pair_{size}"
+    paths = (folder / "before.tif", folder / "after.tif")
+    if all(p.is_file() for p in paths):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    before, after = _scene(work)
+    side = min(before.shape[:2])
+    variants = [(_variant(before[:side, :side], k), _variant(after[:side, :side], k))
+                for k in range(8)]
+    transform = Affine(GSD, 0, -69400.0, 0, -GSD, 43600.0)
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
+               "crs": CRS, "transform": transform, "tiled": True, "blockxsize": 256,
+               "blockysize": 256, "compress": "JPEG", "photometric": "YCBCR",
+               "jpeg_quality": 88, "interleave": "pixel", "BIGTIFF": "IF_SAFER"}
+    for which, path in enumerate(paths):
+        tmp = path.with_suffix(".part.tif")
+        with rasterio.open(tmp, "w", **profile) as dst:
+            for i, r0 in enumerate(range(0, size, side)):
+                strip = np.zeros((3, min(side, size - r0), size), dtype=np.uint8)
+                for j, c0 in enumerate(range(0, size, side)):
+                    piece = variants[(i * 3 + j) % 8][which]
+                    h, w = strip.shape[1], min(side, size - c0)
+                    strip[:, :, c0:c0 + w] = np.moveaxis(piece[:h, :w], -1, 0)
+                dst.write(strip, window=Window(0, r0, size, strip.shape[1]))
+        tmp.rename(path)
+    return paths
+
+
+# --- model -------------------------------------------------------------------------------------
+
+def standin_model(work: Path) -> Path:
+    """Before the shipped model exists: the project's network (random weights), exported."""
+    path = work / "standin.onnx"
+    if path.is_file():
+        return path
+    import torch
+
+    from idou.inference.contract import ModelContract
+    from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_card
+    from idou.models.siamese import NetworkConfig, ProbabilityModel, SiameseChangeNet
+
+    torch.manual_seed(0)
+    config = NetworkConfig(aux_buildings=False)
+    model = ProbabilityModel(SiameseChangeNet(config)).eval()
+    x = torch.zeros(1, 3, 512, 512)
+    dyn = {0: "N", 2: "H", 3: "W"}
+    raw = work / "standin.raw.onnx"
+    torch.onnx.export(model, (x, x), str(raw), input_names=["before", "after"],
+                      output_names=["probabilities"], opset_version=17, dynamo=False,
+                      dynamic_axes={"before": dyn, "after": dyn, "probabilities": dyn})
+    import onnx
+
+    proto = onnx.load(str(raw))
+    contract = ModelContract(model_name="standin", architecture="siamese",
+                             extra={"network": config.to_dict()})
+    for key, value in contract.to_metadata().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+    raw.unlink()
+    write_card(ModelCard(name="standin", version="0", sha256=sha256_file(path),
+                         notes="random weights; for timing only"), *card_paths(path))
+    return path
+
+
+# --- (b) and peak RSS: idou detect in a fresh process -------------------------------------------
+
+def _spawn(cmd: list[str]) -> tuple[int, Any]:
+    """Run a command; its exit code and rusage. ``posix_spawn`` (not fork) so the child's peak
+    RSS does not start from a copy of this (large) process."""
+    pid = os.posix_spawn(cmd[0], cmd, dict(os.environ))
+    _, status, usage = os.wait4(pid, 0)
+    return os.waitstatus_to_exitcode(status), usage
+
+
+def run_detect_child(before: Path, after: Path, model: str, threads: int, out_dir: Path
+                     ) -> dict[str, Any]:
+    """Run ``idou detect`` in a new process; wall time and that process's peak RSS."""
+    out = out_dir / "changes.gpkg"
+    for leftover in (out, out.with_suffix(".qgz")):
+        leftover.unlink(missing_ok=True)
+    summary = out_dir / "summary.json"
+    cmd = [sys.executable, str(HERE), "_detect", str(before), str(after), str(out), model,
+           str(threads), str(summary)]
+    t0 = time.perf_counter()
+    code, usage = _spawn(cmd)
+    wall = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"idou detect failed (exit {code}) on {before}")
+    result = json.loads(summary.read_text())
+    result.update(wall_seconds=wall, peak_rss_mib=usage.ru_maxrss / 1024)
+    return result
+
+
+def _detect_main(args: list[str]) -> None:
+    from idou.inference.detect import detect
+
+    before, after, out, model, threads, summary = args
+    t0 = time.perf_counter()
+    result = detect(before, after, out, model=model, threads=int(threads), force=True,
+                    write_project=False)
+    data = {"detect_seconds": time.perf_counter() - t0, "input_mpx": result.input_megapixels,
+            "infer_seconds": result.infer_seconds, "tiles_run": result.tiles_run,
+            "tiles_skipped": result.tiles_skipped, "grid": result.grid_shape,
+            "gsd_m": result.gsd_m, "changes": result.changes_by_type}
+    Path(summary).write_text(json.dumps(data))
+
+
+# --- (a) the bare model on preloaded batches ----------------------------------------------------
+
+def bare_model(before: Path, after: Path, model: str, threads: int, batches: int,
+               batch_size: int) -> dict[str, Any]:
+    """Seconds per tile of the model alone, on real tiles of the pair read beforehand."""
+    from idou.geo.align import AlignedPair
+    from idou.geo.preflight import preflight
+    from idou.geo.sources import open_source
+    from idou.inference.engine import Normaliser, run_model
+    from idou.inference.model_source import resolve_model
+    from idou.inference.session import make_session
+    from idou.inference.tiling import TilePlan
+
+    loaded = resolve_model(model)
+    contract = loaded.contract
+    report = preflight(open_source(before), open_source(after), contract,
+                       estimate_misregistration=False)
+    plan = TilePlan.for_grid(report.grid.height, report.grid.width, contract.tile_size,
+                             contract.tile_overlap)
+    size, channels = contract.tile_size, len(contract.band_order)
+    normalise = Normaliser(contract)
+    tiles = list(plan.tiles())
+    step = max(1, len(tiles) // (batches * batch_size + 1))
+    chosen = tiles[::step][:batches * batch_size + batch_size]
+    preloaded = []
+    with AlignedPair(report) as pair:
+        for k in range(0, len(chosen), batch_size):
+            b = np.empty((batch_size, channels, size, size), dtype=np.float32)
+            a = np.empty_like(b)
+            for n, tile in enumerate(chosen[k:k + batch_size]):
+                bb, aa, _ = pair.read(tile.window)
+                normalise(bb, b[n])
+                normalise(aa, a[n])
+            preloaded.append((b, a))
+    session = make_session(loaded.data, threads=threads)
+    run_model(session, *preloaded[0])  # warm-up
+    t0 = time.perf_counter()
+    for b, a in preloaded[1:]:
+        run_model(session, b, a)
+    per_tile = (time.perf_counter() - t0) / (len(preloaded[1:]) * batch_size)
+    return {"seconds_per_tile": per_tile, "tiles_timed": len(preloaded[1:]) * batch_size,
+            "tile_size": size, "batch_size": batch_size, "model_gsd_m": contract.gsd_m}
+
+
+# --- (c) PyTorch eager by hand ------------------------------------------------------------------
+
+def _torch_main(args: list[str]) -> None:
+    """The hand-written baseline: whole images in memory, tiles looped, overlaps averaged."""
+    before_path, after_path, model, threads, summary = args
+    import torch
+    import torch.nn.functional as F
+
+    from idou.inference.model_source import resolve_model
+    from idou.models.siamese import NetworkConfig, ProbabilityModel, SiameseChangeNet
+
+    torch.set_num_threads(int(threads))
+    loaded = resolve_model(model)
+    contract = loaded.contract
+    network = contract.extra.get("network") if isinstance(contract.extra, dict) else None
+    config = NetworkConfig.from_dict(network) if network else NetworkConfig()
+    config = NetworkConfig.from_dict({**config.to_dict(), "aux_buildings": False})
+    net = ProbabilityModel(SiameseChangeNet(config)).eval()
+    matched = _load_onnx_weights(net, loaded.data)
+    t0 = time.perf_counter()
+    with rasterio.open(before_path) as src:
+        before = src.read()
+        in_gsd = src.res[0]
+    with rasterio.open(after_path) as src:
+        after = src.read()
+    mean = torch.tensor(contract.mean).view(1, -1, 1, 1)
+    std = torch.tensor(contract.std).view(1, -1, 1, 1)
+
+    def prepare(img: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(img).unsqueeze(0).float() / 255.0
+        if abs(in_gsd - contract.gsd_m) > 1e-6:
+            factor = in_gsd / contract.gsd_m
+            t = F.interpolate(t, scale_factor=factor, mode="area" if factor < 1 else "bilinear")
+        return (t - mean) / std
+
+    b, a = prepare(before), prepare(after)
+    del before, after
+    _, _, h, w = b.shape
+    size, stride = contract.tile_size, contract.tile_size - contract.tile_overlap
+    total = torch.zeros(1, 2, h, w)
+    count = torch.zeros(1, 1, h, w)
+    rows = list(range(0, max(h - size, 0) + 1, stride)) + ([h - size] if h > size and
+                                                          (h - size) % stride else [])
+    cols = list(range(0, max(w - size, 0) + 1, stride)) + ([w - size] if w > size and
+                                                          (w - size) % stride else [])
+    with torch.inference_mode():
+        for r in rows:
+            for c in cols:
+                p = net(b[:, :, r:r + size, c:c + size], a[:, :, r:r + size, c:c + size])
+                total[:, :, r:r + size, c:c + size] += p
+                count[:, :, r:r + size, c:c + size] += 1
+    probs = total / count
+    _ = (probs > 0.5).sum()
+    seconds = time.perf_counter() - t0
+    Path(summary).write_text(json.dumps({"seconds": seconds, "tiles": len(rows) * len(cols),
+                                         "weights_matched": matched}))
+
+
+def _load_onnx_weights(net: Any, data: bytes) -> str:
+    """Copy ONNX initialisers into the torch network where names and shapes match."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    proto = onnx.load_model_from_string(data)
+    weights = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    state = net.state_dict()
+    hits = 0
+    for name, tensor in state.items():
+        value = weights.get(name)
+        if value is not None and tuple(value.shape) == tuple(tensor.shape):
+            state[name] = torch.from_numpy(value.copy())
+            hits += 1
+    net.load_state_dict(state)
+    return f"{hits}/{len(state)}"
+
+
+def run_torch_child(before: Path, after: Path, model: str, threads: int, out_dir: Path
+                    ) -> dict[str, Any]:
+    summary = out_dir / "torch.json"
+    cmd = [sys.executable, str(HERE), "_torch", str(before), str(after), model, str(threads),
+           str(summary)]
+    code, usage = _spawn(cmd)
+    if code != 0:
+        return {"skipped": "the PyTorch baseline failed (see its output above)"}
+    result = json.loads(summary.read_text())
+    result["peak_rss_mib"] = usage.ru_maxrss / 1024
+    return result
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="default, or a path to a model")
+    parser.add_argument("--size", type=int, default=8192, help="side of the throughput pair")
+    parser.add_argument("--rss-sizes", default="2048,8192,20480",
+                        help="comma-separated sides of the peak-RSS pairs")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--bare-batches", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/idou-bench"))
+    parser.add_argument("--json", type=Path, default=None, help="where to write the figures")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    model = args.model
+    notes = []
+    if model == "default":
+        from idou.inference.model_source import default_model_path
+
+        if not default_model_path().is_file():
+            model = str(standin_model(args.work))
+            notes.append("no shipped model: a stand-in (the project's network, random "
+                         "weights) was used")
+    sizes = sorted({args.size, *(int(s) for s in args.rss_sizes.split(",") if s)})
+    t0 = time.perf_counter()
+    pairs = {s: make_pair(s, args.work) for s in sizes}
+    print(f"pairs ready in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    runs: dict[int, dict[str, Any]] = {}
+    for s in sizes:
+        out_dir = args.work / f"out_{s}"
+        out_dir.mkdir(exist_ok=True)
+        runs[s] = run_detect_child(*pairs[s], model, args.threads, out_dir)
+        r = runs[s]
+        print(f"detect {s}px: {r['input_mpx']:.1f} Mpx in {r['wall_seconds']:.1f} s, "
+              f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+    main_run = runs[args.size]
+    mpx = main_run["input_mpx"]
+    bare = bare_model(*pairs[args.size], model, args.threads, args.bare_batches,
+                      args.batch_size)
+    bare_seconds = bare["seconds_per_tile"] * main_run["tiles_run"]
+    a = mpx / bare_seconds
+    b = mpx / main_run["wall_seconds"]
+    b_inproc = mpx / main_run["detect_seconds"]
+    c = None
+    torch_result: dict[str, Any] = {}
+    if not args.skip_torch:
+        try:
+            import torch  # noqa: F401
+
+            from idou.models import siamese  # noqa: F401
+        except ImportError as exc:
+            torch_result = {"skipped": f"PyTorch or the network is not available ({exc})"}
+        else:
+            torch_result = run_torch_child(*pairs[args.size], model, args.threads,
+                                           args.work / f"out_{args.size}")
+        if "seconds" in torch_result:
+            c = mpx / torch_result["seconds"]
+    else:
+        torch_result = {"skipped": "--skip-torch"}
+
+    rss = {s: runs[s]["peak_rss_mib"] for s in sizes if str(s) in args.rss_sizes.split(",")}
+    rss_values = list(rss.values())
+    figures = {
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "threads": args.threads,
+                    "python": platform.python_version(), "platform": platform.platform()},
+        "model": model, "notes": notes, "size_px": args.size, "input_mpx": mpx,
+        "a_bare_model_mpx_s": a, "b_detect_end_to_end_mpx_s": b,
+        "b_detect_in_process_mpx_s": b_inproc, "c_torch_eager_mpx_s": c,
+        "ratio_b_over_a": b / a, "ratio_b_over_c": (b / c) if c else None,
+        "bare": bare, "detect": main_run, "torch": torch_result,
+        "peak_rss_mib": rss,
+        "rss_spread": (max(rss_values) / min(rss_values) - 1) if rss_values else None,
+        "detect_runs": runs,
+    }
+    print()
+    print(f"{'measure':<44}{'value':>14}")
+    print("-" * 58)
+    print(f"{'(a) bare ONNX model, preloaded batches':<44}{a:>10.2f} Mpx/s")
+    print(f"{'(b) idou detect end to end (fresh process)':<44}{b:>10.2f} Mpx/s")
+    print(f"{'    idou detect, in-process part':<44}{b_inproc:>10.2f} Mpx/s")
+    if c:
+        print(f"{'(c) PyTorch eager by hand':<44}{c:>10.2f} Mpx/s")
+    else:
+        print(f"{'(c) PyTorch eager by hand':<44}{'skipped':>14}  {torch_result.get('skipped')}")
+    print(f"{'(b)/(a)':<44}{b / a:>14.2f}")
+    if c:
+        print(f"{'(b)/(c)':<44}{b / c:>14.2f}")
+    for s, v in rss.items():
+        print(f"{f'peak RSS, {s} px pair':<44}{v:>10.0f} MiB")
+    if figures["rss_spread"] is not None:
+        print(f"{'peak RSS spread (max/min - 1)':<44}{figures['rss_spread']:>14.1%}")
+    for note in notes:
+        print(f"note: {note}")
+    target = args.json or (args.work / "throughput.json")
+    target.write_text(json.dumps(figures, indent=2, default=str))
+    print(f"figures written to {target}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_detect":
+        _detect_main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "_torch":
+        _torch_main(sys.argv[2:])
+    else:
+        main()
