@@ -56,6 +56,7 @@ from idou.inference.batch_report import (
 )
 from idou.inference.blocks import Block, plan_blocks
 from idou.inference.journal import JOURNAL_NAME, Journal
+from idou.inference.model_card import sha256_file
 
 log = logging.getLogger("idou.batch")
 
@@ -163,10 +164,15 @@ class _WorkerEngine:
         self.session = make_session(data, device=spec.device, threads=spec.threads)
 
     def predict(self, block: Block) -> np.ndarray:
+        """float32 ``(2, h, w)`` probabilities of the block, as a whole-grid pass gives them."""
         from idou.inference.engine import predict_window
 
         probs = predict_window(self.pair, self.session, self.contract, block.window)
         return np.asarray(probs)
+
+    def valid(self, block: Block) -> np.ndarray:
+        """``(h, w)`` bool: both dates have data (and inside the AOI)."""
+        return np.asarray(self.pair.read(block.window)[2], dtype=bool)
 
     def close(self) -> None:
         self.pair.__exit__(None, None, None)
@@ -187,7 +193,7 @@ def compute_block(spec: RunSpec, block: Block) -> BlockOutcome:
     if probs.shape != (2, block.height, block.width):
         raise RuntimeError(f"engine returned {probs.shape} for block {block.id}")
     data = probs if probs.dtype == np.uint8 else to_uint8(probs)
-    write_block(Path(spec.blocks_dir), block, data, engine.pair.grid)
+    write_block(Path(spec.blocks_dir), block, data, engine.pair.grid, engine.valid(block))
     t3 = time.perf_counter()
     return BlockOutcome(block_id=block.id, worker=_worker_name(), seconds=t3 - t0,
                         timings={"read": t1 - t0, "infer": t2 - t1, "write": t3 - t2},
@@ -199,8 +205,13 @@ def block_path(blocks_dir: Path, block: Block) -> Path:
     return blocks_dir / f"{block.id}.tif"
 
 
-def write_block(blocks_dir: Path, block: Block, data: np.ndarray, grid: Any) -> Path:
-    """Write uint8 ``(2, h, w)`` probabilities as a GeoTIFF: temporary file, then rename."""
+def write_block(blocks_dir: Path, block: Block, data: np.ndarray, grid: Any,
+                valid: np.ndarray | None = None) -> Path:
+    """Write uint8 ``(2, h, w)`` probabilities as a GeoTIFF: temporary file, then rename.
+
+    ``valid`` (where both dates have data) becomes the file's internal mask, from which the
+    final stage draws the ``coverage`` layer.
+    """
     blocks_dir.mkdir(parents=True, exist_ok=True)
     target = block_path(blocks_dir, block)
     tmp = blocks_dir / f".{block.id}.{uuid.uuid4().hex}.tmp"
@@ -210,8 +221,10 @@ def write_block(blocks_dir: Path, block: Block, data: np.ndarray, grid: Any) -> 
         "compress": "deflate", "tiled": True, "blockxsize": 256, "blockysize": 256,
     }
     try:
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data)
+            if valid is not None:
+                dst.write_mask(valid.astype(np.uint8) * 255)
             dst.set_band_description(1, "new")
             dst.set_band_description(2, "demolished")
         with open(tmp, "rb+") as fh:
@@ -258,18 +271,10 @@ def _run_lock(out_dir: Path) -> Iterator[None]:
         fh.close()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _stage_model(model: Any, out_dir: Path) -> Path:
     """Copy the checked model into ``OUT/model/`` (shared storage the workers read)."""
     target = out_dir / MODEL_DIR / f"{model.sha256[:16]}.onnx"
-    if not target.is_file() or _sha256(target) != model.sha256:
+    if not target.is_file() or sha256_file(target) != model.sha256:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(model.data)
@@ -476,8 +481,7 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
     grid = prepared.report.grid
     blocks_dir = out_dir / BLOCKS_DIR
     blocks_dir.mkdir(parents=True, exist_ok=True)
-    for stale in blocks_dir.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
+    _remove_leftovers(out_dir)
     pixel_area = abs(grid.transform.a * grid.transform.e - grid.transform.b * grid.transform.d)
     status = StatusFile(out_dir, grid.width * grid.height, pixel_area, static={
         "flight": str(config.source), "output": str(out_dir),
@@ -500,6 +504,10 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
             log.info("resuming: %d interrupted and %d missing block(s) back to pending",
                      reset, len(missing))
         todo = [r.block for r in journal.records(["pending", "failed"])]
+        finished_before = "finished_at" in journal.meta()
+        if todo and finished_before:
+            journal.delete_meta("finished_at")
+            finished_before = False
         status.update("running", journal.counts(), journal.done_seconds()[0])
         log.info("%d block(s) planned, %d to compute", len(prepared.blocks), len(todo))
         failed = _compute_blocks(spec, todo, journal, status, workers, scheduler,
@@ -509,36 +517,76 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
         failures = [(r.block.id, r.error or "") for r in journal.records(["failed"])]
     if failed:
         data = status.update("failed", counts, done_px)
-        write_summary_html(out_dir / SUMMARY_NAME, data, {}, _run_info(config, prepared),
-                           failures)
+        write_summary_html(out_dir / SUMMARY_NAME, data, {},
+                           _run_info(config, prepared, status, hashes=False), failures)
         log.error("%d block(s) failed; re-run the same command to retry them", failed)
         return BatchResult(EXIT_FAILED_BLOCKS, out_dir, counts["total"], counts["done"],
                            counts["failed"], None, data)
-    status.update("finishing", counts, done_px)
-    mosaic = write_block_mosaic(out_dir, prepared.blocks, grid)
     gpkg = out_dir / GPKG_NAME
-    finish_from_blocks(prepared, mosaic, gpkg, config)
+    mosaic = out_dir / MOSAIC_NAME
+    if todo or not finished_before or not gpkg.is_file() or not mosaic.is_file():
+        status.update("finishing", counts, done_px)
+        mosaic = write_block_mosaic(out_dir, prepared.blocks, grid)
+        finish_from_blocks(prepared, mosaic, gpkg, config, _run_info(config, prepared, status))
+        with Journal(out_dir / JOURNAL_NAME) as journal:
+            journal.set_meta("finished_at", f"{time.time():.3f}")
+    else:
+        log.info("nothing to do: every block and %s were already made", gpkg.name)
     data = status.update("done", counts, done_px, gpkg=str(gpkg), mosaic=str(mosaic))
     write_summary_html(out_dir / SUMMARY_NAME, data, changes_by_class(gpkg),
-                       _run_info(config, prepared))
+                       _run_info(config, prepared, status, hashes=False))
     log.info("done: %d block(s), %s", counts["done"], gpkg)
     return BatchResult(EXIT_OK, out_dir, counts["total"], counts["done"], 0, gpkg, data)
 
 
-def _run_info(config: FlightConfig, prepared: _Prepared) -> dict[str, Any]:
-    from idou import __version__
+def _remove_leftovers(out_dir: Path) -> None:
+    """Temporary files of a run that died (we hold the folder's lock: nobody else writes)."""
+    for folder in (out_dir, out_dir / BLOCKS_DIR, out_dir / MODEL_DIR):
+        for pattern in (".*.tmp", ".*.tmp.gpkg", ".*.tmp.gpkg-*"):
+            for stale in folder.glob(pattern):
+                log.info("removing %s left by an interrupted run", stale.name)
+                stale.unlink(missing_ok=True)
 
-    contract = prepared.model.contract
+
+def _run_info(config: FlightConfig, prepared: _Prepared, status: StatusFile,
+              hashes: bool = True) -> dict[str, Any]:
+    """Provenance for the GeoPackage's ``run_info`` (as `idou detect` records it) and batch's."""
+    from datetime import UTC, datetime
+
+    from idou import __version__
+    from idou.inference.detect import file_fingerprint
+
+    model, report = prepared.model, prepared.report
+    contract = model.contract
+    card = model.card
+
+    def files(source: Any) -> list[Any]:
+        paths = [Path(f) for f in source.files]
+        return [file_fingerprint(p) for p in paths] if hashes else [str(p) for p in paths]
+
     return {
-        "idou_version": __version__, "flight": str(config.source),
-        "model": contract.model_name, "model_version": contract.model_version,
-        "model_sha256": prepared.model_sha,
-        "thresholds": {"new": contract.threshold_new, "demolished": contract.threshold_demolished},
+        "idou_version": __version__,
+        "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": model.spec, "model_name": contract.model_name,
+        "model_version": contract.model_version, "model_sha256": model.sha256,
+        "model_card": None if card is None else {"name": card.name, "version": card.version,
+                                                 "metrics": card.metrics},
+        "mlflow_run_id": contract.mlflow_run_id,
+        "threshold_new": contract.threshold_new,
+        "threshold_demolished": contract.threshold_demolished,
         "recall_target": contract.recall_target,
-        "before": [str(p) for p in config.before.sheets][:20],
-        "after": [str(p) for p in config.after.sheets][:20],
-        "sheets": {"before": len(config.before.sheets), "after": len(config.after.sheets)},
-        "block_size": config.block_size, "blocks": len(prepared.blocks),
+        "crs": report.grid.crs.to_string(), "gsd_m": report.grid.gsd,
+        "grid": {"width": report.grid.width, "height": report.grid.height,
+                 "transform": list(report.grid.transform)[:6]},
+        "before": {"label": report.before.label, "files": files(report.before)},
+        "after": {"label": report.after.label, "files": files(report.after)},
+        "misregistration_px": report.misregistration_px,
+        "warnings": list(report.warnings),
+        "batch": {"flight": str(config.source), "blocks": len(prepared.blocks),
+                  "block_size": prepared.blocks[0].width if prepared.blocks else 0,
+                  "workers": status.static.get("workers"),
+                  "scheduler": status.static.get("scheduler"),
+                  "started_at": status.last.get("started_at")},
     }
 
 
@@ -560,9 +608,11 @@ def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
         return
     # One worker runs in-process (threads): no process start-up, dies with the driver.
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=workers > 1,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+                           dashboard_address=":0", silence_logs=logging.ERROR)
     try:
         with Client(cluster) as client:
+            log.info("local Dask cluster: %d worker(s), dashboard %s", workers,
+                     client.dashboard_link)
             yield client
     finally:
         cluster.close()
@@ -580,11 +630,13 @@ def _compute_blocks(spec: RunSpec, todo: list[Block], journal: Journal, status: 
     failed = 0
     bar = _Progress(len(todo), enabled=progress)
     with _client(workers, scheduler) as client, bar:
+        shared = client.scatter(spec, broadcast=True, hash=False)  # the preflight, sent once
+
         def submit(block: Block) -> Any:
             tries[block.id] = tries.get(block.id, 0) + 1
             journal.mark_running(block.id)
-            return client.submit(compute_block, spec, block, key=f"idou-{spec.key}-{block.id}-"
-                                 f"{tries[block.id]}", pure=False)
+            return client.submit(compute_block, shared, block, pure=False,
+                                 key=f"idou-{spec.key}-{block.id}-{tries[block.id]}")
 
         by_key: dict[str, Block] = {}
         futures = []
@@ -710,15 +762,24 @@ class MosaicReader:
         self.close()
 
 
-def finish_from_blocks(prepared: _Prepared, mosaic: Path, gpkg: Path,
-                       config: FlightConfig) -> Path:
-    """Polygons, classes, parcel join and GeoPackage from the mosaic, via `idou detect`'s code."""
-    from idou.inference import detect
+def coverage_from_blocks(out_dir: Path, blocks: list[Block], grid: Any) -> Any:
+    """The ``coverage`` layer (processed / nodata) from the blocks' masks."""
+    from idou.inference.coverage import CoverageSink
 
-    finish: Callable[..., Any] = detect.finish_from_probabilities  # type: ignore[attr-defined]
+    sink = CoverageSink(grid)
+    for block in blocks:
+        with rasterio.open(block_path(out_dir / BLOCKS_DIR, block)) as ds:
+            sink.write(block.window, None, ds.read_masks(1) > 0)  # type: ignore[arg-type]
+    return sink.frame()
+
+
+def finish_from_blocks(prepared: _Prepared, mosaic: Path, gpkg: Path, config: FlightConfig,
+                       run_info: dict[str, Any]) -> dict[str, Any]:
+    """Polygons, classes, parcel join and GeoPackage from the mosaic, via `idou detect`'s code."""
+    from idou.inference import batch_finish
+
+    coverage = coverage_from_blocks(config.output, prepared.blocks, prepared.report.grid)
     with MosaicReader(mosaic) as probs:
-        finish(
-            probs, prepared.report, prepared.model, gpkg,
-            parcels=config.parcels, buildings=config.buildings, aoi=config.aoi,
-        )
-    return gpkg
+        return batch_finish.finish(probs, coverage, prepared.report, prepared.model, gpkg,
+                                   parcels=config.parcels, buildings=config.buildings,
+                                   run_info=run_info, force=gpkg.exists())

@@ -134,7 +134,7 @@ def changes_by_class(gpkg: Path, layer: str = "changes") -> dict[str, dict[str, 
         frame = pyogrio.read_dataframe(gpkg, layer=layer)
     except Exception:  # noqa: BLE001 - a summary never fails the run
         return {}
-    column = next((c for c in ("change_class", "class", "change_type", "type", "異動区分")
+    column = next((c for c in ("異動区分", "change_type", "change_class", "class", "type")
                    if c in frame.columns), None)
     out: dict[str, dict[str, float]] = {}
     if column is None:

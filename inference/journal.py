@@ -135,6 +135,11 @@ class Journal:
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                              (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        """Forget one setting (e.g. ``finished_at`` when blocks must be computed again)."""
+        with self._write():
+            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     def reset_interrupted(self) -> int:
         """Blocks left ``running`` by a run that died go back to ``pending``; returns how many."""
         with self._write():

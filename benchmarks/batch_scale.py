@@ -1,0 +1,217 @@
+"""Batch throughput with 1 and 2 workers on a generated flight of many sheets, and a projection.
+
+Generates one synthetic flight pair (``idou.geo.synthetic``), repeats its overlap ``--repeat``
+times each way and cuts both dates into ``--sheet`` px sheets (2024 as TIFF + .tfw with the CRS
+given in FLIGHT.toml, 2025 as GeoTIFF), then runs ``idou batch`` on it once per worker setting
+(a fresh output folder each time) and reports:
+
+- blocks Mpx/s (block computation only) and end-to-end Mpx/s (with mosaic, polygons, parcel
+  join and GeoPackage), per worker setting;
+- the projection to a Maebashi-size flight (311.6 km² at 0.2 m, 7.79 Gpx per date) on one
+  machine like this one and on N such machines (blocks scale out; the final stage runs once).
+
+Usage::
+
+    .venv/bin/python benchmarks/batch_scale.py --size 2048 --repeat 2 --sheet 1000 \\
+        --model default --json out/batch_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+MAEBASHI_KM2 = 311.6
+MAEBASHI_GSD = 0.2
+MAEBASHI_PX = MAEBASHI_KM2 * 1e6 / (MAEBASHI_GSD * MAEBASHI_GSD)
+
+
+def make_flight(root: Path, size: int, repeat: int, sheet: int, seed: int) -> dict[str, Any]:
+    """Write sheets for both dates, parcels and buildings; return what was made."""
+    import geopandas as gpd
+    import numpy as np
+    import pandas as pd
+    import rasterio
+    from affine import Affine
+    from rasterio.errors import NotGeoreferencedWarning
+    from shapely import affinity
+
+    from idou.geo.synthetic.flight import make_flight_pair
+
+    pair = make_flight_pair(seed, size=size)
+    # both dates on the after lattice: the overlap of the two flights
+    bt, at = pair.before_transform, pair.after_transform
+    dc = round((at.c - bt.c) / bt.a)
+    dr = round((at.f - bt.f) / bt.e)
+    r0, c0 = max(0, dr), max(0, dc)
+    r1, c1 = min(size, size + dr), min(size, size + dc)
+    before = pair.before[r0:r1, c0:c1]
+    after = pair.after[r0 - dr:r1 - dr, c0 - dc:c1 - dc]
+    valid = pair.after_valid[r0 - dr:r1 - dr, c0 - dc:c1 - dc]
+    before = np.where(valid[..., None], before, 0).astype(np.uint8)
+    h, w = before.shape[:2]
+    origin = bt @ (c0, r0)
+    big_b = np.tile(before, (repeat, repeat, 1))
+    big_a = np.tile(after, (repeat, repeat, 1))
+    gsd = bt.a
+    transform = Affine(gsd, 0, origin[0], 0, -gsd, origin[1])
+    sheets = 0
+    for name, data, crs in (("2024", big_b, None), ("2025", big_a, pair.crs)):
+        folder = root / f"sheets_{name}"
+        folder.mkdir(parents=True)
+        for r in range(0, data.shape[0], sheet):
+            for c in range(0, data.shape[1], sheet):
+                part = np.moveaxis(data[r:r + sheet, c:c + sheet], -1, 0)
+                t = transform @ Affine.translation(c, r)
+                path = folder / f"{r // sheet:03d}{c // sheet:03d}.tif"
+                profile = {"driver": "GTiff", "dtype": "uint8", "count": 3,
+                           "height": part.shape[1], "width": part.shape[2], "tiled": True,
+                           "compress": "deflate", "nodata": 0}
+                if crs:
+                    profile.update(crs=crs, transform=t)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    with rasterio.open(path, "w", **profile) as dst:
+                        dst.write(part)
+                if crs is None:
+                    path.with_suffix(".tfw").write_text("\n".join(str(v) for v in (
+                        t.a, 0.0, 0.0, t.e, t.c + t.a / 2, t.f + t.e / 2)) + "\n")
+                sheets += 1
+
+    def tiled(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+        parts = []
+        for i in range(repeat):
+            for j in range(repeat):
+                moved = frame.copy()
+                moved["geometry"] = moved.geometry.apply(
+                    lambda g, i=i, j=j: affinity.translate(g, j * w * gsd, -i * h * gsd))
+                parts.append(moved)
+        return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=frame.crs)
+
+    tiled(pair.parcels).to_file(root / "parcels.gpkg", layer="parcels", driver="GPKG")
+    tiled(pair.buildings_before).to_file(root / "buildings.gpkg", layer="buildings",
+                                         driver="GPKG")
+    return {"width": w * repeat, "height": h * repeat, "sheets_per_date": sheets // 2,
+            "sheet_px": sheet, "gsd_m": gsd, "crs": pair.crs}
+
+
+def write_toml(root: Path, out: Path, model: str, block_size: int, workers: int,
+               threads: int, crs: str) -> Path:
+    path = root / f"{out.name}.toml"
+    path.write_text(
+        f'output = "{out}"\nmodel = "{model}"\nparcels = "parcels.gpkg"\n'
+        f'buildings = "buildings.gpkg"\nblock_size = {block_size}\nworkers = {workers}\n'
+        f'threads = {threads}\n[before]\npath = "sheets_2024"\ncrs = "{crs}"\n'
+        '[after]\npath = "sheets_2025"\n', encoding="utf-8")
+    return path
+
+
+def run_once(toml: Path) -> dict[str, Any]:
+    """One `idou batch` run in this process; wall times of blocks and of the whole run."""
+    from idou.inference.batch import run_batch
+    from idou.inference.batch_config import load_flight_config
+
+    config = load_flight_config(toml)
+    marks: dict[str, float] = {}
+    t0 = time.perf_counter()
+    result = run_batch(config, progress=False,
+                       on_block=lambda status: marks.__setitem__("last", time.perf_counter()))
+    total = time.perf_counter() - t0
+    if result.exit_code != 0:
+        raise SystemExit(f"batch run failed with exit code {result.exit_code}")
+    status = result.status
+    px = status["pixels"]["total"]
+    blocks_s = marks.get("last", t0 + total) - t0
+    return {"seconds_total": round(total, 2), "seconds_to_last_block": round(blocks_s, 2),
+            "seconds_final_stage": round(total - blocks_s, 2), "pixels": px,
+            "blocks": status["blocks"]["total"],
+            "mpx_s_blocks": round(px / blocks_s / 1e6, 3),
+            "mpx_s_end_to_end": round(px / total / 1e6, 3)}
+
+
+def project(runs: dict[str, dict[str, Any]], machines: list[int]) -> dict[str, Any]:
+    """Hours for a Maebashi-size flight: blocks split over N machines, final stage once."""
+    best = max(runs.values(), key=lambda r: r["mpx_s_blocks"])
+    block_rate = best["mpx_s_blocks"] * 1e6
+    final_rate = best["pixels"] / max(best["seconds_final_stage"], 1e-3)
+    out = {}
+    for n in machines:
+        seconds = MAEBASHI_PX / (block_rate * n) + MAEBASHI_PX / final_rate
+        out[str(n)] = round(seconds / 3600, 2)
+    return {"pixels_per_date": MAEBASHI_PX, "best_setting": best["setting"],
+            "block_mpx_s_per_machine": round(block_rate / 1e6, 3),
+            "final_stage_mpx_s": round(final_rate / 1e6, 3), "hours_by_machines": out}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2048, help="generated pair side (px)")
+    parser.add_argument("--repeat", type=int, default=2, help="repeat the scene N x N")
+    parser.add_argument("--sheet", type=int, default=1000, help="sheet side (px)")
+    parser.add_argument("--block-size", type=int, default=1024)
+    parser.add_argument("--model", default="default", help="default, a path, models:/NAME@ALIAS")
+    parser.add_argument("--workers", default="1,2", help="worker counts to measure")
+    parser.add_argument("--machines", default="1,2,4,8,16")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", type=Path, default=None, help="keep the flight in this folder")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="idou-batch-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    model = args.model
+    if model != "default" and not model.startswith("models:/"):
+        model = str(Path(model).resolve())
+    t0 = time.perf_counter()
+    flight = make_flight(root, args.size, args.repeat, args.sheet, args.seed)
+    flight["generate_s"] = round(time.perf_counter() - t0, 1)
+    cores = os.cpu_count() or 1
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        for workers in (int(w) for w in args.workers.split(",")):
+            threads = max(1, cores // workers)
+            setting = f"{workers} worker(s) x {threads} thread(s)"
+            out = root / f"out_w{workers}"
+            shutil.rmtree(out, ignore_errors=True)
+            toml = write_toml(root, out, model, args.block_size, workers, threads,
+                              flight["crs"])
+            runs[setting] = {"setting": setting, "workers": workers, "threads": threads,
+                             **run_once(toml)}
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    projection = project(runs, [int(m) for m in args.machines.split(",")])
+    report = {"machine": {"cpu_cores": cores, "python": sys.version.split()[0]},
+              "flight": flight, "model": args.model, "block_size": args.block_size,
+              "runs": list(runs.values()), "maebashi_projection": projection}
+    print(f"flight: {flight['width']} x {flight['height']} px "
+          f"({flight['width'] * flight['height'] / 1e6:.1f} Mpx per date), "
+          f"{flight['sheets_per_date']} sheets of {flight['sheet_px']} px per date, "
+          f"model {args.model}, blocks of {args.block_size} px, {cores} cores")
+    print(f"{'setting':<28}{'blocks':>8}{'blocks Mpx/s':>14}{'end-to-end Mpx/s':>18}"
+          f"{'final stage s':>15}")
+    for r in runs.values():
+        print(f"{r['setting']:<28}{r['blocks']:>8}{r['mpx_s_blocks']:>14.2f}"
+              f"{r['mpx_s_end_to_end']:>18.2f}{r['seconds_final_stage']:>15.1f}")
+    print(f"Maebashi-size flight ({MAEBASHI_KM2} km² at {MAEBASHI_GSD} m = "
+          f"{MAEBASHI_PX / 1e9:.2f} Gpx per date), best setting {projection['best_setting']}:")
+    for n, hours in projection["hours_by_machines"].items():
+        print(f"  {n:>3} machine(s) like this one: {hours:8.1f} h")
+    print(json.dumps(report, ensure_ascii=False))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,443 @@
+"""`idou batch` end to end on a tiny flight: sheets vs mosaic, kill -9 and resume, Dask, --check.
+
+The flight is 384 x 320 px at 0.2 m (EPSG:6677), cut into 128 px sheets; the model is a tiny
+ONNX graph built here (mean colour difference, smoothed, through a sigmoid) that honours the
+contract; blocks are 96 px (two tile strides), so the run has 16 blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pyogrio
+import pytest
+import rasterio
+from affine import Affine
+from onnx import TensorProto, helper
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+from shapely.geometry import box
+
+from idou.geo.errors import UserInputError
+from idou.inference.batch import EXIT_OK, check_flight, run_batch
+from idou.inference.batch_config import load_flight_config
+from idou.inference.batch_report import read_status
+from idou.inference.contract import ModelContract
+from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_card
+
+CRS = "EPSG:6677"
+GSD = 0.2
+WIDTH, HEIGHT = 384, 320
+SHEET = 128
+ORIGIN = (-30000.0, 12000.0)
+TRANSFORM = Affine(GSD, 0, ORIGIN[0], 0, -GSD, ORIGIN[1])
+NEW = [(30, 40, 60, 50), (100, 180, 40, 40), (200, 88, 70, 30), (250, 250, 50, 45)]
+GONE = [(60, 300, 40, 50), (150, 20, 30, 70)]
+
+
+# --- tiny data --------------------------------------------------------------------------------
+
+
+def tiny_model(path: Path, contract: ModelContract) -> Path:
+    """An ONNX change model: new = sigmoid(3 (smoothed mean(after - before) - 1)), and back."""
+    ch = len(contract.band_order)
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", ch, "H", "W"])
+              for n in ("before", "after")]
+    output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2, "H", "W"])
+    consts = [helper.make_tensor("k", TensorProto.FLOAT, [], [3.0]),
+              helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+              helper.make_tensor("minus", TensorProto.FLOAT, [], [-1.0])]
+    nodes = [
+        helper.make_node("Sub", ["after", "before"], ["d"]),
+        helper.make_node("ReduceMean", ["d"], ["m"], axes=[1], keepdims=1),
+        helper.make_node("AveragePool", ["m"], ["s"], kernel_shape=[5, 5], pads=[2, 2, 2, 2]),
+        helper.make_node("Sub", ["s", "one"], ["a"]),
+        helper.make_node("Mul", ["a", "k"], ["za"]),
+        helper.make_node("Sigmoid", ["za"], ["pn"]),
+        helper.make_node("Mul", ["s", "minus"], ["ns"]),
+        helper.make_node("Sub", ["ns", "one"], ["b"]),
+        helper.make_node("Mul", ["b", "k"], ["zb"]),
+        helper.make_node("Sigmoid", ["zb"], ["pd"]),
+        helper.make_node("Concat", ["pn", "pd"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "tiny_change", inputs, [output], initializer=consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in contract.to_metadata().items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    json_card, md_card = card_paths(path)
+    write_card(ModelCard(name=contract.model_name, version=contract.model_version,
+                         sha256=sha256_file(path)), json_card, md_card)
+    return path
+
+
+def _scenes(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ground = rng.integers(70, 110, size=(3, HEIGHT, WIDTH), dtype=np.uint8)
+    before, after = ground.copy(), ground.copy()
+    after[:, 2:] = np.clip(after[:, 2:].astype(int) + rng.integers(-6, 7, (3, HEIGHT - 2, WIDTH)),
+                           0, 255).astype(np.uint8)
+    for r, c, h, w in NEW:
+        after[:, r:r + h, c:c + w] = np.array([210, 200, 190], dtype=np.uint8)[:, None, None]
+    for r, c, h, w in GONE:
+        before[:, r:r + h, c:c + w] = np.array([220, 215, 205], dtype=np.uint8)[:, None, None]
+    return before, after
+
+
+def _write(path: Path, data: np.ndarray, transform: Affine, crs: str | None) -> None:
+    profile = {"driver": "GTiff", "dtype": "uint8", "count": 3, "height": data.shape[1],
+               "width": data.shape[2], "tiled": True, "blockxsize": 64, "blockysize": 64}
+    if crs:
+        profile.update(crs=crs, transform=transform)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+    if crs is None:  # a TIFF + world file, as sheets are often delivered
+        path.with_suffix(".tfw").write_text("\n".join(
+            str(v) for v in (transform.a, 0.0, 0.0, transform.e, transform.c + transform.a / 2,
+                             transform.f + transform.e / 2)) + "\n")
+
+
+def _sheets(folder: Path, data: np.ndarray, crs: str | None) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for r in range(0, HEIGHT, SHEET):
+        for c in range(0, WIDTH, SHEET):
+            part = data[:, r:r + SHEET, c:c + SHEET]
+            path = folder / f"09LD{r // SHEET}{c // SHEET}.tif"
+            _write(path, part, TRANSFORM @ Affine.translation(c, r), crs)
+            out.append(path)
+    return out
+
+
+def _parcels(path: Path) -> Path:
+    import geopandas as gpd
+
+    x0, y1 = ORIGIN
+    x1, y0 = x0 + WIDTH * GSD, y1 - HEIGHT * GSD
+    cells, names = [], []
+    step = 16.0
+    y = y0
+    n = 1
+    while y < y1:
+        x = x0
+        while x < x1:
+            cells.append(box(x, y, min(x + step, x1), min(y + step, y1)))
+            names.append(f"{100 + n}-1")
+            n += 1
+            x += step
+        y += step
+    frame = gpd.GeoDataFrame({"地番": names, "所在": ["大字テスト"] * len(names)},
+                             geometry=cells, crs=CRS)
+    frame.to_file(path, layer="parcels", driver="GPKG")
+    return path
+
+
+@pytest.fixture(scope="module")
+def flight_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sheets (after: GeoTIFF; before: TIFF + .tfw without CRS), mosaics, parcels, model."""
+    root = tmp_path_factory.mktemp("flight")
+    before, after = _scenes()
+    _sheets(root / "sheets_2024", before, crs=None)
+    _sheets(root / "sheets_2025", after, crs=CRS)
+    _write(root / "mosaic_2024.tif", before, TRANSFORM, CRS)
+    _write(root / "mosaic_2025.tif", after, TRANSFORM, CRS)
+    _parcels(root / "parcels.gpkg")
+    contract = ModelContract(tile_size=64, tile_overlap=16, gsd_m=GSD, model_name="tiny",
+                             model_version="1.0.0")
+    tiny_model(root / "tiny.onnx", contract)
+    return root
+
+
+def _toml(flight_dir: Path, out: Path, *, mosaic: bool = False, extra: str = "",
+          model: str = "tiny.onnx", before: str | None = None, after: str | None = None,
+          name: str | None = None) -> Path:
+    if mosaic:
+        before, after = 'path = "mosaic_2024.tif"', 'path = "mosaic_2025.tif"'
+    before = before or 'path = "sheets_2024"\ncrs = "EPSG:6677"'
+    after = after or 'path = "sheets_2025/*.tif"'
+    body = (f'output = "{out}"\nmodel = "{model}"\nparcels = "parcels.gpkg"\n'
+            f"block_size = 96\nthreads = 1\n{extra}[before]\n{before}\n[after]\n{after}\n")
+    path = flight_dir / f"{name or out.name}.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def _changes(gpkg: Path) -> list[tuple[object, ...]]:
+    """The changes layer as sorted rows of (WKB, attributes): what a reviewer sees."""
+    frame = pyogrio.read_dataframe(gpkg, layer="changes")
+    cols = sorted(c for c in frame.columns if c != "geometry")
+    rows = [(g.wkb_hex, *(str(v) for v in vals))
+            for g, vals in zip(frame.geometry, frame[cols].itertuples(index=False), strict=True)]
+    return sorted(rows)
+
+
+def _block_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "blocks").glob("*.tif"))}
+
+
+@pytest.fixture(scope="module")
+def reference(flight_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run on the sheets, in-process, one worker."""
+    out = tmp_path_factory.mktemp("runs") / "reference"
+    result = run_batch(load_flight_config(_toml(flight_dir, out)), progress=False)
+    assert result.exit_code == EXIT_OK
+    return out
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+def test_a_run_finds_the_changes_and_reports_them(reference: Path) -> None:
+    status = read_status(reference)
+    assert status["state"] == "done"
+    assert status["blocks"] == {"total": 16, "done": 16, "failed": 0, "running": 0,
+                                "pending": 0}
+    assert status["km2"]["done"] == pytest.approx(WIDTH * HEIGHT * GSD * GSD / 1e6, abs=1e-4)
+    assert len(_block_bytes(reference)) == 16
+    with rasterio.open(reference / "probabilities.vrt") as mosaic:
+        probs = mosaic.read()
+    r, c, h, w = NEW[0]
+    assert probs[0, r + h // 2, c + w // 2] > 200 and probs[1, r + h // 2, c + w // 2] < 50
+    r, c, h, w = GONE[0]
+    assert probs[1, r + h // 2, c + w // 2] > 200
+    assert probs[0, 5, 200] < 50 and probs[1, 5, 200] < 50
+    assert len(_changes(reference / "review.gpkg")) >= len(NEW) + len(GONE) - 1
+    summary = (reference / "summary.html").read_text(encoding="utf-8")
+    assert "16 / 16" in summary
+    assert "block r0000_c0000 done" in (reference / "idou-batch.log").read_text("utf-8")
+    con = sqlite3.connect(reference / "journal.sqlite")
+    timings = con.execute("SELECT COUNT(*) FROM blocks WHERE state = 'done' AND seconds > 0 "
+                          "AND infer_seconds IS NOT NULL AND worker IS NOT NULL").fetchone()[0]
+    assert timings == 16
+
+
+def test_blocks_equal_a_whole_grid_pass(reference: Path, flight_dir: Path) -> None:
+    from idou.geo.align import AlignedPair
+    from idou.geo.preflight import preflight
+    from idou.geo.sources import open_source
+    from idou.inference.blending import to_uint8
+    from idou.inference.engine import predict_window
+    from idou.inference.model_source import resolve_model
+    from idou.inference.session import make_session
+
+    model = resolve_model(str(flight_dir / "tiny.onnx"))
+    report = preflight(open_source(flight_dir / "mosaic_2024.tif"),
+                       open_source(flight_dir / "mosaic_2025.tif"), model.contract,
+                       estimate_misregistration=False)
+    with AlignedPair(report) as pair:
+        whole = to_uint8(predict_window(pair, make_session(model.data, threads=1),
+                                        model.contract, Window(0, 0, WIDTH, HEIGHT)))
+    with rasterio.open(reference / "probabilities.vrt") as mosaic:
+        np.testing.assert_array_equal(mosaic.read(), whole)
+
+
+def test_folder_of_sheets_gives_the_same_changes_as_one_mosaic_file(
+        reference: Path, flight_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mosaic_run"
+    result = run_batch(load_flight_config(_toml(flight_dir, out, mosaic=True)), progress=False)
+    assert result.exit_code == EXIT_OK
+    assert _changes(out / "review.gpkg") == _changes(reference / "review.gpkg")
+    assert _block_bytes(out) == _block_bytes(reference)
+
+
+def _idou(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "idou.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _done(out: Path) -> int:
+    path = out / "journal.sqlite"
+    if not path.is_file():
+        return 0
+    try:
+        con = sqlite3.connect(path, timeout=5)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM blocks WHERE state = 'done'")
+                       .fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _state(out: Path) -> str | None:
+    try:
+        return str(json.loads((out / "status.json").read_text(encoding="utf-8"))["state"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _finished_at(out: Path) -> dict[str, float]:
+    """Done blocks and when they finished."""
+    if not (out / "journal.sqlite").is_file():
+        return {}
+    con = sqlite3.connect(out / "journal.sqlite")
+    try:
+        return dict(con.execute("SELECT id, finished_at FROM blocks WHERE state = 'done'"))
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(
+        reference: Path, flight_dir: Path, tmp_path: Path) -> None:
+    rng = random.Random(6)
+    trials = [("after_blocks", rng.randint(1, 6)), ("after_blocks", rng.randint(4, 10)),
+              ("after_seconds", rng.uniform(1.5, 3.5)), ("while_finishing", 0)]
+    mid_run = 0
+    for i, (how, when) in enumerate(trials):
+        out = tmp_path / f"killed{i}"
+        toml = _toml(flight_dir, out)
+        proc = _idou("batch", str(toml), "--quiet")
+        deadline = time.monotonic() + 90
+        if how == "after_blocks":
+            while _done(out) < when and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+        elif how == "while_finishing":
+            while (_state(out) != "finishing" and proc.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.005)
+        else:
+            time.sleep(float(when))
+        killed = proc.poll() is None
+        if killed:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        mid_run += killed and 0 < _done(out) < 16
+        kept = _finished_at(out)
+        rerun = subprocess.run([sys.executable, "-m", "idou.cli", "batch", str(toml), "--quiet"],
+                               capture_output=True, text=True, timeout=180)
+        assert rerun.returncode == 0, rerun.stderr
+        assert _block_bytes(out) == _block_bytes(reference), f"trial {i} ({how}={when})"
+        assert _changes(out / "review.gpkg") == _changes(reference / "review.gpkg")
+        status = json.loads((out / "status.json").read_text(encoding="utf-8"))
+        assert status["state"] == "done" and status["blocks"]["done"] == 16
+        if killed and how == "after_blocks":
+            assert len(kept) >= when
+        after_rerun = _finished_at(out)
+        assert all(after_rerun[k] == v for k, v in kept.items()), "done blocks were recomputed"
+        assert not list((out / "blocks").glob(".*tmp"))
+        assert not [p for p in out.glob(".*") if p.name != ".idou-batch.lock"]
+    assert mid_run >= 2, "the kills should have hit runs with blocks half done"
+
+
+@pytest.mark.slow
+def test_dask_scheduler_gives_the_same_output_as_the_local_path(
+        reference: Path, flight_dir: Path, tmp_path: Path) -> None:
+    from distributed import LocalCluster
+    from typer.testing import CliRunner
+
+    from idou.cli import app
+
+    out = tmp_path / "dask_run"
+    toml = _toml(flight_dir, out)
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                      dashboard_address=None) as cluster:
+        result = CliRunner().invoke(app, ["batch", str(toml), "--scheduler",
+                                          cluster.scheduler_address, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert _block_bytes(out) == _block_bytes(reference)
+    assert _changes(out / "review.gpkg") == _changes(reference / "review.gpkg")
+    workers = {r[0] for r in sqlite3.connect(out / "journal.sqlite").execute(
+        "SELECT worker FROM blocks")}
+    assert len(workers) >= 1 and all(w for w in workers)
+
+
+def _assert_nothing_ran(out: Path) -> None:
+    assert not (out / "journal.sqlite").exists()
+    assert not list(out.glob("blocks/*.tif"))
+
+
+def test_check_passes_on_a_good_flight_without_running_anything(
+        flight_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "checked"
+    report = check_flight(load_flight_config(_toml(flight_dir, out)))
+    assert (report.grid_width, report.grid_height, report.blocks) == (WIDTH, HEIGHT, 16)
+    assert report.sheets_before == report.sheets_after == 9
+    assert not out.exists()
+
+
+def test_check_catches_a_missing_sheet(flight_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    path = _toml(flight_dir, out, name="missing_sheet", after='paths = '
+                 '["sheets_2025/09LD00.tif", "sheets_2025/09LD99.tif"]')
+    result = subprocess.run([sys.executable, "-m", "idou.cli", "batch", str(path), "--check"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "09LD99.tif" in result.stderr and "Traceback" not in result.stderr
+    _assert_nothing_ran(out)
+
+
+def test_check_catches_a_crs_mismatch_between_sheets(flight_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    sheets = tmp_path / "mixed"
+    shutil.copytree(flight_dir / "sheets_2025", sheets)
+    with rasterio.open(sheets / "09LD11.tif", "r+") as ds:
+        ds.crs = "EPSG:6676"
+    out = tmp_path / "o"
+    path = _toml(flight_dir, out, name="crs_mismatch", after=f'path = "{sheets}"')
+    with pytest.raises(UserInputError, match="09LD11.tif"):
+        check_flight(load_flight_config(path))
+    _assert_nothing_ran(out)
+
+
+def test_check_catches_an_unreadable_model(flight_dir: Path, tmp_path: Path) -> None:
+    bad = flight_dir / "broken.onnx"
+    bad.write_bytes((flight_dir / "tiny.onnx").read_bytes()[:200])
+    out = tmp_path / "o"
+    path = _toml(flight_dir, out, name="bad_model", model="broken.onnx")
+    result = subprocess.run([sys.executable, "-m", "idou.cli", "batch", str(path), "--check"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "broken.onnx" in result.stderr and "Traceback" not in result.stderr
+    _assert_nothing_ran(out)
+
+
+def test_a_failing_block_exits_3_and_a_rerun_finishes(flight_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from idou.inference import batch
+
+    out = tmp_path / "flaky"
+    config = load_flight_config(_toml(flight_dir, out, extra="max_attempts = 2\n"))
+    real = batch._WorkerEngine.predict
+
+    def flaky(self: object, block: batch.Block) -> np.ndarray:
+        if block.id == "r0001_c0002":
+            raise OSError("disk hiccup")
+        return real(self, block)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch._WorkerEngine, "predict", flaky)
+    first = run_batch(config, progress=False)
+    assert first.exit_code == 3 and first.blocks_failed == 1 and first.gpkg is None
+    status = read_status(out)
+    assert status["state"] == "failed" and status["blocks"]["failed"] == 1
+    row = sqlite3.connect(out / "journal.sqlite").execute(
+        "SELECT state, attempts, error FROM blocks WHERE id = 'r0001_c0002'").fetchone()
+    assert row == ("failed", 2, "OSError: disk hiccup")
+    monkeypatch.setattr(batch._WorkerEngine, "predict", real)
+    second = run_batch(config, progress=False)
+    assert second.exit_code == 0 and second.blocks_done == 16
+
+
+def test_another_config_on_the_same_output_folder_is_refused(
+        reference: Path, flight_dir: Path) -> None:
+    path = _toml(flight_dir, reference, name="other_blocks")
+    path.write_text(path.read_text().replace("block_size = 96", "block_size = 192"))
+    with pytest.raises(UserInputError, match="other inputs"):
+        run_batch(load_flight_config(path), progress=False)
