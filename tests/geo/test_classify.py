@@ -96,3 +96,22 @@ def test_empty_input_gives_empty_output_with_columns() -> None:
     out = classify_changes(changes(), None, None)
     assert out.empty
     assert {"change_id", "change_type", "異動区分"} <= set(out.columns)
+
+
+@pytest.mark.slow
+def test_classes_of_the_sample_generator_truth_are_recovered() -> None:
+    """The project's own synthetic flights know each change's class: the rules must agree."""
+    from idou.geo.synthetic.flight import make_flight_pair
+
+    pair = make_flight_pair(0, 768)
+    truth = pair.truth
+    detected = truth[["channel", "geometry"]].copy()
+    detected["geometry"] = detected.geometry.buffer(0.3, join_style="mitre")  # a bit fat
+    detected["area_m2"] = detected.area
+    detected["score_max"] = 0.9
+    detected["score_mean"] = 0.7
+    parcels = pair.parcels.copy()
+    parcels["parcel_id"] = parcels["所在"] + " " + parcels["地番"]
+    out = classify_changes(detected, pair.buildings_before, parcels)
+    assert len(set(truth["change_type"])) >= 3, "the sample has too few kinds of change"
+    assert out["change_type"].tolist() == truth["change_type"].tolist()
