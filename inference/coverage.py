@@ -42,7 +42,7 @@ class CoverageSink:
 
     def frame(self) -> gpd.GeoDataFrame:
         """Polygons with ``status`` 'processed' or 'nodata', clipped to the grid, in its CRS."""
-        t = self.grid.transform * self.grid.transform.scale(self.cell)
+        t = self.grid.transform @ self.grid.transform.scale(self.cell)
         values = self.valid.astype(np.uint8)
         footprint = self.grid.footprint()
         rows: list[str] = []
