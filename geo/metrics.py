@@ -138,12 +138,19 @@ class _TruthObjects:
     """True change labelled once, reused for every predicted mask (threshold sweeps)."""
 
     def __init__(self, truth: np.ndarray, valid: np.ndarray | None, min_area_px: int) -> None:
-        self.truth = _as_bool(truth, "truth")
+        truth = np.asarray(truth)
+        if truth.ndim == 2 and np.issubdtype(truth.dtype, np.integer):
+            # a label image: each positive value is one object (e.g. one truth polygon)
+            self.labels = np.where(truth > 0, truth, 0).astype(np.int64, copy=False)
+            self.n = int(self.labels.max()) if self.labels.size else 0
+            self.truth = self.labels > 0
+        else:
+            self.truth = _as_bool(truth, "truth")
+            self.labels, self.n = ndimage.label(self.truth, structure=_EIGHT)
         self.valid = None if valid is None else _as_bool(valid, "valid")
         if self.valid is not None and self.valid.shape != self.truth.shape:
             raise ValueError(f"valid/ignore mask {self.valid.shape} != truth {self.truth.shape}")
         self.min_area_px = max(int(min_area_px), 1)
-        self.labels, self.n = ndimage.label(self.truth, structure=_EIGHT)
         self.truth_valid = self.truth if self.valid is None else self.truth & self.valid
         lab = self.labels if self.valid is None else np.where(self.valid, self.labels, 0)
         self.area = np.bincount(lab.ravel(), minlength=self.n + 1)
@@ -178,13 +185,15 @@ def object_scores_from_masks(pred: np.ndarray, truth: np.ndarray, *, min_area_px
                              ) -> ObjectScores:
     """Object recall/precision of a predicted change mask against a true one.
 
-    Objects are 8-connected components. Areas and overlaps count only pixels outside ``ignore``
-    (e.g. the ignore band along footprint edges, or nodata); an object whose counted area falls
-    under ``min_area_px`` is left out.
+    Objects are 8-connected components; ``truth`` may instead be an integer label image (0 =
+    background, each positive value one object, e.g. one truth polygon, as
+    ``rasterio.features.rasterize`` writes it). Areas and overlaps count only pixels outside
+    ``ignore`` (e.g. the ignore band along footprint edges, or nodata); an object whose counted
+    area falls under ``min_area_px`` is left out.
 
     Args:
         pred: predicted change, bool (h, w).
-        truth: true change, bool (h, w).
+        truth: true change, bool (h, w), or an integer label image.
         min_area_px: minimum object area in pixels (see :func:`min_area_pixels`).
         cover: the overlap fraction of the object rules.
         ignore: pixels to leave out of every count, bool (h, w).
@@ -263,7 +272,7 @@ def sweep_thresholds(prob: np.ndarray, truth: np.ndarray, thresholds: Sequence[f
 
     Args:
         prob: probabilities (h, w), float in [0, 1] or uint8 0..255 (see :func:`threshold_mask`).
-        truth: true change, bool (h, w).
+        truth: true change, bool (h, w), or an integer label image (one value per object).
         thresholds: the thresholds to try, in [0, 1].
         min_area_px: minimum object area in pixels.
         cover: the overlap fraction of the object rules.

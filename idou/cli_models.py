@@ -35,7 +35,7 @@ def _tune_table(result: TuneResult) -> Table:
                 "pixel P", "pixel R", "pixel F1", "pixel IoU"):
         table.add_column(col, justify="left" if col == "channel" else "right")
     for c, t in result.channels.items():
-        s, p = t.scores, t.pixels
+        s, p = t.final, t.pixels
         recall = _pct(s.recall) + ("" if t.reached else " [red](target not reached)[/]")
         table.add_row(c, f"{t.threshold:g}", recall, _pct(s.precision),
                       f"{s.n_found}/{s.n_true}", f"{s.n_false_alarm}/{s.n_pred}",

@@ -12,7 +12,7 @@ A folder of such folders is a set of scenes. Nothing here imports torch or mlflo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,21 +113,25 @@ def read_truth(path: str | Path) -> gpd.GeoDataFrame:
     return truth
 
 
-def rasterize_channels(truth: gpd.GeoDataFrame, grid: Grid, *, column: str = "channel",
-                       values: tuple[str, ...] = CHANNELS) -> dict[str, np.ndarray]:
-    """Bool masks on ``grid`` of the truth rows whose ``column`` equals each of ``values``."""
+def rasterize_labels(truth: gpd.GeoDataFrame, grid: Grid, *, column: str = "channel",
+                     values: tuple[str, ...] = CHANNELS) -> dict[str, np.ndarray]:
+    """Per value of ``column``: an int32 label image on ``grid``, one label per truth row.
+
+    Rows are objects, as in :func:`idou.geo.metrics.object_scores_from_polygons` (two touching
+    truth buildings stay two objects); 0 is background.
+    """
     if truth.crs is not None and grid.crs is not None and truth.crs != grid.crs:
         truth = truth.to_crs(grid.crs)
     out: dict[str, np.ndarray] = {}
+    keys = truth[column].astype(str).to_numpy()
     for value in values:
-        geoms = [g for g in truth.geometry[truth[column].astype(str) == value]
-                 if g is not None and not g.is_empty]
-        if geoms:
-            out[value] = rasterize(geoms, out_shape=(grid.height, grid.width),
-                                   transform=grid.transform, fill=0, default_value=1,
-                                   dtype="uint8").astype(bool)
+        shapes = [(g, i + 1) for i, g in enumerate(truth.geometry[keys == value])
+                  if g is not None and not g.is_empty]
+        if shapes:
+            out[value] = rasterize(shapes, out_shape=(grid.height, grid.width),
+                                   transform=grid.transform, fill=0, dtype="int32")
         else:
-            out[value] = np.zeros((grid.height, grid.width), dtype=bool)
+            out[value] = np.zeros((grid.height, grid.width), dtype=np.int32)
     return out
 
 
@@ -160,16 +164,46 @@ class ScenePrediction:
     probs: np.ndarray  # uint8 (2, H, W): new, demolished (detect's stored scale)
     valid: np.ndarray  # bool (H, W): both flights hold data
     truth: gpd.GeoDataFrame
-    truth_masks: dict[str, np.ndarray] = field(default_factory=dict)
+    truth_labels: dict[str, np.ndarray] = field(default_factory=dict)  # per channel
 
     def __post_init__(self) -> None:
-        if not self.truth_masks:
-            self.truth_masks = rasterize_channels(self.truth, self.grid)
+        if not self.truth_labels:
+            self.truth_labels = rasterize_labels(self.truth, self.grid)
+
+    def truth_mask(self, channel: str) -> np.ndarray:
+        """True change of ``channel`` as a bool mask."""
+        return np.asarray(self.truth_labels[channel]) > 0
 
     @property
     def gsd(self) -> float:
         """Ground sampling distance of the grid in metres."""
         return float(self.grid.gsd)
+
+    def read(self, window: Window) -> np.ndarray:
+        """uint8 ``(2, h, w)`` probabilities of a window (what ``vectorize`` reads)."""
+        r0, c0 = int(window.row_off), int(window.col_off)
+        return self.probs[:, r0:r0 + int(window.height), c0:c0 + int(window.width)]
+
+    def changes(self, thresholds: dict[str, float],
+                min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2) -> gpd.GeoDataFrame:
+        """The change polygons ``idou detect`` makes of these probabilities at ``thresholds``."""
+        from idou.geo.vectorize import vectorize
+
+        return vectorize(self, self.grid, (thresholds["new"], thresholds["demolished"]),
+                         min_area_m2=min_area_m2)
+
+
+def detect_clean(mask: np.ndarray) -> np.ndarray:
+    """The morphological clean-up ``idou detect`` applies to a thresholded mask.
+
+    ``idou.geo.vectorize.clean_mask`` with ``vectorize``'s default radius (detect passes none).
+    """
+    import inspect
+
+    from idou.geo.vectorize import clean_mask, vectorize
+
+    radius = inspect.signature(vectorize).parameters["clean_radius"].default
+    return clean_mask(mask, int(radius))
 
 
 def _valid_mask(pair: Any, block: int = 2048) -> np.ndarray:
@@ -308,36 +342,30 @@ def evaluate_geopackage(result: str | Path, truth: str | Path, *,
     return evaluation
 
 
-def score_predictions(predictions: Iterator[ScenePrediction] | list[ScenePrediction],
-                      thresholds: dict[str, float], *,
+def score_predictions(predictions: Iterable[ScenePrediction], thresholds: dict[str, float], *,
                       min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
                       cover: float = metrics.DEFAULT_COVER, source: str = "") -> Evaluation:
-    """Object, per-type and pixel scores of probability rasters at fixed thresholds, pooled."""
+    """Scores of probability rasters at fixed thresholds, pooled over scenes.
+
+    Objects are detect's own polygons (:meth:`ScenePrediction.changes`) scored like a finished
+    GeoPackage; pixel scores compare the thresholded raster with the rasterised truth.
+    """
     objects = {c: ObjectScores(0, 0, 0, 0) for c in CHANNELS}
     pixels = {c: PixelScores(0, 0, 0) for c in CHANNELS}
     types: dict[str, ObjectScores] = {}
     names = []
     for pred in predictions:
         names.append(pred.name)
-        min_px = metrics.min_area_pixels(min_area_m2, pred.gsd)
-        ignore = ~pred.valid
-        has_type = "change_type" in pred.truth.columns
+        changes = pred.changes(thresholds, min_area_m2)
+        for c, s in metrics.channel_scores(changes, pred.truth, min_area_m2=min_area_m2,
+                                           cover=cover).items():
+            objects[c] = objects[c] + s
+        for kind, s in metrics.change_type_recall(changes, pred.truth, min_area_m2=min_area_m2,
+                                                  cover=cover).items():
+            types[kind] = types.get(kind, ObjectScores(0, 0, 0, 0)) + s
         for k, c in enumerate(CHANNELS):
             mask = metrics.threshold_mask(pred.probs[k], thresholds[c])
-            truth = pred.truth_masks[c]
-            objects[c] = objects[c] + metrics.object_scores_from_masks(
-                mask, truth, min_area_px=min_px, cover=cover, ignore=ignore)
-            pixels[c] = pixels[c] + metrics.pixel_scores(mask, truth, ignore)
-            if not has_type:
-                continue
-            rows = pred.truth[pred.truth["channel"].astype(str) == c]
-            kinds = tuple(sorted(rows["change_type"].dropna().astype(str).unique()))
-            for kind, kmask in rasterize_channels(rows, pred.grid, column="change_type",
-                                                  values=kinds).items():
-                s = metrics.object_scores_from_masks(mask, kmask, min_area_px=min_px,
-                                                     cover=cover, ignore=ignore)
-                types[kind] = types.get(kind, ObjectScores(0, 0, 0, 0)) + ObjectScores(
-                    s.n_true, s.n_found, 0, 0)
+            pixels[c] = pixels[c] + metrics.pixel_scores(mask, pred.truth_mask(c), ~pred.valid)
     return Evaluation(source=source, channels=objects, change_types=dict(sorted(types.items())),
                       pixels=pixels, thresholds=dict(thresholds), min_area_m2=min_area_m2,
                       cover=cover, scenes=names)

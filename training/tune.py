@@ -41,11 +41,17 @@ class ChannelTuning:
     threshold: float
     scores: ObjectScores
     reached: bool
+    detect_scores: ObjectScores | None = None
 
     @property
     def pixels(self) -> PixelScores:
         """Pixel scores at the picked threshold."""
         return dict(self.pixel_curve)[self.threshold]
+
+    @property
+    def final(self) -> ObjectScores:
+        """Object scores of detect's polygons at the threshold (raster scores if not checked)."""
+        return self.detect_scores if self.detect_scores is not None else self.scores
 
 
 @dataclass
@@ -73,9 +79,9 @@ class TuneResult:
         out: dict[str, float] = {}
         for c, t in self.channels.items():
             out[f"threshold_{c}"] = t.threshold
-            out[f"object_recall_{c}"] = t.scores.recall
-            out[f"object_precision_{c}"] = t.scores.precision
-            out[f"objects_true_{c}"] = float(t.scores.n_true)
+            out[f"object_recall_{c}"] = t.final.recall
+            out[f"object_precision_{c}"] = t.final.precision
+            out[f"objects_true_{c}"] = float(t.final.n_true)
             for key in ("precision", "recall", "f1", "iou"):
                 out[f"pixel_{key}_{c}"] = float(getattr(t.pixels, key))
         return out
@@ -86,7 +92,8 @@ class TuneResult:
             "recall_target": self.recall_target, "min_area_m2": self.min_area_m2,
             "cover": self.cover, "scenes": self.scenes, "thresholds": self.thresholds,
             "reached": {c: t.reached for c, t in self.channels.items()},
-            "channels": {c: {"threshold": t.threshold, "objects": t.scores.as_dict(),
+            "channels": {c: {"threshold": t.threshold, "objects": t.final.as_dict(),
+                             "raster_objects": t.scores.as_dict(),
                              "pixels": t.pixels.as_dict(),
                              "curve": [{"threshold": th, **s.as_dict()} for th, s in t.curve],
                              "pixel_curve": [{"threshold": th, **p.as_dict()}
@@ -104,38 +111,47 @@ def _check_target(recall_target: float) -> None:
 def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: float, *,
                      thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                      min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
-                     cover: float = metrics.DEFAULT_COVER) -> TuneResult:
+                     cover: float = metrics.DEFAULT_COVER, confirm: bool = True,
+                     max_confirm_steps: int = 10) -> TuneResult:
     """Sweep thresholds over scenes' probability rasters and pick one per channel.
 
-    Counts are pooled over scenes (micro average) before recall and precision are computed.
+    The sweep thresholds each raster, applies detect's clean-up and scores connected components
+    (fast); counts are pooled over scenes (micro average) before recall and precision. With
+    ``confirm``, the pick is then checked on the polygons ``idou detect`` itself makes
+    (``vectorize``) and lowered step by step (at most ``max_confirm_steps``) while those miss the
+    target, so the tuned threshold means what detect will do with it.
 
     Args:
-        predictions: the engine's output per scene (consumed once, one scene at a time).
+        predictions: the engine's output per scene (kept in memory while tuning).
         recall_target: object recall to reach per channel.
         thresholds: candidate thresholds in (0, 1).
         min_area_m2: objects under this area are left out (converted to pixels per scene).
         cover: the overlap fraction of the object rules.
+        confirm: check (and if needed lower) the pick on detect's polygons.
+        max_confirm_steps: how many thresholds below the raster pick may be tried.
     """
+    from idou.training.evaluate import detect_clean
+
     _check_target(recall_target)
     ts = sorted({float(t) for t in thresholds})
     if not ts or not all(0.0 < t < 1.0 for t in ts):
         raise UserInputError("thresholds must lie strictly between 0 and 1.")
-    obj = {c: [ObjectScores(0, 0, 0, 0)] * len(ts) for c in CHANNELS}
-    pix = {c: [PixelScores(0, 0, 0)] * len(ts) for c in CHANNELS}
-    names: list[str] = []
-    for pred in predictions:
-        names.append(pred.name)
-        min_px = metrics.min_area_pixels(min_area_m2, pred.gsd)
-        for k, c in enumerate(CHANNELS):
-            truth = pred.truth_masks[c]
-            curve = metrics.sweep_thresholds(pred.probs[k], truth, ts, min_area_px=min_px,
-                                             cover=cover, valid=pred.valid)
-            pcurve = metrics.sweep_pixel_scores(pred.probs[k], truth, ts, valid=pred.valid)
-            obj[c] = [a + b for a, (_, b) in zip(obj[c], curve, strict=True)]
-            pix[c] = [a + b for a, (_, b) in zip(pix[c], pcurve, strict=True)]
-    if not names:
+    preds = list(predictions)
+    if not preds:
         raise UserInputError("no validation scenes to tune on; pass a folder with flights and "
                              "truth.gpkg.")
+    obj = {c: [ObjectScores(0, 0, 0, 0)] * len(ts) for c in CHANNELS}
+    pix = {c: [PixelScores(0, 0, 0)] * len(ts) for c in CHANNELS}
+    for pred in preds:
+        min_px = metrics.min_area_pixels(min_area_m2, pred.gsd)
+        for k, c in enumerate(CHANNELS):
+            curve = metrics.sweep_thresholds(pred.probs[k], pred.truth_labels[c], ts,
+                                             min_area_px=min_px, cover=cover, valid=pred.valid,
+                                             clean=detect_clean)
+            pcurve = metrics.sweep_pixel_scores(pred.probs[k], pred.truth_mask(c), ts,
+                                                valid=pred.valid)
+            obj[c] = [a + b for a, (_, b) in zip(obj[c], curve, strict=True)]
+            pix[c] = [a + b for a, (_, b) in zip(pix[c], pcurve, strict=True)]
     channels = {}
     for c in CHANNELS:
         curve = list(zip(ts, obj[c], strict=True))
@@ -144,8 +160,45 @@ def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: floa
                                     pixel_curve=list(zip(ts, pix[c], strict=True)),
                                     threshold=t, scores=s,
                                     reached=metrics.reaches(s, recall_target))
-    return TuneResult(recall_target=recall_target, channels=channels, min_area_m2=min_area_m2,
-                      cover=cover, scenes=names)
+    result = TuneResult(recall_target=recall_target, channels=channels, min_area_m2=min_area_m2,
+                        cover=cover, scenes=[p.name for p in preds])
+    if confirm:
+        _confirm_with_detect(preds, result, ts, max_confirm_steps)
+    return result
+
+
+def _detect_scores(preds: list[ScenePrediction], thresholds: dict[str, float],
+                   min_area_m2: float, cover: float) -> dict[str, ObjectScores]:
+    total = {c: ObjectScores(0, 0, 0, 0) for c in CHANNELS}
+    for pred in preds:
+        changes = pred.changes(thresholds, min_area_m2)
+        for c, s in metrics.channel_scores(changes, pred.truth, min_area_m2=min_area_m2,
+                                           cover=cover).items():
+            total[c] = total[c] + s
+    return total
+
+
+def _confirm_with_detect(preds: list[ScenePrediction], result: TuneResult, ts: list[float],
+                         max_steps: int) -> None:
+    """Score the picks on detect's polygons; lower a channel's pick while those miss the target.
+    """
+    curves = {c: dict(t.curve) for c, t in result.channels.items()}
+    for step in range(max_steps + 1):
+        scores = _detect_scores(preds, result.thresholds, result.min_area_m2, result.cover)
+        lowered = False
+        for c, tuning in result.channels.items():
+            tuning.detect_scores = scores[c]
+            if not tuning.reached or metrics.reaches(scores[c], result.recall_target):
+                continue
+            below = [t for t in ts if t < tuning.threshold]
+            if below and step < max_steps:
+                tuning.threshold = below[-1]
+                tuning.scores = curves[c][tuning.threshold]
+                lowered = True
+            else:
+                tuning.reached = False
+        if not lowered:
+            return
 
 
 # ---------------------------------------------------------------------------------- writing out

@@ -77,6 +77,16 @@ def test_eight_connectivity_joins_diagonal_pixels() -> None:
     assert s.n_true == 1
 
 
+def test_truth_as_label_image_keeps_touching_objects_apart() -> None:
+    labels = np.zeros((10, 20), dtype=np.int32)
+    labels[0:10, 0:10] = 1
+    labels[0:10, 10:20] = 2                        # touching: one component as a bool mask
+    pred = _mask((10, 20), (0, 0, 10, 10))
+    assert object_scores_from_masks(pred, labels > 0, min_area_px=1).recall == 1.0
+    s = object_scores_from_masks(pred, labels, min_area_px=1)
+    assert (s.n_true, s.n_found) == (2, 1)
+
+
 def test_empty_cases_score_one() -> None:
     empty = np.zeros((8, 8), dtype=bool)
     s = object_scores_from_masks(empty, empty, min_area_px=1)

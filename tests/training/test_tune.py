@@ -10,10 +10,12 @@ import numpy as np
 import onnx
 import pytest
 import rasterio
+import rasterio.features
 from affine import Affine
 from onnx import TensorProto, helper, numpy_helper
 from rasterio.crs import CRS
-from shapely.geometry import box
+from scipy import ndimage
+from shapely.geometry import box, shape
 
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
@@ -100,14 +102,17 @@ def ladder_scene(folder: Path, *, false_alarm: int = 100) -> Path:
 
 
 def _prediction(probs_new: np.ndarray, truth_new: np.ndarray, name: str = "s") -> ScenePrediction:
+    """A scene prediction with a new-channel probability raster and truth as polygons."""
     h, w = probs_new.shape
-    grid = Grid(CRS.from_epsg(6677), Affine(GSD, 0, 0, 0, -GSD, 0), w, h)
+    grid = Grid(CRS.from_epsg(6677), Affine(GSD, 0, ORIGIN[0], 0, -GSD, ORIGIN[1]), w, h)
+    labels, n = ndimage.label(truth_new)
+    geoms = [shape(g) for g, v in rasterio.features.shapes(
+        labels.astype(np.int32), mask=labels > 0, transform=grid.transform)]
+    truth = gpd.GeoDataFrame({"channel": ["new"] * len(geoms), "geometry": geoms},
+                             geometry="geometry", crs="EPSG:6677")
     probs = np.stack([probs_new, np.zeros_like(probs_new)])
-    empty = gpd.GeoDataFrame({"channel": [], "geometry": []}, geometry="geometry",
-                             crs="EPSG:6677")
     return ScenePrediction(name=name, grid=grid, probs=probs, valid=np.ones((h, w), bool),
-                           truth=empty, truth_masks={"new": truth_new,
-                                                     "demolished": np.zeros((h, w), bool)})
+                           truth=truth)
 
 
 def test_tune_picks_highest_threshold_reaching_recall_pooled_over_scenes() -> None:
@@ -141,6 +146,28 @@ def test_tune_flags_unreachable_target() -> None:
         tune_predictions([], 1.5)
 
 
+def test_tune_lowers_the_pick_until_detects_polygons_reach_the_recall() -> None:
+    # A 10x10 px true object; its 5x6 px corner (30 px, under the 32 px minimum area) is at
+    # 0.9, the rest at 0.4. Another blob at 0.9 touches the corner diagonally only. The raster
+    # sweep (8-connected) counts corner + blob as one object covering 30% of the truth up to
+    # 0.9; detect's polygons (4-connected) drop the lone corner as too small above 0.4.
+    probs = np.zeros((40, 40), dtype=np.uint8)
+    truth = np.zeros((40, 40), dtype=bool)
+    truth[10:20, 10:20] = True
+    probs[10:20, 10:20] = 102                    # 0.4
+    probs[15:20, 14:20] = 230                    # 0.9 corner inside the truth
+    probs[20:30, 20:30] = 230                    # 0.9 blob outside, diagonal contact
+    pred = _prediction(probs, truth)
+    raster_only = tune_predictions([pred], 1.0, confirm=False)
+    assert raster_only.channels["new"].threshold == 0.90
+    checked = tune_predictions([pred], 1.0, max_confirm_steps=60)
+    new = checked.channels["new"]
+    assert new.threshold == 0.40 and new.reached
+    assert new.detect_scores is not None and new.detect_scores.recall == 1.0
+    capped = tune_predictions([pred], 1.0, max_confirm_steps=10)
+    assert capped.channels["new"].threshold == 0.80 and not capped.channels["new"].reached
+
+
 def test_tune_model_end_to_end_through_the_engine(tmp_path: Path) -> None:
     scene = ladder_scene(tmp_path / "validation")
     model = passthrough_model(tmp_path / "model.onnx")
@@ -148,6 +175,7 @@ def test_tune_model_end_to_end_through_the_engine(tmp_path: Path) -> None:
     new, dem = outcome.result.channels["new"], outcome.result.channels["demolished"]
     # 9 of 10 objects are needed: the second lowest (45/255 = 0.176) must be kept -> 0.17.
     assert new.threshold == 0.17 and new.scores.n_found == 9
+    assert new.detect_scores == new.scores       # detect's polygons agree with the sweep
     # The false alarm (100/255 = 0.39) is predicted at 0.17: precision 9/10.
     assert new.scores.precision == pytest.approx(0.9)
     # Demolished objects are all at 200/255 = 0.784 -> highest threshold 0.78.
