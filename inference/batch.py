@@ -621,7 +621,13 @@ def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
 def _compute_blocks(spec: RunSpec, todo: list[Block], journal: Journal, status: StatusFile,
                     workers: int, scheduler: str | None, max_attempts: int, progress: bool,
                     on_block: Callable[[dict[str, Any]], None] | None) -> int:
-    """Run ``todo`` on Dask, recording each result; returns how many blocks failed."""
+    """Run ``todo`` on Dask, recording each result; returns how many blocks failed.
+
+    At most two blocks per worker thread are handed out at a time, so the journal's
+    ``running`` rows are the blocks actually on the workers. A block that raises is retried
+    up to ``max_attempts`` times in this run (a user error, such as a corrupt sheet, is not
+    retried); then it is ``failed`` and the others go on.
+    """
     if not todo:
         return 0
     from distributed import as_completed
@@ -631,47 +637,47 @@ def _compute_blocks(spec: RunSpec, todo: list[Block], journal: Journal, status: 
     bar = _Progress(len(todo), enabled=progress)
     with _client(workers, scheduler) as client, bar:
         shared = client.scatter(spec, broadcast=True, hash=False)  # the preflight, sent once
+        slots = max(2, 2 * sum(client.nthreads().values()))
+        waiting = iter(todo)
+        by_key: dict[str, Block] = {}
 
         def submit(block: Block) -> Any:
             tries[block.id] = tries.get(block.id, 0) + 1
             journal.mark_running(block.id)
-            return client.submit(compute_block, shared, block, pure=False,
-                                 key=f"idou-{spec.key}-{block.id}-{tries[block.id]}")
+            future = client.submit(compute_block, shared, block, pure=False,
+                                   key=f"idou-{spec.key}-{block.id}-{tries[block.id]}")
+            by_key[future.key] = block
+            return future
 
-        by_key: dict[str, Block] = {}
-        futures = []
-        for block in todo:
-            fut = submit(block)
-            by_key[fut.key] = block
-            futures.append(fut)
-        queue = as_completed(futures)
-        for fut in queue:
-            block = by_key.pop(fut.key)
+        queue = as_completed([submit(b) for _, b in zip(range(slots), waiting, strict=False)])
+        for future in queue:
+            block = by_key.pop(future.key)
             try:
-                outcome: BlockOutcome = fut.result()
-            except UserInputError:
-                raise
+                outcome: BlockOutcome = future.result()
             except Exception as exc:  # noqa: BLE001 - recorded, retried, reported
-                message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                if tries[block.id] < max_attempts:
+                message = (str(exc) if isinstance(exc, UserInputError)
+                           else f"{type(exc).__name__}: {exc}").splitlines()[0]
+                if tries[block.id] < max_attempts and not isinstance(exc, UserInputError):
                     log.warning("block %s failed (%s); retrying", block.id, message)
-                    again = submit(block)
-                    by_key[again.key] = block
-                    queue.add(again)
+                    queue.add(submit(block))
                     continue
                 log.error("block %s failed after %d attempt(s): %s", block.id,
                           tries[block.id], message)
                 journal.mark_failed(block.id, message)
                 failed += 1
                 bar.advance()
-                continue
-            journal.mark_done(block.id, outcome.seconds, outcome.worker, outcome.timings)
-            status.add_pixels(outcome.pixels)
-            data = status.update("running", journal.counts(), journal.done_seconds()[0])
-            log.info("block %s done in %.2f s on %s", block.id, outcome.seconds, outcome.worker)
-            bar.advance(data)
-            if on_block is not None:
-                on_block(data)
+            else:
+                journal.mark_done(block.id, outcome.seconds, outcome.worker, outcome.timings)
+                status.add_pixels(outcome.pixels)
+                data = status.update("running", journal.counts(), journal.done_seconds()[0])
+                log.info("block %s done in %.2f s on %s", block.id, outcome.seconds,
+                         outcome.worker)
+                bar.advance(data)
+                if on_block is not None:
+                    on_block(data)
+            following = next(waiting, None)
+            if following is not None:
+                queue.add(submit(following))
     return failed
 
 

@@ -255,6 +255,22 @@ def test_folder_of_sheets_gives_the_same_changes_as_one_mosaic_file(
     assert _block_bytes(out) == _block_bytes(reference)
 
 
+def test_batch_gives_the_same_changes_as_idou_detect(reference: Path, flight_dir: Path,
+                                                     tmp_path: Path) -> None:
+    from idou.inference.detect import detect
+
+    out = tmp_path / "detect.gpkg"
+    detect(flight_dir / "mosaic_2024.tif", flight_dir / "mosaic_2025.tif", out,
+           parcels=flight_dir / "parcels.gpkg", model=str(flight_dir / "tiny.onnx"), threads=1,
+           write_project=False)
+    assert _changes(out) == _changes(reference / "review.gpkg")
+    for layer in ("candidate_parcels", "coverage"):
+        ours = pyogrio.read_dataframe(reference / "review.gpkg", layer=layer)
+        theirs = pyogrio.read_dataframe(out, layer=layer)
+        assert len(ours) == len(theirs)
+        assert ours.geometry.area.sum() == pytest.approx(theirs.geometry.area.sum())
+
+
 def _idou(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "idou.cli", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -369,6 +385,14 @@ def test_check_passes_on_a_good_flight_without_running_anything(
     report = check_flight(load_flight_config(_toml(flight_dir, out)))
     assert (report.grid_width, report.grid_height, report.blocks) == (WIDTH, HEIGHT, 16)
     assert report.sheets_before == report.sheets_after == 9
+    assert not out.exists()
+    from typer.testing import CliRunner
+
+    from idou.cli import app
+
+    result = CliRunner().invoke(app, ["batch", str(_toml(flight_dir, out)), "--check"])
+    assert result.exit_code == 0, result.output
+    assert "16 of 96 px" in result.output and "check passed" in result.output
     assert not out.exists()
 
 
