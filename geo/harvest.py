@@ -216,6 +216,8 @@ def _report(reviewed: Path, info: dict[str, object], labels: gpd.GeoDataFrame,
 def _path_from(info: dict[str, object], *keys: str) -> str | None:
     for key in keys:
         value = info.get(key)
+        if isinstance(value, dict):
+            value = value.get("path") or value.get("label")
         if value:
             return str(value)
     return None

@@ -124,6 +124,15 @@ def test_missing_output_folder_is_one_sentence(tmp_path: Path) -> None:
         builders.write_run(tmp_path / "nope" / "run.gpkg")
 
 
+def test_unwritable_output_folder_is_one_sentence(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # chmod does not stop root (CI runs as root), so the permission check itself is faked
+    monkeypatch.setattr(gpkg_output.os, "access", lambda path, mode: False)
+    with pytest.raises(UserInputError, match="output folder .* is not writable"):
+        builders.write_run(tmp_path / "run.gpkg")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_output_under_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserInputError, match="is not a folder"):
