@@ -174,6 +174,7 @@ def detect(before: Source, after: Source, output: str | Path, *,
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.idou-", dir=output.parent))
     prob_existed = prob_path is not None and prob_path.exists()
     prob_written = False
+    created: list[Path] = []  # files beside the output this run made (removed on failure)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -221,26 +222,24 @@ def detect(before: Source, after: Source, output: str | Path, *,
                 stats = predict_grid(pair, session, contract, sinks, block_size=block_size,
                                      batch_size=batch_size, progress=infer_progress)
                 infer_seconds = time.perf_counter() - t_infer
-                from idou.geo.vectorize import vectorize
-
-                if progress:
-                    progress("vectorize", 0, 1)
-                changes = vectorize(store, grid, thresholds, min_area_m2=min_area_m2,
-                                    block_size=block_size)
-                if progress:
-                    progress("vectorize", 1, 1)
                 if writer is not None:
                     writer.finish()
                     prob_written = True
             finally:
                 if writer is not None and not prob_written:
                     writer.abort()
-
-        run_info = _run_info(loaded, contract, thresholds, report, src_before, src_after,
-                             stats, [m for level, m in messages if level == "warning"])
-        result = _write_output(output, changes, parcel_frame, building_frame, coverage.frame(),
-                               run_info, (Path(src_before.path), Path(src_after.path)), force,
-                               write_project)
+            run_info = _run_info(loaded, contract, thresholds, report, src_before, src_after,
+                                 stats, [m for level, m in messages if level == "warning"])
+            orthophotos = (Path(src_before.path), Path(src_after.path))
+            if write_project:
+                orthophotos = (_lasting(src_before, "before", output, workdir, created),
+                               _lasting(src_after, "after", output, workdir, created))
+            result = finish_from_probabilities(
+                store, coverage.frame(), report, loaded, output, parcels=parcel_frame,
+                buildings=building_frame, run_info=run_info, orthophotos=orthophotos,
+                force=force,
+                write_project=write_project, thresholds=thresholds, min_area_m2=min_area_m2,
+                block_size=block_size, progress=progress)
         summary = DetectSummary(
             output=output, probabilities=prob_path, model=loaded.spec,
             model_sha256=loaded.sha256, thresholds=thresholds,
@@ -256,9 +255,86 @@ def detect(before: Source, after: Source, output: str | Path, *,
     except BaseException:
         if prob_written and prob_path is not None and not prob_existed:
             prob_path.unlink(missing_ok=True)
+        for path in created:
+            path.unlink(missing_ok=True)
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def finish_from_probabilities(
+        probabilities: Any, coverage: gpd.GeoDataFrame, report: Any, model: Any, output: Path, *,
+        parcels: Any = None, buildings: Any = None, run_info: dict[str, Any] | None = None,
+        orthophotos: tuple[Path, Path] | None = None, force: bool = False,
+        write_project: bool = True, thresholds: tuple[float, float] | None = None,
+        min_area_m2: float = 8.0, block_size: int = 2048, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Everything after the probabilities: polygons, classes, parcels, the GeoPackage.
+
+    Shared by ``idou detect`` and ``idou batch`` (on its block mosaic), so both give the same
+    output from the same probabilities.
+
+    Args:
+        probabilities: uint8 ``(2, H, W)`` probabilities of ``report.grid`` (``read(window)``).
+        coverage: the ``coverage`` layer (``status`` processed / nodata).
+        report: the run's preflight report (grid, sources).
+        model: the ``LoadedModel`` (its contract's thresholds are the default).
+        output: the GeoPackage, written atomically.
+        parcels: parcel file(s) or an already read parcel frame, or None.
+        buildings: existing-building file or frame, or None.
+        run_info: provenance for the ``run_info`` table (thresholds are added).
+        orthophotos: (before, after) for the QGIS project; default the report's sources.
+        force: re-run into an existing GeoPackage (staff edits are kept).
+        write_project: also write the ``.qgz`` QGIS project.
+        thresholds: (new, demolished); default the model's tuned thresholds.
+        min_area_m2: smallest change polygon kept.
+        block_size: block side for vectorising.
+        progress: progress callback (stage 'vectorize').
+
+    Returns:
+        ``{"changes_by_type": {class: count}, "candidate_parcels": n}``.
+    """
+    from idou.geo import vectorize as vectorize_module
+
+    grid = report.grid
+    thresholds = thresholds or resolve_thresholds(model.contract)
+    parcel_frame = parcels if isinstance(parcels, gpd.GeoDataFrame) else None
+    building_frame = buildings if isinstance(buildings, gpd.GeoDataFrame) else None
+    if parcel_frame is None and parcels is not None or building_frame is None and \
+            buildings is not None:
+        read_p, read_b = _read_vectors(None if parcel_frame is not None else parcels,
+                                       None if building_frame is not None else buildings,
+                                       grid.crs)
+        parcel_frame = parcel_frame if parcel_frame is not None else read_p
+        building_frame = building_frame if building_frame is not None else read_b
+
+    def vector_progress(done: int, total: int) -> None:
+        if progress:
+            progress("vectorize", done, total)
+
+    changes = vectorize_module.vectorize(probabilities, grid, thresholds,
+                                         min_area_m2=min_area_m2, block_size=block_size,
+                                         progress=vector_progress)
+    info = {**(run_info or {}), "threshold_new": thresholds[0],
+            "threshold_demolished": thresholds[1], "min_area_m2": min_area_m2}
+    if orthophotos is None:
+        orthophotos = (Path(report.before.path), Path(report.after.path))
+    return _write_output(output, changes, parcel_frame, building_frame, coverage, info,
+                         orthophotos, force, write_project)
+
+
+def _lasting(source: Any, which: str, output: Path, workdir: Path, created: list[Path]
+             ) -> Path:
+    """The raster a QGIS project can refer to: a mosaic VRT made in ``workdir`` is copied
+    beside the output (it names its sheets by absolute path)."""
+    path = Path(source.path)
+    if workdir not in path.parents:
+        return path
+    target = output.with_name(f"{output.stem}.{which}.vrt")
+    if not target.exists():
+        created.append(target)
+    shutil.copyfile(path, target)
+    return target
 
 
 def _read_vectors(parcels: Any, buildings: Any, crs: Any
