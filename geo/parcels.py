@@ -41,6 +41,7 @@ SHOZAI_PARTS = (("大字名", "大字", "oaza", "OAZA"), ("丁目名", "丁目",
                 ("小字名", "小字", "字名", "koaza", "KOAZA", "aza", "AZA"))
 
 SURVEY_COLUMNS = ["parcel_id", "地番", "所在"]
+PARCEL_SUFFIXES = (".xml", ".zip", ".gpkg", ".shp", ".geojson", ".json")
 
 
 @dataclass
@@ -65,8 +66,8 @@ def read_parcels(path: Path | Sequence[Path], target_crs: object | None,
     """Read parcels from one or many files into ``target_crs``.
 
     Args:
-        path: a GeoPackage, Shapefile, GeoJSON, 地図XML ``.xml`` or ``.zip``, or a list of them
-            (all of one kind or mixed).
+        path: a GeoPackage, Shapefile, GeoJSON, 地図XML ``.xml`` or ``.zip``, a folder of
+            them, or a list of these (of one kind or mixed).
         target_crs: CRS of the flight (anything pyproj accepts); None keeps the source CRS.
         encoding: attribute encoding of a Shapefile without ``.cpg`` (e.g. ``cp932``).
         keep_columns: extra input columns to keep (everything else is dropped).
@@ -79,7 +80,8 @@ def read_parcels(path: Path | Sequence[Path], target_crs: object | None,
     Raises:
         UserInputError: unreadable file, no CRS, no 地番 column, no parcels left.
     """
-    paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+    given = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+    paths = [f for p in given for f in _expand(p)]
     if not paths:
         raise UserInputError("No parcel file was given; pass a GeoPackage, Shapefile, "
                              "GeoJSON or 地図XML file.")
@@ -121,6 +123,17 @@ def read_parcels(path: Path | Sequence[Path], target_crs: object | None,
     result.frame = gpd.GeoDataFrame(merged[columns + ["geometry"]], geometry="geometry",
                                     crs=crs).reset_index(drop=True)
     return result
+
+
+def _expand(path: Path) -> list[Path]:
+    """A folder stands for the parcel files in it (地図XML .xml/.zip, .gpkg, .shp, .geojson)."""
+    if not path.is_dir():
+        return [path]
+    found = sorted(p for p in path.iterdir() if p.suffix.lower() in PARCEL_SUFFIXES)
+    if not found:
+        raise UserInputError(f"folder {path} holds no parcel file ({', '.join(PARCEL_SUFFIXES)})"
+                             "; pass the files or the right folder.")
+    return found
 
 
 def _is_mojxml(path: Path) -> bool:

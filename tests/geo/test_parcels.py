@@ -112,3 +112,18 @@ def test_mojxml_through_read_parcels(shared_data: Path) -> None:
                                            "geometry"]
     assert "安房 2740-1" in parcels.frame["parcel_id"].tolist()
     assert parcels.frame.crs.to_epsg() == 6670
+
+
+def test_a_folder_of_mojxml_files(tmp_path: Path, shared_data: Path) -> None:
+    folder = tmp_path / "moj"
+    folder.mkdir()
+    for name in ("12103-0400-76.xml", "46505-3411-102.xml"):
+        (folder / name).symlink_to(shared_data / "mojxml" / name)
+    (folder / "notes.txt").write_text("not a parcel file")
+    parcels = read_parcels(folder, "EPSG:6677")
+    assert len(parcels.frame) == 1 + 169
+
+
+def test_an_empty_folder_is_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="holds no parcel file"):
+        read_parcels(tmp_path, None)
