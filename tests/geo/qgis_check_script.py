@@ -23,7 +23,25 @@ from qgis.PyQt.QtCore import QSize  # noqa: E402
 from qgis.PyQt.QtGui import QColor  # noqa: E402
 
 
-def main(gpkg: str, qgz: str, png: str, ortho: str) -> None:
+def _edit_like_staff(gpkg: str) -> dict:
+    """Set 調査状況/調査者/調査日 on the top candidate through QGIS's editing API and save."""
+    from qgis.PyQt.QtCore import QDate
+
+    layer = QgsVectorLayer(f"{gpkg}|layername=candidate_parcels", "edit", "ogr")
+    feature = next(layer.getFeatures())
+    fields = layer.fields()
+    layer.startEditing()
+    layer.changeAttributeValue(feature.id(), fields.indexOf("調査状況"), "課税対象")
+    layer.changeAttributeValue(feature.id(), fields.indexOf("調査者"), "QGIS 太郎")
+    layer.changeAttributeValue(feature.id(), fields.indexOf("調査日"), QDate(2025, 6, 1))
+    committed = layer.commitChanges()
+    parcel_id = feature["parcel_id"]
+    errors = layer.commitErrors()
+    del layer
+    return {"committed": bool(committed), "parcel_id": parcel_id, "errors": errors}
+
+
+def main(gpkg: str, qgz: str, png: str, ortho: str, edit: str = "") -> None:
     app = QgsApplication([], False)
     app.initQgis()
     report: dict = {"layers": {}, "project": {}}
@@ -83,10 +101,13 @@ def main(gpkg: str, qgz: str, png: str, ortho: str) -> None:
                                   and lyr.renderer() is not None else None)}
         for lyr in project.mapLayers().values()}
     report["project"]["crs"] = project.crs().authid()
+    project.removeAllMapLayers()
+    if edit:
+        report["edit"] = _edit_like_staff(gpkg)
     print("QGIS_REPORT=" + json.dumps(report, ensure_ascii=False), flush=True)
     # PyQGIS can crash while tearing down; the report is already out, so leave at once.
     os._exit(0)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

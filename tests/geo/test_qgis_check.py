@@ -35,13 +35,13 @@ def _pyqgis_available() -> bool:
 
 def _orthophoto(path: Path, level: int) -> Path:
     import rasterio
-    from rasterio.transform import from_origin
+    from affine import Affine
 
     rgb = np.full((3, 60, 130), level, dtype=np.uint8)
     rgb[:, 20:40, 10:50] = 220
     with rasterio.open(path, "w", driver="GTiff", width=130, height=60, count=3,
                        dtype="uint8", crs=builders.CRS,
-                       transform=from_origin(-5, 50, 1, 1)) as dst:
+                       transform=Affine.translation(-5, 50) @ Affine.scale(1, -1)) as dst:
         dst.write(rgb)
     return path
 
@@ -64,7 +64,7 @@ def test_qgis_opens_styled_layers_and_the_project(tmp_path: Path) -> None:
     env["PATH"] = "/usr/bin:/bin"
     env.pop("PYTHONPATH", None)
     done = subprocess.run([SYSTEM_PYTHON, str(SCRIPT), str(out / "run.gpkg"),
-                           str(out / "run.qgz"), str(png), str(after)],
+                           str(out / "run.qgz"), str(png), str(after), "edit"],
                           capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("QGIS_REPORT=")]
     assert lines, f"no report from QGIS (rc {done.returncode}): {done.stderr[-2000:]}"
@@ -101,3 +101,15 @@ def test_qgis_opens_styled_layers_and_the_project(tmp_path: Path) -> None:
     assert len(np.unique(pixels, axis=0)) > 20  # not blank
     red = (pixels[:, 0] > 150) & (pixels[:, 1] < 90) & (pixels[:, 2] < 90)
     assert red.sum() > 50  # the 新築 change is drawn in its class colour
+
+    # staff's edit saved by QGIS itself survives a re-run with --force
+    edit = report["edit"]
+    assert edit["committed"] is True, edit["errors"]
+    assert not Path(f"{out / 'run.gpkg'}-wal").exists()
+    builders.write_run(out / "run.gpkg", orthophotos=(before, after), force=True)
+    import pyogrio
+
+    parcels = pyogrio.read_dataframe(out / "run.gpkg", layer="candidate_parcels")
+    row = parcels.set_index("parcel_id").loc[edit["parcel_id"]]
+    assert (row["調査状況"], row["調査者"]) == ("課税対象", "QGIS 太郎")
+    assert str(row["調査日"].date()) == "2025-06-01"
