@@ -12,6 +12,9 @@ Decisions:
 * 座標系 公共座標1系–19系 map to JGD2011 plane zones EPSG:6669–6687. In 地図XML ``X`` is
   northing and ``Y`` easting, so shapely points are built as ``(Y, X)``.
 * 任意座標系 (an arbitrary local grid) is refused: such a file cannot be placed on a map.
+  When several documents are read at once (a municipality's zip), 任意座標系 documents are
+  skipped and named in ``MojFile.dropped`` / :func:`read_mojxml`'s ``skipped`` list, and only
+  an input where every document is 任意座標系 is refused.
 * 地区外 parcels (地番 starting with ``地区外``: land outside the surveyed district, drawn
   only to close the map, with no real 地番) are skipped and counted in ``dropped``.
 * 別図 parcels (地番 starting with ``別図``: drawn on a separate sheet) are kept, with
@@ -81,6 +84,10 @@ class MojFile:
     dropped: Counter[str] = field(default_factory=Counter)
 
 
+class ArbitraryCoordinateSystemError(UserInputError):
+    """A 地図XML document in 任意座標系: it cannot be placed on a map."""
+
+
 def zone_to_epsg(zahyokei: str, source: str) -> int:
     """Map a 座標系 value (``公共座標9系``) to its JGD2011 EPSG code (``6677``).
 
@@ -89,7 +96,7 @@ def zone_to_epsg(zahyokei: str, source: str) -> int:
     """
     text = zahyokei.strip().translate(_FULLWIDTH)
     if "任意" in text:
-        raise UserInputError(
+        raise ArbitraryCoordinateSystemError(
             f"{source} uses 任意座標系 (a local grid with no link to real coordinates), so its "
             "parcels cannot be placed on a map; use a 地図XML in 公共座標 or another parcel file."
         )
@@ -102,25 +109,41 @@ def zone_to_epsg(zahyokei: str, source: str) -> int:
     )
 
 
-def read_mojxml(paths: Path | Sequence[Path]) -> list[MojFile]:
+def read_mojxml(paths: Path | Sequence[Path], skipped: list[str] | None = None
+                ) -> list[MojFile]:
     """Read 地図XML files and zip archives of them.
 
     Args:
         paths: ``.xml`` or ``.zip`` files (one or many).
+        skipped: if given, receives one sentence per 任意座標系 document left out.
 
     Returns:
-        One :class:`MojFile` per XML document, in input order.
+        One :class:`MojFile` per XML document in a public coordinate system, in input order.
 
     Raises:
-        UserInputError: malformed XML, entities, oversize members, 任意座標系, empty input.
+        UserInputError: malformed XML, entities, oversize members, empty input, or every
+            document in 任意座標系.
     """
     items = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
     files: list[MojFile] = []
+    arbitrary: list[ArbitraryCoordinateSystemError] = []
     for path in items:
         if not path.is_file():
             raise UserInputError(f"{path} does not exist; check the parcel file path.")
         for name, data in _xml_documents(path):
-            files.append(parse_mojxml_bytes(data, name))
+            try:
+                files.append(parse_mojxml_bytes(data, name))
+            except ArbitraryCoordinateSystemError as exc:
+                arbitrary.append(exc)
+    if arbitrary and not files:
+        if len(arbitrary) == 1:
+            raise arbitrary[0]
+        raise ArbitraryCoordinateSystemError(
+            f"all {len(arbitrary)} 地図XML documents in {items[0].name}"
+            f"{' and the other inputs' if len(items) > 1 else ''} use 任意座標系, so their "
+            "parcels cannot be placed on a map; use 地図XML in 公共座標 or another parcel file.")
+    if skipped is not None:
+        skipped.extend(str(exc) for exc in arbitrary)
     if not files:
         raise UserInputError(f"{items[0] if items else 'input'} holds no 地図XML file; "
                              "pass .xml files or a .zip of them.")

@@ -19,6 +19,7 @@ null ones are dropped and counted.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,12 +47,17 @@ PARCEL_SUFFIXES = (".xml", ".zip", ".gpkg", ".shp", ".geojson", ".json")
 
 @dataclass
 class ParcelSet:
-    """Parcels ready for the join, with what was repaired and dropped on the way."""
+    """Parcels ready for the join, with what was repaired and dropped on the way.
+
+    ``notes`` holds one sentence per input file left out (a 任意座標系 地図XML in a batch);
+    show them to the user as warnings.
+    """
 
     frame: gpd.GeoDataFrame
     repaired: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     sources: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_dropped(self) -> int:
@@ -91,7 +97,12 @@ def read_parcels(path: Path | Sequence[Path], target_crs: object | None,
     result = ParcelSet(frame=gpd.GeoDataFrame(), sources=paths)
     crs = CRS.from_user_input(target_crs) if target_crs is not None else None
     if moj:
-        for moj_file in read_mojxml(moj):
+        skipped: list[str] = []
+        moj_files = read_mojxml(moj, skipped=skipped)
+        result.notes.extend(skipped)
+        if skipped:
+            result.dropped["任意座標系の地図XML (files)"] += len(skipped)
+        for moj_file in moj_files:
             result.dropped.update(moj_file.dropped)
             if not moj_file.parcels:
                 continue
@@ -164,8 +175,10 @@ def _read_vector(path: Path, encoding: str | None, keep_columns: Sequence[str],
     if encoding is None and path.suffix.lower() == ".shp":
         encoding = detect_shapefile_encoding(path)
     try:
-        frame = pyogrio.read_dataframe(path, encoding=encoding) if encoding else \
-            pyogrio.read_dataframe(path)
+        with warnings.catch_warnings():  # GDAL's warnings: the error below says it in one line
+            warnings.simplefilter("ignore", RuntimeWarning)
+            frame = pyogrio.read_dataframe(path, encoding=encoding) if encoding else \
+                pyogrio.read_dataframe(path)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         raise UserInputError(f"{path} cannot be read as a vector file ({exc}); "
                              "pass a GeoPackage, Shapefile, GeoJSON or 地図XML.") from exc

@@ -84,6 +84,26 @@ def test_arbitrary_coordinate_system_is_refused_with_a_sentence(tmp_path: Path) 
         read_mojxml(path)
 
 
+def test_arbitrary_documents_in_a_batch_are_skipped_and_named(tmp_path: Path) -> None:
+    archive = tmp_path / "city.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a.xml", moj_xml())
+        z.writestr("b.xml", moj_xml("任意座標系"))
+    skipped: list[str] = []
+    files = read_mojxml(archive, skipped=skipped)
+    assert [f.name for f in files] == ["city.zip:a.xml"]
+    assert len(skipped) == 1 and "city.zip:b.xml uses 任意座標系" in skipped[0]
+
+
+def test_a_batch_of_only_arbitrary_documents_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "local.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a.xml", moj_xml("任意座標系"))
+        z.writestr("b.xml", moj_xml("任意座標系"))
+    with pytest.raises(UserInputError, match="all 2 地図XML documents .* cannot be placed"):
+        read_mojxml(archive)
+
+
 def test_outside_district_is_skipped_and_separate_sheet_flagged(tmp_path: Path) -> None:
     extra = ('<筆 id="H2"><地番>地区外-1</地番><形状 idref="F1"/></筆>'
              '<筆 id="H3"><大字名>作草部町</大字名><地番>別図-5</地番><形状 idref="F1"/></筆>'
