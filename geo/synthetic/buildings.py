@@ -126,8 +126,8 @@ def large_building(rng: np.random.Generator, lot: Rect, building_id: str, parcel
     b0 = lot.hw - 2.0 - d  # to the back: parking or forecourt in front
     main = lot.sub(-w / 2, w / 2, b0, b0 + d).normalized()
     palette = ROOF_PALETTE["flat"]
-    albedo = tuple(float(c) * float(rng.uniform(0.92, 1.06))
-                   for c in palette[int(rng.integers(len(palette)))])
+    grey = float(rng.uniform(0.9, 1.05))
+    albedo = tuple(float(c) * grey for c in palette[int(rng.integers(len(palette)))])
     details = []
     # outdoor AC units in a row or two along the roof
     n_units = int(rng.integers(4, 12))

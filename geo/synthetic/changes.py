@@ -235,6 +235,9 @@ def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun:
                 len(buildings.query(shapely.Point(x, y).buffer(2.5), "intersects")) == 0:
             kept.append(random_tree(rng, x, y))
     epoch.trees = kept
+    # gardens of cleared parcels go with the house
+    dropped = {base.gardens[i] for i in clear_ground if i in base.gardens}
+    epoch.ground = [(r, m) for r, m in epoch.ground if r not in dropped]
     return epoch, truth
 
 

@@ -91,10 +91,11 @@ def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2) -> FlightPai
     sun1 = Sun(float(rng.uniform(140, 170)), float(rng.uniform(46, 60)))
     sun2 = Sun(float(rng.uniform(195, 230)), float(rng.uniform(36, 50)))
     eligible = {p.index for p in layout.parcels if safe.contains(p.rect.polygon())}
-    want_vacant = target_counts(size)["new"] * 0.75
-    residential = [i for i in eligible if layout.parcels[i].zone == "residential"]
-    share = min(0.5, max(0.14, want_vacant / max(len(residential), 1)))
-    base = populate(rng, layout, sun1, {i: share for i in residential})
+    # enough vacant lots inside the overlap to build the new houses on
+    residential = sorted(i for i in eligible if layout.parcels[i].zone == "residential")
+    n_vacant = min(len(residential) // 3, int(np.ceil(target_counts(size)["new"] * 0.6)) + 1)
+    vacant = {int(i) for i in rng.permutation(residential)[:n_vacant]}
+    base = populate(rng, layout, sun1, vacant)
     epoch2, truth_rows = make_second_epoch(rng, layout, base, sun2, eligible, size)
     place_cars(rng, layout, base.epoch, base.uses, base.driveways)
     place_cars(rng, layout, epoch2, base.uses, base.driveways, density=0.9)

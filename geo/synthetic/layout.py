@@ -114,6 +114,7 @@ class Layout:
     parcels: list[Parcel] = field(default_factory=list)
     sidewalks: list[BaseGeometry] = field(default_factory=list)
     crosswalks: list[BaseGeometry] = field(default_factory=list)
+    poles: list[tuple[float, float]] = field(default_factory=list)  # utility poles (電柱)
 
 
 def _positions(rng: np.random.Generator, start: float, stop: float, lo: float, hi: float
@@ -187,6 +188,12 @@ def make_layout(rng: np.random.Generator, centre: tuple[float, float], half_exte
 
     _name_parcels(rng, layout, centre, theta, u_main, v_main)
     _sidewalks_and_crossings(layout)
+    for road in layout.roads:
+        rect = road.rect
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        spacing = float(rng.uniform(28, 40))
+        for a in np.arange(-rect.hl + float(rng.uniform(0, spacing)), rect.hl, spacing):
+            layout.poles.append(rect.point(float(a), side * (rect.hw - 0.3)))
     return layout
 
 

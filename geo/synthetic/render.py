@@ -230,6 +230,9 @@ def render_epoch(canvas: Canvas, layout: Layout, epoch: Epoch, static: StaticLay
     for b in epoch.buildings:
         shadows += [_part_shadow(p, sun) for p in b.parts]
     shadows += [_tree_shadow(t, sun) for t in epoch.trees]
+    dx, dy = sun.shadow_offset(9.0)
+    shadows += [LineString([(x, y), (x + dx, y + dy)]).buffer(0.1, cap_style="flat")
+                for x, y in layout.poles]
     _apply_shadow(img, canvas, shadows, shade, blur=0.8)
     # ambient occlusion: the ground right next to walls gets less sky light
     walls = [b.footprint().buffer(0.4) for b in epoch.buildings]

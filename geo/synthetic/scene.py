@@ -79,6 +79,7 @@ class Base:
     uses: dict[int, str]  # parcel index -> house, vacant, parking, farm, large, grove
     driveways: dict[int, Rect]
     next_id: int
+    gardens: dict[int, Rect] = field(default_factory=dict)
 
 
 def tree_colour(rng: np.random.Generator) -> tuple[float, float, float]:
@@ -103,28 +104,29 @@ def random_car(rng: np.random.Generator, cx: float, cy: float, angle: float) -> 
 
 
 def populate(rng: np.random.Generator, layout: Layout, sun: Sun,
-             vacant_share: dict[int, float] | None = None) -> Base:
+             force_vacant: set[int] | None = None) -> Base:
     """Fill the parcels with what the first flight (2024) sees.
 
     Args:
         rng: Random generator.
         layout: Roads and parcels.
         sun: The first flight's sun.
-        vacant_share: Share of vacant lots for given residential parcels (default 14 %), so
-            that small scenes still have lots to build on.
+        force_vacant: Residential parcels that are vacant lots in 2024 (to build on later),
+            so that small scenes still have lots to build on.
     """
-    vacant_share = vacant_share or {}
+    force_vacant = force_vacant or set()
     epoch = Epoch(sun=sun)
     uses: dict[int, str] = {}
     driveways: dict[int, Rect] = {}
+    gardens: dict[int, Rect] = {}
     next_id = 1
     for parcel in layout.parcels:
         lot = parcel.rect
         zone = parcel.zone
         if zone == "residential":
             r = rng.random()
-            p_vacant = vacant_share.get(parcel.index, 0.14)
-            use = "vacant" if r < p_vacant else ("parking" if r > 0.94 else "house")
+            use = "vacant" if r < 0.12 or parcel.index in force_vacant else (
+                "parking" if r > 0.94 else "house")
         elif zone == "large_building":
             use = "large"
         elif zone == "large_parking":
@@ -145,6 +147,10 @@ def populate(rng: np.random.Generator, layout: Layout, sun: Sun,
                     driveways[parcel.index] = driveway
                     epoch.ground.append((driveway, CONCRETE))
                 _garden_trees(rng, epoch, lot, building.footprint())
+                garden = _back_garden(rng, lot, building)
+                if garden is not None:
+                    gardens[parcel.index] = garden[0]
+                    epoch.ground.append(garden)
         if use == "large":
             building = large_building(rng, lot, f"B{next_id:05d}", parcel.index)
             if building is None:
@@ -175,7 +181,20 @@ def populate(rng: np.random.Generator, layout: Layout, sun: Sun,
     _street_trees(rng, layout, epoch)
     for building in epoch.buildings:
         building.solar = building.material != "flat" and bool(rng.random() < 0.15)
-    return Base(epoch, uses, driveways, next_id)
+    return Base(epoch, uses, driveways, next_id, gardens)
+
+
+def _back_garden(rng: np.random.Generator, lot: Rect, building: Building
+                 ) -> tuple[Rect, int] | None:
+    """A lawn, vegetable patch or gravel strip behind the house, when there is room."""
+    coords = np.asarray(building.footprint().exterior.coords)
+    px, py = lot.perp
+    back = float(((coords[:, 0] - lot.cx) * px + (coords[:, 1] - lot.cy) * py).max())
+    b0, b1 = back + float(rng.uniform(0.6, 1.2)), lot.hw - 0.4
+    if b1 - b0 < 2.0 or rng.random() < 0.35:
+        return None
+    material = int(rng.choice([LAWN, BARE, WEEDS, GRAVEL], p=[0.45, 0.2, 0.2, 0.15]))
+    return lot.sub(-lot.hl + 0.4, lot.hl - 0.4, b0, b1), material
 
 
 def _street_trees(rng: np.random.Generator, layout: Layout, epoch: Epoch) -> None:
