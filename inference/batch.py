@@ -781,11 +781,16 @@ def coverage_from_blocks(out_dir: Path, blocks: list[Block], grid: Any) -> Any:
 
 def finish_from_blocks(prepared: _Prepared, mosaic: Path, gpkg: Path, config: FlightConfig,
                        run_info: dict[str, Any]) -> dict[str, Any]:
-    """Polygons, classes, parcel join and GeoPackage from the mosaic, via `idou detect`'s code."""
-    from idou.inference import batch_finish
+    """Polygons, classes, parcel join and GeoPackage from the mosaic, by `idou detect`'s code.
+
+    ``idou.inference.detect.finish_from_probabilities`` is the stage `idou detect` runs after
+    its probabilities, so a batch run and a detect run give the same output from the same
+    probabilities. Re-running into an existing GeoPackage keeps the staff's edits.
+    """
+    from idou.inference.detect import finish_from_probabilities
 
     coverage = coverage_from_blocks(config.output, prepared.blocks, prepared.report.grid)
     with MosaicReader(mosaic) as probs:
-        return batch_finish.finish(probs, coverage, prepared.report, prepared.model, gpkg,
-                                   parcels=config.parcels, buildings=config.buildings,
-                                   run_info=run_info, force=gpkg.exists())
+        return finish_from_probabilities(
+            probs, coverage, prepared.report, prepared.model, gpkg, parcels=config.parcels,
+            buildings=config.buildings, run_info=run_info, force=gpkg.exists())

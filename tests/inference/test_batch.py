@@ -352,6 +352,27 @@ def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(
     assert mid_run >= 2, "the kills should have hit runs with blocks half done"
 
 
+def test_sigterm_stops_with_exit_130_and_status_interrupted_then_resumes(
+        reference: Path, flight_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "terminated"
+    toml = _toml(flight_dir, out)
+    proc = _idou("batch", str(toml), "--quiet")
+    deadline = time.monotonic() + 90
+    while _done(out) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    if proc.returncode == 0:  # it finished before the signal arrived
+        pytest.skip("the run ended before SIGTERM reached it")
+    assert proc.returncode == 130, stderr
+    assert _state(out) == "interrupted"
+    assert "Traceback" not in stderr.decode()
+    rerun = subprocess.run([sys.executable, "-m", "idou.cli", "batch", str(toml), "--quiet"],
+                           capture_output=True, text=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _block_bytes(out) == _block_bytes(reference)
+
+
 @pytest.mark.slow
 def test_dask_scheduler_gives_the_same_output_as_the_local_path(
         reference: Path, flight_dir: Path, tmp_path: Path) -> None:
