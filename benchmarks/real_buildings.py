@@ -51,6 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--backbone", default="mobilenet_v3_large")
+    p.add_argument("--decoder-channels", default="64,48,32,24,16",
+                   help="decoder widths at strides 32..2")
+    p.add_argument("--crop", type=int, default=128,
+                   help="train on random crops of this side (0 = whole 256 px tiles)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--pairs-per-tile", type=int, default=4)
@@ -90,17 +94,20 @@ def train(args: argparse.Namespace, dataset: Any) -> tuple[Any, dict[str, Any]]:
 
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    net = SiameseChangeNet(NetworkConfig(backbone=args.backbone, aux_buildings=True)).to(device)
+    decoder = tuple(int(c) for c in args.decoder_channels.split(","))
+    net = SiameseChangeNet(NetworkConfig(backbone=args.backbone, decoder_channels=decoder,
+                                         aux_buildings=True)).to(device)
     optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     loss_fn = ChangeLoss(pos_weight=3.0, dice_weight=1.0, aux_weight=0.2)
     augment = PairedAugment(seed=args.seed)
+    rng = np.random.default_rng(args.seed)
 
     class Augmented(torch.utils.data.Dataset):  # type: ignore[type-arg]
         def __len__(self) -> int:
             return len(dataset)
 
         def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-            return augment(dataset[i])
+            return augment(random_crop(dataset[i], args.crop, rng))
 
     sampler = BalancedSampler(dataset.has_change, change_fraction=0.7, seed=args.seed)
     loader = DataLoader(Augmented(), batch_size=args.batch_size, sampler=sampler,
@@ -144,6 +151,26 @@ def train(args: argparse.Namespace, dataset: Any) -> tuple[Any, dict[str, Any]]:
             "loss_last_25": float(np.mean(losses[-25:])) if losses else float("nan"),
             "history": history}
     return net, info
+
+
+def random_crop(item: dict[str, np.ndarray], size: int, rng: np.random.Generator
+                ) -> dict[str, np.ndarray]:
+    """A ``size`` crop of every array of ``item``; on a change pixel 80% of the time."""
+    height, width = item["before"].shape[:2]
+    if size <= 0 or size >= min(height, width):
+        return item
+    rows, cols = np.nonzero((item["target"] == 1).any(axis=0))
+    if rows.size and rng.random() < 0.8:
+        k = int(rng.integers(rows.size))
+        r = int(np.clip(rows[k] - rng.integers(size), 0, height - size))
+        c = int(np.clip(cols[k] - rng.integers(size), 0, width - size))
+    else:
+        r, c = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
+    out = {}
+    for key, value in item.items():
+        out[key] = (value[:, r:r + size, c:c + size] if key == "target"
+                    else value[r:r + size, c:c + size])
+    return out
 
 
 def predict(net: Any, dataset: Any, device: str, batch_size: int = 8
@@ -250,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                                                               else sys.argv[1:]),
         "data": str(args.data), "gsd_m": GSD_M, "min_area_m2": args.min_area_m2,
         "min_area_px": min_area_px, "recall_target": args.recall_target,
-        "model": {"backbone": args.backbone, "pretrained": False, "aux_buildings": True},
+        "model": {"backbone": args.backbone, "decoder_channels": args.decoder_channels,
+                  "pretrained": False, "aux_buildings": True, "train_crop": args.crop},
         "threads": args.threads, "device": args.device, "batch_size": args.batch_size,
         "lr": args.lr, "machine": platform.processor() or platform.machine(),
         "pairs": {"train": len(train_ds), "train_with_change": int(sum(train_ds.has_change)),
@@ -278,7 +306,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"Model: {r['model']['backbone']} siamese, no pretrained weights; trained "
         f"{r['training']['train_minutes']:.1f} min on {r['threads']} thread(s) "
-        f"({r['training']['steps']} steps of {r['batch_size']} pairs); loss "
+        f"({r['training']['steps']} steps of {r['batch_size']} pairs, "
+        f"{r['model']['train_crop'] or 256} px crops); loss "
         f"{r['training']['loss_first_25']:.3f} → {r['training']['loss_last_25']:.3f}.",
         f"Pairs: train {r['pairs']['train']}, validation {r['pairs']['validation']}, "
         f"evaluation {r['pairs']['evaluation']} ({r['pairs']['evaluation_kinds']}).",

@@ -119,12 +119,19 @@ class LevirCDDataset:
                 f"{self.root} has no file present in all of A/, B/ and label/; "
                 "name each chip the same in the three folders.")
         self._a, self._b, self._label = files["A"], files["B"], files["label"]
-        self._chips = [chip for stem in common for chip in self._windows(stem)]
-        self.has_change: list[bool] = [self._chip_has_change(c) for c in self._chips]
+        self._chips: list[_Chip] = []
+        self.has_change: list[bool] = []
+        for stem in common:  # each label file is read once, whatever the number of chips
+            with _open(self._label[stem]) as src:
+                changed = self._changed(np.asarray(src.read(1)))
+            for chip in self._windows(stem, changed.shape):
+                r, c = int(chip.window.row_off), int(chip.window.col_off)
+                h, w = int(chip.window.height), int(chip.window.width)
+                self._chips.append(chip)
+                self.has_change.append(bool(changed[r:r + h, c:c + w].any()))
 
-    def _windows(self, stem: str) -> list[_Chip]:
-        with _open(self._label[stem]) as src:
-            height, width = src.height, src.width
+    def _windows(self, stem: str, shape: tuple[int, ...]) -> list[_Chip]:
+        height, width = shape
         size = self.chip_size
         if size is None or (size >= height and size >= width):
             return [_Chip(stem, Window(0, 0, width, height))]
@@ -133,11 +140,10 @@ class LevirCDDataset:
         h, w = min(size, height), min(size, width)
         return [_Chip(stem, Window(c, r, w, h)) for r in rows for c in cols]
 
-    def _chip_has_change(self, chip: _Chip) -> bool:
-        label = _read_label(self._label[chip.stem], chip.window)
+    def _changed(self, label: np.ndarray) -> np.ndarray:
         if self.typed:
-            return bool(np.isin(label, (1, 2)).any())
-        return bool((label >= 128).any())
+            return np.isin(label, (1, 2))
+        return label >= 128
 
     def __len__(self) -> int:
         return len(self._chips)
