@@ -180,18 +180,23 @@ def changes_on_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
 
 
 def _mark_rebuilt_by_parcel(out: gpd.GeoDataFrame, on_parcels: pd.DataFrame) -> None:
-    types = out["change_type"].to_numpy()
-    for _, group in on_parcels.groupby("parcel_row"):
-        rows = group["change_row"].to_numpy()
-        kinds = types[rows]
-        if (kinds == "demolished").any() or (kinds == "rebuilt").any():
-            has_old = np.isin(kinds, ["demolished"]) | (
-                (kinds == "rebuilt") & (out["channel"].to_numpy()[rows] == "demolished"))
-            has_new = np.isin(kinds, ["new", "extension"]) | (
-                (kinds == "rebuilt") & (out["channel"].to_numpy()[rows] == "new"))
-            if has_old.any() and has_new.any():
-                for row in rows:
-                    out.at[int(row), "change_type"] = "rebuilt"
+    if on_parcels.empty:
+        return
+    rows = on_parcels["change_row"].to_numpy(dtype=int)
+    types = out["change_type"].to_numpy()[rows]
+    channel = out["channel"].to_numpy()[rows]
+    links = pd.DataFrame({
+        "parcel": on_parcels["parcel_row"].to_numpy(), "row": rows,
+        "old": (types == "demolished") | ((types == "rebuilt") & (channel == "demolished")),
+        "new": np.isin(types, ["new", "extension"]) | ((types == "rebuilt") & (channel == "new")),
+    })
+    per_parcel = links.groupby("parcel")[["old", "new"]].any()
+    both = per_parcel.index[per_parcel["old"] & per_parcel["new"]]
+    rebuilt = np.unique(links.loc[links["parcel"].isin(both), "row"].to_numpy())
+    if rebuilt.size:
+        column = out["change_type"].to_numpy().copy()
+        column[rebuilt] = "rebuilt"
+        out["change_type"] = column
 
 
 def _annotate_parcels(out: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,

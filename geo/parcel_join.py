@@ -55,6 +55,10 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
     ids = changes["change_id"].astype(str).to_numpy()
     scores = (changes["score_max"].astype(float).to_numpy() if "score_max" in changes
               else np.full(len(changes), np.nan))
+    parcel_ids, chiban, shozai = (
+        parcels[c].fillna("").astype(str).to_numpy() if c in parcels
+        else np.full(len(parcels), "", dtype=object) for c in ("parcel_id", "地番", "所在"))
+    parcel_geoms = parcels.geometry.to_numpy()
     rows = []
     for parcel_row, group in links.groupby("parcel_row"):
         change_rows = group["change_row"].to_numpy()
@@ -66,11 +70,11 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
         shares = "; ".join(
             f"{ids[r]}:{classes[r]}:{a:.1f}㎡({s * 100:.0f}%)"
             for r, a, s in zip(change_rows, group["area_m2"], group["share"], strict=True))
-        parcel = parcels.iloc[int(parcel_row)]
+        p = int(str(parcel_row))
         rows.append({
-            "parcel_id": str(parcel.get("parcel_id", "")),
-            "地番": str(parcel.get("地番", "")),
-            "所在": str(parcel.get("所在", "")),
+            "parcel_id": parcel_ids[p],
+            "地番": chiban[p],
+            "所在": shozai[p],
             "異動区分": ",".join(ordered),
             MAIN_CLASS: main,
             "n_changes": int(len(change_rows)),
@@ -78,7 +82,7 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
             "score_max": float(np.nanmax(scores[change_rows])) if len(change_rows) else np.nan,
             "shares": shares,
             "change_ids": ",".join(ids[change_rows]),
-            "geometry": parcel.geometry,
+            "geometry": parcel_geoms[p],
         })
     out = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
     order = out.sort_values(["score_max", "changed_area_m2", "parcel_id"],
