@@ -89,7 +89,7 @@ class RunSpec:
     blocks_dir: str
     model_path: str
     model_sha256: str
-    threads: int
+    threads: int | None
     device: str
 
 
@@ -161,7 +161,8 @@ class _WorkerEngine:
         self.contract = model.contract
         self.pair = AlignedPair(spec.report)
         self.pair.__enter__()
-        self.session = make_session(data, device=spec.device, threads=spec.threads)
+        self.session = make_session(data, device=spec.device,
+                                    threads=spec.threads or _auto_threads())
 
     def predict(self, block: Block) -> np.ndarray:
         """float32 ``(2, h, w)`` probabilities of the block, as a whole-grid pass gives them."""
@@ -176,6 +177,20 @@ class _WorkerEngine:
 
     def close(self) -> None:
         self.pair.__exit__(None, None, None)
+
+
+def _auto_threads() -> int:
+    """ONNX Runtime threads when FLIGHT.toml names none: this machine's cores per task slot."""
+    from idou.inference.session import available_cores
+
+    slots = 1
+    try:
+        from distributed import get_worker
+
+        slots = max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):
+        pass
+    return max(1, available_cores() // slots)
 
 
 def compute_block(spec: RunSpec, block: Block) -> BlockOutcome:
@@ -477,7 +492,12 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
              scheduler)
     prepared = _prepare(config, out_dir, out_dir / VRT_DIR)
     staged = _stage_model(prepared.model, out_dir)
-    spec = RunSpec(**{**prepared.spec.__dict__, "model_path": str(staged)})
+    threads = config.threads
+    if threads is None and scheduler is None:  # local: share this machine's cores
+        from idou.inference.session import available_cores
+
+        threads = max(1, available_cores() // workers)
+    spec = RunSpec(**{**prepared.spec.__dict__, "model_path": str(staged), "threads": threads})
     grid = prepared.report.grid
     blocks_dir = out_dir / BLOCKS_DIR
     blocks_dir.mkdir(parents=True, exist_ok=True)

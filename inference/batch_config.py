@@ -9,7 +9,7 @@ Example::
     buildings = "buildings.gpkg"     # optional: existing buildings (家屋現況図)
     aoi = "city.gpkg"                # optional: area of interest
     block_size = 4096                # pixels per work unit side (plus the model's overlap as halo)
-    threads = 2                      # ONNX Runtime threads per worker
+    threads = 2                      # ONNX Runtime threads per worker (default: cores / workers)
     workers = 1                      # local worker processes (overridden by --workers)
 
     [before]
@@ -73,7 +73,7 @@ class FlightConfig:
     buildings: Path | None = None
     aoi: Path | None = None
     block_size: int = DEFAULT_BLOCK_SIZE
-    threads: int = 1
+    threads: int | None = None
     workers: int = 1
     device: str = "cpu"
     max_attempts: int = 2
@@ -151,7 +151,7 @@ def load_flight_config(path: str | Path) -> FlightConfig:
         buildings=_optional_file(raw, "buildings", base, path.name),
         aoi=_optional_file(raw, "aoi", base, path.name),
         block_size=_int(raw, "block_size", DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, path.name),
-        threads=_int(raw, "threads", 1, 1, path.name),
+        threads=_int(raw, "threads", 1, 1, path.name) if "threads" in raw else None,
         workers=_int(raw, "workers", 1, 1, path.name),
         device=_device(raw, path.name),
         max_attempts=_int(raw, "max_attempts", 2, 1, path.name),

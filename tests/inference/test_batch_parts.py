@@ -200,3 +200,19 @@ def test_summary_html_escapes_and_lists_classes(tmp_path: Path) -> None:
         {"新築": {"count": 3, "area_m2": 120.0}}, {"model": "<idou>"})
     text = path.read_text(encoding="utf-8")
     assert "新築" in text and "&lt;idou&gt;" in text and "<idou>" not in text
+
+
+def test_a_second_run_on_the_same_output_folder_is_refused(tmp_path: Path) -> None:
+    import fcntl
+
+    from idou.inference.batch import LOCK_NAME, run_batch
+
+    _touch(tmp_path / "b.tif")
+    config = load_flight_config(_flight(
+        tmp_path, 'output = "out"\n[before]\npath = "b.tif"\n[after]\npath = "b.tif"\n'))
+    (tmp_path / "out").mkdir()
+    with open(tmp_path / "out" / LOCK_NAME, "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserInputError, match="another idou batch is running"):
+            run_batch(config, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [LOCK_NAME]
