@@ -167,11 +167,13 @@ def merge_review(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame | None, key: str, 
                     match[row] = best
                     used.add(best)
                     stats.matched_by_overlap += 1
-    for i in np.flatnonzero(match >= 0).tolist():
-        j = int(match[i])
-        for column in REVIEW_FIELDS:
-            merged.at[i, column] = old.at[j, column]
-        stats.edits_kept += int(old_edited[j])
+    new_rows = np.flatnonzero(match >= 0)
+    old_rows = match[new_rows]
+    for column in REVIEW_FIELDS:
+        values = merged[column].to_numpy(dtype=object).copy()
+        values[new_rows] = old[column].to_numpy(dtype=object)[old_rows]
+        merged[column] = values
+    stats.edits_kept += int(old_edited[old_rows].sum())
     merged[STATUS] = merged[STATUS].fillna(STATUS_UNCHECKED)
     vanished_rows = sorted(set(range(len(old))) - set(match[match >= 0].tolist()))
     if vanished_rows:
