@@ -63,6 +63,8 @@ def _levir_chips(root: Path, n: int = 6, size: int = 64) -> None:
         Image.fromarray(label).save(root / "label" / f"c{i}.png")
 
 
+@pytest.mark.slow
+@pytest.mark.train
 def test_two_gloo_processes_train_identical_weights(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
