@@ -25,7 +25,9 @@ DISPLAY_NAMES = {
     "existing_buildings": "既存家屋 (existing_buildings)",
     "coverage": "判読範囲 (coverage)",
     "missed": "見逃し入力 (missed)",
+    "run_info": "実行情報 (run_info)",
 }
+TABLES = ("run_info",)
 STYLE_ELEMENTS = ("renderer-v2", "labeling", "fieldConfiguration", "aliases", "defaults",
                   "editable", "previewExpression", "layerGeometryType")
 
@@ -38,7 +40,7 @@ def write_qgis_project(target: Path, *, gpkg: Path, layers: Sequence[str], crs: 
     Args:
         target: the project path (``.qgz``), normally beside ``gpkg``.
         gpkg: the review GeoPackage.
-        layers: its vector layers, top first.
+        layers: its vector layers, top first (``run_info`` is added as a table as well).
         crs: the project CRS (the flight's).
         orthophotos: (before, after) rasters or None; a folder of sheets or a ``.txt`` list
             is left out (QGIS cannot open it as one layer; build a VRT to include it).
@@ -62,10 +64,11 @@ def write_qgis_project(target: Path, *, gpkg: Path, layers: Sequence[str], crs: 
     project_layers = ET.SubElement(root, "projectlayers")
     order = ET.SubElement(root, "layerorder")
     entries: list[tuple[str, str, str, str, bool, ET.Element]] = []
-    for layer in layers:
+    for layer in [*layers, *(t for t in TABLES if t not in layers)]:
         source = f"{_relative(Path(gpkg), base)}|layername={layer}"
-        entries.append((layer, DISPLAY_NAMES.get(layer, layer), source, "ogr", True,
-                        _vector_layer(layer, source, srs)))
+        element = (_table_layer(layer, source) if layer in TABLES
+                   else _vector_layer(layer, source, srs))
+        entries.append((layer, DISPLAY_NAMES.get(layer, layer), source, "ogr", True, element))
     if orthophotos is not None:
         for label, path, visible in (("今回オルソ", orthophotos[1], True),
                                      ("前回オルソ", orthophotos[0], False)):
@@ -154,6 +157,16 @@ def _vector_layer(layer: str, source: str, srs: ET.Element | None) -> ET.Element
         child = style.find(tag)
         if child is not None:
             element.append(child)
+    return element
+
+
+def _table_layer(layer: str, source: str) -> ET.Element:
+    element = ET.Element("maplayer", {"type": "vector", "geometry": "No geometry",
+                                      "wkbType": "NoGeometry"})
+    ET.SubElement(element, "id")
+    ET.SubElement(element, "datasource").text = source
+    ET.SubElement(element, "layername").text = DISPLAY_NAMES.get(layer, layer)
+    ET.SubElement(element, "provider", {"encoding": "UTF-8"}).text = "ogr"
     return element
 
 

@@ -91,7 +91,7 @@ def test_qgis_opens_styled_layers_and_the_project(tmp_path: Path) -> None:
     project = report["project"]
     assert project["read"] is True
     assert project["crs"] == "EPSG:6677"
-    assert len(project["layers"]) == 7  # five vector layers and two orthophotos
+    assert len(project["layers"]) == 8  # five vector layers, run_info, two orthophotos
     assert all(info["valid"] for info in project["layers"].values()), project["layers"]
 
     assert report["png_saved"] is True
