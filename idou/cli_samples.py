@@ -20,6 +20,8 @@ def make(
     from idou.geo.errors import UserInputError
     from idou.geo.synthetic.cli_support import check_out_dir, make_samples
 
+    if seed < 0:
+        raise UserInputError(f"--seed {seed} is negative; pass --seed 0 or more.")
     if size < 256:
         raise UserInputError(f"--size {size} is too small; pass --size 256 or more.")
     check_out_dir(out_dir)

@@ -89,7 +89,8 @@ def house_in_parcel(rng: np.random.Generator, lot: Rect, building_id: str, parce
     side = float(rng.uniform(-slack, slack)) if slack > 0 else 0.0
     b0 = -lot.hw + setback
     main = lot.sub(side - w / 2, side + w / 2, b0, b0 + d)
-    kind = "gable" if rng.random() < 0.55 else "hip"
+    r = rng.random()
+    kind = "gable" if r < 0.5 else ("hip" if r < 0.9 else "shed")  # shed: modern 片流れ
     height = 6.2 if rng.random() < 0.75 else 3.4
     parts = [RoofPart(main.normalized(), kind, height)]
     # an L-shaped house: a wing at the back or a side, inside the parcel
@@ -99,7 +100,10 @@ def house_in_parcel(rng: np.random.Generator, lot: Rect, building_id: str, parce
         a0 = side - w / 2 if left else side + w / 2 - ww
         if b0 + d + wd < lot.hw - 0.8:
             wing = lot.sub(a0, a0 + ww, b0 + d, b0 + d + wd)
-            parts.append(RoofPart(wing.normalized(), kind, height))
+            if height > 5 and rng.random() < 0.6:  # a one-storey 下屋 with a lean-to roof
+                parts.append(RoofPart(wing, "shed", 3.0))
+            else:
+                parts.append(RoofPart(wing.normalized(), kind, height))
     material, albedo = pick_roof(rng)
     driveway = None
     if setback >= 4.5:

@@ -133,7 +133,7 @@ def static_layers(rng: np.random.Generator, canvas: Canvas, layout: Layout,
         ((p.rect.polygon(), p.index + 1) for p in layout.parcels), out_shape=shape,
         transform=tr, fill=0, dtype="int32")
     n = len(layout.parcels) + 1
-    tone = (1.0 + rng.normal(0, 0.05, (n, 1)) + rng.normal(0, 0.025, (n, 3))).astype(np.float32)
+    tone = (1.0 + rng.normal(0, 0.05, (n, 1)) + rng.normal(0, 0.015, (n, 3))).astype(np.float32)
     tone[0] = 1.0
     row_angle = np.zeros(n, dtype=np.float32)
     row_period = np.ones(n, dtype=np.float32) * 5

@@ -40,6 +40,16 @@ def test_readme_says_synthetic_and_version() -> None:
     assert f"generator version {GENERATOR_VERSION}" in text
 
 
+def test_readme_counts_match_the_truth() -> None:
+    text = (SAMPLES / "README.md").read_text(encoding="utf-8")
+    truth = gpd.read_file(SAMPLES / "truth.gpkg", layer="truth")
+    counts = truth.groupby("change_type")["change_id"].nunique()
+    said = re.search(r"(\d+) new, (\d+) demolished, (\d+) extensions, (\d+) rebuilt", text)
+    assert said, "README must state the change counts"
+    assert [int(x) for x in said.groups()] == [
+        counts.get(k, 0) for k in ("new", "demolished", "extension", "rebuilt")]
+
+
 def test_total_size_fits_git() -> None:
     total = sum(p.stat().st_size for p in SAMPLES.iterdir() if p.is_file())
     assert total <= 15 * 1024 * 1024
