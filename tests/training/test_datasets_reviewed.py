@@ -142,3 +142,28 @@ def test_labels_in_another_crs_and_outside_the_flights(tmp_path: Path) -> None:
     new = ds[0]["target"][0]
     assert new[82 - r0:88 - r0, 62 - c0:68 - c0].all()  # the core of the box, after warping
     assert new.sum() < 130  # 100 px, give or take the reprojected edges
+
+
+def test_reads_the_manifest_idou_harvest_writes(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from idou.geo.harvest import HarvestReport
+
+    rows = [{"channel": "demolished", "label": "positive", "source": "review",
+             "change_id": "c1", "geometry": _cell(60, 80, 70, 90)}]
+    folder = _harvest(tmp_path / "h", rows)
+    report = HarvestReport(source="review.gpkg", before=str(folder / "before.tif"),
+                           after=str(folder / "after.tif"), crs=CRS, model={}, counts={},
+                           counts_by_channel={}, precision=None, recall=None)
+    (folder / "harvest.json").write_text(json.dumps(asdict(report)), encoding="utf-8")
+    ds = ReviewedDataset(folder, chip_size=32)
+    assert ds.has_change == [True] and (ds[0]["target"][1] == 1).any()
+
+    # A harvest whose run recorded no orthophoto paths: they can be given to the dataset.
+    report.before = report.after = None
+    (folder / "harvest.json").write_text(json.dumps(asdict(report)), encoding="utf-8")
+    with pytest.raises(UserInputError, match="before"):
+        ReviewedDataset(folder)
+    ds = ReviewedDataset(folder, chip_size=32, before=str(folder / "before.tif"),
+                         after=str(folder / "after.tif"))
+    assert len(ds) == 1

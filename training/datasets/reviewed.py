@@ -45,11 +45,12 @@ _PATH_KEYS = {
 }
 
 
-def read_harvest_manifest(folder: Path) -> tuple[str, str, str | None]:
-    """(before, after, crs) from ``folder/harvest.json``; relative paths resolve in ``folder``.
+def read_harvest_manifest(folder: Path) -> tuple[str | None, str | None, str | None]:
+    """(before, after, crs) from ``folder/harvest.json`` (None where it names none).
 
-    Accepts the paths at the top level (``before``/``after``, or ``before_path`` …) or nested
-    under ``orthophotos`` / ``flights``; values may be strings or ``{"path": ...}``.
+    Accepts the paths at the top level (``before``/``after``, as ``idou harvest`` writes them, or
+    ``before_path`` …) or nested under ``orthophotos`` / ``flights``; values may be strings or
+    ``{"path": ...}``. Relative paths resolve inside ``folder``.
     """
     manifest = folder / HARVEST_FILE
     try:
@@ -61,23 +62,19 @@ def read_harvest_manifest(folder: Path) -> tuple[str, str, str | None]:
         raise UserInputError(
             f"{manifest} is not valid JSON ({exc.msg}); re-run `idou harvest`.") from exc
     places = [meta] + [meta[k] for k in ("orthophotos", "flights") if isinstance(meta.get(k), dict)]
-    paths: dict[str, str] = {}
-    for side, keys in _PATH_KEYS.items():
+    paths: list[str | None] = []
+    for keys in _PATH_KEYS.values():
+        found: str | None = None
         for place in places:
-            value = next((place[k] for k in keys if k in place), None)
+            value = next((place[k] for k in keys if place.get(k)), None)
             if isinstance(value, dict):
                 value = value.get("path")
-            if isinstance(value, str):
-                paths[side] = value
+            if isinstance(value, str) and value:
+                found = value if Path(value).is_absolute() or "*" in value else str(folder / value)
                 break
-        if side not in paths:
-            raise UserInputError(
-                f"{manifest} names no {side} orthophoto; re-run `idou harvest` or add "
-                f'"{side}": "PATH" to it.')
-    resolved = [str(p if Path(p).is_absolute() or "*" in p else folder / p)
-                for p in (paths["before"], paths["after"])]
+        paths.append(found)
     crs = meta.get("crs")
-    return resolved[0], resolved[1], str(crs) if crs else None
+    return paths[0], paths[1], str(crs) if crs else None
 
 
 def read_labels(folder: Path) -> gpd.GeoDataFrame:
@@ -129,9 +126,15 @@ class ReviewedDataset:
         self.folder = Path(folder)
         self.chip_size = chip_size
         before_path, after_path, harvest_crs = read_harvest_manifest(self.folder)
-        crs = crs or harvest_crs
-        source_before = open_source(before or before_path, crs=crs)
-        source_after = open_source(after or after_path, crs=crs)
+        before, after, crs = before or before_path, after or after_path, crs or harvest_crs
+        for side, path in (("before", before), ("after", after)):
+            if path is None:
+                raise UserInputError(
+                    f"{self.folder / HARVEST_FILE} names no {side} orthophoto; pass it as "
+                    f"{side} = \"PATH\" in the [[train_data]] table.")
+        assert before is not None and after is not None
+        source_before = open_source(before, crs=crs)
+        source_after = open_source(after, crs=crs)
         gsd = gsd_m if gsd_m is not None else float(np.mean(source_after.grid.res))
         self.report = preflight(source_before, source_after, ModelContract(gsd_m=gsd),
                                 estimate_misregistration=False)
