@@ -99,7 +99,7 @@ LAYER_STYLES: dict[str, LayerStyle] = {
         aliases={**ALIASES, **_REVIEW_ALIASES, "parcel_ids": "筆ID一覧"}),
     "existing_buildings": LayerStyle(
         layer="existing_buildings", category_field=None, categories=(),
-        default_symbol=Category("", "既存家屋", "0,0,0,0", "60,60,60,255", 0.3),
+        default_symbol=Category("", "既存家屋", "0,0,0,0", "255,235,60,230", 0.3, "dash"),
         aliases={"building_id": "家屋ID"}),
     "coverage": LayerStyle(
         layer="coverage", category_field="status",

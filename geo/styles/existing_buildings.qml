@@ -6,8 +6,8 @@
     <layer class="SimpleFill" enabled="1" locked="0" pass="0">
      <Option type="Map">
       <Option name="color" type="QString" value="0,0,0,0"/>
-      <Option name="outline_color" type="QString" value="60,60,60,255"/>
-      <Option name="outline_style" type="QString" value="solid"/>
+      <Option name="outline_color" type="QString" value="255,235,60,230"/>
+      <Option name="outline_style" type="QString" value="dash"/>
       <Option name="outline_width" type="QString" value="0.3"/>
       <Option name="outline_width_unit" type="QString" value="MM"/>
       <Option name="style" type="QString" value="solid"/>
@@ -16,8 +16,8 @@
       <Option name="offset_unit" type="QString" value="MM"/>
      </Option>
      <prop k="color" v="0,0,0,0"/>
-     <prop k="outline_color" v="60,60,60,255"/>
-     <prop k="outline_style" v="solid"/>
+     <prop k="outline_color" v="255,235,60,230"/>
+     <prop k="outline_style" v="dash"/>
      <prop k="outline_width" v="0.3"/>
      <prop k="outline_width_unit" v="MM"/>
      <prop k="style" v="solid"/>
