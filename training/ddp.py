@@ -1,17 +1,17 @@
 """Data-parallel training under ``torchrun``: process-group setup and rank helpers.
 
-``torchrun --nproc_per_node=N -m idou.cli train CONFIG.toml`` (or ``--standalone``) sets
-``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` in each process.
-:func:`init_distributed` reads them and joins the group with NCCL on CUDA and gloo on the CPU;
-without them it returns a single-process :class:`DistInfo` and touches nothing, so the same
-training code runs plain and under torchrun.
+``torchrun --standalone --nproc_per_node=N`` sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR`` and ``MASTER_PORT`` in each process. :func:`init_distributed`, called before
+:func:`idou.training.loop.train` (which wraps the model in ``DistributedDataParallel`` once a
+group exists), reads them and joins the group with NCCL on CUDA and gloo on the CPU; without
+them it returns a single-process :class:`DistInfo` and touches nothing, so the same code runs
+plain and under torchrun. :func:`cleanup` leaves the group at the end.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -83,49 +83,3 @@ def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def wrap_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
-    """``DistributedDataParallel`` around ``model`` when distributed; ``model`` otherwise."""
-    if not info.distributed:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [info.device.index] if info.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside a DDP wrapper (for checkpoints and export)."""
-    inner = getattr(model, "module", None)
-    return inner if isinstance(inner, torch.nn.Module) else model
-
-
-def distributed_sampler(dataset: Any, info: DistInfo, shuffle: bool = True, seed: int = 0
-                        ) -> Any:
-    """A ``DistributedSampler`` splitting ``dataset`` over the ranks, or None in one process."""
-    if not info.distributed:
-        return None
-    from torch.utils.data import DistributedSampler
-
-    return DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
-                              shuffle=shuffle, seed=seed, drop_last=True)
-
-
-def all_reduce_mean(value: float, info: DistInfo) -> float:
-    """The mean of a scalar over all ranks (the value itself in one process)."""
-    if not info.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64,
-                          device=info.device if info.backend == "nccl" else "cpu")
-    dist.all_reduce(tensor)
-    return float(tensor.item()) / info.world_size
-
-
-def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
-    """``obj`` from rank ``src`` on every rank (e.g. a run id or a stop decision)."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]

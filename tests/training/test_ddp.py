@@ -127,3 +127,17 @@ def test_two_gloo_processes_train_identical_weights(tmp_path: Path) -> None:
     ckpt = load_checkpoint(run_dir / "last.ckpt")
     assert ckpt["global_step"] == 2
     assert all(torch.equal(ckpt["model"][k], w0[k]) for k in w0)
+
+
+def test_without_torchrun_it_is_one_process_and_touches_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    from idou.training.ddp import cleanup, init_distributed
+
+    for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    info = init_distributed(device="cpu")
+    assert (info.rank, info.world_size, info.backend) == (0, 1, None)
+    assert info.is_main and not info.distributed
+    assert not torch.distributed.is_initialized()
+    cleanup()  # a no-op without a group
