@@ -192,7 +192,7 @@ def detect(before: Source, after: Source, output: str | Path, *,
         for warning in report.warnings:
             say("warning", warning)
         grid = report.grid
-        parcel_frame, building_frame = _read_vectors(parcels, buildings, grid.crs)
+        parcel_frame, building_frame = _read_vectors(parcels, buildings, grid.crs, grid, say)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             session = make_session(loaded.data, device=device, threads=threads)
@@ -337,20 +337,43 @@ def _lasting(source: Any, which: str, output: Path, workdir: Path, created: list
     return target
 
 
-def _read_vectors(parcels: Any, buildings: Any, crs: Any
+def _read_vectors(parcels: Any, buildings: Any, crs: Any, grid: Any = None,
+                  say: LogFn | None = None
                   ) -> tuple[gpd.GeoDataFrame | None, gpd.GeoDataFrame | None]:
-    """Read parcels and existing buildings in the grid's CRS (before any inference runs)."""
+    """Read parcels and existing buildings in the grid's CRS (before any inference runs).
+
+    With ``say``, repaired or dropped parcels and parcels that all lie outside ``grid`` are
+    reported as warnings.
+    """
     parcel_frame = building_frame = None
     if parcels is not None:
         from idou.geo.parcels import read_parcels
 
         paths = [Path(parcels)] if isinstance(parcels, str | Path) else [Path(p) for p in parcels]
-        parcel_frame = read_parcels(paths if len(paths) > 1 else paths[0], crs).frame
+        parcel_set = read_parcels(paths if len(paths) > 1 else paths[0], crs)
+        parcel_frame = parcel_set.frame
+        if say is not None:
+            _report_parcels(parcel_set, ", ".join(p.name for p in paths), grid, say)
     if buildings is not None:
         from idou.geo.buildings import read_buildings
 
         building_frame = read_buildings(Path(buildings), crs)
     return parcel_frame, building_frame
+
+
+def _report_parcels(parcel_set: Any, names: str, grid: Any, say: LogFn) -> None:
+    """Warn about repaired or dropped parcels and about parcels that miss the flights."""
+    if parcel_set.repaired or parcel_set.n_dropped:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(parcel_set.dropped.items()))
+        say("warning", f"{names}: repaired {parcel_set.repaired} invalid parcel geometries and "
+                       f"dropped {parcel_set.n_dropped}" + (f" ({reasons})" if reasons else "")
+                       + "; check the parcel file if parcels are missing from the output.")
+    for note in getattr(parcel_set, "notes", []):
+        say("warning", note)
+    frame = parcel_set.frame
+    if grid is not None and len(frame) and not frame.intersects(grid.footprint()).any():
+        say("warning", f"none of the {len(frame)} parcels in {names} overlap the flights, so no "
+                       "candidate parcels can be listed; check the parcel file and its CRS.")
 
 
 def _run_info(loaded: Any, contract: ModelContract, thresholds: tuple[float, float],
