@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape
 
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError, RasterioIOError
 
@@ -217,6 +218,14 @@ class _Header:
 def _read_header(path: Path, label: str | None = None) -> _Header:
     """Open ``path`` and check what can be checked from its header."""
     label = label or path.name
+    try:
+        return _read_header_checked(path, label)
+    except CPLE_BaseError as exc:  # GDAL errors raised after open (e.g. tile counts)
+        raise UserInputError(f"{label} has a corrupt header ({describe_error(exc)}); "
+                             "re-export or re-copy it as a GeoTIFF.") from exc
+
+
+def _read_header_checked(path: Path, label: str) -> _Header:
     if path.is_file() and path.stat().st_size == 0:
         raise UserInputError(f"{label} is an empty (zero-byte) file; copy the raster again.")
     if path.exists() and not os.access(path, os.R_OK):
