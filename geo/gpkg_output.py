@@ -21,8 +21,10 @@ the two orthophotos is written beside the GeoPackage.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import sqlite3
 import uuid
 from collections.abc import Mapping
@@ -161,6 +163,12 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
     except PermissionError as exc:
         raise UserInputError(f"{target} cannot be written ({exc.strerror}); close it in QGIS "
                              "or choose a folder you can write to.") from exc
+    except Exception as exc:
+        if _disk_full(temp, exc):
+            raise UserInputError(f"the disk holding {target.parent} is full, so {target.name} "
+                                 "was not written; free some space or choose another output "
+                                 "folder.") from exc
+        raise
     finally:
         for leftover in (temp, Path(f"{temp}-journal"), Path(f"{temp}-wal"),
                          Path(f"{temp}-shm")):
@@ -173,6 +181,18 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
             target.with_suffix(".qgz"), gpkg=target, layers=list(layers),
             crs=crs, orthophotos=orthophotos, extent=_extent(layers))
     return result
+
+
+def _disk_full(temp: Path, exc: BaseException) -> bool:
+    """Whether a failed write ran out of space (GDAL and SQLite do not always say ENOSPC)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    if "disk is full" in str(exc) or "No space left" in str(exc):
+        return True
+    try:
+        return shutil.disk_usage(temp.parent).free < 1024 * 1024
+    except OSError:
+        return False
 
 
 def _extent(layers: Mapping[str, gpd.GeoDataFrame]
