@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import sys
+from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -65,11 +68,23 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            _internal_error(err, exc)
+        where = f" writing {Path(exc.filename).name}" if exc.filename else ""
+        err.print(f"[bold red]error:[/] the disk is full (no space left{where}); free some "
+                  "space or choose another output folder.", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - the last line of defence
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False,
-                  soft_wrap=True)
-        err.print("This is a bug in idou; please report it with the command you ran.")
-        sys.exit(1)
+        _internal_error(err, exc)
+
+
+def _internal_error(err: Console, exc: BaseException) -> NoReturn:
+    """Exit 1 with the one-line description of a bug."""
+    err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False,
+              soft_wrap=True)
+    err.print("This is a bug in idou; please report it with the command you ran.")
+    sys.exit(1)
 
 
 if __name__ == "__main__":
