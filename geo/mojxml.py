@@ -33,7 +33,7 @@ from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
-from shapely import polygonize, union_all
+from shapely import make_valid, polygonize, union_all
 from shapely.geometry import LineString, MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
@@ -322,7 +322,7 @@ class _Geometry:
             return None
         pieces = [g for g in polygonize(lines).geoms if not g.is_empty]
         if not pieces:
-            return None
+            return _chained_ring(lines)
         merged = union_all(pieces)
         if isinstance(merged, Polygon):
             return Polygon(merged.exterior)
@@ -355,6 +355,29 @@ class _Geometry:
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else union_all(parts)
+
+
+def _chained_ring(lines: list[LineString]) -> Polygon | None:
+    """Fallback for rings whose curves do not meet exactly: chain them end to end and close."""
+    remaining = [list(line.coords) for line in lines]
+    chain = remaining.pop(0)
+    while remaining:
+        end = chain[-1]
+        best = min(range(len(remaining)), key=lambda i: min(
+            _dist2(end, remaining[i][0]), _dist2(end, remaining[i][-1])))
+        part = remaining.pop(best)
+        if _dist2(end, part[-1]) < _dist2(end, part[0]):
+            part.reverse()
+        chain.extend(part)
+    if len(chain) < 3:
+        return None
+    repaired = make_valid(Polygon(chain))
+    polygons = [g for g in getattr(repaired, "geoms", [repaired]) if isinstance(g, Polygon)]
+    return max(polygons, key=lambda g: g.area) if polygons else None
+
+
+def _dist2(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    return (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
 
 
 def _xy(position: Element) -> tuple[float, float]:

@@ -72,6 +72,22 @@ def test_handmade_parcel_uses_x_as_northing_and_zone_epsg(tmp_path: Path) -> Non
     assert parcel.geometry.bounds == pytest.approx((500.0, 1000.0, 510.0, 1020.0))
 
 
+def test_ring_whose_curves_do_not_quite_meet_is_still_read(tmp_path: Path) -> None:
+    # move one end of curve C3 by 2 mm: the curves no longer share that point
+    text = moj_xml().replace(
+        '<zmn:GM_Curve id="C3"><zmn:GM_Curve.segment><zmn:GM_LineString>'
+        "<zmn:GM_LineString.controlPoint>"
+        '<zmn:GM_PointArray.column><zmn:GM_Position.indirect><zmn:GM_PointRef.point '
+        'idref="P2"/></zmn:GM_Position.indirect></zmn:GM_PointArray.column>',
+        '<zmn:GM_Curve id="C3"><zmn:GM_Curve.segment><zmn:GM_LineString>'
+        "<zmn:GM_LineString.controlPoint>"
+        "<zmn:GM_PointArray.column><zmn:GM_Position.direct><zmn:X>1000.002</zmn:X>"
+        "<zmn:Y>510.0</zmn:Y></zmn:GM_Position.direct></zmn:GM_PointArray.column>")
+    assert "1000.002" in text
+    [moj] = read_mojxml(write(tmp_path, text))
+    assert moj.parcels[0].geometry.area == pytest.approx(200.0, abs=0.1)
+
+
 @pytest.mark.parametrize(("zone", "epsg"), [("公共座標1系", 6669), ("公共座標9系", 6677),
                                             ("公共座標１９系", 6687), ("公共座標2系", 6670)])
 def test_zone_mapping(zone: str, epsg: int) -> None:
