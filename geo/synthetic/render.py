@@ -55,7 +55,7 @@ GROUND_TEXTURE = np.array([
     (0.16, 0.12, 0.05), (0.12, 0.10, 0.06), (0.05, 0.05, 0.04),
 ], dtype=np.float32)
 GRASSY = (sc.BACKGROUND, sc.LAWN, sc.WEEDS, sc.DRY_GRASS)
-PAINT_WHITE, PAINT_WALL, PAINT_LEVEE = 1, 2, 3
+PAINT_WHITE, PAINT_WALL, PAINT_LEVEE, PAINT_TRACK, PAINT_GUTTER, PAINT_MANHOLE = 1, 2, 3, 4, 5, 6
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,7 @@ def static_layers(rng: np.random.Generator, canvas: Canvas, layout: Layout,
         row_period[p.index + 1] = float(rng.uniform(0.7, 1.3)) / canvas.gsd
     noise = NoiseBank(rng, shape)
     lines: list[tuple[BaseGeometry, int]] = []
+    lines += road_wear(rng, layout)
     lines += [(g, PAINT_WHITE) for g in road_markings(layout)]
     lines += [(g, PAINT_WHITE) for g in layout.crosswalks]
     for index, use in uses.items():
@@ -193,6 +194,33 @@ def road_markings(layout: Layout) -> list[BaseGeometry]:
             geom = geom.difference(shapely.union_all(crossing).buffer(1.0))
         if not geom.is_empty:
             out.append(geom)
+    return out
+
+
+def road_wear(rng: np.random.Generator, layout: Layout) -> list[tuple[BaseGeometry, int]]:
+    """Darker wheel tracks, concrete gutters (側溝) along local roads, and manhole covers."""
+    polys = [r.rect.polygon() for r in layout.roads]
+    tree = shapely.STRtree(polys)
+    out: list[tuple[BaseGeometry, int]] = []
+    for k, road in enumerate(layout.roads):
+        r = road.rect
+        lanes = (-r.hw * 0.45, r.hw * 0.45) if road.main else (0.0,)
+        tracks = [r.sub(-r.hl, r.hl, c + s * 0.8 - 0.3, c + s * 0.8 + 0.3).polygon()
+                  for c in lanes for s in (-1, 1)]
+        out += [(t, PAINT_TRACK) for t in tracks]
+        if not road.main:
+            gutters = shapely.union_all(
+                [LineString([r.point(-r.hl, s * (r.hw - 0.25)), r.point(r.hl, s * (r.hw - 0.25))])
+                 for s in (-1, 1)])
+            crossing = [polys[int(j)] for j in tree.query(polys[k].buffer(0.1)) if int(j) != k]
+            if crossing:
+                gutters = gutters.difference(shapely.union_all(crossing).buffer(0.3))
+            if not gutters.is_empty:
+                out.append((gutters, PAINT_GUTTER))
+        spacing = float(rng.uniform(25, 45))
+        for a in np.arange(-r.hl + float(rng.uniform(0, spacing)), r.hl, spacing):
+            x, y = r.point(float(a), float(rng.uniform(-0.3, 0.3)))
+            out.append((Point(x, y).buffer(0.3, quad_segs=4), PAINT_MANHOLE))
     return out
 
 
@@ -275,12 +303,16 @@ def _ground(canvas: Canvas, layout: Layout, epoch: Epoch, static: StaticLayers) 
     alb *= mult[..., None].astype(np.float32)
     # paint
     p = static.paint
+    paved = (mat == sc.ROAD) | (mat == sc.PARKING)
     for code, colour, w in ((PAINT_WHITE, (228, 228, 222), 0.8),
                             (PAINT_WALL, (168, 166, 160), 0.75),
-                            (PAINT_LEVEE, (112, 124, 78), 0.55)):
+                            (PAINT_LEVEE, (112, 124, 78), 0.55),
+                            (PAINT_TRACK, (70, 72, 76), 0.25),
+                            (PAINT_GUTTER, (150, 148, 140), 0.6),
+                            (PAINT_MANHOLE, (58, 58, 60), 0.7)):
         m = p == code
-        if code == PAINT_WHITE:
-            m &= (mat == sc.ROAD) | (mat == sc.PARKING)
+        if code in (PAINT_WHITE, PAINT_TRACK, PAINT_GUTTER, PAINT_MANHOLE):
+            m &= paved
         if m.any():
             ww = w * np.clip(1 - 0.25 * nb.mid[m], 0.4, 1)[:, None]
             alb[m] = alb[m] * (1 - ww) + np.array(colour, np.float32) * ww
