@@ -164,11 +164,12 @@ class _WorkerEngine:
         self.session = make_session(data, device=spec.device,
                                     threads=spec.threads or _auto_threads())
 
-    def predict(self, block: Block) -> np.ndarray:
+    def predict(self, block: Block, stats: Any = None) -> np.ndarray:
         """float32 ``(2, h, w)`` probabilities of the block, as a whole-grid pass gives them."""
         from idou.inference.engine import predict_window
 
-        probs = predict_window(self.pair, self.session, self.contract, block.window)
+        probs = predict_window(self.pair, self.session, self.contract, block.window,
+                               stats=stats)
         return np.asarray(probs)
 
     def valid(self, block: Block) -> np.ndarray:
@@ -199,19 +200,25 @@ def compute_block(spec: RunSpec, block: Block) -> BlockOutcome:
     Runs on a worker. Raises whatever the engine raises; the driver records it in the journal.
     """
     from idou.inference.blending import to_uint8
+    from idou.inference.engine import EngineStats
 
     t0 = time.perf_counter()
     engine = _worker_state(spec)
     t1 = time.perf_counter()
-    probs = engine.predict(block)
-    t2 = time.perf_counter()
+    stats = EngineStats()
+    probs = engine.predict(block, stats)
     if probs.shape != (2, block.height, block.width):
         raise RuntimeError(f"engine returned {probs.shape} for block {block.id}")
     data = probs if probs.dtype == np.uint8 else to_uint8(probs)
-    write_block(Path(spec.blocks_dir), block, data, engine.pair.grid, engine.valid(block))
+    valid = engine.valid(block)
+    t2 = time.perf_counter()
+    write_block(Path(spec.blocks_dir), block, data, engine.pair.grid, valid)
     t3 = time.perf_counter()
     return BlockOutcome(block_id=block.id, worker=_worker_name(), seconds=t3 - t0,
-                        timings={"read": t1 - t0, "infer": t2 - t1, "write": t3 - t2},
+                        timings={"setup": t1 - t0, "read": stats.read_seconds,
+                                 "model": stats.model_seconds, "write": t3 - t2,
+                                 "tiles_run": stats.tiles_run,
+                                 "tiles_skipped": stats.tiles_skipped},
                         pixels=block.pixels)
 
 

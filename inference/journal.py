@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS blocks (
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     worker TEXT, started_at REAL, finished_at REAL, seconds REAL,
-    read_seconds REAL, infer_seconds REAL, write_seconds REAL,
+    setup_seconds REAL, read_seconds REAL, model_seconds REAL, write_seconds REAL,
+    tiles_run INTEGER, tiles_skipped INTEGER,
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS blocks_state ON blocks(state);
@@ -159,15 +160,24 @@ class Journal:
 
     def mark_done(self, block_id: str, seconds: float, worker: str | None = None,
                   timings: dict[str, float] | None = None) -> None:
-        """The block's file is in place."""
+        """The block's file is in place.
+
+        Args:
+            block_id: the block.
+            seconds: wall time of the block on its worker.
+            worker: the worker's name.
+            timings: optional ``setup``, ``read``, ``model``, ``write`` seconds and
+                ``tiles_run``, ``tiles_skipped`` counts.
+        """
         t = timings or {}
         with self._write():
             self._db.execute(
                 "UPDATE blocks SET state = 'done', finished_at = ?, seconds = ?, "
-                "worker = COALESCE(?, worker), read_seconds = ?, infer_seconds = ?, "
-                "write_seconds = ?, error = NULL WHERE id = ?",
-                (time.time(), seconds, worker, t.get("read"), t.get("infer"), t.get("write"),
-                 block_id))
+                "worker = COALESCE(?, worker), setup_seconds = ?, read_seconds = ?, "
+                "model_seconds = ?, write_seconds = ?, tiles_run = ?, tiles_skipped = ?, "
+                "error = NULL WHERE id = ?",
+                (time.time(), seconds, worker, t.get("setup"), t.get("read"), t.get("model"),
+                 t.get("write"), t.get("tiles_run"), t.get("tiles_skipped"), block_id))
 
     def mark_failed(self, block_id: str, error: str, worker: str | None = None,
                     seconds: float | None = None) -> None:

@@ -221,8 +221,9 @@ def test_a_run_finds_the_changes_and_reports_them(reference: Path) -> None:
     assert "16 / 16" in summary
     assert "block r0000_c0000 done" in (reference / "idou-batch.log").read_text("utf-8")
     con = sqlite3.connect(reference / "journal.sqlite")
-    timings = con.execute("SELECT COUNT(*) FROM blocks WHERE state = 'done' AND seconds > 0 "
-                          "AND infer_seconds IS NOT NULL AND worker IS NOT NULL").fetchone()[0]
+    timings = con.execute(
+        "SELECT COUNT(*) FROM blocks WHERE state = 'done' AND seconds > 0 AND model_seconds > 0 "
+        "AND tiles_run > 0 AND worker IS NOT NULL").fetchone()[0]
     assert timings == 16
 
 
@@ -462,10 +463,10 @@ def test_a_failing_block_exits_3_and_a_rerun_finishes(flight_dir: Path, tmp_path
     config = load_flight_config(_toml(flight_dir, out, extra="max_attempts = 2\n"))
     real = batch._WorkerEngine.predict
 
-    def flaky(self: object, block: batch.Block) -> np.ndarray:
+    def flaky(self: object, block: batch.Block, stats: object = None) -> np.ndarray:
         if block.id == "r0001_c0002":
             raise OSError("disk hiccup")
-        return real(self, block)  # type: ignore[arg-type]
+        return real(self, block, stats)  # type: ignore[arg-type]
 
     monkeypatch.setattr(batch._WorkerEngine, "predict", flaky)
     first = run_batch(config, progress=False)

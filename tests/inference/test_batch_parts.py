@@ -135,7 +135,7 @@ def test_journal_records_states_and_refuses_another_plan(tmp_path: Path) -> None
     with Journal(tmp_path / "j.sqlite") as journal:
         assert journal.initialise(blocks, "abc", {"grid": "300x200"}) is True
         journal.mark_running(blocks[0].id, "w1")
-        journal.mark_done(blocks[0].id, 1.5, "w1", {"infer": 1.0})
+        journal.mark_done(blocks[0].id, 1.5, "w1", {"model": 1.0, "tiles_run": 4})
         journal.mark_running(blocks[1].id, "w2")
         journal.mark_failed(blocks[1].id, "boom")
         journal.mark_running(blocks[2].id)
