@@ -498,6 +498,7 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
     log.info("batch %s → %s (workers=%s, scheduler=%s)", config.source, out_dir, workers,
              scheduler)
     prepared = _prepare(config, out_dir, out_dir / VRT_DIR)
+    _refuse_other_run(out_dir, prepared.spec.key)
     staged = _stage_model(prepared.model, out_dir)
     threads = config.threads
     if threads is None and scheduler is None:  # local: share this machine's cores
@@ -564,6 +565,18 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
                        _run_info(config, prepared, status, hashes=False))
     log.info("done: %d block(s), %s", counts["done"], gpkg)
     return BatchResult(EXIT_OK, out_dir, counts["total"], counts["done"], 0, gpkg, data)
+
+
+def _refuse_other_run(out_dir: Path, key: str) -> None:
+    """A journal of other inputs, model or block size: refuse before writing anything."""
+    path = out_dir / JOURNAL_NAME
+    if path.is_file():
+        with Journal(path) as journal:
+            known = journal.meta().get("fingerprint")
+        if known is not None and known != key:
+            raise UserInputError(
+                f"{out_dir} holds a run with other inputs, model or block size; choose a new "
+                "output folder or delete that one.")
 
 
 def _remove_leftovers(out_dir: Path) -> None:
