@@ -361,7 +361,8 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
     Args:
         config: the run's configuration.
         resume: continue from ``<run_dir>/last.ckpt`` when it exists.
-        max_epochs: override ``config.train.epochs``.
+        max_epochs: stop after this many epochs in all (default ``config.train.epochs``); the
+            learning-rate schedule still spans ``config.train.epochs`` (or more, if larger).
         run_dir: override ``config.run_dir``.
         log_mlflow: track the run in mlflow.
         progress: show a progress bar.
@@ -418,7 +419,9 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
         model = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if cuda else None, find_unused_parameters=False)
     optimizer = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    total_steps = max(1, epochs * steps_per_epoch)
+    # the schedule spans the config's epochs, so a run capped by max_epochs and resumed later
+    # follows the same learning rates as an uninterrupted one
+    total_steps = max(1, max(tc.epochs, epochs) * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=tc.lr,
                                                     total_steps=total_steps, pct_start=0.1)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)

@@ -1,0 +1,42 @@
+"""Training configs: the shipped ones load, mistakes are one-sentence user errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from idou.geo.errors import UserInputError
+from idou.training.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("name", ["smoke.toml", "default.toml"])
+def test_shipped_configs_load(name: str) -> None:
+    config = load_config(CONFIGS / name)
+    assert config.train_data and config.contract.gsd_m > 0
+    assert config.flat_params()["model.backbone"] == config.model.backbone
+
+
+def test_unknown_key_names_the_section(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[[train_data]]\nkind = "synthetic"\n[train]\nepoks = 3\n')
+    with pytest.raises(UserInputError, match=r"unknown key\(s\) epoks in \[train\]"):
+        load_config(path)
+
+
+def test_config_without_training_data_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('name = "x"\n')
+    with pytest.raises(UserInputError, match="names no"):
+        load_config(path)
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("name = \n")
+    with pytest.raises(UserInputError, match="not valid TOML"):
+        load_config(path)
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")

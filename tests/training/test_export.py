@@ -1,0 +1,110 @@
+"""ONNX export: parity with torch, the metadata contract, dynamic axes, the model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from idou.inference.contract import ModelContract  # noqa: E402
+from idou.training import export as export_module  # noqa: E402
+from idou.training.config import config_from_dict  # noqa: E402
+from idou.training.export import ExportError, export_checkpoint  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _checkpoint(tmp_path: Path) -> Path:
+    from idou.models.siamese import NetworkConfig, SiameseChangeNet
+    from idou.training.loop import _plain
+
+    config = config_from_dict({
+        "name": "tiny", "model": {"decoder_channels": [8, 8, 8, 8, 8]},
+        "train_data": [{"kind": "synthetic", "seeds": [1], "scene_size": 256}],
+        "contract": {"gsd_m": 0.4, "tile_size": 64, "tile_overlap": 8,
+                     "model_name": "tiny", "model_version": "9.9.9"}})
+    torch.manual_seed(0)
+    net_config = NetworkConfig(decoder_channels=(8, 8, 8, 8, 8))
+    net = SiameseChangeNet(net_config)
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        net.train()
+        for _ in range(3):
+            net(torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64))
+    path = tmp_path / "best.ckpt"
+    torch.save({"format": 1, "network": net_config.to_dict(), "model": net.state_dict(),
+                "epoch": 3, "config": _plain(config.to_dict())}, path)
+    return path
+
+
+def _real_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
+    from idou.training.datasets.synthetic import make_scene
+
+    scene = make_scene(seed=940001, size=160, factor=1)
+    return [(scene.before[:64, :64], scene.after[:64, :64])]
+
+
+def test_export_matches_torch_and_carries_the_contract(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path)
+    out = tmp_path / "m.onnx"
+    result = export_checkpoint(ckpt, out, real_pairs=_real_pairs())
+    assert result.parity["parity_max_abs_diff_random"] <= 1e-4
+    assert result.parity["parity_max_abs_diff_real"] <= 1e-4
+
+    proto = onnx.load(str(out))
+    assert len(list(out.parent.glob("*.data"))) == 0  # one file, no external data
+    assert max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+    assert contract.gsd_m == 0.4 and contract.tile_size == 64 and contract.tile_overlap == 8
+    assert contract.model_version == "9.9.9"
+    assert contract == result.contract
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(3, 3, 96, 128)).astype(np.float32)
+    (probs,) = session.run(["probabilities"], {"before": x, "after": x[::-1].copy()})
+    assert probs.shape == (3, 2, 96, 128)  # dynamic batch, height and width
+    assert probs.min() >= 0.0 and probs.max() <= 1.0  # the sigmoid is in the graph
+
+    from idou.inference.model_card import card_paths, read_card, sha256_file
+
+    json_path, md_path = card_paths(out)
+    card = read_card(json_path)
+    assert card.sha256 == sha256_file(out) == result.sha256
+    assert card.name == "tiny" and "retrain" in card.terms
+    assert card.metrics["parity_max_abs_diff_real"] <= 1e-4
+    assert card.sha256 in md_path.read_text(encoding="utf-8")
+    assert json.loads(json_path.read_text(encoding="utf-8"))["version"] == "9.9.9"
+
+
+def test_export_that_disagrees_with_torch_fails_and_leaves_no_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ckpt = _checkpoint(tmp_path)
+    monkeypatch.setattr(export_module, "PARITY_TOLERANCE", -1.0)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match="differs from torch"):
+        export_checkpoint(ckpt, out, real_pairs=_real_pairs(), card=False)
+    assert not out.exists()
+
+
+def test_idou_export_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from idou.cli import app
+
+    ckpt = _checkpoint(tmp_path)
+    out = tmp_path / "cli.onnx"
+    result = CliRunner().invoke(app, ["export", str(ckpt), "-o", str(out), "--no-card"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and "max |diff|" in result.output
+    assert not (tmp_path / "cli.card.json").exists()

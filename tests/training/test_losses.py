@@ -1,0 +1,47 @@
+"""The recall-friendly loss ignores 255 and rewards finding change."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from idou.training.losses import ChangeLoss, masked_bce_dice  # noqa: E402
+
+
+def test_ignored_pixels_do_not_count() -> None:
+    target = torch.zeros(1, 2, 8, 8, dtype=torch.uint8)
+    target[:, :, :4] = 255
+    logits = torch.zeros(1, 2, 8, 8)
+    base = masked_bce_dice(logits, target)
+    logits[:, :, :4] = 50.0  # wildly wrong, but only where ignored
+    assert masked_bce_dice(logits, target) == pytest.approx(float(base))
+
+
+def test_everything_ignored_gives_zero_bce() -> None:
+    target = torch.full((1, 2, 4, 4), 255, dtype=torch.uint8)
+    loss = masked_bce_dice(torch.randn(1, 2, 4, 4), target, dice_weight=0.0)
+    assert float(loss) == 0.0
+
+
+def test_missing_change_costs_more_than_a_false_alarm() -> None:
+    """pos_weight > 1: a missed change pixel costs more than a false one of the same score."""
+    missed = torch.zeros(1, 1, 2, 2, dtype=torch.uint8)
+    missed[0, 0, 0, 0] = 1
+    logits_missed = torch.full((1, 1, 2, 2), -2.0)
+    false_alarm = torch.zeros(1, 1, 2, 2, dtype=torch.uint8)
+    logits_false = torch.full((1, 1, 2, 2), -2.0)
+    logits_false[0, 0, 0, 0] = 2.0
+    lm = masked_bce_dice(logits_missed, missed, pos_weight=3.0, dice_weight=0.0)
+    lf = masked_bce_dice(logits_false, false_alarm, pos_weight=3.0, dice_weight=0.0)
+    assert float(lm) > float(lf)
+
+
+def test_building_head_adds_its_loss() -> None:
+    target = torch.zeros(2, 2, 8, 8, dtype=torch.uint8)
+    logits = torch.zeros(2, 2, 8, 8)
+    aux = torch.zeros(2, 1, 8, 8)
+    buildings = torch.ones(2, 1, 8, 8, dtype=torch.uint8)
+    plain, _ = ChangeLoss(aux_weight=0.5)(logits, target)
+    total, parts = ChangeLoss(aux_weight=0.5)(logits, target, (aux, aux), (buildings, buildings))
+    assert float(total) > float(plain) and "loss_buildings" in parts
