@@ -15,7 +15,7 @@ Rules (in this order):
 Without buildings only rules 1 and 4 apply. ``change_id`` is a stable hash of the geometry
 (rounded to 0.5 m, normalised) and the class, so a re-run on the same result gives the same ids.
 With parcels the output also carries ``地番`` (every parcel the change lies on, comma-joined),
-``所在`` (of the main parcel) and ``parcel_ids``.
+``所在`` and ``地区`` (大字/町丁目) of the main parcel, and ``parcel_ids``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from idou.geo.parcels import district_of
 from idou.geo.review_fields import CLASS_JA
 
 REQUIRED = ("channel", "geometry")
@@ -51,8 +52,8 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
 
     Returns:
         A copy with ``change_id``, ``change_type``, ``異動区分``, ``building_ids``, ``地番``,
-        ``所在``, ``parcel_ids`` added (the last three empty without parcels); ``area_m2``
-        follows snapped outlines.
+        ``所在``, ``地区``, ``parcel_ids`` added (the last four empty without parcels);
+        ``area_m2`` follows snapped outlines.
     """
     missing = [c for c in REQUIRED if c not in changes.columns]
     if missing:
@@ -73,6 +74,7 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
     _mark_rebuilt_by_overlap(out)
     out["地番"] = ""
     out["所在"] = ""
+    out["地区"] = ""
     out["parcel_ids"] = ""
     if parcels is not None and not parcels.empty and not out.empty:
         if parcels.crs is not None and out.crs is not None and parcels.crs != out.crs:
@@ -203,6 +205,9 @@ def _annotate_parcels(out: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
                       on_parcels: pd.DataFrame) -> None:
     chiban = parcels["地番"].astype(str).to_numpy() if "地番" in parcels else None
     shozai = parcels["所在"].astype(str).to_numpy() if "所在" in parcels else None
+    district = (parcels["地区"].astype(str).to_numpy() if "地区" in parcels
+                else np.array([district_of(v) for v in shozai]) if shozai is not None else None)
+    districts = [""] * len(out)
     pid = parcels["parcel_id"].astype(str).to_numpy() if "parcel_id" in parcels else None
     numbers = [""] * len(out)
     places = [""] * len(out)
@@ -215,10 +220,13 @@ def _annotate_parcels(out: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
             numbers[row] = ",".join(dict.fromkeys(chiban[rows]))
         if shozai is not None:
             places[row] = shozai[rows[0]]
+        if district is not None:
+            districts[row] = district[rows[0]]
         if pid is not None:
             ids[row] = ",".join(pid[rows])
     out["地番"] = numbers
     out["所在"] = places
+    out["地区"] = districts
     out["parcel_ids"] = ids
 
 

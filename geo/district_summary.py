@@ -1,10 +1,11 @@
-"""Per-district (大字/町丁目 = ``所在``) summary of a run: a CSV and a static HTML report.
+"""Per-district (大字/町丁目 = ``地区``) summary of a run: a CSV and a static HTML report.
 
-Each change counts once, in the district of the parcel holding most of it (``所在`` on the
-``changes`` layer, else found from ``candidate_parcels``); changes on no parcel go to
-``(筆なし)``. Changes marked ``再実行で未検出`` by a later run are left out. Output:
+Each change counts once, in the district (``地区``: 大字/町丁目, the 所在 without its 小字) of
+the parcel holding most of it (from the ``changes`` layer, else found from
+``candidate_parcels``); changes on no parcel go to ``(筆なし)``. Changes marked
+``再実行で未検出`` by a later run are left out. Output:
 
-* ``DIR/district_summary.csv`` (UTF-8 with BOM so Excel opens it): ``所在``, then per class
+* ``DIR/district_summary.csv`` (UTF-8 with BOM so Excel opens it): ``地区``, then per class
   ``<class>_件数`` and ``<class>_面積㎡``, then ``合計_件数``, ``合計_面積㎡``, ``調査対象筆数``,
   ``未確認_件数``.
 * ``DIR/district_summary.png``: a map of changes by class over the candidate parcels.
@@ -22,6 +23,7 @@ import pandas as pd
 import pyogrio
 
 from idou.geo.errors import UserInputError
+from idou.geo.parcels import district_of
 from idou.geo.review_fields import (
     CLASS_COLOURS,
     CLASS_ORDER_JA,
@@ -46,19 +48,19 @@ class SummaryFiles:
 
 def summarize_districts(frame_changes: gpd.GeoDataFrame,
                         candidate_parcels: gpd.GeoDataFrame | None) -> pd.DataFrame:
-    """Counts and areas by class per 所在 (one row per district plus a 合計 row)."""
+    """Counts and areas by class per 地区 (one row per district plus a 合計 row)."""
     changes = frame_changes
     if DETECTION in changes:
         changes = changes[changes[DETECTION].fillna("") != NOT_DETECTED_AGAIN]
     district = _districts(changes, candidate_parcels)
-    table = pd.DataFrame({"所在": district, "異動区分": changes["異動区分"].astype(str),
+    table = pd.DataFrame({"地区": district, "異動区分": changes["異動区分"].astype(str),
                           "area": changes.geometry.area.to_numpy(),
                           "unchecked": (changes[STATUS].fillna(STATUS_UNCHECKED)
                                         == STATUS_UNCHECKED).to_numpy()
                           if STATUS in changes else True})
     rows = []
-    for place, group in table.groupby("所在", sort=True):
-        row: dict[str, object] = {"所在": place}
+    for place, group in table.groupby("地区", sort=True):
+        row: dict[str, object] = {"地区": place}
         for kind in CLASS_ORDER_JA:
             part = group[group["異動区分"] == kind]
             row[f"{kind}_件数"] = len(part)
@@ -67,18 +69,18 @@ def summarize_districts(frame_changes: gpd.GeoDataFrame,
         row["合計_面積㎡"] = round(float(group["area"].sum()), 1)
         row["未確認_件数"] = int(group["unchecked"].sum())
         rows.append(row)
-    columns = (["所在"] + [f"{k}_{m}" for k in CLASS_ORDER_JA for m in ("件数", "面積㎡")]
+    columns = (["地区"] + [f"{k}_{m}" for k in CLASS_ORDER_JA for m in ("件数", "面積㎡")]
                + ["合計_件数", "合計_面積㎡", "未確認_件数"])
     out = pd.DataFrame(rows, columns=columns)
     if candidate_parcels is not None and not candidate_parcels.empty:
         live = candidate_parcels
         if DETECTION in live:
             live = live[live[DETECTION].fillna("") != NOT_DETECTED_AGAIN]
-        counts = live.groupby(live["所在"].fillna("").replace("", NO_PARCEL)).size()
-        out["調査対象筆数"] = out["所在"].map(counts).fillna(0).astype(int)
+        counts = live.groupby(_district_column(live)).size()
+        out["調査対象筆数"] = out["地区"].map(counts).fillna(0).astype(int)
     else:
         out["調査対象筆数"] = 0
-    total: dict[str, object] = {"所在": "合計"}
+    total: dict[str, object] = {"地区": "合計"}
     for column in out.columns[1:]:
         total[column] = out[column].sum()
     out = pd.concat([out, pd.DataFrame([total])], ignore_index=True)
@@ -87,18 +89,28 @@ def summarize_districts(frame_changes: gpd.GeoDataFrame,
 
 def _districts(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None) -> list[str]:
     if "所在" in changes and changes["所在"].fillna("").astype(str).str.len().gt(0).any():
-        return [str(v) if isinstance(v, str) and v else NO_PARCEL for v in changes["所在"]]
+        return list(_district_column(changes))
     if parcels is None or parcels.empty or changes.empty:
         return [NO_PARCEL] * len(changes)
     from idou.geo.classify import changes_on_parcels
 
     links = changes_on_parcels(changes.reset_index(drop=True), parcels.reset_index(drop=True))
     main = links[links["main"]].drop_duplicates("change_row")
-    places = parcels["所在"].fillna("").astype(str).to_numpy()
+    places = _district_column(parcels).to_numpy()
     out = [NO_PARCEL] * len(changes)
     for change_row, parcel_row in zip(main["change_row"], main["parcel_row"], strict=True):
-        out[int(change_row)] = places[int(parcel_row)] or NO_PARCEL
+        out[int(change_row)] = places[int(parcel_row)]
     return out
+
+
+def _district_column(frame: pd.DataFrame) -> pd.Series:
+    """地区 per row: the 地区 column, else the 所在 without its 小字; empty → (筆なし)."""
+    shozai = frame["所在"].fillna("").astype(str) if "所在" in frame \
+        else pd.Series("", index=frame.index)
+    district = frame["地区"].fillna("").astype(str) if "地区" in frame \
+        else shozai.map(district_of)
+    district = district.where(district != "", shozai.map(district_of))
+    return district.replace("", NO_PARCEL)
 
 
 def write_district_summary(gpkg: Path, out_dir: Path) -> SummaryFiles:
@@ -184,7 +196,7 @@ td,th{{border:1px solid #999;padding:3px 8px;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}tr:last-child{{font-weight:bold}}</style>
 </head><body>
 <h1>異動判読 地区別集計</h1>
-<p>対象ファイル: {html.escape(gpkg.name)}。件数と面積（㎡）を大字・町丁目（所在）ごとに集計。
+<p>対象ファイル: {html.escape(gpkg.name)}。件数と面積（㎡）を大字・町丁目（地区）ごとに集計。
 各異動は面積の最も大きい筆の所在で 1 件として数える。</p>
 <p>{legend}</p>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>

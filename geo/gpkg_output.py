@@ -65,11 +65,12 @@ MISSED_COLUMNS = ("channel", SURVEYOR, SURVEY_DATE, NOTE)
 #: Columns every ``changes`` layer has, first, in this order (text or float).
 CHANGE_SCHEMA: dict[str, type] = {
     "change_id": str, "異動区分": str, "change_type": str, "channel": str, "area_m2": float,
-    "score_max": float, "score_mean": float, "地番": str, "所在": str, "parcel_ids": str,
+    "score_max": float, "score_mean": float, "地番": str, "所在": str, "地区": str,
+    "parcel_ids": str,
     "building_ids": str}
 #: Columns every ``candidate_parcels`` layer has, first, in this order.
 PARCEL_SCHEMA: dict[str, type] = {
-    "parcel_id": str, "地番": str, "所在": str, "異動区分": str, MAIN_CLASS: str,
+    "parcel_id": str, "地番": str, "所在": str, "地区": str, "異動区分": str, MAIN_CLASS: str,
     "n_changes": int, "changed_area_m2": float, "score_max": float, "priority": int,
     "shares": str, "change_ids": str}
 

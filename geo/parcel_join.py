@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 
 from idou.geo.classify import changes_on_parcels
+from idou.geo.parcels import district_of
 from idou.geo.review_fields import CLASS_ORDER_JA, MAIN_CLASS
 
-CANDIDATE_COLUMNS = ["parcel_id", "地番", "所在", "異動区分", MAIN_CLASS, "n_changes",
+CANDIDATE_COLUMNS = ["parcel_id", "地番", "所在", "地区", "異動区分", MAIN_CLASS, "n_changes",
                      "changed_area_m2", "score_max", "priority", "shares", "change_ids"]
 
 
@@ -58,6 +59,8 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
     parcel_ids, chiban, shozai = (
         parcels[c].fillna("").astype(str).to_numpy() if c in parcels
         else np.full(len(parcels), "", dtype=object) for c in ("parcel_id", "地番", "所在"))
+    district = (parcels["地区"].fillna("").astype(str).to_numpy() if "地区" in parcels
+                else np.array([district_of(v) for v in shozai], dtype=object))
     parcel_geoms = parcels.geometry.to_numpy()
     rows = []
     for parcel_row, group in links.groupby("parcel_row"):
@@ -75,6 +78,7 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
             "parcel_id": parcel_ids[p],
             "地番": chiban[p],
             "所在": shozai[p],
+            "地区": district[p],
             "異動区分": ",".join(ordered),
             MAIN_CLASS: main,
             "n_changes": int(len(change_rows)),

@@ -4,7 +4,8 @@ Every reader returns the same survey columns and nothing else:
 
 * ``parcel_id`` — stable key ``"{所在} {地番}"`` (a ``#2``, ``#3`` suffix only when the
   same key repeats in the input), used to keep staff's review across re-runs;
-* ``地番``, ``所在`` (大字名/丁目名/小字名 joined), ``geometry`` (in ``target_crs``);
+* ``地番``, ``所在`` (大字名/丁目名/小字名 joined), ``地区`` (大字/町丁目 without the 小字:
+  the unit of the per-district summary), ``geometry`` (in ``target_crs``);
 * from 地図XML also ``精度区分`` and ``注記`` (``別図`` when the outline is on a separate
   sheet). See :mod:`idou.geo.mojxml` for 地区外 (skipped and counted).
 
@@ -19,6 +20,7 @@ null ones are dropped and counted.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -41,7 +43,8 @@ SHOZAI_CANDIDATES = ("所在", "所在地", "shozai", "SHOZAI", "syozai", "SYOZA
 SHOZAI_PARTS = (("大字名", "大字", "oaza", "OAZA"), ("丁目名", "丁目", "chome", "CHOME"),
                 ("小字名", "小字", "字名", "koaza", "KOAZA", "aza", "AZA"))
 
-SURVEY_COLUMNS = ["parcel_id", "地番", "所在"]
+SURVEY_COLUMNS = ["parcel_id", "地番", "所在", "地区"]
+_KOAZA_SUFFIX = re.compile(r"(?<=.)(?<!大)字[^字]*$")
 PARCEL_SUFFIXES = (".xml", ".zip", ".gpkg", ".shp", ".geojson", ".json")
 
 
@@ -109,6 +112,7 @@ def read_parcels(path: Path | Sequence[Path], target_crs: object | None,
             frame = gpd.GeoDataFrame({
                 "地番": [p.chiban for p in moj_file.parcels],
                 "所在": [_join_place(p.oaza, p.chome, p.koaza) for p in moj_file.parcels],
+                "地区": [_join_place(p.oaza, p.chome) for p in moj_file.parcels],
                 "精度区分": [p.accuracy for p in moj_file.parcels],
                 "注記": [p.note for p in moj_file.parcels],
             }, geometry=[p.geometry for p in moj_file.parcels], crs=moj_file.epsg)
@@ -196,16 +200,27 @@ def _read_vector(path: Path, encoding: str | None, keep_columns: Sequence[str],
     out = gpd.GeoDataFrame({"地番": frame[chiban].fillna("").astype(str).str.strip()},
                            geometry=frame.geometry, crs=frame.crs)
     shozai = _pick(frame, shozai_column, SHOZAI_CANDIDATES)
+    part_columns = [_pick(frame, None, names) for names in SHOZAI_PARTS]
+    parts = [c for c in part_columns if c is not None]
     if shozai is not None:
         out["所在"] = frame[shozai].fillna("").astype(str).str.strip()
     else:
-        parts = [c for names in SHOZAI_PARTS if (c := _pick(frame, None, names)) is not None]
         out["所在"] = (frame[parts].fillna("").astype(str).agg("".join, axis=1)
                      if parts else "")
+    district_parts = [c for c in part_columns[:2] if c is not None]
+    if district_parts:
+        out["地区"] = frame[district_parts].fillna("").astype(str).agg("".join, axis=1)
+    else:
+        out["地区"] = [district_of(v) for v in out["所在"]]
     for column in keep_columns:
         if column in frame.columns:
             out[column] = frame[column].to_numpy()
     return out
+
+
+def district_of(shozai: str) -> str:
+    """大字/町丁目 of a 所在: drops a trailing 小字 (``大字小相木町字天神`` → ``大字小相木町``)."""
+    return _KOAZA_SUFFIX.sub("", shozai or "")
 
 
 def _pick(frame: pd.DataFrame, explicit: str | None, candidates: Sequence[str]) -> str | None:

@@ -79,8 +79,9 @@ def _class_categories(width: float, fill_alpha: int) -> tuple[Category, ...]:
 _STATUS_MAP = tuple((v, v) for v in STATUS_VALUES)
 _REVIEW_ALIASES = {STATUS: STATUS, SURVEYOR: SURVEYOR, SURVEY_DATE: SURVEY_DATE, NOTE: NOTE}
 _DETECTION_FIELDS = ("change_id", "channel", "change_type", "異動区分", "area_m2", "score_max",
-                     "score_mean", "地番", "所在", "parcel_ids", "building_ids", DETECTION)
-_PARCEL_FIELDS = ("parcel_id", "地番", "所在", "異動区分", MAIN_CLASS, "n_changes",
+                     "score_mean", "地番", "所在", "地区", "parcel_ids", "building_ids",
+                     DETECTION)
+_PARCEL_FIELDS = ("parcel_id", "地番", "所在", "地区", "異動区分", MAIN_CLASS, "n_changes",
                   "changed_area_m2", "score_max", "priority", "shares", "change_ids", DETECTION)
 _GREY = Category("", "その他", "200,200,200,90", "90,90,90,255")
 

@@ -245,6 +245,7 @@
   <field name="parcel_id" editable="0"/>
   <field name="地番" editable="0"/>
   <field name="所在" editable="0"/>
+  <field name="地区" editable="0"/>
   <field name="異動区分" editable="0"/>
   <field name="主な異動区分" editable="0"/>
   <field name="n_changes" editable="0"/>

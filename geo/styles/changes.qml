@@ -235,6 +235,7 @@
   <field name="score_mean" editable="0"/>
   <field name="地番" editable="0"/>
   <field name="所在" editable="0"/>
+  <field name="地区" editable="0"/>
   <field name="parcel_ids" editable="0"/>
   <field name="building_ids" editable="0"/>
   <field name="検出状況" editable="0"/>

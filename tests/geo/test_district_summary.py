@@ -20,7 +20,7 @@ _spec.loader.exec_module(builders)
 def test_counts_and_areas_by_district(tmp_path: Path) -> None:
     builders.write_run(tmp_path / "run.gpkg")
     files = write_district_summary(tmp_path / "run.gpkg", tmp_path / "summary")
-    table = pd.read_csv(files.csv, encoding="utf-8-sig").set_index("所在")
+    table = pd.read_csv(files.csv, encoding="utf-8-sig").set_index("地区")
     assert list(table.index) == ["A町", "B町", "合計"]
     assert table.loc["A町", "新築_件数"] == 2
     assert table.loc["A町", "増築_件数"] == 1

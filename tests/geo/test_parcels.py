@@ -10,7 +10,7 @@ import pytest
 from shapely.geometry import Polygon, box
 
 from idou.geo.errors import UserInputError
-from idou.geo.parcels import read_parcels
+from idou.geo.parcels import district_of, read_parcels
 
 
 def frame(crs: str = "EPSG:6677") -> gpd.GeoDataFrame:
@@ -24,8 +24,9 @@ def test_geopackage_keeps_only_survey_columns(tmp_path: Path) -> None:
     path = tmp_path / "parcels.gpkg"
     frame().to_file(path, layer="fude")
     parcels = read_parcels(path, "EPSG:6677")
-    assert list(parcels.frame.columns) == ["parcel_id", "地番", "所在", "geometry"]
+    assert list(parcels.frame.columns) == ["parcel_id", "地番", "所在", "地区", "geometry"]
     assert parcels.frame["所在"].tolist() == ["作草部町一丁目"] * 3
+    assert parcels.frame["地区"].tolist() == ["作草部町一丁目"] * 3
     assert parcels.frame["parcel_id"].tolist() == ["作草部町一丁目 1-1", "作草部町一丁目 1-2",
                                                    "作草部町一丁目 2"]
     assert "山田太郎" not in parcels.frame.to_string()
@@ -108,8 +109,8 @@ def test_mojxml_through_read_parcels(shared_data: Path) -> None:
     parcels = read_parcels([folder / "46505-3411-1.xml", folder / "12103-0400-76.xml"],
                            "EPSG:6670")
     assert parcels.dropped["地区外"] == 5
-    assert list(parcels.frame.columns) == ["parcel_id", "地番", "所在", "精度区分", "注記",
-                                           "geometry"]
+    assert list(parcels.frame.columns) == ["parcel_id", "地番", "所在", "地区", "精度区分",
+                                           "注記", "geometry"]
     assert "安房 2740-1" in parcels.frame["parcel_id"].tolist()
     assert parcels.frame.crs.to_epsg() == 6670
 
@@ -127,3 +128,17 @@ def test_a_folder_of_mojxml_files(tmp_path: Path, shared_data: Path) -> None:
 def test_an_empty_folder_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="holds no parcel file"):
         read_parcels(tmp_path, None)
+
+
+@pytest.mark.parametrize(("shozai", "district"), [
+    ("大字小相木町字天神", "大字小相木町"), ("大字小相木町", "大字小相木町"),
+    ("作草部町一丁目", "作草部町一丁目"), ("安房字春牧", "安房"), ("", "")])
+def test_district_drops_the_koaza(shozai: str, district: str) -> None:
+    assert district_of(shozai) == district
+
+
+def test_district_from_shozai_when_no_oaza_column(tmp_path: Path) -> None:
+    path = tmp_path / "p.gpkg"
+    gpd.GeoDataFrame({"地番": ["1"], "所在": ["大字江木町字東"]}, geometry=[box(0, 0, 1, 1)],
+                     crs=6677).to_file(path)
+    assert read_parcels(path, None).frame["地区"].tolist() == ["大字江木町"]
