@@ -216,6 +216,9 @@ def _check_folder(target: Path) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserInputError(f"output folder {folder} is not writable; choose a folder you "
                              "can write to.")
+    if target.is_dir():
+        raise UserInputError(f"{target} is a folder; give the GeoPackage's file name, e.g. "
+                             f"{target / 'result.gpkg'}.")
     if target.suffix.lower() != ".gpkg":
         raise UserInputError(f"{target} must end in .gpkg; choose an output path like "
                              f"{target.with_suffix('.gpkg').name}.")

@@ -119,7 +119,10 @@ def _opens_as_raster(path: Path) -> bool:
 
 
 def _relative(path: Path, base: Path) -> str:
-    rel = os.path.relpath(Path(path).resolve(), Path(base).resolve())
+    try:
+        rel = os.path.relpath(Path(path).resolve(), Path(base).resolve())
+    except ValueError:  # another drive on Windows: only an absolute path can reach it
+        return Path(path).resolve().as_posix()
     rel = rel.replace(os.sep, "/")
     return rel if rel.startswith(".") else f"./{rel}"
 
