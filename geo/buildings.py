@@ -92,11 +92,11 @@ def read_citygml_buildings(path: Path) -> gpd.GeoDataFrame:
         raise UserInputError(f"{path} is {size / 2**20:.0f} MiB, over idou's 1024 MiB limit "
                              "for one CityGML file; use the per-mesh PLATEAU files.")
     try:
-        root = SafeET.parse(path, forbid_dtd=False, forbid_entities=True,
+        root = SafeET.parse(path, forbid_dtd=True, forbid_entities=True,
                             forbid_external=True).getroot()
     except DefusedXmlException as exc:
-        raise UserInputError(f"{path} declares XML entities, which idou refuses for safety; "
-                             "use the CityGML file as published.") from exc
+        raise UserInputError(f"{path} declares a DTD or XML entities, which idou refuses for "
+                             "safety; use the CityGML file as published.") from exc
     except ParseError as exc:
         raise UserInputError(f"{path} is not well-formed XML ({exc}); re-download it.") from exc
     if root is None:

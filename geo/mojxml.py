@@ -6,8 +6,9 @@ Reads ``.xml`` files and ``.zip`` archives of them (nested zips one level deep, 
 
 Decisions:
 
-* Parsing is hardened: ``defusedxml`` refuses DTD entity declarations and external
-  references outright (nothing is resolved, nothing is fetched), and zip members are read
+* Parsing is hardened: ``defusedxml`` refuses any DOCTYPE, entity declaration and external
+  reference outright (nothing is resolved, nothing is fetched; 地図XML has no DTD), and zip
+  members are read
   with a per-member and a total size limit so a zip bomb stops early.
 * 座標系 公共座標1系–19系 map to JGD2011 plane zones EPSG:6669–6687. In 地図XML ``X`` is
   northing and ``Y`` easting, so shapely points are built as ``(Y, X)``.
@@ -222,12 +223,12 @@ def parse_mojxml_bytes(data: bytes, name: str) -> MojFile:
         UserInputError: malformed XML, DTD entities, 任意座標系, not a 地図XML document.
     """
     try:
-        root = SafeET.fromstring(data, forbid_dtd=False, forbid_entities=True,
+        root = SafeET.fromstring(data, forbid_dtd=True, forbid_entities=True,
                                  forbid_external=True)
     except DefusedXmlException as exc:
         raise UserInputError(
-            f"{name} declares XML entities or external references ({type(exc).__name__}), "
-            "which idou refuses for safety; use the 地図XML file as published by 法務省."
+            f"{name} declares a DTD or XML entities ({type(exc).__name__}), which idou "
+            "refuses for safety; use the 地図XML file as published by 法務省."
         ) from exc
     except ParseError as exc:
         raise UserInputError(f"{name} is not well-formed XML ({exc}); "

@@ -142,9 +142,16 @@ def test_external_entity_is_never_resolved(tmp_path: Path) -> None:
     doctype = f'<!DOCTYPE 地図 [<!ENTITY xxe SYSTEM "file://{secret}">]>'
     text = moj_xml(doctype=doctype, chiban="&xxe;")
     path = write(tmp_path, text, "xxe.xml")
-    with pytest.raises(UserInputError, match=r"xxe\.xml declares XML entities") as info:
+    with pytest.raises(UserInputError, match=r"xxe\.xml declares a DTD or XML entities") as info:
         read_mojxml(path)
     assert "TOP-SECRET-TOKEN" not in str(info.value)
+
+
+def test_external_dtd_is_refused_not_fetched(tmp_path: Path) -> None:
+    path = write(tmp_path, moj_xml(doctype='<!DOCTYPE 地図 SYSTEM "http://127.0.0.1:9/x.dtd">'),
+                 "dtd.xml")
+    with pytest.raises(UserInputError, match=r"dtd\.xml declares a DTD"):
+        read_mojxml(path)
 
 
 def test_zip_of_xml_and_nested_zip_are_read(tmp_path: Path) -> None:
