@@ -57,7 +57,8 @@ def target_counts(size: int) -> dict[str, int]:
 
 
 def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun: Sun,
-                      eligible: set[int], size: int) -> tuple[Epoch, list[TruthRow]]:
+                      eligible: set[int], size: int, safe: BaseGeometry
+                      ) -> tuple[Epoch, list[TruthRow]]:
     """Apply changes on eligible parcels (inside both flights) and distractors anywhere.
 
     Args:
@@ -65,8 +66,10 @@ def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun:
         layout: The shared layout.
         base: The first flight's scene.
         sun: The sun of the second flight.
-        eligible: Parcels that lie well inside the valid overlap of both flights.
+        eligible: Parcels that lie mostly inside the valid overlap of both flights.
         size: Image size in pixels (sets how many changes).
+        safe: The valid overlap of both flights (less a small margin); every truth polygon
+            lies inside it.
     """
     first = base.epoch
     epoch = Epoch(sun=sun, buildings=[], trees=list(first.trees), cars=[],
@@ -93,15 +96,19 @@ def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun:
     changed: dict[int, Building | None] = {}  # parcel -> replacement (None = demolished)
     clear_ground: set[int] = set()
 
-    # new buildings: about 60 % on vacant lots, the rest on farmland
-    n_new_farm = min(len(farms), want["new"] - min(len(vacant), int(round(want["new"] * 0.6))))
-    n_new_vacant = min(len(vacant), want["new"] - n_new_farm)
+    houses = [i for i in houses if safe.contains(by_parcel[i].footprint())]
+
+    # new buildings: about 60 % on vacant lots, the rest on farmland (then more lots if short)
     added: list[Building] = []
-    for index in vacant[:n_new_vacant] + farms[:n_new_farm]:
+    used_vacant: set[int] = set()
+
+    def build_new(index: int) -> None:
+        nonlocal next_id
         made = house_in_parcel(rng, layout.parcels[index].rect, f"B{next_id:05d}", index)
-        if made is None:
-            continue
+        if made is None or not safe.contains(made[0].footprint()):
+            return
         building, driveway = made
+        used_vacant.add(index)
         next_id += 1
         added.append(building)
         truth.append(TruthRow(new_change_id(), "new", "new", index, building.footprint()))
@@ -109,7 +116,15 @@ def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun:
         if driveway is not None:
             epoch.ground.append((driveway, CONCRETE))
         clear_ground.add(index)
-    vacant = vacant[n_new_vacant:]
+
+    for limit, candidates in ((int(round(want["new"] * 0.6)), vacant), (want["new"], farms),
+                              (want["new"], vacant)):
+        for index in candidates:
+            if len(added) >= limit:
+                break
+            if index not in used_vacant:
+                build_new(index)
+    vacant = [i for i in vacant if i not in used_vacant]
 
     # extensions (増築): only the added part is a change
     done = 0
@@ -122,7 +137,7 @@ def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun:
         if old.material == "flat":
             continue
         part = extension_part(rng, old, layout.parcels[index].rect)
-        if part is None:
+        if part is None or not safe.contains(part.rect.polygon()):
             continue
         changed[index] = replace(old, parts=[*old.parts, part])
         added_geom = shapely.set_precision(shapely.set_precision(part.rect.polygon(), 1e-3)
@@ -140,7 +155,7 @@ def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun:
         used += 1
         old = by_parcel[index]
         new = rebuilt_house(rng, old, layout.parcels[index].rect, f"B{next_id:05d}")
-        if new is None:
+        if new is None or not safe.contains(new.footprint()):
             continue
         next_id += 1
         changed[index] = new

@@ -90,13 +90,14 @@ def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2) -> FlightPai
     layout = make_layout(rng, centre, max(cw, ch) * gsd / 2)
     sun1 = Sun(float(rng.uniform(140, 170)), float(rng.uniform(46, 60)))
     sun2 = Sun(float(rng.uniform(195, 230)), float(rng.uniform(36, 50)))
-    eligible = {p.index for p in layout.parcels if safe.contains(p.rect.polygon())}
+    eligible = {p.index for p in layout.parcels
+                if p.rect.polygon().intersection(safe).area > 0.4 * 4 * p.rect.hl * p.rect.hw}
     # enough vacant lots inside the overlap to build the new houses on
     residential = sorted(i for i in eligible if layout.parcels[i].zone == "residential")
     n_vacant = min(len(residential) // 3, int(np.ceil(target_counts(size)["new"] * 0.6)) + 1)
     vacant = {int(i) for i in rng.permutation(residential)[:n_vacant]}
     base = populate(rng, layout, sun1, vacant)
-    epoch2, truth_rows = make_second_epoch(rng, layout, base, sun2, eligible, size)
+    epoch2, truth_rows = make_second_epoch(rng, layout, base, sun2, eligible, size, safe)
     place_cars(rng, layout, base.epoch, base.uses, base.driveways)
     place_cars(rng, layout, epoch2, base.uses, base.driveways, density=0.9)
 
