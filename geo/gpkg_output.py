@@ -321,9 +321,21 @@ def _date_text(values: pd.Series) -> pd.Series:
 
 
 def _declare_date_columns(path: Path, tables: list[str]) -> None:
-    """Declare 調査日 as GeoPackage DATE (pyogrio writes ``YYYY-MM-DD`` text columns)."""
+    """Declare 調査日 as GeoPackage DATE (pyogrio writes ``YYYY-MM-DD`` text columns).
+
+    The values are already GeoPackage DATE text, so only the declared type changes. Where
+    SQLite refuses schema edits (a build in defensive mode) the column stays TEXT, which the
+    QGIS calendar widget (``field_format`` yyyy-MM-dd) edits just as well.
+    """
     if not tables:
         return
+    try:
+        _rewrite_declared_types(path, tables)
+    except sqlite3.DatabaseError:
+        return
+
+
+def _rewrite_declared_types(path: Path, tables: list[str]) -> None:
     with sqlite3.connect(path) as con:
         con.execute("PRAGMA writable_schema = ON")
         for table in tables:
