@@ -151,30 +151,36 @@ class _TruthObjects:
         if self.valid is not None and self.valid.shape != self.truth.shape:
             raise ValueError(f"valid/ignore mask {self.valid.shape} != truth {self.truth.shape}")
         self.min_area_px = max(int(min_area_px), 1)
-        self.truth_valid = self.truth if self.valid is None else self.truth & self.valid
+        if self.valid is not None and self.valid.all():
+            self.valid = None
+        truth_valid = self.truth if self.valid is None else self.truth & self.valid
         lab = self.labels if self.valid is None else np.where(self.valid, self.labels, 0)
         self.area = np.bincount(lab.ravel(), minlength=self.n + 1)
         self.kept = self.area >= self.min_area_px
         self.kept[0] = False
         self.n_true = int(self.kept.sum())
+        # Where true change is (valid pixels only) and which object each such pixel belongs to:
+        # small next to the raster, so scoring a prediction never indexes the whole raster twice.
+        self.hit_index = np.flatnonzero(truth_valid)
+        self.hit_label = self.labels.ravel()[self.hit_index]
+        self.valid_flat = None if self.valid is None else self.valid.ravel()
 
     def score(self, pred: np.ndarray, cover: float) -> ObjectScores:
         pred = _as_bool(pred, "pred")
         if pred.shape != self.truth.shape:
             raise ValueError(f"pred {pred.shape} != truth {self.truth.shape}")
         plabels, n_pred_all = ndimage.label(pred, structure=_EIGHT)
-        if self.valid is not None:
-            plabels = np.where(self.valid, plabels, 0)
         flat = plabels.ravel()
-        parea = np.bincount(flat, minlength=n_pred_all + 1)
+        counted = flat if self.valid_flat is None else flat[self.valid_flat]
+        parea = np.bincount(counted, minlength=n_pred_all + 1)
         pkept = parea >= self.min_area_px
         pkept[0] = False
         # Overlap of each predicted object with (all valid) true change.
-        poverlap = np.bincount(flat[self.truth_valid.ravel()], minlength=n_pred_all + 1)
+        at_truth = flat[self.hit_index]
+        poverlap = np.bincount(at_truth, minlength=n_pred_all + 1)
         false_alarm = pkept & (poverlap < cover * parea)
         # Coverage of each true object by the kept predicted objects only.
-        kept_pred = pkept[flat].reshape(plabels.shape)
-        covered = np.bincount(self.labels[kept_pred].ravel(), minlength=self.n + 1)
+        covered = np.bincount(self.hit_label[pkept[at_truth]], minlength=self.n + 1)
         found = self.kept & (covered >= cover * self.area)
         return ObjectScores(n_true=self.n_true, n_found=int(found.sum()),
                             n_pred=int(pkept.sum()), n_false_alarm=int(false_alarm.sum()))

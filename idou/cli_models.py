@@ -152,6 +152,9 @@ def evaluate(
     else:
         raise UserInputError("pass RESULT.gpkg, or MODEL BEFORE AFTER, or MODEL VALIDATION.")
     _out.print(f"evaluated: {result.source}")
+    if result.truth_outside:
+        _out.print(f"{result.truth_outside} truth object(s) lie outside the area the run "
+                   "processed (coverage layer) and are left out.")
     for table in _evaluation_tables(result):
         _out.print(table)
     if json_out is not None:

@@ -242,7 +242,8 @@ def fetch_registered_model(uri: str, cache_dir: str | Path | None = None) -> Pat
     try:
         try:
             mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
-                                                dst_path=str(staging), tracking_uri=tracking_uri())
+                                                dst_path=str(staging), tracking_uri=tracking_uri(),
+                                                registry_uri=tracking_uri())
         except Exception as exc:  # noqa: BLE001 - mlflow raises several kinds
             raise UserInputError(
                 f"cannot download {uri} (version {version}) from {tracking_uri()} "

@@ -20,6 +20,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pyogrio
+import shapely
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
@@ -32,6 +33,8 @@ TRUTH_FILE = "truth.gpkg"
 TRUTH_LAYER = "truth"
 CHANGES_LAYER = "changes"
 PARCELS_LAYER = "candidate_parcels"
+COVERAGE_LAYER = "coverage"
+INSIDE_SHARE = 0.5  # a truth object counts when at least half of it was processed
 _RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
 
 
@@ -193,17 +196,42 @@ class ScenePrediction:
                          min_area_m2=min_area_m2)
 
 
+def _square_filter(mask: np.ndarray, radius: int, *, erode: bool) -> np.ndarray:
+    """Binary erosion (pixels outside count as set) or dilation (outside unset) by a
+    ``2 radius + 1`` square, as two separable passes of shifted logical and/or."""
+    op = np.logical_and if erode else np.logical_or
+    padded = np.pad(mask, radius, constant_values=erode)
+    h, w = mask.shape
+    rows = padded[radius:radius + h].copy()
+    for d in range(-radius, radius + 1):
+        if d:
+            op(rows, padded[radius + d:radius + d + h], out=rows)
+    out = rows[:, radius:radius + w].copy()
+    for d in range(-radius, radius + 1):
+        if d:
+            op(out, rows[:, radius + d:radius + d + w], out=out)
+    return out
+
+
 def detect_clean(mask: np.ndarray) -> np.ndarray:
     """The morphological clean-up ``idou detect`` applies to a thresholded mask.
 
-    ``idou.geo.vectorize.clean_mask`` with ``vectorize``'s default radius (detect passes none).
+    Equal to ``idou.geo.vectorize.clean_mask(mask, r)`` with ``vectorize``'s default radius
+    ``r`` (detect passes none): an opening then a closing by a ``2r + 1`` square with a neutral
+    edge, computed with separable shifted and/or passes (about 10x faster than iterated
+    ``binary_erosion``, which matters when every threshold of a sweep is cleaned). A test keeps
+    the two equal.
     """
     import inspect
 
-    from idou.geo.vectorize import clean_mask, vectorize
+    from idou.geo.vectorize import vectorize
 
-    radius = inspect.signature(vectorize).parameters["clean_radius"].default
-    return clean_mask(mask, int(radius))
+    radius = int(inspect.signature(vectorize).parameters["clean_radius"].default)
+    mask = np.asarray(mask, dtype=bool)
+    if radius <= 0 or not mask.any():
+        return mask
+    opened = _square_filter(_square_filter(mask, radius, erode=True), radius, erode=False)
+    return _square_filter(_square_filter(opened, radius, erode=False), radius, erode=True)
 
 
 def _valid_mask(pair: Any, block: int = 2048) -> np.ndarray:
@@ -278,6 +306,7 @@ class Evaluation:
     min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2
     cover: float = metrics.DEFAULT_COVER
     scenes: list[str] = field(default_factory=list)
+    truth_outside: int = 0  # truth rows left out: outside the run's processed coverage
 
     @property
     def parcel_recall(self) -> float | None:
@@ -297,6 +326,7 @@ class Evaluation:
         }
         if self.scenes:
             out["scenes"] = list(self.scenes)
+        out["truth_outside_coverage"] = self.truth_outside
         if self.thresholds is not None:
             out["thresholds"] = dict(self.thresholds)
         if self.pixels is not None:
@@ -322,20 +352,47 @@ class Evaluation:
         return flat
 
 
+def processed_truth(truth: gpd.GeoDataFrame, coverage: gpd.GeoDataFrame | None
+                    ) -> tuple[gpd.GeoDataFrame, int]:
+    """Truth rows at least half inside the ``processed`` coverage, and how many were left out.
+
+    A change where a run had no data in both flights cannot be found; it is reported apart
+    rather than counted as missed. Without a coverage layer all truth counts.
+    """
+    if coverage is None or not len(coverage):
+        return truth, 0
+    if "status" in coverage.columns:
+        coverage = coverage[coverage["status"].astype(str) == "processed"]
+    if coverage.crs is not None and truth.crs is not None and coverage.crs != truth.crs:
+        coverage = coverage.to_crs(truth.crs)
+    area = shapely.union_all(np.asarray(coverage.geometry.values, dtype=object))
+    geoms = np.asarray(truth.geometry.values, dtype=object)
+    whole = shapely.area(geoms)
+    inside = shapely.area(shapely.intersection(geoms, area)) >= INSIDE_SHARE * whole
+    inside |= whole == 0
+    return truth[inside], int((~inside).sum())
+
+
 def evaluate_geopackage(result: str | Path, truth: str | Path, *,
                         min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
                         cover: float = metrics.DEFAULT_COVER, parcels_key: str = "地番"
                         ) -> Evaluation:
-    """Scores of a finished detection GeoPackage (``changes``, ``candidate_parcels``) vs truth."""
+    """Scores of a finished detection GeoPackage against truth.
+
+    Reads the layers ``changes`` (objects per channel and per true change type),
+    ``candidate_parcels`` (parcel recall, when present) and ``coverage`` (truth outside the
+    processed area is left out and counted in ``truth_outside``).
+    """
     changes = read_layer(result, CHANGES_LAYER, what="detection GeoPackage")
     assert changes is not None
-    truth_gdf = read_truth(truth)
+    truth_gdf, outside = processed_truth(read_truth(truth),
+                                         read_layer(result, COVERAGE_LAYER, required=False))
     evaluation = Evaluation(
         source=str(result),
         channels=metrics.channel_scores(changes, truth_gdf, min_area_m2=min_area_m2, cover=cover),
         change_types=metrics.change_type_recall(changes, truth_gdf, min_area_m2=min_area_m2,
                                                 cover=cover),
-        min_area_m2=min_area_m2, cover=cover)
+        min_area_m2=min_area_m2, cover=cover, truth_outside=outside)
     candidates = read_layer(result, PARCELS_LAYER, required=False)
     if candidates is not None and parcels_key in truth_gdf.columns:
         evaluation.parcels = metrics.parcel_counts(candidates, truth_gdf, parcels_key)

@@ -299,40 +299,47 @@ def log_to_mlflow(result: TuneResult, model: Path, artifacts: Sequence[Path], *,
     """Log a tuning run (params, metrics, curves, tuned model and card); return the run id.
 
     The store is ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``; the run goes to the
-    ``idou-tune`` experiment and is tagged with the training run id when known.
+    ``idou-tune`` experiment and is tagged with the training run id when known. Uses an explicit
+    client, so mlflow's process-wide tracking URI is left as it was.
     """
-    import mlflow
-    from mlflow.entities import Metric
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
 
     from idou.inference.model_card import card_paths
     from idou.inference.registry import tracking_uri
 
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(TUNE_EXPERIMENT)
-    tags = {"idou.stage": "tune"}
+    client = MlflowClient(tracking_uri=tracking_uri())
+    exp = client.get_experiment_by_name(TUNE_EXPERIMENT)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(TUNE_EXPERIMENT)
+    tags = {"idou.stage": "tune", "mlflow.runName": f"tune {model.name}"}
     if training_run_id:
         tags["idou.training_run_id"] = training_run_id
-    with mlflow.start_run(run_name=f"tune {model.name}", tags=tags) as run:
-        mlflow.log_params({"recall_target": result.recall_target,
-                           "min_area_m2": result.min_area_m2, "cover": result.cover,
-                           "source_model": source_model.name, "scenes": ",".join(result.scenes),
-                           "n_thresholds": len(next(iter(result.channels.values())).curve)})
-        mlflow.log_metrics(result.flat_metrics())
+    run_id = str(client.create_run(exp_id, run_name=f"tune {model.name}", tags=tags).info.run_id)
+    try:
+        params = {"recall_target": result.recall_target, "min_area_m2": result.min_area_m2,
+                  "cover": result.cover, "source_model": source_model.name,
+                  "scenes": ",".join(result.scenes)[:500],
+                  "n_thresholds": len(next(iter(result.channels.values())).curve)}
         stamp = int(time.time() * 1000)
-        curve = [Metric(f"curve_{key}_{c}", float(value), stamp, step)
-                 for c, tuning in result.channels.items()
-                 for step, (t, s) in enumerate(tuning.curve)
-                 for key, value in (("threshold", t), ("recall", s.recall),
-                                    ("precision", s.precision))]
-        client = mlflow.MlflowClient()
-        for start in range(0, len(curve), 900):  # one request per 900 points (limit: 1000)
-            client.log_batch(run.info.run_id, metrics=curve[start:start + 900])
+        points = [Metric(k, float(v), stamp, 0) for k, v in result.flat_metrics().items()]
+        points += [Metric(f"curve_{key}_{c}", float(value), stamp, step)
+                   for c, tuning in result.channels.items()
+                   for step, (t, s) in enumerate(tuning.curve)
+                   for key, value in (("threshold", t), ("recall", s.recall),
+                                      ("precision", s.precision))]
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        for start in range(0, len(points), 900):  # one request per 900 points (limit: 1000)
+            client.log_batch(run_id, metrics=points[start:start + 900])
         for path in artifacts:
-            mlflow.log_artifact(str(path), "tune")
+            client.log_artifact(run_id, str(path), "tune")
         for path in (model, *card_paths(model)):
             if path.is_file():
-                mlflow.log_artifact(str(path), "model")
-        return str(run.info.run_id)
+                client.log_artifact(run_id, str(path), "model")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id
 
 
 @dataclass

@@ -184,11 +184,15 @@ def test_real_mlflow_server_tracking_and_registry(mlflow_server: str, tmp_path: 
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     mlflow.set_tracking_uri(mlflow_server)
-    mlflow.set_experiment("idou-train-test")
-    with mlflow.start_run(run_name="tiny training") as run:      # a tiny "training" record
-        mlflow.log_params({"backbone": "resnet18", "epochs": 2})
-        for epoch, recall in enumerate((0.5, 0.75)):
-            mlflow.log_metric("val_object_recall_new", recall, step=epoch)
+    try:
+        mlflow.set_experiment("idou-train-test")
+        with mlflow.start_run(run_name="tiny training") as run:     # a tiny "training" record
+            mlflow.log_params({"backbone": "resnet18", "epochs": 2})
+            for epoch, recall in enumerate((0.5, 0.75)):
+                mlflow.log_metric("val_object_recall_new", recall, step=epoch)
+    finally:
+        mlflow.set_tracking_uri(None)   # type: ignore[arg-type]  # no process-wide state left
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # (unset by the line above)
     contract = ModelContract(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), tile_size=64,
                              tile_overlap=16, gsd_m=0.5, mlflow_run_id=run.info.run_id)
     model = make_model(tmp_path / "trained.onnx", contract)
@@ -202,4 +206,3 @@ def test_real_mlflow_server_tracking_and_registry(mlflow_server: str, tmp_path: 
     fetched = fetch_registered_model("models:/idou@champion")
     assert sha256_file(fetched) == sha256_file(model)
     assert resolve_model("models:/idou@champion").contract.mlflow_run_id == run.info.run_id
-    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]

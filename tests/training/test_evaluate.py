@@ -1,0 +1,99 @@
+"""Evaluation helpers: scene discovery, truth layers, detect's clean-up, coverage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from affine import Affine
+from rasterio.crs import CRS
+from scipy import ndimage
+from shapely.geometry import box
+
+from idou.geo.errors import UserInputError
+from idou.geo.grid import Grid
+from idou.geo.vectorize import clean_mask
+from idou.training.evaluate import (
+    detect_clean,
+    evaluate_geopackage,
+    find_scenes,
+    processed_truth,
+    rasterize_labels,
+    read_truth,
+)
+
+CRS_ = "EPSG:6677"
+
+
+def test_detect_clean_equals_vectorize_clean_mask() -> None:
+    rng = np.random.default_rng(3)
+    for k in range(12):
+        mask = ndimage.gaussian_filter(rng.random((60, 90)), 1.5) > 0.45 + 0.02 * (k % 4)
+        if k % 3 == 0:
+            mask[:, :4] = True                     # set along the raster's edge
+        assert np.array_equal(detect_clean(mask), clean_mask(mask, 1))
+    empty = np.zeros((5, 5), dtype=bool)
+    assert not detect_clean(empty).any()
+
+
+def _touch(folder: Path, *names: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"")
+
+
+def test_find_scenes_layouts(tmp_path: Path) -> None:
+    _touch(tmp_path / "a", "flight_2025.tif", "flight_2024.tif", "truth.gpkg")
+    _touch(tmp_path / "b", "before.tif", "after.tif", "flight_x.tif", "truth.gpkg")
+    _touch(tmp_path / "c", "flight_2024.tif")      # no truth: not a scene
+    scenes = find_scenes(tmp_path)
+    assert [s.name for s in scenes] == ["a", "b"]
+    assert (scenes[0].before.name, scenes[0].after.name) == ("flight_2024.tif",
+                                                             "flight_2025.tif")
+    assert (scenes[1].before.name, scenes[1].after.name) == ("before.tif", "after.tif")
+    assert [s.name for s in find_scenes(tmp_path / "a")] == ["a"]
+    with pytest.raises(UserInputError, match="does not exist"):
+        find_scenes(tmp_path / "nope")
+    with pytest.raises(UserInputError, match="truth.gpkg"):
+        find_scenes(tmp_path / "c")
+
+
+def test_read_truth_needs_channel(tmp_path: Path) -> None:
+    path = tmp_path / "t.gpkg"
+    gpd.GeoDataFrame({"x": [1]}, geometry=[box(0, 0, 1, 1)], crs=CRS_).to_file(path, layer="t")
+    with pytest.raises(UserInputError, match="channel"):
+        read_truth(path)
+    with pytest.raises(UserInputError, match="does not exist"):
+        read_truth(tmp_path / "missing.gpkg")
+
+
+def test_rasterize_labels_one_label_per_row() -> None:
+    grid = Grid(CRS.from_epsg(6677), Affine(1.0, 0, 0, 0, -1.0, 10.0), 20, 10)
+    truth = gpd.GeoDataFrame({"channel": ["new", "new", "demolished"]},
+                             geometry=[box(0, 0, 5, 5), box(5, 0, 10, 5), box(10, 5, 20, 10)],
+                             crs=CRS_)
+    labels = rasterize_labels(truth, grid)
+    assert sorted(np.unique(labels["new"]).tolist()) == [0, 1, 2]     # touching, still two
+    assert (labels["new"] == 1).sum() == 25
+    assert (labels["demolished"] > 0).sum() == 50
+
+
+def test_truth_outside_coverage_is_left_out(tmp_path: Path) -> None:
+    truth = gpd.GeoDataFrame(
+        {"channel": ["new", "new"], "change_type": ["new", "new"], "地番": ["1", "2"]},
+        geometry=[box(0, 0, 10, 10), box(100, 0, 110, 10)], crs=CRS_)
+    coverage = gpd.GeoDataFrame({"status": ["processed", "nodata"]},
+                                geometry=[box(-5, -5, 50, 50), box(50, -5, 200, 50)], crs=CRS_)
+    kept, outside = processed_truth(truth, coverage)
+    assert kept["地番"].tolist() == ["1"] and outside == 1
+    result = tmp_path / "r.gpkg"
+    gpd.GeoDataFrame({"channel": ["new"]}, geometry=[box(0, 0, 10, 10)], crs=CRS_).to_file(
+        result, layer="changes")
+    coverage.to_file(result, layer="coverage")
+    truth_path = tmp_path / "truth.gpkg"
+    truth.to_file(truth_path, layer="truth")
+    ev = evaluate_geopackage(result, truth_path)
+    assert ev.channels["new"].recall == 1.0 and ev.truth_outside == 1
+    assert ev.parcels is None                         # no candidate_parcels layer
