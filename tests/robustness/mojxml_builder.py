@@ -1,0 +1,45 @@
+"""A tiny 法務省 地図XML document, built as text, for the robustness corpus."""
+
+from __future__ import annotations
+
+
+def moj_xml(points: dict[str, tuple[float, float]] | None = None, *,
+            zone: str = "公共座標9系", doctype: str = "", chiban: str = "12-3",
+            oaza: str = "大手町") -> str:
+    """One parcel whose four corners are ``points`` (id → (X northing, Y easting)).
+
+    ``doctype`` is inserted after the XML declaration (for entity attacks); ``chiban`` is
+    inserted as is (so it may reference an entity).
+    """
+    pts = points or {"P1": (1000.0, 500.0), "P2": (1000.0, 510.0), "P3": (1020.0, 510.0),
+                     "P4": (1020.0, 500.0)}
+    ids = list(pts)
+    point_xml = "".join(
+        f'<zmn:GM_Point id="{k}"><zmn:GM_Point.position><zmn:DirectPosition>'
+        f"<zmn:X>{x!r}</zmn:X><zmn:Y>{y!r}</zmn:Y></zmn:DirectPosition>"
+        "</zmn:GM_Point.position></zmn:GM_Point>" for k, (x, y) in pts.items())
+    curves = {f"C{i}": (ids[i], ids[(i + 1) % len(ids)]) for i in range(len(ids))}
+    curve_xml = "".join(
+        f'<zmn:GM_Curve id="{k}"><zmn:GM_Curve.segment><zmn:GM_LineString>'
+        "<zmn:GM_LineString.controlPoint>"
+        + "".join('<zmn:GM_PointArray.column><zmn:GM_Position.indirect>'
+                  f'<zmn:GM_PointRef.point idref="{p}"/></zmn:GM_Position.indirect>'
+                  "</zmn:GM_PointArray.column>" for p in pair)
+        + "</zmn:GM_LineString.controlPoint></zmn:GM_LineString></zmn:GM_Curve.segment>"
+        "</zmn:GM_Curve>" for k, pair in curves.items())
+    surface = (
+        '<zmn:GM_Surface id="F1"><zmn:GM_Surface.patch><zmn:GM_Polygon>'
+        "<zmn:GM_Polygon.boundary><zmn:GM_SurfaceBoundary><zmn:GM_SurfaceBoundary.exterior>"
+        "<zmn:GM_Ring>"
+        + "".join(f'<zmn:GM_CompositeCurve.generator idref="{c}"/>' for c in curves)
+        + "</zmn:GM_Ring></zmn:GM_SurfaceBoundary.exterior></zmn:GM_SurfaceBoundary>"
+        "</zmn:GM_Polygon.boundary></zmn:GM_Polygon></zmn:GM_Surface.patch></zmn:GM_Surface>")
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>{doctype}'
+        '<地図 xmlns="http://www.moj.go.jp/MINJI/tizuxml" '
+        'xmlns:zmn="http://www.moj.go.jp/MINJI/tizuzumen">'
+        "<version>ver1.0</version><地図名>robustness</地図名><市区町村コード>10201</市区町村コード>"
+        f"<市区町村名>前橋市</市区町村名><座標系>{zone}</座標系>"
+        f"<空間属性>{point_xml}{curve_xml}{surface}</空間属性>"
+        f'<主題属性><筆 id="H1"><大字名>{oaza}</大字名><地番>{chiban}</地番><形状 idref="F1"/>'
+        "<精度区分>甲二</精度区分><座標値種別>測量成果</座標値種別></筆></主題属性></地図>")
