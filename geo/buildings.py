@@ -35,6 +35,8 @@ URO_ID_TAGS = ("buildingID",)
 ID_CANDIDATES = ("building_id", "buildingID", "bldg_id", "家屋番号", "家屋ID", "id", "ID",
                  "gml_id", "fid")
 MAX_GML_BYTES = 1024 * 1024 * 1024
+PLATEAU_ATTRIBUTION = ("出典：3D都市モデル（Project PLATEAU）（国土交通省）の建築物 LOD0 外形を"
+                       "idou で加工して作成")
 
 
 def read_buildings(path: Path, target_crs: object | None,
@@ -64,8 +66,11 @@ def read_buildings(path: Path, target_crs: object | None,
         raise UserInputError(f"{path} has no building polygons; check the building file.")
     if target_crs is not None:
         frame = frame.to_crs(target_crs)
-    return gpd.GeoDataFrame(frame[["building_id", "geometry"]].reset_index(drop=True),
-                            geometry="geometry", crs=frame.crs)
+    out = gpd.GeoDataFrame(frame[["building_id", "geometry"]].reset_index(drop=True),
+                           geometry="geometry", crs=frame.crs)
+    if path.suffix.lower() in (".gml", ".xml"):
+        out.attrs["attribution"] = PLATEAU_ATTRIBUTION
+    return out
 
 
 def _read_vector(path: Path, encoding: str | None) -> gpd.GeoDataFrame:

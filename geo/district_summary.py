@@ -141,7 +141,13 @@ def write_district_summary(gpkg: Path, out_dir: Path) -> SummaryFiles:
     png = out_dir / "district_summary.png"
     _map_png(changes, parcels, png)
     page = out_dir / "district_summary.html"
-    page.write_text(_html(gpkg, table, png.name), encoding="utf-8")
+    from idou.geo.gpkg_output import read_run_info
+
+    try:
+        credit = str(read_run_info(gpkg).get("attribution") or "")
+    except Exception:  # noqa: BLE001 - a file without run_info still gets its report
+        credit = ""
+    page.write_text(_html(gpkg, table, png.name, credit), encoding="utf-8")
     return SummaryFiles(csv=csv, html=page, png=png, table=table)
 
 
@@ -180,7 +186,7 @@ def _latin(kind: str) -> str:
     return names.get(kind, kind)
 
 
-def _html(gpkg: Path, table: pd.DataFrame, png_name: str) -> str:
+def _html(gpkg: Path, table: pd.DataFrame, png_name: str, credit: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
@@ -202,6 +208,7 @@ td:first-child,th:first-child{{text-align:left}}tr:last-child{{font-weight:bold}
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <h2>異動の分布</h2>
 <p><img src="{html.escape(png_name)}" alt="異動の分布図" style="max-width:100%"></p>
+{"".join(f"<p><small>{html.escape(line)}</small></p>" for line in credit.splitlines())}
 </body></html>
 """
 

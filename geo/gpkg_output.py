@@ -131,6 +131,11 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
         info["orthophoto_before"] = str(Path(orthophotos[0]).resolve())
         info["orthophoto_after"] = str(Path(orthophotos[1]).resolve())
     info.setdefault("written_at", datetime.now(UTC).isoformat(timespec="seconds"))
+    credits = _attributions(candidate_parcels, existing_buildings)
+    if credits:
+        info["attribution"] = "\n".join(dict.fromkeys(
+            [*([str(info["attribution"])] if info.get("attribution") else []),
+             *credits.values()]))
     result = WriteResult(path=target, project=None, layers={}, merged=existed)
 
     parcels_layer, stats = merge_review(_with_schema(_prepare(candidate_parcels, crs),
@@ -158,6 +163,7 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
         _write_layers(temp, layers)
         _write_run_info(temp, info)
         _write_data_columns(temp, layers)
+        _write_descriptions(temp, credits)
         write_layer_styles(temp, dict.fromkeys(layers, GEOMETRY_COLUMN))
         _check_integrity(temp)
         os.replace(temp, target)
@@ -204,6 +210,26 @@ def _extent(layers: Mapping[str, gpd.GeoDataFrame]
             xmin, ymin, xmax, ymax = (float(v) for v in frame.total_bounds)
             return (xmin, ymin, xmax, ymax)
     return None
+
+
+def _attributions(candidate_parcels: gpd.GeoDataFrame,
+                  existing_buildings: gpd.GeoDataFrame | None) -> dict[str, str]:
+    """Credit lines the source data's terms ask for (地図XML, PLATEAU), by layer."""
+    credits = {}
+    if candidate_parcels.attrs.get("attribution"):
+        credits["candidate_parcels"] = str(candidate_parcels.attrs["attribution"])
+    if existing_buildings is not None and existing_buildings.attrs.get("attribution"):
+        credits["existing_buildings"] = str(existing_buildings.attrs["attribution"])
+    return credits
+
+
+def _write_descriptions(path: Path, credits: Mapping[str, str]) -> None:
+    """Put each layer's credit line in ``gpkg_contents.description`` (QGIS shows it)."""
+    if not credits:
+        return
+    with sqlite3.connect(path) as con:
+        con.executemany("UPDATE gpkg_contents SET description = ? WHERE table_name = ?",
+                        [(text, table) for table, text in credits.items()])
 
 
 def _check_folder(target: Path) -> None:

@@ -94,7 +94,11 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
     out.loc[order, "priority"] = np.arange(1, len(out) + 1)
     out["priority"] = out["priority"].astype(int)
     out = out.loc[order].reset_index(drop=True)
-    return gpd.GeoDataFrame(out[CANDIDATE_COLUMNS + ["geometry"]], geometry="geometry", crs=crs)
+    result = gpd.GeoDataFrame(out[CANDIDATE_COLUMNS + ["geometry"]], geometry="geometry",
+                              crs=crs)
+    if "attribution" in parcels.attrs:
+        result.attrs["attribution"] = parcels.attrs["attribution"]
+    return result
 
 
 def _empty(crs: object) -> gpd.GeoDataFrame:

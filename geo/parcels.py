@@ -44,6 +44,8 @@ SHOZAI_PARTS = (("大字名", "大字", "oaza", "OAZA"), ("丁目名", "丁目",
                 ("小字名", "小字", "字名", "koaza", "KOAZA", "aza", "AZA"))
 
 SURVEY_COLUMNS = ["parcel_id", "地番", "所在", "地区"]
+MOJ_ATTRIBUTION = ("出典：「登記所備付地図データ」（法務省）（idou により GeoPackage に変換し、"
+                   "異動候補の筆として加工）")
 _KOAZA_SUFFIX = re.compile(r"(?<=.)(?<!大)字[^字]*$")
 PARCEL_SUFFIXES = (".xml", ".zip", ".gpkg", ".shp", ".geojson", ".json")
 
@@ -53,7 +55,8 @@ class ParcelSet:
     """Parcels ready for the join, with what was repaired and dropped on the way.
 
     ``notes`` holds one sentence per input file left out (a 任意座標系 地図XML in a batch);
-    show them to the user as warnings.
+    show them to the user as warnings. ``attribution`` is the credit line the data's terms
+    ask for (地図XML), also in ``frame.attrs["attribution"]``; the review GeoPackage records it.
     """
 
     frame: gpd.GeoDataFrame
@@ -61,6 +64,7 @@ class ParcelSet:
     dropped: Counter[str] = field(default_factory=Counter)
     sources: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    attribution: str | None = None
 
     @property
     def n_dropped(self) -> int:
@@ -137,6 +141,9 @@ def read_parcels(path: Path | Sequence[Path], target_crs: object | None,
     columns += [c for c in keep_columns if c in merged.columns and c not in columns]
     result.frame = gpd.GeoDataFrame(merged[columns + ["geometry"]], geometry="geometry",
                                     crs=crs).reset_index(drop=True)
+    if moj:
+        result.attribution = MOJ_ATTRIBUTION
+        result.frame.attrs["attribution"] = MOJ_ATTRIBUTION
     return result
 
 

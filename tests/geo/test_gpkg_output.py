@@ -174,3 +174,25 @@ def test_owner_columns_never_reach_the_output(tmp_path: Path) -> None:
     for secret in ("山田太郎", "佐藤花子", "所有者", "住所"):
         assert secret.encode("utf-8") not in raw
     assert isinstance(parcels, gpd.GeoDataFrame)
+
+
+def test_source_credits_are_recorded(tmp_path: Path) -> None:
+    from idou.geo.classify import classify_changes
+    from idou.geo.gpkg_output import write_review_geopackage
+    from idou.geo.parcel_join import join_parcels
+
+    parcels = builders.parcels()
+    parcels.attrs["attribution"] = "出典：「登記所備付地図データ」（法務省）"
+    buildings = builders.buildings()
+    buildings.attrs["attribution"] = "出典：PLATEAU"
+    classified = classify_changes(builders.raw_changes(), buildings, parcels)
+    write_review_geopackage(tmp_path / "run.gpkg", changes=classified,
+                            candidate_parcels=join_parcels(classified, parcels),
+                            existing_buildings=buildings, coverage=builders.coverage(),
+                            run_info=builders.run_info())
+    info = read_run_info(tmp_path / "run.gpkg")
+    assert info["attribution"] == "出典：「登記所備付地図データ」（法務省）\n出典：PLATEAU"
+    with sqlite3.connect(tmp_path / "run.gpkg") as con:
+        descriptions = dict(con.execute("SELECT table_name, description FROM gpkg_contents"))
+    assert descriptions["candidate_parcels"] == "出典：「登記所備付地図データ」（法務省）"
+    assert descriptions["existing_buildings"] == "出典：PLATEAU"

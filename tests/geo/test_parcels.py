@@ -112,6 +112,8 @@ def test_mojxml_through_read_parcels(shared_data: Path) -> None:
     assert list(parcels.frame.columns) == ["parcel_id", "地番", "所在", "地区", "精度区分",
                                            "注記", "geometry"]
     assert "安房 2740-1" in parcels.frame["parcel_id"].tolist()
+    assert parcels.attribution is not None and "登記所備付地図データ" in parcels.attribution
+    assert parcels.frame.attrs["attribution"] == parcels.attribution
     assert parcels.frame.crs.to_epsg() == 6670
 
 
