@@ -6,8 +6,9 @@ the parcel holding most of it (from the ``changes`` layer, else found from
 ``再実行で未検出`` by a later run are left out. Output:
 
 * ``DIR/district_summary.csv`` (UTF-8 with BOM so Excel opens it): ``地区``, then per class
-  ``<class>_件数`` and ``<class>_面積㎡``, then ``合計_件数``, ``合計_面積㎡``, ``調査対象筆数``,
-  ``未確認_件数``.
+  ``<class>_件数`` and ``<class>_面積㎡``, then ``合計_件数``, ``合計_面積㎡``, per 調査状況
+  ``<status>_件数`` (未確認, 課税対象, 対象外, 誤検出, 要再調査: the survey's progress),
+  and ``調査対象筆数``.
 * ``DIR/district_summary.png``: a map of changes by class over the candidate parcels.
 * ``DIR/district_summary.html``: the table and the map (PNG beside it), no scripts.
 """
@@ -31,6 +32,7 @@ from idou.geo.review_fields import (
     NOT_DETECTED_AGAIN,
     STATUS,
     STATUS_UNCHECKED,
+    STATUS_VALUES,
 )
 
 NO_PARCEL = "(筆なし)"
@@ -55,9 +57,9 @@ def summarize_districts(frame_changes: gpd.GeoDataFrame,
     district = _districts(changes, candidate_parcels)
     table = pd.DataFrame({"地区": district, "異動区分": changes["異動区分"].astype(str),
                           "area": changes.geometry.area.to_numpy(),
-                          "unchecked": (changes[STATUS].fillna(STATUS_UNCHECKED)
-                                        == STATUS_UNCHECKED).to_numpy()
-                          if STATUS in changes else True})
+                          "status": (changes[STATUS].fillna(STATUS_UNCHECKED).astype(str)
+                                     .to_numpy() if STATUS in changes
+                                     else STATUS_UNCHECKED)})
     rows = []
     for place, group in table.groupby("地区", sort=True):
         row: dict[str, object] = {"地区": place}
@@ -67,10 +69,11 @@ def summarize_districts(frame_changes: gpd.GeoDataFrame,
             row[f"{kind}_面積㎡"] = round(float(part["area"].sum()), 1)
         row["合計_件数"] = len(group)
         row["合計_面積㎡"] = round(float(group["area"].sum()), 1)
-        row["未確認_件数"] = int(group["unchecked"].sum())
+        for status in STATUS_VALUES:
+            row[f"{status}_件数"] = int((group["status"] == status).sum())
         rows.append(row)
     columns = (["地区"] + [f"{k}_{m}" for k in CLASS_ORDER_JA for m in ("件数", "面積㎡")]
-               + ["合計_件数", "合計_面積㎡", "未確認_件数"])
+               + ["合計_件数", "合計_面積㎡"] + [f"{s}_件数" for s in STATUS_VALUES])
     out = pd.DataFrame(rows, columns=columns)
     if candidate_parcels is not None and not candidate_parcels.empty:
         live = candidate_parcels

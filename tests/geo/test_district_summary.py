@@ -29,6 +29,7 @@ def test_counts_and_areas_by_district(tmp_path: Path) -> None:
     assert table.loc["B町", "滅失_面積㎡"] == pytest.approx(100)  # snapped to the footprint
     assert table.loc["合計", "合計_件数"] == 4
     assert table.loc["A町", "調査対象筆数"] == 2
+    assert table.loc["合計", "未確認_件数"] == 4 and table.loc["合計", "課税対象_件数"] == 0
     page = files.html.read_text(encoding="utf-8")
     assert "A町" in page and 'src="district_summary.png"' in page
     assert files.png.stat().st_size > 5000
