@@ -216,8 +216,10 @@ def resolve_version(uri: str, *, tracking: str | None = None) -> Any:
 def fetch_registered_model(uri: str, cache_dir: str | Path | None = None) -> Path:
     """Download a registered model (and its card) into the local cache; return the ``.onnx``.
 
-    A version already in the cache whose file hash matches the version's ``idou.sha256`` tag is
-    not downloaded again. Aliases are resolved on every call (they move).
+    A version already in the cache is not downloaded again: ``models:/NAME/VERSION`` is served
+    from the cache without contacting the registry (versions never change; works offline), an
+    alias is resolved on every call (aliases move) and its version's cached copy is reused when
+    its hash matches the version's ``idou.sha256`` tag.
 
     Args:
         uri: ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (``latest`` allowed).
@@ -227,10 +229,18 @@ def fetch_registered_model(uri: str, cache_dir: str | Path | None = None) -> Pat
         UserInputError: unknown name/alias/version, unreachable store, or a version whose
             artifacts do not hold exactly one ``.onnx`` file.
     """
+    root = Path(cache_dir).expanduser() if cache_dir else cache_root()
+    name, alias, number = parse_model_uri(uri)
+    if alias is None and number is not None and number.isdigit():
+        # A version never changes once registered: a cached copy needs no registry at all
+        # (inference still checks the file against its card).
+        cached = _onnx_in(root / _safe(name) / number) if (root / _safe(name) / number).is_dir() \
+            else None
+        if cached is not None and card_paths(cached)[0].is_file():
+            return cached
     mv = resolve_version(uri)
     name, version = str(mv.name), str(mv.version)
-    target = Path(cache_dir).expanduser() if cache_dir else cache_root()
-    target = target / _safe(name) / version
+    target = root / _safe(name) / version
     want = (mv.tags or {}).get(SHA_TAG)
     cached = _onnx_in(target) if target.is_dir() else None
     if cached is not None and want and sha256_file(cached) == want:

@@ -80,7 +80,8 @@ def test_parse_model_uri() -> None:
         parse_model_uri("models:/idou")
 
 
-def test_alias_round_trip(tmp_path: Path) -> None:
+def test_alias_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          _store_template: Path) -> None:
     (tmp_path / "a").mkdir()
     first = make_model(tmp_path / "a" / "first.onnx")
     v1 = register_model(first, name="idou", alias="champion")
@@ -100,6 +101,13 @@ def test_alias_round_trip(tmp_path: Path) -> None:
     assert sha256_file(fetch_registered_model("models:/idou@champion")) == sha256_file(second)
     assert sha256_file(fetch_registered_model("models:/idou/1")) == sha256_file(first)
     assert sha256_file(fetch_registered_model("models:/idou/latest")) == sha256_file(second)
+
+    # A cached version is served without the registry (offline); an alias needs the registry.
+    shutil.copy(_store_template, tmp_path / "elsewhere.db")   # another, empty store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert sha256_file(fetch_registered_model("models:/idou/1")) == sha256_file(first)
+    with pytest.raises(UserInputError, match="not in the model registry"):
+        fetch_registered_model("models:/idou@champion")
 
 
 def test_register_refuses_model_without_matching_card(tmp_path: Path) -> None:

@@ -214,6 +214,8 @@ def test_tune_model_end_to_end_through_the_engine(tmp_path: Path) -> None:
     ev = evaluate_model(str(written), scenes=find_scenes(scene))
     assert ev.channels["new"] == new.scores
     assert ev.change_types["extension"].n_true == 5 and ev.change_types["new"].n_found == 5
+    pair = (scene / "flight_2024.tif", scene / "flight_2025.tif", scene / "truth.gpkg")
+    assert evaluate_model(str(written), pair=pair).channels == ev.channels
 
 
 def test_tune_output_rules(tmp_path: Path) -> None:
