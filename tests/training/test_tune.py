@@ -223,6 +223,10 @@ def test_tune_output_rules(tmp_path: Path) -> None:
     model = passthrough_model(tmp_path / "model.onnx")
     with pytest.raises(UserInputError, match="--in-place"):
         tune_model(model, scene, 0.9, output=model)
+    outcome = tune_model(model, scene, 0.869, in_place=True)
+    assert outcome.model == model
+    assert resolve_model(str(model)).contract.thresholds == (0.17, 0.78)   # card matches too
+    assert read_card(card_paths(model)[0]).recall_target == 0.869
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserInputError, match="truth.gpkg"):
         tune_model(model, tmp_path / "empty", 0.9)
