@@ -105,6 +105,8 @@ class SiameseChangeNet(nn.Module):
         self.blocks = nn.ModuleList(
             DecoderBlock(dec[i], dec[i + 1], dec[i + 1]) for i in range(4))
         self.head = nn.Conv2d(dec[4], 2, 1)
+        assert self.head.bias is not None
+        nn.init.constant_(self.head.bias, -2.0)  # start near the prior: change is rare
         self.aux = nn.Conv2d(enc[1], 1, 1) if self.config.aux_buildings else None
 
     def forward(self, before: torch.Tensor, after: torch.Tensor, return_aux: bool = False

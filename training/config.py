@@ -71,6 +71,7 @@ class TrainSection:
         chips_per_epoch: training chips drawn per epoch (balanced; with replacement).
         change_fraction: share of drawn chips that hold change.
         patience: epochs without improvement of validation object recall before stopping.
+        monitor: ``"object_recall"`` or ``"object_recall+f1"`` (see ``idou.training.loop``).
         min_epochs: never stop before this many epochs.
         max_minutes: stop after the epoch in which this wall time is exceeded (0 = no limit).
         threads: torch CPU threads (0 = torch's default).
@@ -86,6 +87,7 @@ class TrainSection:
     change_fraction: float = 0.7
     num_workers: int = 0
     patience: int = 4
+    monitor: str = "object_recall"
     min_epochs: int = 3
     max_minutes: float = 0.0
     threads: int = 0

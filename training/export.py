@@ -257,3 +257,31 @@ def write_model_card(model_path: Path, contract: ModelContract, trained_on: str,
     json_path, md_path = card_paths(model_path)
     write_card(card, json_path, md_path)
     return json_path, md_path
+
+
+def update_card(model_path: Path, metrics: dict[str, Any] | None = None,
+                trained_on: str | None = None, notes: str | None = None) -> tuple[Path, Path]:
+    """Add measured figures or statements to the card beside ``model_path`` (sha256 refreshed).
+
+    The thresholds are re-read from the model's contract, so a card always shows what the
+    model itself carries.
+    """
+    from idou.inference.model_card import card_paths, read_card, sha256_file, write_card
+
+    json_path, md_path = card_paths(model_path)
+    card = read_card(json_path)
+    proto = onnx.load(str(model_path), load_external_data=False)
+    contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props},
+                                           str(model_path))
+    card.sha256 = sha256_file(model_path)
+    card.thresholds = {"new": contract.threshold_new,
+                       "demolished": contract.threshold_demolished}
+    card.recall_target = contract.recall_target
+    if metrics:
+        card.metrics = {**card.metrics, **metrics}
+    if trained_on is not None:
+        card.trained_on = trained_on
+    if notes is not None:
+        card.notes = notes
+    write_card(card, json_path, md_path)
+    return json_path, md_path

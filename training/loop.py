@@ -8,7 +8,9 @@
   the weights of the best validation epoch. A run restarted with ``resume=True`` continues at
   the same epoch and step (batches an interrupted epoch already used are skipped).
 - Early stopping on validation object recall (mean of new and demolished at
-  ``train.val_threshold``; object F1 breaks ties), with ``idou.geo.metrics``' object rules.
+  ``train.val_threshold``, ``idou.geo.metrics``' object rules): ``train.monitor =
+  "object_recall"`` ranks epochs by recall (object F1 breaks ties); ``"object_recall+f1"`` by
+  recall + F1, so a run whose recall has saturated keeps improving its precision.
 - mlflow: parameters, the config file, per-epoch losses and pixel/object metrics, the PR curve
   PNG, sample predictions, the exported ONNX model. Tracking URI: ``MLFLOW_TRACKING_URI`` or
   ``sqlite:///mlflow.db`` in the working directory.
@@ -349,8 +351,15 @@ def _samples_png(samples: list[dict[str, np.ndarray]], mean: Sequence[float],
 # ---------------------------------------------------------------------------------- training
 
 
-def _score(metrics: dict[str, float]) -> tuple[float, float]:
-    return (round(metrics.get("object_recall", 0.0), 6), metrics.get("object_f1", 0.0))
+MONITORS = ("object_recall", "object_recall+f1")
+
+
+def _score(metrics: dict[str, float], monitor: str) -> tuple[float, float]:
+    """Validation score to maximise: object recall first (F1 breaks ties), or their sum."""
+    recall, f1 = metrics.get("object_recall", 0.0), metrics.get("object_f1", 0.0)
+    if monitor == "object_recall+f1":
+        return (round(recall + f1, 6), f1)
+    return (round(recall, 6), f1)
 
 
 def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = None,
@@ -388,6 +397,9 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
     train_set = _Concat([build_dataset(s, contract.gsd_m) for s in config.train_data])
     val_set = (_Concat([build_dataset(s, contract.gsd_m) for s in config.val_data])
                if config.val_data and main else None)
+    if tc.monitor not in MONITORS:
+        raise UserInputError(f"train.monitor must be one of {', '.join(MONITORS)}, not "
+                             f"{tc.monitor!r}.")
     if len(train_set) == 0:
         raise UserInputError("the training data yields no chips; check [[train_data]].")
     aug = config.augment
@@ -513,7 +525,7 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
                                                min_area_px, amp=cuda,
                                                keep_samples=tc.sample_images)
                     record.update({f"val_{k}": v for k, v in metrics.items()})
-                    score = _score(metrics)
+                    score = _score(metrics, tc.monitor)
                     if score > best["score"]:  # type: ignore[operator]
                         best = {"epoch": epoch + 1, "score": score, "metrics": metrics}
                         bad_epochs = 0

@@ -2,15 +2,17 @@
 
 Each seed gives one flight pair from :func:`idou.geo.synthetic.flight.make_flight_pair` at its
 native 0.2 m. The two flights lie on one pixel lattice with shifted extents; their overlap is
-cropped, resampled to the model's GSD by area averaging (an integer factor, e.g. 2 for 0.4 m:
-each model pixel is the mean of 2×2 input pixels) and labelled from the generator's footprints
-of both dates through the same derivation as real footprints
+cropped and brought to the model's GSD (an integer factor, e.g. 2 for 0.4 m) the way inference
+resamples: GDAL's bilinear warper, as ``idou.geo.align`` reads flights through a ``WarpedVRT``
+(``"area"`` averaging is the alternative). Labels come from the generator's footprints of both
+dates through the same derivation as real footprints
 (:func:`~idou.training.datasets.footprints.derive_labels_from_footprints`, buildings matched by
 id). Nodata of either flight is 255 (ignore) in every mask.
 
 Scenes live in RAM; with ``cache_dir`` they are also kept as ``.npz`` (outside the repository,
-e.g. under ``/tmp``) so a second run or a resumed run skips the generator. Items follow the
-contract in :mod:`idou.training.datasets.footprints`.
+e.g. under ``/tmp``) so a second run or a resumed run skips the generator; the cache key holds
+the generator's version and a hash of its source, so a changed generator is never mixed in.
+Items follow the contract in :mod:`idou.training.datasets.footprints`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from affine import Affine
+from scipy import ndimage
 
 from idou.training.datasets.footprints import (
     IGNORE,
@@ -62,8 +65,23 @@ def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
     return blocks.astype(np.float32).mean(axis=(1, 3))
 
 
+def gdal_resample(image: np.ndarray, source: Affine, target: Affine, factor: int,
+                  crs: str) -> np.ndarray:
+    """Resample an H×W×C image by ``factor`` with GDAL's bilinear warper, as
+    :class:`idou.geo.align.AlignedPair` does at inference (its kernel widens when shrinking)."""
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    out = np.zeros((image.shape[2], h, w), np.uint8)
+    reproject(np.ascontiguousarray(image.transpose(2, 0, 1)), out, src_transform=source,
+              src_crs=crs, dst_transform=target, dst_crs=crs, resampling=Resampling.bilinear)
+    return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
 def make_scene(seed: int, size: int = 2048, factor: int = 2, edge_px: int = 1,
-               min_area_m2: float = 4.0, source_gsd_m: float = 0.2) -> Scene:
+               min_area_m2: float = 4.0, source_gsd_m: float = 0.2,
+               resampling: str = "bilinear") -> Scene:
     """Generate one flight pair and bring it onto the model grid with its labels.
 
     Args:
@@ -73,6 +91,8 @@ def make_scene(seed: int, size: int = 2048, factor: int = 2, edge_px: int = 1,
         edge_px: ignore band either side of footprint edges, in model pixels.
         min_area_m2: change pieces smaller than this are ignored.
         source_gsd_m: GSD the generator renders at.
+        resampling: ``"bilinear"`` (GDAL's warper, what inference does) or ``"area"``
+            (mean of factor×factor blocks).
     """
     from idou.geo.synthetic.flight import make_flight_pair
 
@@ -87,12 +107,19 @@ def make_scene(seed: int, size: int = 2048, factor: int = 2, edge_px: int = 1,
     before = pair.before[r0:r1, c0:c1]
     after = pair.after[r0 - dr:r1 - dr, c0 - dc:c1 - dc]
     valid = (pair.before_valid[r0:r1, c0:c1] & pair.after_valid[r0 - dr:r1 - dr, c0 - dc:c1 - dc])
-    before = np.round(area_downsample(before, factor)).astype(np.uint8)
-    after = np.round(area_downsample(after, factor)).astype(np.uint8)
-    valid = area_downsample(valid.astype(np.float32), factor) >= 1.0
     gsd = source_gsd_m * factor
     x0, y0 = tb * (c0, r0)
     transform = Affine(gsd, 0.0, x0, 0.0, -gsd, y0)
+    source = Affine(source_gsd_m, 0.0, x0, 0.0, -source_gsd_m, y0)
+    if resampling == "area":
+        before = np.round(area_downsample(before, factor)).astype(np.uint8)
+        after = np.round(area_downsample(after, factor)).astype(np.uint8)
+    else:
+        before = gdal_resample(before, source, transform, factor, pair.crs)
+        after = gdal_resample(after, source, transform, factor, pair.crs)
+    valid = area_downsample(valid.astype(np.float32), factor) >= 1.0
+    if factor > 1:  # the resampling kernel reaches one model pixel into nodata
+        valid = ndimage.binary_erosion(valid, border_value=1)
     appeared, vanished = match_footprints(pair.buildings_before, pair.buildings_after, by="id")
     labels = derive_labels_from_footprints(
         list(pair.buildings_before.geometry.values), list(pair.buildings_after.geometry.values),
@@ -107,23 +134,34 @@ def make_scene(seed: int, size: int = 2048, factor: int = 2, edge_px: int = 1,
                  valid, transform)
 
 
-def _cache_path(cache_dir: Path, key: tuple[object, ...]) -> Path:
+def generator_fingerprint() -> str:
+    """Version and a hash of the generator's source: a cached scene is reused only when both
+    match (the generator is deterministic for a seed, but its code evolves)."""
+    import idou.geo.synthetic as synthetic
     from idou.geo.synthetic.flight import GENERATOR_VERSION
 
-    digest = hashlib.sha1(repr((GENERATOR_VERSION, *key)).encode()).hexdigest()[:12]
+    digest = hashlib.sha1()
+    for path in sorted(Path(synthetic.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return f"{GENERATOR_VERSION}+{digest.hexdigest()[:10]}"
+
+
+def _cache_path(cache_dir: Path, key: tuple[object, ...]) -> Path:
+    digest = hashlib.sha1(repr((generator_fingerprint(), *key)).encode()).hexdigest()[:12]
     return cache_dir / f"scene-{key[0]}-{digest}.npz"
 
 
 def load_scene(seed: int, size: int, factor: int, edge_px: int, min_area_m2: float,
-               cache_dir: Path | None) -> Scene:
+               cache_dir: Path | None, resampling: str = "bilinear") -> Scene:
     """:func:`make_scene`, through an ``.npz`` cache when ``cache_dir`` is given."""
-    key = (seed, size, factor, edge_px, min_area_m2)
+    key = (seed, size, factor, edge_px, min_area_m2, resampling)
     path = None if cache_dir is None else _cache_path(Path(cache_dir), key)
     if path is not None and path.exists():
         with np.load(path) as z:
             return Scene(z["before"], z["after"], z["target"], z["buildings_before"],
                          z["buildings_after"], z["valid"], Affine(*z["transform"][:6]))
-    scene = make_scene(seed, size, factor, edge_px, min_area_m2)
+    scene = make_scene(seed, size, factor, edge_px, min_area_m2, resampling=resampling)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
@@ -149,20 +187,21 @@ class SyntheticChipDataset:
         min_area_m2: change pieces smaller than this are ignored.
         min_valid: chips with a smaller valid fraction are skipped.
         cache_dir: where scenes are cached as ``.npz`` (None = RAM only).
+        resampling: ``"bilinear"`` (as inference) or ``"area"``, see :func:`make_scene`.
     """
 
     def __init__(self, seeds: Sequence[int], scene_size: int = 2048, gsd_m: float = 0.4,
                  chip_size: int = 128, stride: int | None = None, edge_px: int = 1,
                  min_area_m2: float = 4.0, min_valid: float = 0.6,
-                 cache_dir: str | Path | None = None) -> None:
+                 cache_dir: str | Path | None = None, resampling: str = "bilinear") -> None:
         factor = gsd_m / 0.2
         if abs(factor - round(factor)) > 1e-6 or round(factor) < 1:
             raise ValueError(f"gsd_m must be a multiple of 0.2 m, got {gsd_m}")
         self.seeds = [int(s) for s in seeds]
         self.chip_size = chip_size
         cache = Path(cache_dir) if cache_dir else None
-        self.scenes = [load_scene(s, scene_size, int(round(factor)), edge_px, min_area_m2, cache)
-                       for s in self.seeds]
+        self.scenes = [load_scene(s, scene_size, int(round(factor)), edge_px, min_area_m2, cache,
+                                  resampling) for s in self.seeds]
         step = stride or max(1, chip_size // 2)
         self.chips: list[tuple[int, int, int]] = []
         self.has_change: list[bool] = []
