@@ -87,7 +87,8 @@ def tune(
                   "truth.gpkg, or a folder of such folders."),
     recall: float = typer.Option(..., "--recall", help="Object recall each channel must reach."),
     output: Path | None = typer.Option(
-        None, "-o", "--output", help="Tuned model to write [default: MODEL.tuned.onnx]."),
+        None, "-o", "--output",
+        help="Tuned model to write (default: MODEL.tuned.onnx beside MODEL)."),
     in_place: bool = typer.Option(False, "--in-place", help="Overwrite MODEL and its card."),
     min_area: float = typer.Option(8.0, "--min-area", help="Minimum object area in m²."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (ONNX Runtime)."),
@@ -169,8 +170,8 @@ def register_cmd(
     name: str = typer.Option("idou", "--name", help="Registered model name."),
     alias: str = typer.Option("champion", "--alias", help="Alias to point at the new version."),
     run_id: str | None = typer.Option(
-        None, "--run-id", help="Log into this mlflow run [default: the model's training run "
-                               "if in this store, else a new run]."),
+        None, "--run-id", help="Log into this mlflow run (default: the model's training run "
+                               "if in this store, else a new run)."),
 ) -> None:
     """Put a model and its card in the mlflow model registry and set an alias.
 
