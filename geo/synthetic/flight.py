@@ -13,7 +13,7 @@ from shapely.geometry import Polygon, box
 from idou.geo.synthetic.changes import make_second_epoch, target_counts
 from idou.geo.synthetic.layout import make_layout
 from idou.geo.synthetic.render import Canvas, render_epoch, static_layers
-from idou.geo.synthetic.scene import Sun, place_cars, populate
+from idou.geo.synthetic.scene import Camera, Sun, place_cars, populate
 
 CRS = "EPSG:6677"
 GENERATOR_VERSION = "1.0"
@@ -101,6 +101,12 @@ def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2) -> FlightPai
     place_cars(rng, layout, base.epoch, base.uses, base.driveways)
     place_cars(rng, layout, epoch2, base.uses, base.driveways, density=0.9)
 
+    # not true orthophotos: each flight's photo centre and height make tall things lean
+    for epoch, tr in ((base.epoch, before_tr), (epoch2, after_tr)):
+        mid_x, mid_y = tr.c + tr.a * size / 2, tr.f + tr.e * size / 2
+        epoch.camera = Camera(mid_x + float(rng.uniform(-0.25, 0.25)) * size * gsd,
+                              mid_y + float(rng.uniform(-0.25, 0.25)) * size * gsd,
+                              float(rng.uniform(1800, 2600)))
     static = static_layers(rng, canvas, layout, base.uses)
     canvas1 = render_epoch(canvas, layout, base.epoch, static)
     canvas2 = render_epoch(canvas, layout, epoch2, static)

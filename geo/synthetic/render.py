@@ -21,7 +21,7 @@ from shapely.geometry.base import BaseGeometry
 from idou.geo.synthetic import scene as sc
 from idou.geo.synthetic.buildings import Building, RoofPart
 from idou.geo.synthetic.layout import Layout, Rect
-from idou.geo.synthetic.scene import Car, Epoch, Sun, Tree
+from idou.geo.synthetic.scene import Camera, Car, Epoch, Sun, Tree
 from idou.geo.synthetic.textures import NoiseBank
 
 AMBIENT = 0.36
@@ -266,8 +266,11 @@ def render_epoch(canvas: Canvas, layout: Layout, epoch: Epoch, static: StaticLay
     walls = [b.footprint().buffer(0.4) for b in epoch.buildings]
     _apply_shadow(img, canvas, walls, np.full(3, 0.8, np.float32), blur=2.0)
     for b in sorted(epoch.buildings, key=lambda b: max(p.height for p in b.parts)):
-        _draw_building(img, canvas, b, sun, static.noise)
+        _draw_building(img, canvas, b, sun, static.noise, epoch.camera)
     for t in epoch.trees:
+        if epoch.camera is not None:
+            dx, dy = epoch.camera.lean(t.x, t.y, t.height * 0.8)
+            t = Tree(t.x + dx, t.y + dy, t.radius, t.height, t.albedo)
         _draw_tree(img, canvas, t, sun, static.noise)
     return img
 
@@ -373,14 +376,60 @@ def _draw_car(img: np.ndarray, canvas: Canvas, car: Car, sun: Sun) -> None:
     _composite(img, win, colour, cov)
 
 
+WALLS = ((206, 200, 190), (190, 186, 178), (214, 210, 202), (176, 164, 148), (150, 146, 140))
+
+
+def _lean(camera: Camera | None, rect: Rect, height: float) -> tuple[float, float]:
+    return (0.0, 0.0) if camera is None else camera.lean(rect.cx, rect.cy, height)
+
+
+def _draw_walls(img: np.ndarray, canvas: Canvas, part: RoofPart, lean: tuple[float, float],
+                albedo: np.ndarray, sun: Sun) -> None:
+    """The walls seen between the footprint and the leaning roof."""
+    dx, dy = lean
+    g = canvas.gsd
+    n_px = math.hypot(dx, dy) / g
+    if n_px < 0.3:
+        return
+    r = part.rect
+    span = Rect(r.cx + dx / 2, r.cy + dy / 2, r.hl + abs(dx) + abs(dy),
+                r.hw + abs(dx) + abs(dy), r.angle)
+    loc = _local_coords(canvas, span)
+    if loc is None:
+        return
+    win, a, b = loc
+    ax, ay = r.axis
+    px, py = r.perp
+    cov = np.zeros(a.shape, np.float32)
+    for t in np.linspace(0.0, 1.0, int(math.ceil(n_px / 0.5)) + 1):
+        ox, oy = (t - 0.5) * dx, (t - 0.5) * dy
+        da, db = (ox * ax + oy * ay) / g, (ox * px + oy * py) / g
+        np.maximum(cov, _coverage(a - da, b - db, r.hl / g, r.hw / g), out=cov)
+    s = sun.vector()
+    norm = math.hypot(dx, dy)
+    facing = -(dx * s[0] + dy * s[1]) / norm  # the seen walls face the nadir
+    light = AMBIENT + DIFFUSE * max(0.0, facing) * 0.9
+    colour = (albedo * np.float32(light * 0.88)) * np.ones((*a.shape, 1), np.float32)
+    _composite(img, win, colour, cov)
+
+
 def _draw_building(img: np.ndarray, canvas: Canvas, building: Building, sun: Sun,
-                   noise: NoiseBank) -> None:
+                   noise: NoiseBank, camera: Camera | None = None) -> None:
+    wall = np.array(WALLS[sum(map(ord, building.building_id)) % len(WALLS)], np.float32)
+    roof_lean = (0.0, 0.0)
     for k, part in enumerate(building.parts):
-        _draw_roof(img, canvas, part, building, sun, noise, solar=building.solar and k == 0)
+        rise = part.rect.hw * math.tan(PITCH[part.kind])
+        lean = _lean(camera, part.rect, part.height + rise / 2)
+        _draw_walls(img, canvas, part, lean, wall, sun)
+        _draw_roof(img, canvas, RoofPart(part.rect.translated(*lean), part.kind, part.height),
+                   building, sun, noise, solar=building.solar and k == 0)
+        if k == 0:
+            roof_lean = lean
     if building.details:
         light = flat_light(sun)
         shade = (AMBIENT / light) * SKY_TINT
         for d in building.details:
+            d = d.translated(*roof_lean)
             h = 2.6 if d.hl > 1.5 else 0.9
             dx, dy = sun.shadow_offset(h)
             # the unit's shadow on the roof: the unit's rectangle moved by the offset

@@ -57,6 +57,20 @@ class Sun:
         return (-math.sin(a) * length, -math.cos(a) * length)
 
 
+@dataclass(frozen=True)
+class Camera:
+    """Where the photo was taken from: tall things lean away from the nadir (not true ortho)."""
+
+    nadir_x: float
+    nadir_y: float
+    altitude: float
+
+    def lean(self, x: float, y: float, height: float) -> tuple[float, float]:
+        """Image displacement (east, north metres) of a point ``height`` metres above (x, y)."""
+        k = height / self.altitude
+        return ((x - self.nadir_x) * k, (y - self.nadir_y) * k)
+
+
 @dataclass
 class Epoch:
     """Everything that differs between flights; the layout is shared."""
@@ -69,6 +83,7 @@ class Epoch:
     ground: list[tuple[Rect, int]] = field(default_factory=list)  # drawn over parcels
     parking_lines: list[int] = field(default_factory=list)  # parcels with stall lines
     lawn_tone: float = 0.0  # seasonal: -1 dry/brown .. +1 lush
+    camera: Camera | None = None  # None: a true orthophoto
 
 
 @dataclass
