@@ -36,7 +36,8 @@ def _tune_table(result: TuneResult) -> Table:
         table.add_column(col, justify="left" if col == "channel" else "right")
     for c, t in result.channels.items():
         s, p = t.final, t.pixels
-        recall = _pct(s.recall) + ("" if t.reached else " [red](target not reached)[/]")
+        recall = _pct(s.recall) + ("" if t.reached else " [red](no truth: kept)[/]" if t.no_truth
+                                   else " [red](target not reached)[/]")
         table.add_row(c, f"{t.threshold:g}", recall, _pct(s.precision),
                       f"{s.n_found}/{s.n_true}", f"{s.n_false_alarm}/{s.n_pred}",
                       _pct(p.precision), _pct(p.recall), _pct(p.f1), _pct(p.iou))
@@ -115,9 +116,14 @@ def tune(
         _out.print(f"  {path}")
     if outcome.mlflow_run_id:
         _out.print(f"mlflow run: {outcome.mlflow_run_id}")
-    if not outcome.result.reached:
-        _out.print("[yellow]warning:[/] the recall target was not reached for every channel; "
-                   "the threshold with the best recall was kept.")
+    for c, t in outcome.result.channels.items():
+        if t.no_truth:
+            _out.print(f"[yellow]warning:[/] the validation data hold no true {c} object; the "
+                       f"model's {c} threshold {t.threshold:g} was kept (add scenes with such "
+                       "changes).")
+        elif not t.reached:
+            _out.print(f"[yellow]warning:[/] {c}: the recall target was not reached; the "
+                       f"threshold with the best recall ({t.threshold:g}) was kept.")
 
 
 def evaluate(

@@ -42,6 +42,7 @@ class ChannelTuning:
     scores: ObjectScores
     reached: bool
     detect_scores: ObjectScores | None = None
+    no_truth: bool = False  # validation holds no true object of this channel: not tuned
 
     @property
     def pixels(self) -> PixelScores:
@@ -92,6 +93,7 @@ class TuneResult:
             "recall_target": self.recall_target, "min_area_m2": self.min_area_m2,
             "cover": self.cover, "scenes": self.scenes, "thresholds": self.thresholds,
             "reached": {c: t.reached for c, t in self.channels.items()},
+            "no_truth": [c for c, t in self.channels.items() if t.no_truth],
             "channels": {c: {"threshold": t.threshold, "objects": t.final.as_dict(),
                              "raster_objects": t.scores.as_dict(),
                              "pixels": t.pixels.as_dict(),
@@ -112,7 +114,8 @@ def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: floa
                      thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                      min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
                      cover: float = metrics.DEFAULT_COVER, confirm: bool = True,
-                     max_confirm_steps: int = 10) -> TuneResult:
+                     max_confirm_steps: int = 10, current: dict[str, float] | None = None
+                     ) -> TuneResult:
     """Sweep thresholds over scenes' probability rasters and pick one per channel.
 
     The sweep thresholds each raster, applies detect's clean-up and scores connected components
@@ -129,11 +132,14 @@ def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: floa
         cover: the overlap fraction of the object rules.
         confirm: check (and if needed lower) the pick on detect's polygons.
         max_confirm_steps: how many thresholds below the raster pick may be tried.
+        current: the model's thresholds, kept for a channel without any true object in the
+            validation data (flagged ``no_truth``); default 0.5.
     """
     from idou.training.evaluate import detect_clean
 
     _check_target(recall_target)
-    ts = sorted({float(t) for t in thresholds})
+    keep = {c: float(t) for c, t in (current or {c: 0.5 for c in CHANNELS}).items()}
+    ts = sorted({float(t) for t in thresholds} | set(keep.values()))
     if not ts or not all(0.0 < t < 1.0 for t in ts):
         raise UserInputError("thresholds must lie strictly between 0 and 1.")
     preds = list(predictions)
@@ -155,6 +161,13 @@ def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: floa
     channels = {}
     for c in CHANNELS:
         curve = list(zip(ts, obj[c], strict=True))
+        if curve[0][1].n_true == 0:  # nothing to find: keep the threshold it had
+            t = keep[c]
+            channels[c] = ChannelTuning(channel=c, curve=curve,
+                                        pixel_curve=list(zip(ts, pix[c], strict=True)),
+                                        threshold=t, scores=dict(curve)[t], reached=False,
+                                        no_truth=True)
+            continue
         t, s = metrics.pick_threshold(curve, recall_target)
         channels[c] = ChannelTuning(channel=c, curve=curve,
                                     pixel_curve=list(zip(ts, pix[c], strict=True)),
@@ -390,7 +403,8 @@ def tune_model(model: str | Path, validation: str | Path, recall_target: float, 
     loaded, session = load_model(str(src), device=device)
     result = tune_predictions(
         predict_scenes(loaded, session, scenes, crs=crs, batch_size=batch_size), recall_target,
-        thresholds=thresholds, min_area_m2=min_area_m2, cover=cover)
+        thresholds=thresholds, min_area_m2=min_area_m2, cover=cover,
+        current=dict(zip(CHANNELS, loaded.contract.thresholds, strict=True)))
     written = write_tuned_model(loaded, result, target, source_label=Path(validation).name)
     stem = written.stem
     artifacts = plot_pr_curves(result, written.parent, stem)

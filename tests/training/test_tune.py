@@ -130,10 +130,13 @@ def test_tune_picks_highest_threshold_reaching_recall_pooled_over_scenes() -> No
     new = result.channels["new"]
     # 3 of 4 objects are found up to 0.30 (the 0.102 one is lost above 0.10): pick 0.30.
     assert new.threshold == 0.30 and new.scores.n_found == 3 and new.scores.n_true == 4
-    assert new.reached and result.scenes == ["A", "B"]
+    assert new.reached and not new.no_truth and result.scenes == ["A", "B"]
     assert new.pixels.recall == pytest.approx(0.75)
-    # No demolished truth: every threshold reaches the target; the highest one is kept.
-    assert result.channels["demolished"].threshold == 0.95
+    # No demolished truth: nothing to tune on; the current threshold is kept and flagged.
+    assert result.channels["demolished"].threshold == 0.5
+    assert result.channels["demolished"].no_truth and not result.reached
+    kept = tune_predictions(preds, 0.75, current={"new": 0.5, "demolished": 0.33})
+    assert kept.channels["demolished"].threshold == 0.33
 
 
 def test_tune_flags_unreachable_target() -> None:
