@@ -50,8 +50,12 @@ class Building:
     solar: bool = False  # solar panels on the sunniest (south) facet of the first part
 
     def footprint(self) -> BaseGeometry:
-        """The true footprint: the union of the parts."""
-        return snap_union([p.rect.polygon() for p in self.parts])
+        """The true footprint: the union of the parts (computed once per building)."""
+        cached = self.__dict__.get("_footprint")
+        if cached is None or cached[0] != len(self.parts):
+            cached = (len(self.parts), snap_union([p.rect.polygon() for p in self.parts]))
+            self.__dict__["_footprint"] = cached
+        return cached[1]
 
 
 def snap_union(polys: list[BaseGeometry]) -> BaseGeometry:

@@ -305,20 +305,25 @@ def _ground(canvas: Canvas, layout: Layout, epoch: Epoch, static: StaticLayers) 
     mult = np.where(((mat == sc.ROAD) | (mat == sc.PARKING)) & (nb.patch > 1.3), 0.88, mult)
     alb *= mult[..., None].astype(np.float32)
     # paint
-    p = static.paint
-    paved = (mat == sc.ROAD) | (mat == sc.PARKING)
+    # paint, walls, levees, wheel tracks, gutters, manholes: only the few painted pixels
+    idx = np.flatnonzero(static.paint)
+    codes = static.paint.ravel()[idx]
+    on_paved = np.isin(mat.ravel()[idx], (sc.ROAD, sc.PARKING))
+    flat = alb.reshape(-1, 3)
+    mid = nb.mid.ravel()[idx]
     for code, colour, w in ((PAINT_WHITE, (228, 228, 222), 0.8),
                             (PAINT_WALL, (168, 166, 160), 0.75),
                             (PAINT_LEVEE, (112, 124, 78), 0.55),
                             (PAINT_TRACK, (70, 72, 76), 0.25),
                             (PAINT_GUTTER, (150, 148, 140), 0.6),
                             (PAINT_MANHOLE, (58, 58, 60), 0.7)):
-        m = p == code
+        sel = codes == code
         if code in (PAINT_WHITE, PAINT_TRACK, PAINT_GUTTER, PAINT_MANHOLE):
-            m &= paved
-        if m.any():
-            ww = w * np.clip(1 - 0.25 * nb.mid[m], 0.4, 1)[:, None]
-            alb[m] = alb[m] * (1 - ww) + np.array(colour, np.float32) * ww
+            sel &= on_paved
+        if sel.any():
+            k = idx[sel]
+            ww = (w * np.clip(1 - 0.25 * mid[sel], 0.4, 1))[:, None]
+            flat[k] = flat[k] * (1 - ww) + np.array(colour, np.float32) * ww
     return alb * np.float32(flat_light(epoch.sun))
 
 
