@@ -15,6 +15,7 @@ from torchvision import models as tvm
 from idou.geo.errors import UserInputError
 
 BACKBONES = ("resnet18", "resnet34", "mobilenet_v3_large", "efficientnet_b0")
+BN_MOMENTUM = 0.1
 
 
 class Encoder(nn.Module):
@@ -76,6 +77,11 @@ def build_encoder(name: str, init_weights: Path | None = None) -> Encoder:
     if init_weights is not None:
         load_local_weights(net, init_weights)
     stages, channels = _stages(name, net)
+    for module in net.modules():
+        # torchvision's MobileNetV3/EfficientNet use momentum 0.01: their running statistics
+        # would trail the weights for hundreds of steps of a short from-scratch training
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = BN_MOMENTUM
     return Encoder(stages, channels)
 
 

@@ -86,3 +86,16 @@ def test_complexity_counts_grow_with_the_backbone() -> None:
     assert g_small > 0
     # FLOPs scale with the pixel count
     assert gflops_per_pair(light, 128) == pytest.approx(4 * g_small, rel=0.05)
+
+
+def test_batch_norm_statistics_follow_training_quickly() -> None:
+    """Running statistics must keep up with a short from-scratch training (torchvision's
+    MobileNetV3 default of momentum 0.01 left eval-mode outputs near zero for 160+ steps)."""
+    pytest.importorskip("torch")
+    from torch import nn
+
+    from idou.models.siamese import NetworkConfig, SiameseChangeNet
+
+    net = SiameseChangeNet(NetworkConfig(backbone="mobilenet_v3_large"))
+    momenta = {m.momentum for m in net.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert momenta == {0.1}
