@@ -138,3 +138,75 @@ def test_kill_9_during_a_forced_rerun_keeps_the_review_edits(larger: GoodPair,
     if out.read_bytes() != reviewed:  # killed just after the atomic rename
         frame = pyogrio.read_dataframe(out, layer="candidate_parcels")
         assert "要確認: 車庫" in set(frame["備考"].dropna())
+
+
+TRAINING = """
+name = "killed"
+seed = 3
+run_dir = "{run_dir}"
+experiment = "killed"
+
+[model]
+backbone = "mobilenet_v3_large"
+decoder_channels = [8, 8, 8, 8, 8]
+
+[[train_data]]
+kind = "synthetic"
+seeds = [930001]
+scene_size = 256
+chip_size = 64
+stride = 64
+cache_dir = "{cache}"
+
+[train]
+epochs = 3
+batch_size = 2
+chips_per_epoch = 4
+threads = 1
+sample_images = 1
+export_onnx = false
+
+[contract]
+gsd_m = 0.4
+tile_size = 64
+tile_overlap = 8
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    """``idou train`` killed as soon as its first checkpoint exists resumes from it and ends
+    with the weights of an uninterrupted run (the checkpoint write is atomic)."""
+    torch = pytest.importorskip("torch")
+    from idou.training.loop import load_checkpoint
+
+    def config(name: str) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(TRAINING.format(run_dir=tmp_path / name, cache=tmp_path / "cache"),
+                        encoding="utf-8")
+        return path
+
+    def train(cfg: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "idou.cli", "train", str(cfg), "--no-mlflow",
+                               "--no-progress"], cwd=tmp_path, env=idou_env(),
+                              capture_output=True, text=True, timeout=600)
+
+    whole = train(config("whole"))
+    assert whole.returncode == 0, whole.stderr
+    killed_cfg = config("killed")
+    last = tmp_path / "killed" / "last.ckpt"
+    proc = subprocess.Popen([sys.executable, "-m", "idou.cli", "train", str(killed_cfg),
+                             "--no-mlflow", "--no-progress"], cwd=tmp_path, env=idou_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not _kill_when(proc, last.exists, limit=300):
+        pytest.fail(f"training ended before its first checkpoint: {proc.communicate()}")
+    interrupted = load_checkpoint(last)  # never half-written
+    assert interrupted["global_step"] < 6
+    resumed = train(killed_cfg)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "trained 3 epoch(s), 6 steps" in resumed.stdout
+    a = load_checkpoint(tmp_path / "whole" / "last.ckpt")["model"]
+    b = load_checkpoint(last)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
