@@ -7,9 +7,12 @@ status 0 and every roof that appeared is found. See docs/reliability.md for the 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -480,6 +483,67 @@ def test_output_held_open_by_another_process_is_refused_and_kept(
     assert "changes.gpkg" in sentence and "close it" in sentence
     assert out.read_bytes() == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["changes.gpkg"]
+
+
+def _holder(script: str) -> subprocess.Popen[str]:
+    """A child process that runs ``script``, prints 'ready' and waits for a line on stdin."""
+    return subprocess.Popen([sys.executable, "-c", script + "\nprint('ready', flush=True)\n"
+                             "sys.stdin.readline()\n"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _release(holder: subprocess.Popen[str]) -> None:
+    assert holder.stdin is not None
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    holder.wait(timeout=30)
+
+
+def test_output_open_for_editing_in_wal_mode_is_refused(good: GoodPair, reviewed: Path,
+                                                        tmp_path: Path) -> None:
+    """QGIS edits GeoPackages in WAL mode: a connection that wrote an edit and stays open
+    (-wal/-shm beside the file) makes a --force re-run refuse; the edit is kept."""
+    out = _copy_reviewed(reviewed, tmp_path / "out")
+    holder = _holder(
+        "import sqlite3, sys\n"
+        f"con = sqlite3.connect({str(out)!r}, isolation_level=None)\n"
+        "con.execute('PRAGMA journal_mode=WAL')\n"
+        "con.create_function('ST_IsEmpty', 1, lambda g: 0)\n"
+        "for n in ('ST_MinX', 'ST_MaxX', 'ST_MinY', 'ST_MaxY'):\n"
+        "    con.create_function(n, 1, lambda g: 0.0)\n"
+        "con.execute('UPDATE candidate_parcels SET \"調査者\" = ? WHERE fid = 1', ('佐藤',))")
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        run = _detect(good, out, "--parcels", good.parcels, "--force", cwd=tmp_path)
+    finally:
+        _release(holder)
+    assert run.returncode == 2, run.stderr  # type: ignore[attr-defined]
+    assert "close it" in error_line(run.stderr)  # type: ignore[attr-defined]
+    frame = pyogrio.read_dataframe(out, layer="candidate_parcels")
+    assert "佐藤" in set(frame["調査者"].dropna())
+
+
+def test_output_merely_open_for_reading_is_replaced_atomically(good: GoodPair, reviewed: Path,
+                                                               tmp_path: Path) -> None:
+    """A reader holding a plain file handle (no lock; Linux allows the rename): the re-run
+    replaces the file in one step, the reader keeps the old contents, the edits are merged."""
+    out = _copy_reviewed(reviewed, tmp_path / "out")
+    old = out.read_bytes()
+    holder = _holder(f"import sys\nfh = open({str(out)!r}, 'rb')")
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        run = _detect(good, out, "--parcels", good.parcels, "--force", cwd=tmp_path)
+        assert run.returncode == 0, run.stderr  # type: ignore[attr-defined]
+        # the holder's handle still reads the previous file, whole
+        handles = [os.path.join(f"/proc/{holder.pid}/fd", n)
+                   for n in os.listdir(f"/proc/{holder.pid}/fd")]
+        previous = [h for h in handles if os.readlink(h).startswith(str(out))]
+        assert previous and all(os.readlink(h).endswith("(deleted)") for h in previous)
+        assert Path(previous[0]).read_bytes() == old
+    finally:
+        _release(holder)
+    frame = pyogrio.read_dataframe(out, layer="candidate_parcels")
+    assert list(frame[frame["調査状況"] == "課税対象"]["備考"]) == ["現地確認済み 2026-10-01"]
 
 
 def test_rerun_with_force_keeps_review_edits(good: GoodPair, reviewed: Path,
