@@ -107,10 +107,27 @@ def accumulate(acc: np.ndarray, probs: np.ndarray, weights_fixed: np.ndarray,
 
 
 def to_probabilities(acc: np.ndarray) -> np.ndarray:
-    """Fixed-point sums to float32 probabilities in [0, 1]."""
+    """Fixed-point sums to float32 probabilities in [0, 1] (exact: sums stay below 2**24)."""
     return np.clip(acc.astype(np.float32) / np.float32(SCALE), 0.0, 1.0)
 
 
 def to_uint8(probs: np.ndarray) -> np.ndarray:
-    """float probabilities in [0, 1] to uint8 0..255 (the stored, displayed scale)."""
-    return np.clip(np.rint(probs * np.float32(255.0)), 0, 255).astype(np.uint8)
+    """float probabilities in [0, 1] to uint8 0..255 (round half up; the stored scale).
+
+    Computed in float64, so for probabilities made by ``to_probabilities`` it equals
+    ``sums_to_uint8`` of the same sums exactly.
+    """
+    scaled = np.floor(np.asarray(probs, dtype=np.float64) * 255.0 + 0.5)
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def sums_to_uint8(acc: np.ndarray) -> np.ndarray:
+    """Fixed-point sums to uint8 0..255 in integer arithmetic, reusing ``acc`` (overwritten).
+
+    Equals ``to_uint8(to_probabilities(acc))`` bit for bit, without float temporaries.
+    """
+    np.clip(acc, 0, SCALE, out=acc)
+    acc *= 255
+    acc += SCALE // 2
+    acc >>= 20
+    return acc.astype(np.uint8)

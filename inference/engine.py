@@ -21,7 +21,12 @@ from typing import Any, Protocol
 import numpy as np
 from rasterio.windows import Window
 
-from idou.inference.blending import BlendWeights, accumulate, to_probabilities, to_uint8
+from idou.inference.blending import (
+    BlendWeights,
+    accumulate,
+    sums_to_uint8,
+    to_probabilities,
+)
 from idou.inference.contract import (
     INPUT_AFTER,
     INPUT_BEFORE,
@@ -259,19 +264,39 @@ def _blocks(events: Iterator[_Event], session: Any, weights: BlendWeights, stats
             current, acc = None, None
 
 
-def _finish(acc: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    """Fixed-point sums of a region to float32 probabilities, 0 where not valid."""
-    probs = to_probabilities(acc)
-    if valid is None:
-        probs[:] = 0.0
-    else:
-        probs *= valid[None]
-    return probs
-
-
 def _plan(pair: PairReader, contract: ModelContract) -> TilePlan:
     return TilePlan.for_grid(pair.grid.height, pair.grid.width, contract.tile_size,
                              contract.tile_overlap)
+
+
+def _window_sums(pair: PairReader, session: Any, contract: ModelContract, window: Window, *,
+                 batch_size: int, stats: EngineStats, prefetch_depth: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-point sums int32 ``(2, h, w)`` and valid ``(h, w)`` of a window (0 / False outside)."""
+    plan = _plan(pair, contract)
+    h, w = int(window.height), int(window.width)
+    sums = np.zeros((2, h, w), dtype=np.int32)
+    valid = np.zeros((h, w), dtype=bool)
+    tiles = plan.tiles_for_window(window)
+    if not tiles:
+        return sums, valid
+    spec = _BlockSpec("window", tiles, plan.footprint(tiles))
+    events = _events(pair, [spec], contract, model_batch_size(session, batch_size), stats)
+    if prefetch_depth > 0:
+        events = prefetch(events, prefetch_depth)
+    weights = BlendWeights(plan)
+    for result in _blocks(events, session, weights, stats, _fixed_batch(session)):
+        fp = result.footprint
+        r0, c0 = int(window.row_off - fp.row_off), int(window.col_off - fp.col_off)
+        # the window may reach past the footprint only where it leaves the grid
+        rr0, cc0 = max(r0, 0), max(c0, 0)
+        rr1, cc1 = min(r0 + h, int(fp.height)), min(c0 + w, int(fp.width))
+        if rr1 > rr0 and cc1 > cc0 and result.valid is not None:
+            inner = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
+            sums[:, inner[0], inner[1]] = result.acc[:, rr0:rr1, cc0:cc1]
+            valid[inner] = result.valid[rr0:rr1, cc0:cc1]
+    stats.pixels += h * w
+    return sums, valid
 
 
 def predict_window(pair: PairReader, session: Any, contract: ModelContract, window: Window, *,
@@ -280,7 +305,8 @@ def predict_window(pair: PairReader, session: Any, contract: ModelContract, wind
     """Blended probabilities of one window of the grid, as a whole-grid pass would give them.
 
     Runs every lattice tile that touches ``window`` (skipping tiles with no pixel valid in both
-    dates) and blends them. Deterministic: a pixel gets the same value whichever window holds it.
+    dates) and blends them. Deterministic: a pixel gets the same value whichever window holds it,
+    and ``blending.to_uint8`` of it equals what ``predict_grid`` writes.
 
     Args:
         pair: the aligned pair (``idou.geo.align.AlignedPair``).
@@ -296,30 +322,31 @@ def predict_window(pair: PairReader, session: Any, contract: ModelContract, wind
     """
     stats = stats if stats is not None else EngineStats()
     t_start = time.perf_counter()
-    plan = _plan(pair, contract)
-    h, w = int(window.height), int(window.width)
-    out = np.zeros((2, h, w), dtype=np.float32)
-    tiles = plan.tiles_for_window(window)
-    if not tiles:
-        return out
-    spec = _BlockSpec("window", tiles, plan.footprint(tiles))
-    events = _events(pair, [spec], contract, model_batch_size(session, batch_size), stats)
-    if prefetch_depth > 0:
-        events = prefetch(events, prefetch_depth)
-    weights = BlendWeights(plan)
-    for result in _blocks(events, session, weights, stats, _fixed_batch(session)):
-        fp = result.footprint
-        r0, c0 = int(window.row_off - fp.row_off), int(window.col_off - fp.col_off)
-        # the window may reach past the footprint only where it leaves the grid
-        rr0, cc0 = max(r0, 0), max(c0, 0)
-        rr1, cc1 = min(r0 + h, int(fp.height)), min(c0 + w, int(fp.width))
-        if rr1 > rr0 and cc1 > cc0:
-            valid = None if result.valid is None else result.valid[rr0:rr1, cc0:cc1]
-            out[:, rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = _finish(
-                result.acc[:, rr0:rr1, cc0:cc1], valid)
-    stats.pixels += h * w
+    sums, valid = _window_sums(pair, session, contract, window, batch_size=batch_size,
+                               stats=stats, prefetch_depth=prefetch_depth)
+    probs = to_probabilities(sums)
+    probs *= valid[None]
     stats.seconds += time.perf_counter() - t_start
-    return out
+    return probs
+
+
+def predict_window_uint8(pair: PairReader, session: Any, contract: ModelContract,
+                         window: Window, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                         stats: EngineStats | None = None, prefetch_depth: int = 2
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """``predict_window`` as stored: uint8 ``(2, h, w)`` (0..255) and valid ``(h, w)``.
+
+    Bit-identical to ``to_uint8(predict_window(...))`` and to what ``predict_grid`` writes,
+    with no float temporaries (for large blocks).
+    """
+    stats = stats if stats is not None else EngineStats()
+    t_start = time.perf_counter()
+    sums, valid = _window_sums(pair, session, contract, window, batch_size=batch_size,
+                               stats=stats, prefetch_depth=prefetch_depth)
+    probs = sums_to_uint8(sums)
+    probs *= valid[None]
+    stats.seconds += time.perf_counter() - t_start
+    return probs, valid
 
 
 def _fixed_batch(session: Any) -> int:
@@ -371,11 +398,11 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
         total = sum(int(w.height) * int(w.width) for w in todo)
         done = 0
         for window in todo:
-            probs = to_uint8(predict_window(pair, session, contract, window,
-                                            batch_size=batch_size, stats=stats,
-                                            prefetch_depth=prefetch_depth))
+            probs, valid = predict_window_uint8(pair, session, contract, window,
+                                                batch_size=batch_size, stats=stats,
+                                                prefetch_depth=prefetch_depth)
             for sink in sinks:
-                sink.write(window, probs)  # nodata is 0: the window path keeps no mask
+                sink.write(window, probs, valid)
             done += int(window.height) * int(window.width)
             if progress:
                 progress(done, total)
@@ -431,10 +458,10 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
         r1, c1 = min(next_r0, height), min(next_c0, width)
         if r1 > fr0 and c1 > fc0:
             region = Window(fc0, fr0, c1 - fc0, r1 - fr0)
-            valid = None if result.valid is None else result.valid[:r1 - fr0, :c1 - fc0]
-            probs = to_uint8(_finish(own[:, :r1 - fr0, :c1 - fc0], valid))
-            if valid is None:
-                valid = np.zeros(probs.shape[1:], dtype=bool)
+            probs = sums_to_uint8(own[:, :r1 - fr0, :c1 - fc0])  # own is not used again
+            valid = (np.zeros(probs.shape[1:], dtype=bool) if result.valid is None
+                     else result.valid[:r1 - fr0, :c1 - fc0])
+            probs *= valid[None]
             for sink in sinks:
                 sink.write(region, probs, valid)
             done += (r1 - fr0) * (c1 - fc0)

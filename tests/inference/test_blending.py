@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idou.inference.blending import SCALE, BlendWeights, accumulate, ramp
+from idou.inference.blending import (
+    SCALE,
+    BlendWeights,
+    accumulate,
+    ramp,
+    sums_to_uint8,
+    to_probabilities,
+    to_uint8,
+)
 from idou.inference.tiling import TilePlan
 
 
@@ -37,3 +45,11 @@ def test_constant_probability_blends_to_itself() -> None:
         accumulate(acc, probs, blend.fixed_point(tile.row_index, tile.col_index),
                    tile.row, tile.col)
     np.testing.assert_allclose(acc / SCALE, 0.7, atol=1e-5)
+
+
+def test_integer_and_float_quantisation_agree_bit_for_bit() -> None:
+    # every rounding boundary k/255 (+-2 units), plus values just above one (rounding of sums)
+    edges = np.rint(np.arange(256) / 255 * SCALE - SCALE / 510).astype(np.int64)
+    sums = np.concatenate([edges + d for d in (-2, -1, 0, 1, 2)] + [np.arange(SCALE, SCALE + 9)])
+    sums = np.clip(sums, 0, None).astype(np.int32).reshape(1, 1, -1)
+    np.testing.assert_array_equal(sums_to_uint8(sums.copy()), to_uint8(to_probabilities(sums)))

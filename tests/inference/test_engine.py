@@ -13,7 +13,7 @@ from rasterio.windows import Window
 from idou.geo.vectorize import vectorize
 from idou.inference.blending import to_uint8
 from idou.inference.contract import ModelContract
-from idou.inference.engine import predict_grid, predict_window
+from idou.inference.engine import predict_grid, predict_window, predict_window_uint8
 from idou.inference.probability_store import ProbabilityStore
 from idou.inference.session import make_session
 from idou.inference.tiling import TilePlan
@@ -60,6 +60,10 @@ def test_blockwise_grid_equals_one_pass(tmp_path: Path, small_contract: ModelCon
         rr1, cc1 = min(r0 + int(window.height), 301), min(c0 + int(window.width), 263)
         np.testing.assert_array_equal(part[:, rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0],
                                       whole[:, rr0:rr1, cc0:cc1])
+        direct, valid = predict_window_uint8(pair, blur_session, small_contract, window)
+        np.testing.assert_array_equal(direct, part)
+        assert valid[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0].all() and valid.sum() == (
+            (rr1 - rr0) * (cc1 - cc0))
         assert not part[:, :rr0 - r0].any() and not part[:, rr1 - r0:].any()
     # the windows path of predict_grid (as a batch block list would use it) agrees too
     with ProbabilityStore(tmp_path / "q.u8", 301, 263) as store:
