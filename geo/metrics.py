@@ -137,9 +137,13 @@ def _as_bool(a: np.ndarray, name: str) -> np.ndarray:
 class _TruthObjects:
     """True change labelled once, reused for every predicted mask (threshold sweeps)."""
 
-    def __init__(self, truth: np.ndarray, valid: np.ndarray | None, min_area_px: int) -> None:
+    def __init__(self, truth: np.ndarray, valid: np.ndarray | None, min_area_px: int,
+                 labelled: bool = False) -> None:
         truth = np.asarray(truth)
-        if truth.ndim == 2 and np.issubdtype(truth.dtype, np.integer):
+        if labelled:
+            if truth.ndim != 2 or not np.issubdtype(truth.dtype, np.integer):
+                raise ValueError(f"labelled truth must be a 2-D integer array, got {truth.dtype} "
+                                 f"{truth.shape}")
             # a label image: each positive value is one object (e.g. one truth polygon)
             self.labels = np.where(truth > 0, truth, 0).astype(np.int64, copy=False)
             self.n = int(self.labels.max()) if self.labels.size else 0
@@ -187,28 +191,29 @@ class _TruthObjects:
 
 
 def object_scores_from_masks(pred: np.ndarray, truth: np.ndarray, *, min_area_px: int,
-                             cover: float = DEFAULT_COVER, ignore: np.ndarray | None = None
-                             ) -> ObjectScores:
+                             cover: float = DEFAULT_COVER, ignore: np.ndarray | None = None,
+                             labelled: bool = False) -> ObjectScores:
     """Object recall/precision of a predicted change mask against a true one.
 
-    Objects are 8-connected components; ``truth`` may instead be an integer label image (0 =
-    background, each positive value one object, e.g. one truth polygon, as
+    Objects are 8-connected components; with ``labelled=True``, ``truth`` is instead an integer
+    label image (0 = background, each positive value one object, e.g. one truth polygon, as
     ``rasterio.features.rasterize`` writes it). Areas and overlaps count only pixels outside
     ``ignore`` (e.g. the ignore band along footprint edges, or nodata); an object whose counted
     area falls under ``min_area_px`` is left out.
 
     Args:
         pred: predicted change, bool (h, w).
-        truth: true change, bool (h, w), or an integer label image.
+        truth: true change, bool (h, w) (any other dtype is read as a mask, nonzero = change).
         min_area_px: minimum object area in pixels (see :func:`min_area_pixels`).
         cover: the overlap fraction of the object rules.
         ignore: pixels to leave out of every count, bool (h, w).
+        labelled: ``truth`` is an integer label image, one value per true object.
 
     Returns:
         The object counts.
     """
     valid = None if ignore is None else ~_as_bool(ignore, "ignore")
-    return _TruthObjects(truth, valid, min_area_px).score(pred, cover)
+    return _TruthObjects(truth, valid, min_area_px, labelled).score(pred, cover)
 
 
 def pixel_scores(pred: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = None
@@ -272,25 +277,27 @@ def sweep_pixel_scores(prob: np.ndarray, truth: np.ndarray, thresholds: Sequence
 def sweep_thresholds(prob: np.ndarray, truth: np.ndarray, thresholds: Sequence[float], *,
                      min_area_px: int, cover: float = DEFAULT_COVER,
                      valid: np.ndarray | None = None,
-                     clean: Callable[[np.ndarray], np.ndarray] | None = None
-                     ) -> list[tuple[float, ObjectScores]]:
+                     clean: Callable[[np.ndarray], np.ndarray] | None = None,
+                     labelled: bool = False) -> list[tuple[float, ObjectScores]]:
     """Object scores of ``prob >= t`` for every threshold ``t`` (the PR curve of one channel).
 
     Args:
         prob: probabilities (h, w), float in [0, 1] or uint8 0..255 (see :func:`threshold_mask`).
-        truth: true change, bool (h, w), or an integer label image (one value per object).
+        truth: true change, bool (h, w) (see ``labelled``).
         thresholds: the thresholds to try, in [0, 1].
         min_area_px: minimum object area in pixels.
         cover: the overlap fraction of the object rules.
         valid: pixels to count (e.g. where both flights have data); None = all.
         clean: applied to each thresholded mask before scoring (e.g. detect's morphological
             clean-up, ``functools.partial(idou.geo.vectorize.clean_mask, radius=1)``).
+        labelled: ``truth`` is an integer label image, one value per true object (e.g. one per
+            truth polygon, so touching buildings stay apart).
 
     Returns:
         ``(threshold, scores)`` pairs in the order of ``thresholds``.
     """
     prob = np.asarray(prob)
-    objects = _TruthObjects(truth, valid, min_area_px)
+    objects = _TruthObjects(truth, valid, min_area_px, labelled)
     if prob.shape != objects.truth.shape:
         raise ValueError(f"prob {prob.shape} != truth {objects.truth.shape}")
     out = []

@@ -153,7 +153,7 @@ def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: floa
         for k, c in enumerate(CHANNELS):
             curve = metrics.sweep_thresholds(pred.probs[k], pred.truth_labels[c], ts,
                                              min_area_px=min_px, cover=cover, valid=pred.valid,
-                                             clean=detect_clean)
+                                             clean=detect_clean, labelled=True)
             pcurve = metrics.sweep_pixel_scores(pred.probs[k], pred.truth_mask(c), ts,
                                                 valid=pred.valid)
             obj[c] = [a + b for a, (_, b) in zip(obj[c], curve, strict=True)]

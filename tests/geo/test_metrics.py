@@ -83,8 +83,12 @@ def test_truth_as_label_image_keeps_touching_objects_apart() -> None:
     labels[0:10, 10:20] = 2                        # touching: one component as a bool mask
     pred = _mask((10, 20), (0, 0, 10, 10))
     assert object_scores_from_masks(pred, labels > 0, min_area_px=1).recall == 1.0
-    s = object_scores_from_masks(pred, labels, min_area_px=1)
+    assert object_scores_from_masks(pred, labels, min_area_px=1).n_true == 1   # a mask
+    s = object_scores_from_masks(pred, labels, min_area_px=1, labelled=True)
     assert (s.n_true, s.n_found) == (2, 1)
+    curve = sweep_thresholds(pred.astype(np.float32), labels, [0.5], min_area_px=1,
+                             labelled=True)
+    assert curve[0][1] == s
 
 
 def test_empty_cases_score_one() -> None:
