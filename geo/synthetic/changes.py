@@ -31,6 +31,7 @@ from idou.geo.synthetic.scene import (
     Base,
     Epoch,
     Sun,
+    carport_over,
     random_tree,
 )
 
@@ -183,6 +184,13 @@ def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun:
         old = by_parcel[index]
         material, albedo = pick_roof(rng)
         changed[index] = replace(old, albedo=albedo, material=material)
+    # distractor: carports (not buildings) put over driveways of unchanged houses
+    has_carport = set(first.carports)
+    epoch.carports = list(first.carports)
+    for index in houses[2 * n_repaint:3 * n_repaint]:
+        drive = base.driveways.get(index)
+        if drive is not None and carport_over(drive) not in has_carport:
+            epoch.carports.append(carport_over(drive))
     # distractor: solar panels put on an unchanged roof
     for index in houses[n_repaint:2 * n_repaint]:
         old = by_parcel[index]

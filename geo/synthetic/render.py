@@ -46,6 +46,7 @@ GROUND_ALBEDO = np.array([
     (46, 62, 38),     # FOREST
     (146, 134, 98),   # DRY_GRASS
     (158, 156, 150),  # SIDEWALK
+    (62, 90, 46),     # HEDGE
 ], dtype=np.float32)
 # texture amplitudes (fine, mid, coarse) per material
 GROUND_TEXTURE = np.array([
@@ -53,6 +54,7 @@ GROUND_TEXTURE = np.array([
     (0.14, 0.14, 0.06), (0.05, 0.04, 0.03), (0.08, 0.06, 0.04), (0.07, 0.06, 0.05),
     (0.04, 0.05, 0.05), (0.10, 0.08, 0.06), (0.05, 0.04, 0.03), (0.05, 0.05, 0.0),
     (0.16, 0.12, 0.05), (0.12, 0.10, 0.06), (0.05, 0.05, 0.04),
+    (0.30, 0.15, 0.05),
 ], dtype=np.float32)
 GRASSY = (sc.BACKGROUND, sc.LAWN, sc.WEEDS, sc.DRY_GRASS)
 PAINT_WHITE, PAINT_WALL, PAINT_LEVEE, PAINT_TRACK, PAINT_GUTTER, PAINT_MANHOLE = 1, 2, 3, 4, 5, 6
@@ -253,11 +255,17 @@ def render_epoch(canvas: Canvas, layout: Layout, epoch: Epoch, static: StaticLay
     _apply_shadow(img, canvas, car_shadows, shade, blur=0.7)
     for car in epoch.cars:
         _draw_car(img, canvas, car, sun)
+    # carports: a translucent roof over the driveway, its light shadow
+    cp_shadows = [c.translated(*sun.shadow_offset(2.4)).polygon() for c in epoch.carports]
+    _apply_shadow(img, canvas, cp_shadows, 1 - 0.45 * (1 - shade), blur=0.7)
+    for c in epoch.carports:
+        _draw_carport(img, canvas, c, sun)
     # building and tree shadows fall on the ground and the cars
     shadows: list[BaseGeometry] = []
     for b in epoch.buildings:
         shadows += [_part_shadow(p, sun) for p in b.parts]
     shadows += [_tree_shadow(t, sun) for t in epoch.trees]
+    shadows += [_hedge_shadow(r, sun) for r, m in epoch.ground if m == sc.HEDGE]
     dx, dy = sun.shadow_offset(9.0)
     shadows += [LineString([(x, y), (x + dx, y + dy)]).buffer(0.1, cap_style="flat")
                 for x, y in layout.poles]
@@ -354,6 +362,27 @@ def _tree_shadow(tree: Tree, sun: Sun) -> BaseGeometry:
     pts = [Point(tree.x + lo[0], tree.y + lo[1]).buffer(tree.radius * 0.9, quad_segs=4),
            Point(tree.x + hi[0], tree.y + hi[1]).buffer(tree.radius * 0.9, quad_segs=4)]
     return shapely.union_all(pts).convex_hull
+
+
+def _hedge_shadow(rect: Rect, sun: Sun) -> BaseGeometry:
+    dx, dy = sun.shadow_offset(1.4)
+    c = rect.corners()
+    return shapely.MultiPoint(np.vstack([c, c + (dx, dy)])).convex_hull
+
+
+def _draw_carport(img: np.ndarray, canvas: Canvas, rect: Rect, sun: Sun) -> None:
+    loc = _local_coords(canvas, rect)
+    if loc is None:
+        return
+    win, a, b = loc
+    g = canvas.gsd
+    hl, hw = rect.hl / g, rect.hw / g
+    cov = _coverage(a, b, hl, hw)
+    edge = (np.abs(a) > hl - 1.2) | (np.abs(b) > hw - 1.2) | (np.abs(b) < 0.6)
+    alpha = np.where(edge, 0.85, 0.5).astype(np.float32)
+    colour = np.where(edge[..., None], np.array([120, 118, 112], np.float32),
+                      np.array([206, 214, 218], np.float32)) * flat_light(sun)
+    _composite(img, win, colour, cov * alpha)
 
 
 def _car_shadow(car: Car, sun: Sun) -> BaseGeometry:

@@ -12,7 +12,7 @@ from idou.geo.synthetic.layout import Layout, Parcel, Rect
 
 # ground materials (index into render.GROUND_ALBEDO)
 BACKGROUND, ROAD, GRAVEL, LAWN, WEEDS, PARKING, CROP, SOIL_ROWS, PADDY, BARE, CONCRETE, TARP, \
-    FOREST, DRY_GRASS, SIDEWALK = range(15)
+    FOREST, DRY_GRASS, SIDEWALK, HEDGE = range(16)
 
 CAR_COLOURS = ((225, 226, 228), (230, 230, 226), (175, 178, 182), (40, 42, 46), (110, 112, 118),
                (150, 30, 32), (32, 58, 120), (200, 190, 160), (90, 40, 30))
@@ -84,6 +84,7 @@ class Epoch:
     parking_lines: list[int] = field(default_factory=list)  # parcels with stall lines
     lawn_tone: float = 0.0  # seasonal: -1 dry/brown .. +1 lush
     camera: Camera | None = None  # None: a true orthophoto
+    carports: list[Rect] = field(default_factory=list)  # translucent roofs, not buildings
 
 
 @dataclass
@@ -161,6 +162,12 @@ def populate(rng: np.random.Generator, layout: Layout, sun: Sun,
                 if driveway is not None:
                     driveways[parcel.index] = driveway
                     epoch.ground.append((driveway, CONCRETE))
+                    if rng.random() < 0.25:
+                        epoch.carports.append(carport_over(driveway))
+                if rng.random() < 0.25:  # a hedge (生垣) along one side of the lot
+                    a0 = -lot.hl + 0.15 if rng.random() < 0.5 else lot.hl - 0.95
+                    epoch.ground.append((lot.sub(a0, a0 + 0.8, -lot.hw + 0.3, lot.hw - 0.3),
+                                         HEDGE))
                 _garden_trees(rng, epoch, lot, building.footprint())
                 garden = _back_garden(rng, lot, building)
                 if garden is not None:
@@ -197,6 +204,13 @@ def populate(rng: np.random.Generator, layout: Layout, sun: Sun,
     for building in epoch.buildings:
         building.solar = building.material != "flat" and bool(rng.random() < 0.15)
     return Base(epoch, uses, driveways, next_id, gardens)
+
+
+def carport_over(driveway: Rect) -> Rect:
+    """A carport roof (about 2.7 × 5 m) over the inner end of a driveway."""
+    length = min(2 * driveway.hw, 5.2)
+    return driveway.sub(-driveway.hl - 0.1, driveway.hl + 0.1, driveway.hw - length,
+                        driveway.hw)
 
 
 def _back_garden(rng: np.random.Generator, lot: Rect, building: Building
