@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
@@ -37,6 +37,10 @@ class FlightPair:
         buildings_before: building_id, geometry (true footprints in 2024).
         buildings_after: building_id, geometry (true footprints in 2025; unchanged keep ids).
         truth: change_id, change_type, channel, 地番, geometry.
+        info: How the pair was made: generator version, seed, size, gsd, each flight's sun
+            (azimuth/elevation in degrees), the 2025 grid shift and its content misregistration
+            in pixels (``misregistration_row_px`` / ``_col_px``: content moved by that much
+            against the geotransform).
     """
 
     before: np.ndarray
@@ -50,6 +54,7 @@ class FlightPair:
     buildings_before: gpd.GeoDataFrame
     buildings_after: gpd.GeoDataFrame
     truth: gpd.GeoDataFrame
+    info: dict[str, float | int | str] = field(default_factory=dict)
 
 
 def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2) -> FlightPair:
@@ -149,7 +154,15 @@ def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2) -> FlightPai
         before=before, after=after, before_transform=before_tr, after_transform=after_tr,
         before_valid=np.ones((size, size), bool), after_valid=after_valid, crs=CRS,
         parcels=parcels, buildings_before=footprints(base.epoch.buildings),
-        buildings_after=footprints(epoch2.buildings), truth=truth)
+        buildings_after=footprints(epoch2.buildings), truth=truth,
+        info={"generator_version": GENERATOR_VERSION, "seed": seed, "size": size, "gsd": gsd,
+              "sun_azimuth_2024": round(sun1.azimuth, 3),
+              "sun_elevation_2024": round(sun1.elevation, 3),
+              "sun_azimuth_2025": round(sun2.azimuth, 3),
+              "sun_elevation_2025": round(sun2.elevation, 3),
+              "shift_x_px": sx, "shift_y_px": sy,
+              "misregistration_row_px": round(float(mis[0]), 4),
+              "misregistration_col_px": round(float(mis[1]), 4)})
 
 
 def _bounds(tr: Affine, size: int) -> tuple[float, float, float, float]:

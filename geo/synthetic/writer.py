@@ -17,7 +17,7 @@ BLOCK = 256
 
 
 def write_orthophoto(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: Affine,
-                     crs: str, quality: int = 88) -> None:
+                     crs: str, quality: int = 88, tags: dict[str, str] | None = None) -> None:
     """Write an RGB uint8 orthophoto: tiled, JPEG in YCbCr, internal mask, overviews 2/4/8.
 
     The nodata margin is an internal dataset mask (JPEG blurs a nodata value of 0), and the
@@ -61,10 +61,12 @@ def write_flight_pair(pair: FlightPair, out_dir: Path) -> dict[str, Path]:
         "buildings_2025": out_dir / "buildings_2025.gpkg",
         "truth": out_dir / "truth.gpkg",
     }
+    tags = {"IDOU_SYNTHETIC": "yes: made by idou.geo.synthetic, not a real photo"}
+    tags.update({f"IDOU_{k.upper()}": str(v) for k, v in pair.info.items()})
     write_orthophoto(paths["flight_2024"], pair.before, pair.before_valid, pair.before_transform,
-                     pair.crs)
+                     pair.crs, tags={**tags, "IDOU_FLIGHT": "2024"})
     write_orthophoto(paths["flight_2025"], pair.after, pair.after_valid, pair.after_transform,
-                     pair.crs)
+                     pair.crs, tags={**tags, "IDOU_FLIGHT": "2025"})
     _write_gpkg(pair.parcels, paths["parcels"], "parcels")
     _write_gpkg(pair.buildings_before, paths["buildings_2024"], "buildings")
     _write_gpkg(pair.buildings_after, paths["buildings_2025"], "buildings")

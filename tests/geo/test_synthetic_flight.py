@@ -85,6 +85,16 @@ def test_flights_differ_in_radiometry(pair: FlightPair) -> None:
     assert np.abs(a - b)[valid].mean() > 3
 
 
+def test_second_flight_has_other_sun_and_subpixel_misregistration(pair: FlightPair) -> None:
+    info = pair.info
+    assert abs(float(info["sun_azimuth_2025"]) - float(info["sun_azimuth_2024"])) >= 25
+    mis = np.hypot(float(info["misregistration_row_px"]), float(info["misregistration_col_px"]))
+    assert 0 < mis <= 1.0
+    # the grid shift in the info is the one in the geotransforms
+    assert pair.after_transform.c - pair.before_transform.c == pytest.approx(
+        int(info["shift_x_px"]) * 0.2)
+
+
 def test_truth_semantics(pair: FlightPair) -> None:
     truth = pair.truth
     assert set(truth.change_type) <= {"new", "demolished", "extension", "rebuilt"}

@@ -42,6 +42,8 @@ def test_geotiff_profile(written: tuple[FlightPair, dict[str, Path]], name: str)
         assert ds.photometric.value == "YCbCr"
         assert ds.profile["tiled"] and ds.block_shapes[0] == (256, 256)
         assert ds.overviews(1) == [2, 4, 8]
+        assert ds.tags()["IDOU_SYNTHETIC"].startswith("yes")
+        assert ds.tags()["IDOU_FLIGHT"] == name[-4:]
 
 
 def test_nodata_margin_reads_back_invalid(written: tuple[FlightPair, dict[str, Path]]) -> None:
