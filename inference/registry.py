@@ -83,11 +83,27 @@ def _run_exists(client: Any, run_id: str | None) -> bool:
     return True
 
 
-def _registry_experiment(client: Any) -> str:
-    exp = client.get_experiment_by_name(REGISTRY_EXPERIMENT)
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment's artifacts go: ``mlruns/`` beside a sqlite store's file.
+
+    mlflow's own default for a sqlite store is ``./mlruns`` of whatever directory the process
+    runs in, which scatters artifacts and breaks fetching from another directory or machine.
+    None (mlflow's default) for other stores, e.g. a server with ``--artifacts-destination``.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    return (db.expanduser().resolve().parent / "mlruns").as_uri()
+
+
+def ensure_experiment(client: Any, name: str) -> str:
+    """The id of experiment ``name``, created (artifacts per :func:`artifact_location`) if new.
+    """
+    exp = client.get_experiment_by_name(name)
     if exp is not None:
         return str(exp.experiment_id)
-    return str(client.create_experiment(REGISTRY_EXPERIMENT))
+    return str(client.create_experiment(name,
+                                        artifact_location=artifact_location(client.tracking_uri)))
 
 
 def register_model(model_path: str | Path, *, name: str = DEFAULT_NAME,
@@ -127,7 +143,8 @@ def register_model(model_path: str | Path, *, name: str = DEFAULT_NAME,
     if run_id is None and _run_exists(client, loaded.contract.mlflow_run_id):
         run_id = loaded.contract.mlflow_run_id
     if run_id is None:
-        run = client.create_run(_registry_experiment(client), run_name=f"register {path.name}",
+        run = client.create_run(ensure_experiment(client, REGISTRY_EXPERIMENT),
+                                run_name=f"register {path.name}",
                                 tags={"idou.model_file": path.name})
         run_id = str(run.info.run_id)
         client.log_param(run_id, "model_version", loaded.contract.model_version)

@@ -319,11 +319,10 @@ def log_to_mlflow(result: TuneResult, model: Path, artifacts: Sequence[Path], *,
     from mlflow.entities import Metric, Param
 
     from idou.inference.model_card import card_paths
-    from idou.inference.registry import tracking_uri
+    from idou.inference.registry import ensure_experiment, tracking_uri
 
     client = MlflowClient(tracking_uri=tracking_uri())
-    exp = client.get_experiment_by_name(TUNE_EXPERIMENT)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(TUNE_EXPERIMENT)
+    exp_id = ensure_experiment(client, TUNE_EXPERIMENT)
     tags = {"idou.stage": "tune", "mlflow.runName": f"tune {model.name}"}
     if training_run_id:
         tags["idou.training_run_id"] = training_run_id

@@ -22,7 +22,12 @@ from idou.geo.errors import UserInputError
 from idou.inference.contract import ModelContract
 from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_card
 from idou.inference.model_source import resolve_model
-from idou.inference.registry import fetch_registered_model, parse_model_uri, register_model
+from idou.inference.registry import (
+    artifact_location,
+    fetch_registered_model,
+    parse_model_uri,
+    register_model,
+)
 
 CONTRACT = ModelContract(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), tile_size=64,
                          tile_overlap=16, gsd_m=0.5, model_version="1.2.3")
@@ -73,6 +78,11 @@ def _store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _store_template: Pat
     monkeypatch.setenv("IDOU_MODEL_CACHE", str(tmp_path / "cache"))
 
 
+def test_artifacts_beside_a_sqlite_store(tmp_path: Path) -> None:
+    assert artifact_location(f"sqlite:///{tmp_path}/s.db") == (tmp_path / "mlruns").as_uri()
+    assert artifact_location("http://127.0.0.1:5000") is None
+
+
 def test_parse_model_uri() -> None:
     assert parse_model_uri("models:/idou@champion") == ("idou", "champion", None)
     assert parse_model_uri("models:/idou/3") == ("idou", None, "3")
@@ -86,6 +96,7 @@ def test_alias_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     first = make_model(tmp_path / "a" / "first.onnx")
     v1 = register_model(first, name="idou", alias="champion")
     assert (v1.version, v1.uri) == ("1", "models:/idou@champion")
+    assert (tmp_path / "mlruns").is_dir()            # artifacts beside the sqlite store
     fetched = fetch_registered_model("models:/idou@champion")
     assert fetched.name == "first.onnx"
     assert sha256_file(fetched) == sha256_file(first)
