@@ -35,6 +35,8 @@ def write_orthophoto(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: 
         dst.write_mask(valid.astype(np.uint8) * 255)
         dst.build_overviews(list(OVERVIEWS), Resampling.average)
         dst.update_tags(ns="rio_overview", resampling="average")
+        if tags:
+            dst.update_tags(**tags)
         dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
                            rasterio.enums.ColorInterp.blue]
 
