@@ -108,6 +108,7 @@ def _model(path: Path) -> Path:
 
 
 def test_register_then_resolve_alias(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mlflow", reason="the registry needs the train extra (mlflow)")
     model = _model(tmp_path / "m.onnx")
     run = _idou("register", str(model), "--alias", "champion", cwd=tmp_path)
     assert run.returncode == 0, run.stderr

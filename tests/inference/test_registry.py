@@ -29,6 +29,8 @@ from idou.inference.registry import (
     register_model,
 )
 
+pytest.importorskip("mlflow", reason="the registry needs the train extra (mlflow)")
+
 CONTRACT = ModelContract(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), tile_size=64,
                          tile_overlap=16, gsd_m=0.5, model_version="1.2.3")
 
