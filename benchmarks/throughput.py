@@ -130,7 +130,7 @@ def standin_model(work: Path) -> Path:
     torch.manual_seed(0)
     config = NetworkConfig(aux_buildings=False)
     model = ProbabilityModel(SiameseChangeNet(config)).eval()
-    x = torch.zeros(1, 3, 512, 512)
+    x = torch.zeros(1, 3, 256, 256)
     dyn = {0: "N", 2: "H", 3: "W"}
     raw = work / "standin.raw.onnx"
     torch.onnx.export(model, (x, x), str(raw), input_names=["before", "after"],
@@ -139,8 +139,10 @@ def standin_model(work: Path) -> Path:
     import onnx
 
     proto = onnx.load(str(raw))
-    contract = ModelContract(model_name="standin", architecture="siamese",
-                             extra={"network": config.to_dict()})
+    # the training configuration's defaults: 256 px tiles, 32 px overlap, 0.4 m
+    contract = ModelContract(model_name="standin", architecture="siamese", tile_size=256,
+                             tile_overlap=32, gsd_m=0.4, threshold_new=0.9,
+                             threshold_demolished=0.9, extra={"network": config.to_dict()})
     for key, value in contract.to_metadata().items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

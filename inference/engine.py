@@ -92,13 +92,18 @@ class Normaliser:
         np.add(out, self.bias, out=out)
 
 
-def model_batch_size(session: Any, wanted: int) -> int:
-    """``wanted``, unless the model's batch dimension is fixed to another number."""
+def fixed_batch_size(session: Any) -> int:
+    """The model's fixed batch size, or 0 when its batch dimension is dynamic."""
     for node in session.get_inputs():
         dim = node.shape[0] if node.shape else None
         if isinstance(dim, int) and dim > 0:
             return dim
-    return max(1, int(wanted))
+    return 0
+
+
+def model_batch_size(session: Any, wanted: int) -> int:
+    """``wanted``, unless the model's batch dimension is fixed to another number."""
+    return fixed_batch_size(session) or max(1, int(wanted))
 
 
 def run_model(session: Any, before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -285,7 +290,7 @@ def _window_sums(pair: PairReader, session: Any, contract: ModelContract, window
     if prefetch_depth > 0:
         events = prefetch(events, prefetch_depth)
     weights = BlendWeights(plan)
-    for result in _blocks(events, session, weights, stats, _fixed_batch(session)):
+    for result in _blocks(events, session, weights, stats, fixed_batch_size(session)):
         fp = result.footprint
         r0, c0 = int(window.row_off - fp.row_off), int(window.col_off - fp.col_off)
         # the window may reach past the footprint only where it leaves the grid
@@ -347,15 +352,6 @@ def predict_window_uint8(pair: PairReader, session: Any, contract: ModelContract
     probs *= valid[None]
     stats.seconds += time.perf_counter() - t_start
     return probs, valid
-
-
-def _fixed_batch(session: Any) -> int:
-    """The model's fixed batch size, or 0 when it accepts any."""
-    for node in session.get_inputs():
-        dim = node.shape[0] if node.shape else None
-        if isinstance(dim, int) and dim > 0:
-            return dim
-    return 0
 
 
 def _groups(count: int, per_block: int) -> list[tuple[int, int]]:
@@ -431,7 +427,7 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
     carry_prev: np.ndarray | None = None  # sums of earlier block rows on this row's top band
     carry_next: np.ndarray | None = None
     carry_left: np.ndarray | None = None  # own sums of the left block on this block's left band
-    for result in _blocks(events, session, weights, stats, _fixed_batch(session)):
+    for result in _blocks(events, session, weights, stats, fixed_batch_size(session)):
         gi, gj = result.key
         fp = result.footprint
         fr0, fc0 = int(fp.row_off), int(fp.col_off)

@@ -20,7 +20,8 @@ from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_
 
 
 def build_change_model(contract: ModelContract, *, gain: float = 8.0, offset: float = 3.0,
-                       box: int = 0, channels: int | None = None) -> onnx.ModelProto:
+                       box: int = 0, channels: int | None = None, batch: int | None = None
+                       ) -> onnx.ModelProto:
     """probabilities = sigmoid(±gain * (mean over bands of after - before) - offset).
 
     No change gives sigmoid(-offset) (0.05 by default), a clear change close to 1.
@@ -28,10 +29,11 @@ def build_change_model(contract: ModelContract, *, gain: float = 8.0, offset: fl
     ``box`` > 0 adds a ``box x box`` mean filter (zero padded) so tiles have edge effects.
     """
     c = channels if channels is not None else len(contract.band_order)
-    shape: list[str | int | None] = ["N", c, "H", "W"]
+    shape: list[str | int | None] = [batch or "N", c, "H", "W"]
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
               for n in ("before", "after")]
-    output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2, "H", "W"])
+    output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
+                                           [batch or "N", 2, "H", "W"])
     inits = [numpy_helper.from_array(np.array(gain, dtype=np.float32), "gain"),
              numpy_helper.from_array(np.array(-gain, dtype=np.float32), "neg_gain"),
              numpy_helper.from_array(np.array(-offset, dtype=np.float32), "bias")]

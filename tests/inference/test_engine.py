@@ -119,3 +119,15 @@ def test_building_on_tile_and_block_border_scores_as_in_a_tile_centre(
     assert all(g.geom_type == "Polygon" for g in changes.geometry)
     assert changes["area_m2"].tolist() == pytest.approx([144 * 0.25, 144 * 0.25])
     assert abs(changes["score_max"].iloc[0] - changes["score_max"].iloc[1]) <= 1 / 255 + 1e-9
+
+
+def test_a_model_with_a_fixed_batch_size_gives_the_same_result(
+        small_contract: ModelContract, model_factory: Callable[..., Path]) -> None:
+    pair = make_pair(150, 170, seed=4)
+    window = Window(0, 0, 170, 150)
+    dynamic = make_session(model_factory(small_contract, box=5), threads=1)
+    fixed = make_session(model_factory(small_contract, name="fixed.onnx", box=5, batch=2),
+                         threads=1)
+    np.testing.assert_array_equal(
+        predict_window(pair, fixed, small_contract, window, batch_size=3),
+        predict_window(pair, dynamic, small_contract, window, batch_size=3))
