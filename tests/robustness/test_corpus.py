@@ -347,21 +347,56 @@ def _check_refused(run: object, case: Case, out_dir: Path, out: Path) -> str:
     return sentence
 
 
+@dataclass
+class RefusedRun:
+    """A corpus case and the finished CLI run on it (or the error that kept it from running)."""
+
+    case: Case | None
+    folder: Path
+    run: subprocess.CompletedProcess[str] | None
+    error: BaseException | None = None
+
+
+def _run_refused(name: str, good: GoodPair, folder: Path) -> RefusedRun:
+    try:
+        inputs = folder / "inputs"
+        inputs.mkdir(parents=True)
+        case = REFUSED[name](good, inputs)
+        (folder / "out").mkdir()
+        run = run_idou("detect", case.before, case.after, "-o", folder / "out" / "changes.gpkg",
+                       "--model", case.model or good.model, "--quiet", "--threads", "1",
+                       *case.options, cwd=folder)
+        return RefusedRun(case, folder, run)
+    except BaseException as exc:  # noqa: BLE001 - reported by the case's own test
+        return RefusedRun(None, folder, None, exc)
+
+
+@pytest.fixture(scope="module")
+def refused_runs(good: GoodPair, tmp_path_factory: pytest.TempPathFactory
+                 ) -> dict[str, RefusedRun]:
+    """Every refused case run through the CLI, a few processes at a time (each is mostly
+    interpreter start-up, so this halves the corpus's wall time on two cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path_factory.mktemp("refused")
+    workers = max(2, min(4, os.cpu_count() or 2))
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {name: pool.submit(_run_refused, name, good, root / name)
+                   for name in sorted(REFUSED)}
+        return {name: future.result() for name, future in futures.items()}
+
+
 @pytest.mark.parametrize("name", sorted(REFUSED))
-def test_refused_input(name: str, good: GoodPair, tmp_path: Path) -> None:
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    case = REFUSED[name](good, inputs)
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    out = out_dir / "changes.gpkg"
-    run = run_idou("detect", case.before, case.after, "-o", out, "--model",
-                   case.model or good.model, "--quiet", "--threads", "1", *case.options,
-                   cwd=tmp_path)
-    _check_refused(run, case, out_dir, out)
-    if case.secret:
-        assert case.secret not in run.stdout + run.stderr
-    assert not (inputs / "PICKLE_RAN").exists()
+def test_refused_input(name: str, refused_runs: dict[str, RefusedRun]) -> None:
+    result = refused_runs[name]
+    if result.error is not None:
+        raise result.error
+    assert result.case is not None and result.run is not None
+    out_dir = result.folder / "out"
+    _check_refused(result.run, result.case, out_dir, out_dir / "changes.gpkg")
+    if result.case.secret:
+        assert result.case.secret not in result.run.stdout + result.run.stderr
+    assert not (result.folder / "inputs" / "PICKLE_RAN").exists()
 
 
 # --- output problems (exit 2, and nothing lost) -----------------------------------------------
@@ -717,15 +752,42 @@ def assert_roofs_found(out: Path) -> gpd.GeoDataFrame:
     return changes
 
 
+def _run_handled(name: str, good: GoodPair, folder: Path
+                 ) -> tuple[subprocess.CompletedProcess[str] | None, BaseException | None]:
+    try:
+        folder.mkdir(parents=True)
+        before, after, options = HANDLED[name](good, folder)
+        return run_idou("detect", before, after, "-o", folder / "changes.gpkg", "--model",
+                        good.model, "--threads", "1", *options, cwd=folder), None
+    except BaseException as exc:  # noqa: BLE001 - reported by the case's own test
+        return None, exc
+
+
+@pytest.fixture(scope="module")
+def handled_runs(good: GoodPair, tmp_path_factory: pytest.TempPathFactory
+                 ) -> dict[str, tuple[Path, subprocess.CompletedProcess[str] | None,
+                                      BaseException | None]]:
+    """Every unusual-but-valid case run through the CLI, a few processes at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path_factory.mktemp("handled")
+    with ThreadPoolExecutor(max(2, min(4, os.cpu_count() or 2))) as pool:
+        futures = {name: pool.submit(_run_handled, name, good, root / name)
+                   for name in sorted(HANDLED)}
+        return {name: (root / name, *f.result()) for name, f in futures.items()}
+
+
 @pytest.mark.parametrize("name", sorted(HANDLED))
-def test_unusual_input_is_handled(name: str, good: GoodPair, tmp_path: Path) -> None:
-    before, after, options = HANDLED[name](good, tmp_path)
-    out = tmp_path / "changes.gpkg"
-    run = run_idou("detect", before, after, "-o", out, "--model", good.model, "--threads", "1",
-                   *options, cwd=tmp_path)
+def test_unusual_input_is_handled(name: str, handled_runs: dict[
+        str, tuple[Path, subprocess.CompletedProcess[str] | None, BaseException | None]]
+                                  ) -> None:
+    folder, run, error = handled_runs[name]
+    if error is not None:
+        raise error
+    assert run is not None
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr
-    assert_roofs_found(out)
+    assert_roofs_found(folder / "changes.gpkg")
     if name == "four_bands_without_colour":
         assert "bands 1, 2, 3 are used as red, green, blue" in run.stderr
 

@@ -82,13 +82,18 @@ def _workdir_exists(folder: Path) -> Callable[[], bool]:
     return lambda: any(p.name.startswith(".changes.idou-") for p in folder.iterdir())
 
 
+def _store_exists(folder: Path) -> Callable[[], bool]:
+    """detect's probability store exists: inference has started."""
+    return lambda: any(folder.glob(".changes.idou-*/probabilities.u8"))
+
+
 def _temp_gpkg_exists(folder: Path) -> Callable[[], bool]:
     return lambda: any(p.name.endswith(".tmp.gpkg") for p in folder.iterdir())
 
 
 # (name, when to kill, extra delay): early (model and preflight), during inference, and while
 # the GeoPackage is being written
-KILL_POINTS = [("start", _workdir_exists, 0.0), ("inference", _workdir_exists, 1.5),
+KILL_POINTS = [("start", _workdir_exists, 0.0), ("inference", _store_exists, 0.2),
                ("writing", _temp_gpkg_exists, 0.0)]
 
 
