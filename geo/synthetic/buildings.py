@@ -94,8 +94,11 @@ def house_in_parcel(rng: np.random.Generator, lot: Rect, building_id: str, parce
     b0 = -lot.hw + setback
     main = lot.sub(side - w / 2, side + w / 2, b0, b0 + d)
     r = rng.random()
-    kind = "gable" if r < 0.5 else ("hip" if r < 0.9 else "shed")  # shed: modern 片流れ
+    # shed: modern 片流れ; flat: a modern box house with a 陸屋根
+    kind = "gable" if r < 0.48 else ("hip" if r < 0.86 else ("shed" if r < 0.95 else "flat"))
     height = 6.2 if rng.random() < 0.75 else 3.4
+    if kind == "flat":
+        height = 6.8
     parts = [RoofPart(main.normalized(), kind, height)]
     # an L-shaped house: a wing at the back or a side, inside the parcel
     if rng.random() < 0.3:
@@ -109,6 +112,11 @@ def house_in_parcel(rng: np.random.Generator, lot: Rect, building_id: str, parce
             else:
                 parts.append(RoofPart(wing.normalized(), kind, height))
     material, albedo = pick_roof(rng)
+    if kind == "flat":
+        grey = float(rng.uniform(0.85, 1.0))
+        material = "flat"
+        fc = ROOF_PALETTE["flat"][int(rng.integers(4))]
+        albedo = (fc[0] * grey, fc[1] * grey, fc[2] * grey)
     driveway = None
     if setback >= 4.5:
         dw = min(3.0, front / 3)
@@ -196,6 +204,8 @@ def rebuilt_house(rng: np.random.Generator, old: Building, lot: Rect, building_i
         fp = new.footprint()
         iou = fp.intersection(old_fp).area / max(fp.union(old_fp).area, 1e-6)
         if iou < 0.75:
+            if new.material == "flat":
+                return new
             material, albedo = pick_roof(rng, exclude=old.material)
             return replace(new, material=material, albedo=albedo)
     return None

@@ -182,6 +182,8 @@ def make_second_epoch(rng: np.random.Generator, layout: Layout, base: Base, sun:
     n_repaint = max(1, int(round(len(first.buildings) * 0.03)))
     for index in houses[:n_repaint]:
         old = by_parcel[index]
+        if old.material == "flat":
+            continue
         material, albedo = pick_roof(rng)
         changed[index] = replace(old, albedo=albedo, material=material)
     # distractor: carports (not buildings) put over driveways of unchanged houses
