@@ -7,8 +7,8 @@ Measures, on a generated flight pair of ``--size`` px (default 8192):
 (c) what a user would write by hand: PyTorch eager with the same network, the whole image in
     memory, tiles looped, overlaps averaged (Mpx/s; skipped with a note without torch),
 
-and the peak RSS of ``idou detect`` on pairs of 2k, 8k and 20k px, each in its own process
-(``os.wait4`` rusage). Mpx are input pixels of the after flight's overlap, whatever the model's
+and the peak RSS (VmHWM) of ``idou detect`` on pairs of 2k, 8k and 20k px, each in its own
+process. Mpx are input pixels of the after flight's overlap, whatever the model's
 GSD. Pairs are mosaics of one generated scene (``idou.geo.synthetic``), flipped and rotated,
 written as tiled JPEG GeoTIFFs and cached in ``--work``.
 
@@ -155,12 +155,24 @@ def standin_model(work: Path) -> Path:
 
 # --- (b) and peak RSS: idou detect in a fresh process -------------------------------------------
 
-def _spawn(cmd: list[str]) -> tuple[int, Any]:
-    """Run a command; its exit code and rusage. ``posix_spawn`` (not fork) so the child's peak
-    RSS does not start from a copy of this (large) process."""
+def _spawn(cmd: list[str]) -> int:
+    """Run a command and return its exit code."""
     pid = os.posix_spawn(cmd[0], cmd, dict(os.environ))
-    _, status, usage = os.wait4(pid, 0)
-    return os.waitstatus_to_exitcode(status), usage
+    _, status, _ = os.wait4(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM) in MiB.
+
+    Not ``ru_maxrss``: Linux carries that over ``exec`` from the process that spawned us, so a
+    child of a large benchmark process would report the parent's size.
+    """
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def run_detect_child(before: Path, after: Path, model: str, threads: int, out_dir: Path
@@ -173,12 +185,12 @@ def run_detect_child(before: Path, after: Path, model: str, threads: int, out_di
     cmd = [sys.executable, str(HERE), "_detect", str(before), str(after), str(out), model,
            str(threads), str(summary)]
     t0 = time.perf_counter()
-    code, usage = _spawn(cmd)
+    code = _spawn(cmd)
     wall = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"idou detect failed (exit {code}) on {before}")
     result = json.loads(summary.read_text())
-    result.update(wall_seconds=wall, peak_rss_mib=usage.ru_maxrss / 1024)
+    result.update(wall_seconds=wall)
     return result
 
 
@@ -192,7 +204,8 @@ def _detect_main(args: list[str]) -> None:
     data = {"detect_seconds": time.perf_counter() - t0, "input_mpx": result.input_megapixels,
             "infer_seconds": result.infer_seconds, "tiles_run": result.tiles_run,
             "tiles_skipped": result.tiles_skipped, "grid": result.grid_shape,
-            "gsd_m": result.gsd_m, "changes": result.changes_by_type}
+            "gsd_m": result.gsd_m, "changes": result.changes_by_type,
+            "peak_rss_mib": peak_rss_mib()}
     Path(summary).write_text(json.dumps(data))
 
 
@@ -295,7 +308,8 @@ def _torch_main(args: list[str]) -> None:
     _ = (probs > 0.5).sum()
     seconds = time.perf_counter() - t0
     Path(summary).write_text(json.dumps({"seconds": seconds, "tiles": len(rows) * len(cols),
-                                         "weights_matched": matched}))
+                                         "weights_matched": matched,
+                                         "peak_rss_mib": peak_rss_mib()}))
 
 
 def _load_onnx_weights(net: Any, data: bytes) -> str:
@@ -322,12 +336,9 @@ def run_torch_child(before: Path, after: Path, model: str, threads: int, out_dir
     summary = out_dir / "torch.json"
     cmd = [sys.executable, str(HERE), "_torch", str(before), str(after), model, str(threads),
            str(summary)]
-    code, usage = _spawn(cmd)
-    if code != 0:
+    if _spawn(cmd) != 0:
         return {"skipped": "the PyTorch baseline failed (see its output above)"}
-    result = json.loads(summary.read_text())
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024
-    return result
+    return dict(json.loads(summary.read_text()))
 
 
 # --- the run -----------------------------------------------------------------------------------
