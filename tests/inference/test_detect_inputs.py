@@ -141,3 +141,16 @@ def test_tfw_sheets_with_crs_give_the_same_changes_as_one_file(
     got = _changes(scene["before"], scene["sheets"], scene["model"], tmp_path / "b.gpkg",
                    crs=CRS)
     _assert_same(got, want)
+
+
+def test_aoi_limits_the_changes_to_its_area(scene: dict[str, Path], tmp_path: Path) -> None:
+    from shapely.geometry import box
+
+    edge = ORIGIN[0] + 180 * GSD
+    aoi = tmp_path / "aoi.gpkg"
+    gpd.GeoDataFrame(geometry=[box(ORIGIN[0] - 10, ORIGIN[1] - SIZE * GSD - 10, edge,
+                                   ORIGIN[1] + 10)], crs=CRS).to_file(aoi)
+    want = _changes(scene["before"], scene["after"], scene["model"], tmp_path / "a.gpkg")
+    got = _changes(scene["before"], scene["after"], scene["model"], tmp_path / "b.gpkg", aoi=aoi)
+    assert (got.geometry.bounds["maxx"] <= edge + 1e-6).all()
+    _assert_same(got, want[want.geometry.bounds["maxx"] < edge])
