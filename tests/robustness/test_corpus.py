@@ -364,8 +364,9 @@ def _run_refused(name: str, good: GoodPair, folder: Path) -> RefusedRun:
         case = REFUSED[name](good, inputs)
         (folder / "out").mkdir()
         run = run_idou("detect", case.before, case.after, "-o", folder / "out" / "changes.gpkg",
-                       "--model", case.model or good.model, "--quiet", "--threads", "1",
-                       *case.options, cwd=folder)
+                       "--prob", folder / "out" / "probabilities.tif", "--model",
+                       case.model or good.model, "--quiet", "--threads", "1", *case.options,
+                       cwd=folder)
         return RefusedRun(case, folder, run)
     except BaseException as exc:  # noqa: BLE001 - reported by the case's own test
         return RefusedRun(None, folder, None, exc)
