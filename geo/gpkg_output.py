@@ -120,6 +120,10 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
                 f"{target} already exists; pass --force to re-run into it (staff edits in it "
                 "are kept) or choose another output path.")
         _check_not_locked(target)
+        if not _is_review_geopackage(target):
+            raise UserInputError(
+                f"{target} is not a review GeoPackage written by idou (it has no run_info "
+                "table), so --force will not overwrite it; choose another output path.")
         try:
             state = read_review_state(target)
         except pyogrio.errors.DataSourceError as exc:
@@ -248,6 +252,20 @@ def _check_folder(target: Path) -> None:
     if target.suffix.lower() != ".gpkg":
         raise UserInputError(f"{target} must end in .gpkg; choose an output path like "
                              f"{target.with_suffix('.gpkg').name}.")
+
+
+def _is_review_geopackage(target: Path) -> bool:
+    """Whether ``target`` is a GeoPackage idou wrote (so --force may re-run into it).
+
+    Guards against ``-o parcels.gpkg --force`` replacing an input or any other user file.
+    """
+    try:
+        with sqlite3.connect(f"file:{target}?mode=ro", uri=True) as con:
+            row = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                              "name = 'run_info'").fetchone()
+    except sqlite3.DatabaseError:
+        return False
+    return row is not None
 
 
 def _check_not_locked(target: Path) -> None:
