@@ -488,6 +488,21 @@ def test_existing_output_without_force_is_kept(good: GoodPair, reviewed: Path,
     assert out.read_bytes() == before
 
 
+def test_force_never_overwrites_a_file_idou_did_not_write(good: GoodPair,
+                                                          tmp_path: Path) -> None:
+    """``-o parcels.gpkg --force`` (the parcel input itself, or any other GeoPackage): refused,
+    the file is untouched."""
+    parcels = tmp_path / "parcels.gpkg"
+    shutil.copy(good.parcels, parcels)
+    before = parcels.read_bytes()
+    run = _detect(good, parcels, "--parcels", parcels, "--force", cwd=tmp_path)
+    assert run.returncode == 2, run.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in run.stderr  # type: ignore[attr-defined]
+    assert "parcels.gpkg" in error_line(run.stderr)  # type: ignore[attr-defined]
+    assert parcels.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parcels.gpkg"]
+
+
 def test_output_held_open_by_another_process_is_refused_and_kept(
         good: GoodPair, reviewed: Path, tmp_path: Path) -> None:
     """QGIS (here: a child process) holds an exclusive lock: refuse, keep the staff's edits."""
