@@ -155,11 +155,11 @@ def standin_model(work: Path) -> Path:
 
 # --- (b) and peak RSS: idou detect in a fresh process -------------------------------------------
 
-def _spawn(cmd: list[str]) -> int:
-    """Run a command and return its exit code."""
+def _spawn(cmd: list[str]) -> tuple[int, float]:
+    """Run a command; its exit code and the CPU seconds (user + system) it used."""
     pid = os.posix_spawn(cmd[0], cmd, dict(os.environ))
-    _, status, _ = os.wait4(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    _, status, usage = os.wait4(pid, 0)
+    return os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mib() -> float:
@@ -185,12 +185,12 @@ def run_detect_child(before: Path, after: Path, model: str, threads: int, out_di
     cmd = [sys.executable, str(HERE), "_detect", str(before), str(after), str(out), model,
            str(threads), str(summary)]
     t0 = time.perf_counter()
-    code = _spawn(cmd)
+    code, cpu = _spawn(cmd)
     wall = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"idou detect failed (exit {code}) on {before}")
     result = json.loads(summary.read_text())
-    result.update(wall_seconds=wall)
+    result.update(wall_seconds=wall, cpu_seconds=cpu)
     return result
 
 
@@ -245,11 +245,14 @@ def bare_model(before: Path, after: Path, model: str, threads: int, batches: int
             preloaded.append((b, a))
     session = make_session(loaded.data, threads=threads)
     run_model(session, *preloaded[0])  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for b, a in preloaded[1:]:
         run_model(session, b, a)
-    per_tile = (time.perf_counter() - t0) / (len(preloaded[1:]) * batch_size)
-    return {"seconds_per_tile": per_tile, "tiles_timed": len(preloaded[1:]) * batch_size,
+    timed = len(preloaded[1:]) * batch_size
+    per_tile = (time.perf_counter() - t0) / timed
+    cpu_per_tile = (time.process_time() - c0) / timed
+    return {"seconds_per_tile": per_tile, "cpu_seconds_per_tile": cpu_per_tile,
+            "tiles_timed": timed,
             "tile_size": size, "batch_size": batch_size, "model_gsd_m": contract.gsd_m}
 
 
@@ -272,7 +275,7 @@ def _torch_main(args: list[str]) -> None:
     config = NetworkConfig.from_dict({**config.to_dict(), "aux_buildings": False})
     net = ProbabilityModel(SiameseChangeNet(config)).eval()
     matched = _load_onnx_weights(net, loaded.data)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with rasterio.open(before_path) as src:
         before = src.read()
         in_gsd = src.res[0]
@@ -308,6 +311,7 @@ def _torch_main(args: list[str]) -> None:
     _ = (probs > 0.5).sum()
     seconds = time.perf_counter() - t0
     Path(summary).write_text(json.dumps({"seconds": seconds, "tiles": len(rows) * len(cols),
+                                         "cpu_seconds": time.process_time() - c0,
                                          "weights_matched": matched,
                                          "peak_rss_mib": peak_rss_mib()}))
 
@@ -336,9 +340,10 @@ def run_torch_child(before: Path, after: Path, model: str, threads: int, out_dir
     summary = out_dir / "torch.json"
     cmd = [sys.executable, str(HERE), "_torch", str(before), str(after), model, str(threads),
            str(summary)]
-    if _spawn(cmd) != 0:
+    code, cpu = _spawn(cmd)
+    if code != 0:
         return {"skipped": "the PyTorch baseline failed (see its output above)"}
-    return dict(json.loads(summary.read_text()))
+    return {**json.loads(summary.read_text()), "cpu_seconds_process": cpu}
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -384,13 +389,17 @@ def main() -> None:
     mpx = main_run["input_mpx"]
     bare = bare_model(*pairs[args.size], model, args.threads, args.bare_batches,
                       args.batch_size)
-    bare_seconds = bare["seconds_per_tile"] * main_run["tiles_run"]
-    a = mpx / bare_seconds
-    b = mpx / main_run["wall_seconds"]
+    tiles = main_run["tiles_run"]
+    # wall-clock Mpx/s, and Mpx per CPU-second (robust when other work shares the machine)
+    a_wall, a_cpu = mpx / (bare["seconds_per_tile"] * tiles), mpx / (
+        bare["cpu_seconds_per_tile"] * tiles)
+    b_wall, b_cpu = mpx / main_run["wall_seconds"], mpx / main_run["cpu_seconds"]
     b_inproc = mpx / main_run["detect_seconds"]
-    c = None
-    torch_result: dict[str, Any] = {}
-    if not args.skip_torch:
+    c_wall = c_cpu = None
+    torch_result: dict[str, Any]
+    if args.skip_torch:
+        torch_result = {"skipped": "--skip-torch"}
+    else:
         try:
             import torch  # noqa: F401
 
@@ -401,41 +410,50 @@ def main() -> None:
             torch_result = run_torch_child(*pairs[args.size], model, args.threads,
                                            args.work / f"out_{args.size}")
         if "seconds" in torch_result:
-            c = mpx / torch_result["seconds"]
-    else:
-        torch_result = {"skipped": "--skip-torch"}
+            c_wall, c_cpu = mpx / torch_result["seconds"], mpx / torch_result["cpu_seconds"]
 
     rss = {s: runs[s]["peak_rss_mib"] for s in sizes if str(s) in args.rss_sizes.split(",")}
     rss_values = list(rss.values())
     figures = {
         "machine": {"cpus": len(os.sched_getaffinity(0)), "threads": args.threads,
+                    "loadavg_at_end": os.getloadavg(),
                     "python": platform.python_version(), "platform": platform.platform()},
         "model": model, "notes": notes, "size_px": args.size, "input_mpx": mpx,
-        "a_bare_model_mpx_s": a, "b_detect_end_to_end_mpx_s": b,
-        "b_detect_in_process_mpx_s": b_inproc, "c_torch_eager_mpx_s": c,
-        "ratio_b_over_a": b / a, "ratio_b_over_c": (b / c) if c else None,
+        "mpx_s": {"a_bare_model": a_wall, "b_detect_end_to_end": b_wall,
+                  "b_detect_in_process": b_inproc, "c_torch_eager": c_wall},
+        "mpx_per_cpu_s": {"a_bare_model": a_cpu, "b_detect_end_to_end": b_cpu,
+                          "c_torch_eager": c_cpu},
+        "ratio_b_over_a": {"wall": b_wall / a_wall, "cpu": b_cpu / a_cpu},
+        "ratio_b_over_c": ({"wall": b_wall / c_wall, "cpu": b_cpu / c_cpu}
+                           if c_wall and c_cpu else None),
         "bare": bare, "detect": main_run, "torch": torch_result,
         "peak_rss_mib": rss,
         "rss_spread": (max(rss_values) / min(rss_values) - 1) if rss_values else None,
         "detect_runs": runs,
     }
+
+    def row(name: str, wall: float | None, cpu: float | None, unit: str = "") -> None:
+        shown = [f"{v:>12.2f}" if v is not None else f"{'-':>12}" for v in (wall, cpu)]
+        print(f"{name:<46}{shown[0]}{shown[1]}{unit}")
+
     print()
-    print(f"{'measure':<44}{'value':>14}")
-    print("-" * 58)
-    print(f"{'(a) bare ONNX model, preloaded batches':<44}{a:>10.2f} Mpx/s")
-    print(f"{'(b) idou detect end to end (fresh process)':<44}{b:>10.2f} Mpx/s")
-    print(f"{'    idou detect, in-process part':<44}{b_inproc:>10.2f} Mpx/s")
-    if c:
-        print(f"{'(c) PyTorch eager by hand':<44}{c:>10.2f} Mpx/s")
-    else:
-        print(f"{'(c) PyTorch eager by hand':<44}{'skipped':>14}  {torch_result.get('skipped')}")
-    print(f"{'(b)/(a)':<44}{b / a:>14.2f}")
-    if c:
-        print(f"{'(b)/(c)':<44}{b / c:>14.2f}")
-    for s, v in rss.items():
-        print(f"{f'peak RSS, {s} px pair':<44}{v:>10.0f} MiB")
+    print(f"{'measure (' + str(args.size) + ' px pair, ' + f'{mpx:.1f} Mpx)':<46}"
+          f"{'Mpx/s':>12}{'Mpx/CPU-s':>12}")
+    print("-" * 70)
+    row("(a) bare ONNX model, preloaded batches", a_wall, a_cpu)
+    row("(b) idou detect end to end (fresh process)", b_wall, b_cpu)
+    row("(c) PyTorch eager by hand", c_wall, c_cpu)
+    if c_wall is None:
+        print(f"    (c) skipped: {torch_result.get('skipped')}")
+    row("(b)/(a)", b_wall / a_wall, b_cpu / a_cpu)
+    if c_wall and c_cpu:
+        row("(b)/(c)", b_wall / c_wall, b_cpu / c_cpu)
+    for size, value in rss.items():
+        print(f"{f'peak RSS of idou detect, {size} px pair':<46}{value:>9.0f} MiB")
     if figures["rss_spread"] is not None:
-        print(f"{'peak RSS spread (max/min - 1)':<44}{figures['rss_spread']:>14.1%}")
+        print(f"{'peak RSS spread (max/min - 1)':<46}{figures['rss_spread']:>12.1%}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on "
+          f"{len(os.sched_getaffinity(0))} cores")
     for note in notes:
         print(f"note: {note}")
     target = args.json or (args.work / "throughput.json")
