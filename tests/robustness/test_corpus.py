@@ -323,6 +323,66 @@ def model_missing(good: GoodPair, d: Path) -> Case:
                 hint="does not exist")
 
 
+def geographic_crs(good: GoodPair, d: Path) -> Case:
+    """The later flight in latitude/longitude (JGD2011 geographic, EPSG:6668)."""
+    return Case(good.before, _warped_to(good.after, d / "flight_2025_latlon.tif", "EPSG:6668"),
+                names="flight_2025_latlon.tif", hint="reproject it to a projected CRS")
+
+
+def bad_crs_option(good: GoodPair, d: Path) -> Case:
+    path = write_raster(d / "sheet_09LD1234.tif", with_roofs(texture()), crs=None,
+                        georef=False)
+    _world_file(path.with_suffix(".tfw"))
+    return Case(good.before, path, options=["--crs", "EPSG:66777"], names="EPSG:66777",
+                hint="give it as EPSG:6677")
+
+
+def sheet_list_missing_sheet(good: GoodPair, d: Path) -> Case:
+    listing = d / "sheets_2025.txt"
+    listing.write_text("09LD1234.tif\n09LD1235.tif\n", encoding="utf-8")
+    write_raster(d / "09LD1234.tif", with_roofs(texture()))
+    return Case(good.before, listing, names="09LD1235.tif", hint="fix the sheet list")
+
+
+def empty_sheet_folder(good: GoodPair, d: Path) -> Case:
+    (d / "ortho_2025").mkdir()
+    (d / "ortho_2025" / "readme.txt").write_text("sheets go here")
+    return Case(good.before, d / "ortho_2025", names="ortho_2025",
+                hint="point to the folder with the orthophoto sheets")
+
+
+def aoi_unreadable(good: GoodPair, d: Path) -> Case:
+    (d / "city_aoi.geojson").write_text("{ this is not json", encoding="utf-8")
+    return Case(good.before, good.after, options=["--aoi", str(d / "city_aoi.geojson")],
+                names="city_aoi.geojson", hint="give a GeoPackage, shapefile or GeoJSON")
+
+
+def aoi_outside(good: GoodPair, d: Path) -> Case:
+    path = d / "city_aoi.gpkg"
+    gpd.GeoDataFrame(geometry=[box(0, 0, 100, 100)], crs=CRS).to_file(path, driver="GPKG")
+    return Case(good.before, good.after, options=["--aoi", str(path)], names="city_aoi.gpkg",
+                hint="check the AOI file and its CRS")
+
+
+def buildings_citygml_entity(good: GoodPair, d: Path) -> Case:
+    secret = d / "secret.txt"
+    secret.write_text(SECRET, encoding="utf-8")
+    (d / "bldg_xxe.gml").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<!DOCTYPE core:CityModel [<!ENTITY xxe SYSTEM "file://{secret}">]>'
+        '<core:CityModel xmlns:core="http://www.opengis.net/citygml/2.0" '
+        'xmlns:bldg="http://www.opengis.net/citygml/building/2.0" '
+        'xmlns:gml="http://www.opengis.net/gml"><gml:name>&xxe;</gml:name></core:CityModel>',
+        encoding="utf-8")
+    return Case(good.before, good.after, options=["--buildings", str(d / "bldg_xxe.gml")],
+                names="bldg_xxe.gml", hint="refuses for safety", secret=SECRET)
+
+
+def threshold_out_of_range(good: GoodPair, d: Path) -> Case:
+    return Case(good.before, good.after, options=["--threshold", "1.5"], names="--threshold",
+                hint="strictly between 0 and 1")
+
+
 REFUSED: dict[str, Builder] = {f.__name__: f for f in (
     zero_byte_tiff, truncated_tiff, corrupt_tiff, corrupt_tiff_pixels, not_a_raster,
     vector_file_as_flight, png_without_georeferencing, jpeg_without_georeferencing,
@@ -331,7 +391,9 @@ REFUSED: dict[str, Builder] = {f.__name__: f for f in (
     inconsistent_tile_header, parcels_unreadable,
     parcels_without_chiban, mojxml_arbitrary_grid, mojxml_malformed, mojxml_external_entity,
     mojxml_billion_laughs, mojxml_zip_bomb, tampered_model, model_without_metadata,
-    model_with_wrong_channels, model_with_wrong_tile_size, model_is_a_pickle, model_missing)}
+    model_with_wrong_channels, model_with_wrong_tile_size, model_is_a_pickle, model_missing,
+    geographic_crs, bad_crs_option, sheet_list_missing_sheet, empty_sheet_folder,
+    aoi_unreadable, aoi_outside, buildings_citygml_entity, threshold_out_of_range)}
 
 
 def _check_refused(run: object, case: Case, out_dir: Path, out: Path) -> str:
@@ -738,6 +800,10 @@ def before_in_another_crs(good: GoodPair, d: Path) -> tuple[Path, Path, list[str
 def before_at_another_gsd(good: GoodPair, d: Path) -> tuple[Path, Path, list[str]]:
     """The earlier flight at 0.25 m: resampled onto the 0.2 m grid."""
     return _warped(good.before, d / "flight_2024_25cm.tif", CRS, 0.25), good.after, []
+
+
+def _warped_to(src_path: Path, path: Path, crs: str) -> Path:
+    return _warped(src_path, path, crs, None)
 
 
 def _warped(src_path: Path, path: Path, crs: str, res: float | None) -> Path:
