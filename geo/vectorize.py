@@ -73,16 +73,28 @@ def threshold_uint8(threshold: float) -> int:
 
 
 def clean_mask(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Opening then closing by a ``(2 radius + 1)`` square; the raster's edge is neutral."""
+    """Opening then closing by a ``(2 radius + 1)`` square; the raster's edge is neutral.
+
+    Works on the bounding box of the mask (plus the operations' reach), so sparse masks cost
+    little.
+    """
     if radius <= 0 or not mask.any():
         return mask
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    reach = 4 * radius + 1
+    r0, r1 = max(int(rows[0]) - reach, 0), min(int(rows[-1]) + reach + 1, mask.shape[0])
+    c0, c1 = max(int(cols[0]) - reach, 0), min(int(cols[-1]) + reach + 1, mask.shape[1])
+    part = mask[r0:r1, c0:c1]
     opened = ndimage.binary_dilation(
-        ndimage.binary_erosion(mask, _SQUARE, iterations=radius, border_value=1),
+        ndimage.binary_erosion(part, _SQUARE, iterations=radius, border_value=1),
         _SQUARE, iterations=radius)
     closed = ndimage.binary_erosion(
         ndimage.binary_dilation(opened, _SQUARE, iterations=radius),
         _SQUARE, iterations=radius, border_value=1)
-    return np.asarray(closed, dtype=bool)
+    out = np.zeros_like(mask, dtype=bool)
+    out[r0:r1, c0:c1] = closed
+    return out
 
 
 def _blocks(height: int, width: int, size: int) -> Iterator[tuple[int, int, Window]]:
@@ -94,11 +106,12 @@ def _blocks(height: int, width: int, size: int) -> Iterator[tuple[int, int, Wind
 def _block_pieces(labels: np.ndarray, count: int, scores: np.ndarray, r0: int, c0: int
                   ) -> list[_Piece]:
     """Polygons (grid pixel coordinates) and pixel statistics of one block's components."""
-    flat = labels.ravel()
-    pixels = np.bincount(flat, minlength=count + 1)
-    sums = np.bincount(flat, weights=scores.ravel().astype(np.float64), minlength=count + 1)
+    inside = labels > 0
+    ids, values = labels[inside], scores[inside]
+    pixels = np.bincount(ids, minlength=count + 1)
+    sums = np.bincount(ids, weights=values.astype(np.float64), minlength=count + 1)
     maxima = np.zeros(count + 1, dtype=np.int64)
-    np.maximum.at(maxima, flat, scores.ravel())
+    maxima[1:] = ndimage.maximum(values, ids, index=np.arange(1, count + 1))
     polygons: dict[int, Polygon] = {}
     for geom, value in rasterio.features.shapes(labels, mask=labels > 0, connectivity=4,
                                                 transform=Affine.translation(c0, r0)):

@@ -117,3 +117,18 @@ def test_nothing_detected_gives_an_empty_frame_with_the_columns() -> None:
     out = vectorize(ArrayReader(probs), grid_for(probs), (0.5, 0.5))
     assert len(out) == 0
     assert {"channel", "area_m2", "score_max", "score_mean", "geometry"} <= set(out.columns)
+
+
+def test_cleanup_on_the_mask_bounding_box_equals_the_whole_raster() -> None:
+    rng = np.random.default_rng(5)
+    mask = np.zeros((120, 140), dtype=bool)
+    mask[40:70, 50:90] = rng.random((30, 40)) > 0.3
+    mask[41, 51] = True
+    from scipy import ndimage
+
+    square = np.ones((3, 3), dtype=bool)
+    opened = ndimage.binary_dilation(ndimage.binary_erosion(mask, square, border_value=1),
+                                     square)
+    whole = ndimage.binary_erosion(ndimage.binary_dilation(opened, square), square,
+                                   border_value=1)
+    np.testing.assert_array_equal(clean_mask(mask, 1), whole)
