@@ -816,9 +816,20 @@ def _warped(src_path: Path, path: Path, crs: str, res: float | None) -> Path:
     return write_raster(path, data, crs=crs, tr=tr)
 
 
+def japanese_names_with_spaces(good: GoodPair, d: Path) -> tuple[Path, Path, list[str]]:
+    """Folders and files named as staff name them: Japanese, spaces, '&' and quotes."""
+    folder = d / "固定資産税 2025" / "オルソ's"
+    folder.mkdir(parents=True)
+    before, after = folder / "航空写真 2024.tif", folder / "航空写真&2025.tif"
+    shutil.copy(good.before, before)
+    shutil.copy(good.after, after)
+    return before, after, []
+
+
 HANDLED: dict[str, Callable[[GoodPair, Path], tuple[Path, Path, list[str]]]] = {
     f.__name__: f for f in (rgba, four_bands_without_colour, cog, vrt_mosaic,
-                            tfw_with_crs_option, before_in_another_crs, before_at_another_gsd)}
+                            tfw_with_crs_option, before_in_another_crs, before_at_another_gsd,
+                            japanese_names_with_spaces)}
 
 
 def roof_centres() -> list[Point]:
