@@ -144,3 +144,17 @@ def test_runnable_blocks_run(doc: Path, tmp_path: Path) -> None:
         assert done.returncode == 0, (
             f"{doc.name} block {n} exited {done.returncode}:\n{body}\n--- stdout\n"
             f"{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
+
+
+def test_staff_guide_names_what_staff_see() -> None:
+    """Layer names, review fields and their values in the Japanese guide are the real ones."""
+    from idou.geo.qgis_project import DISPLAY_NAMES
+    from idou.geo.qgis_styles import LAYER_STYLES
+    from idou.geo.review_fields import ALIASES, REVIEW_FIELDS, STATUS_VALUES
+
+    guide = (DOCS / "staff_guide_ja.md").read_text(encoding="utf-8")
+    layers = [name for key, name in DISPLAY_NAMES.items() if key != "run_info"]
+    missed_choices = [label for label, _ in LAYER_STYLES["missed"].value_maps["channel"]]
+    for name in [*layers, *REVIEW_FIELDS, *STATUS_VALUES, *missed_choices,
+                 ALIASES["score_max"], ALIASES["priority"], "recall_target"]:
+        assert name in guide, f"docs/staff_guide_ja.md does not mention {name}"
