@@ -54,12 +54,19 @@ class DataSpec:
 
 @dataclass
 class ModelSection:
-    """Architecture (see :class:`idou.models.siamese.NetworkConfig`)."""
+    """Architecture (see :class:`idou.models.siamese.NetworkConfig`).
+
+    Attributes:
+        init_weights: local torchvision state dict for the encoder (e.g. ImageNet weights).
+        init_checkpoint: an ``idou train`` checkpoint whose network weights start this run
+            (fine-tuning, e.g. on a city's own data); its optimiser state is not used.
+    """
 
     backbone: str = "mobilenet_v3_large"
     decoder_channels: list[int] = field(default_factory=lambda: [96, 64, 48, 32, 16])
     aux_buildings: bool = True
     init_weights: str | None = None
+    init_checkpoint: str | None = None
 
 
 @dataclass

@@ -426,6 +426,12 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
     net = SiameseChangeNet(net_config, init_weights=init).to(device)
     if cuda:
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if config.model.init_checkpoint:
+        start = load_checkpoint(Path(config.model.init_checkpoint))
+        if NetworkConfig.from_dict(start["network"]) != net_config:
+            raise UserInputError(f"{config.model.init_checkpoint} holds another architecture "
+                                 "than [model]; use the same backbone and decoder_channels.")
+        net.load_state_dict(start["model"])
     model: nn.Module = net
     if world > 1:
         model = nn.parallel.DistributedDataParallel(

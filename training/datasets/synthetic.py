@@ -17,6 +17,7 @@ Items follow the contract in :mod:`idou.training.datasets.footprints`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,9 +135,14 @@ def make_scene(seed: int, size: int = 2048, factor: int = 2, edge_px: int = 1,
                  valid, transform)
 
 
+@functools.cache
 def generator_fingerprint() -> str:
     """Version and a hash of the generator's source: a cached scene is reused only when both
-    match (the generator is deterministic for a seed, but its code evolves)."""
+    match (the generator is deterministic for a seed, but its code evolves).
+
+    Computed once per process, when the generator is first used, so it describes the code the
+    process runs even if the files change later.
+    """
     import idou.geo.synthetic as synthetic
     from idou.geo.synthetic.flight import GENERATOR_VERSION
 
