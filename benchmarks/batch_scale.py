@@ -136,11 +136,12 @@ def run_once(toml: Path) -> dict[str, Any]:
     first, last, busy = con.execute(
         "SELECT MIN(started_at), MAX(finished_at), SUM(seconds) FROM blocks").fetchone()
     con.close()
-    px = result.status["pixels"]["total"]
+    px = result.status["pixels"]["input_total"]  # at the flight's resolution, as detect counts
     blocks_s = last - first
     return {"seconds_total": round(t1 - t0, 2), "seconds_setup": round(first - t0, 2),
             "seconds_blocks": round(blocks_s, 2), "seconds_final_stage": round(t1 - last, 2),
             "worker_busy_s": round(busy, 2), "pixels": px, "blocks": result.blocks_total,
+            "grid": [result.status["grid"]["width"], result.status["grid"]["height"]],
             "mpx_s_blocks": round(px / blocks_s / 1e6, 3),
             "mpx_s_end_to_end": round(px / (t1 - t0) / 1e6, 3)}
 
@@ -223,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
 
     contract = resolve_model(model).contract
     tile, overlap = contract.tile_size, contract.tile_overlap
-    side = int(MAEBASHI_PX ** 0.5)
-    overhead_run = tile_overhead(flight["width"], flight["height"], args.block_size, tile,
-                                 overlap)
+    side = int(MAEBASHI_PX ** 0.5 * MAEBASHI_GSD / contract.gsd_m)  # the grid at the model's GSD
+    grid_w, grid_h = next(iter(runs.values()))["grid"]
+    overhead_run = tile_overhead(grid_w, grid_h, args.block_size, tile, overlap)
     overhead_target = tile_overhead(side, side, args.production_block_size, tile, overlap)
     projection = project(runs, [int(m) for m in args.machines.split(",")], overhead_run,
                          overhead_target)

@@ -6,8 +6,11 @@ file::
     {"state": "running", "blocks": {"total": 1900, "done": 412, "failed": 0, ...},
      "km2": {"total": 311.6, "done": 67.6}, "mpx_per_s": 2.1, "eta_s": 21480, ...}
 
-``state`` is one of ``planning``, ``running``, ``finishing`` (mosaic, polygons, GeoPackage),
-``done``, ``failed`` (blocks failed; re-run to retry them) or ``error`` (the run stopped).
+Pixels count the aligned grid (the model's GSD); ``mpx_per_s`` counts input pixels (the after
+flight's resolution), as `idou detect` reports its throughput. ``state`` is one of
+``planning``, ``running``, ``finishing`` (mosaic, polygons, GeoPackage), ``done``, ``failed``
+(blocks failed; re-run to retry them), ``interrupted`` (Ctrl-C or SIGTERM; re-run to resume)
+or ``error`` (the run stopped).
 """
 
 from __future__ import annotations
@@ -48,15 +51,17 @@ class StatusFile:
     Args:
         out_dir: the run's output folder.
         total_pixels: pixels of the aligned grid (one date).
-        pixel_area_m2: ground area of one pixel.
+        pixel_area_m2: ground area of one grid pixel.
         static: fields written unchanged every time (config, grid, model, ...).
+        input_scale: input pixels (after flight) per grid pixel, for Mpx/s.
     """
 
     def __init__(self, out_dir: Path, total_pixels: int, pixel_area_m2: float,
-                 static: dict[str, Any] | None = None) -> None:
+                 static: dict[str, Any] | None = None, input_scale: float = 1.0) -> None:
         self.path = Path(out_dir) / STATUS_NAME
         self.total_pixels = total_pixels
         self.pixel_area_m2 = pixel_area_m2
+        self.input_scale = input_scale
         self.static = dict(static or {})
         self.started = time.time()
         self._run_pixels = 0
@@ -84,10 +89,11 @@ class StatusFile:
             "blocks": {k: counts.get(k, 0) for k in
                        ("total", "done", "failed", "running", "pending")},
             "pixels": {"total": self.total_pixels, "done": done_pixels,
-                       "this_run": self._run_pixels},
+                       "this_run": self._run_pixels,
+                       "input_total": round(self.total_pixels * self.input_scale)},
             "km2": {"total": round(self.total_pixels * self.pixel_area_m2 / 1e6, 4),
                     "done": round(done_pixels * self.pixel_area_m2 / 1e6, 4)},
-            "mpx_per_s": round(rate / 1e6, 3),
+            "mpx_per_s": round(rate * self.input_scale / 1e6, 3),
             "eta_s": None if eta is None else round(eta, 1),
             "pid": os.getpid(),
             **self.static,

@@ -191,6 +191,12 @@ def test_status_file_is_valid_json_with_progress_figures(tmp_path: Path) -> None
     assert on_disk["blocks"]["done"] == 1 and on_disk["flight"] == "f.toml"
     assert on_disk["mpx_per_s"] >= 0 and on_disk["eta_s"] is not None
     assert not list(tmp_path.glob(".*tmp"))
+    coarse = StatusFile(tmp_path, total_pixels=1_000_000, pixel_area_m2=0.16, input_scale=4.0)
+    coarse.add_pixels(250_000)
+    coarse.started -= 10.0
+    data = coarse.update("running", {"total": 4, "done": 1}, done_pixels=250_000)
+    assert data["pixels"]["input_total"] == 4_000_000  # a 0.4 m model on a 0.2 m flight
+    assert data["mpx_per_s"] == pytest.approx(0.1, rel=0.05)  # input pixels, as detect counts
 
 
 def test_summary_html_escapes_and_lists_classes(tmp_path: Path) -> None:
