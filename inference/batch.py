@@ -520,6 +520,7 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
                   "sha256": prepared.model_sha},
         "workers": None if scheduler else workers, "scheduler": scheduler,
     }, input_scale=(grid.gsd / prepared.report.after.grid.gsd) ** 2)
+    status.update("planning", {}, 0)
     with Journal(out_dir / JOURNAL_NAME) as journal:
         fresh = journal.initialise(prepared.blocks, spec.key, {
             "grid": f"{grid.width}x{grid.height}", "crs": str(grid.crs),
