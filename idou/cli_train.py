@@ -27,13 +27,23 @@ def train_command(
                                 help="Track the run (MLFLOW_TRACKING_URI or ./mlflow.db)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
 ) -> None:
-    """Train a change model (CUDA + mixed precision when present, else CPU); resumable."""
+    """Train a change model (CUDA + mixed precision when present, else CPU); resumable.
+
+    Under ``torchrun --nproc_per_node=N`` it trains data-parallel (DDP).
+    """
     from idou.training.config import load_config
+    from idou.training.ddp import cleanup, init_distributed
     from idou.training.loop import train
 
     cfg = load_config(config)
-    result = train(cfg, resume=resume, max_epochs=max_epochs, run_dir=run_dir,
-                   log_mlflow=mlflow, progress=progress)
+    info = init_distributed()  # joins the group under torchrun, else touches nothing
+    try:
+        result = train(cfg, resume=resume, max_epochs=max_epochs, run_dir=run_dir,
+                       log_mlflow=mlflow, progress=progress)
+    finally:
+        cleanup()
+    if not info.is_main:
+        return
     best = result.best_metrics
     summary = ", ".join(f"{k} {best[k]:.3f}" for k in
                         ("new_object_recall", "new_object_precision",

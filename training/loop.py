@@ -518,8 +518,8 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
                     if bar is not None and task is not None:
                         bar.update(task, advance=1, description=(
                             f"epoch {epoch + 1}/{epochs} loss {parts['loss']:.3f}"))
-                    if tc.max_minutes > 0 and (elapsed_before + time.monotonic() - started
-                                               ) > tc.max_minutes * 60:
+                    if tc.max_minutes > 0 and _agree(world, (
+                            elapsed_before + time.monotonic() - started) > tc.max_minutes * 60):
                         time_up = True
                         break
                 record = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
@@ -558,14 +558,13 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
                     bar.remove_task(task)
                 if main:
                     _print_epoch(record)
-                if (val_loader is not None and epoch + 1 >= tc.min_epochs
-                        and bad_epochs >= tc.patience):
+                # rank 0 alone validates: every rank follows its decision to stop
+                if _agree(world, val_loader is not None and epoch + 1 >= tc.min_epochs
+                          and bad_epochs >= tc.patience, source=0):
                     stopped_early = True
                     break
                 if time_up:
                     break
-                if world > 1:
-                    dist.barrier()
     except KeyboardInterrupt:
         save(epoch, batch_in_epoch)
         if mlflow:
@@ -589,6 +588,21 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
         mlflow.log_metrics({"best_epoch": float(best["epoch"]), "wall_s": wall})  # type: ignore[arg-type]
         mlflow.end_run()
     return result
+
+
+def _agree(world: int, flag: bool, source: int | None = None) -> bool:
+    """One decision for all DDP ranks: rank ``source``'s flag, or any rank's when None."""
+    if world <= 1:
+        return flag
+    on_gpu = dist.get_backend() == "nccl"
+    value = torch.tensor([1.0 if flag else 0.0],
+                         device=torch.device("cuda", torch.cuda.current_device()) if on_gpu
+                         else torch.device("cpu"))
+    if source is None:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    else:
+        dist.broadcast(value, src=source)
+    return bool(value.item() > 0)
 
 
 def _step(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device, cuda: bool,
