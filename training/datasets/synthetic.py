@@ -153,16 +153,28 @@ def generator_fingerprint() -> str:
     return f"{GENERATOR_VERSION}+{digest.hexdigest()[:10]}"
 
 
-def _cache_path(cache_dir: Path, key: tuple[object, ...]) -> Path:
-    digest = hashlib.sha1(repr((generator_fingerprint(), *key)).encode()).hexdigest()[:12]
+def _cache_path(cache_dir: Path, key: tuple[object, ...], fingerprint: str | None = None
+                ) -> Path:
+    stamp = fingerprint or generator_fingerprint()
+    digest = hashlib.sha1(repr((stamp, *key)).encode()).hexdigest()[:12]
     return cache_dir / f"scene-{key[0]}-{digest}.npz"
 
 
 def load_scene(seed: int, size: int, factor: int, edge_px: int, min_area_m2: float,
-               cache_dir: Path | None, resampling: str = "bilinear") -> Scene:
-    """:func:`make_scene`, through an ``.npz`` cache when ``cache_dir`` is given."""
+               cache_dir: Path | None, resampling: str = "bilinear",
+               fingerprint: str | None = None) -> Scene:
+    """:func:`make_scene`, through an ``.npz`` cache when ``cache_dir`` is given.
+
+    ``fingerprint`` pins the generator: only scenes cached under that
+    :func:`generator_fingerprint` are used (a later phase of a training keeps its scenes even
+    after the generator changed); a scene missing from the cache is then an error.
+    """
     key = (seed, size, factor, edge_px, min_area_m2, resampling)
-    path = None if cache_dir is None else _cache_path(Path(cache_dir), key)
+    path = None if cache_dir is None else _cache_path(Path(cache_dir), key, fingerprint)
+    if fingerprint and fingerprint != generator_fingerprint() and (
+            path is None or not path.exists()):
+        raise ValueError(f"scene {seed} of generator {fingerprint} is not cached in "
+                         f"{cache_dir}; the generator is now {generator_fingerprint()}")
     if path is not None and path.exists():
         with np.load(path) as z:
             return Scene(z["before"], z["after"], z["target"], z["buildings_before"],
@@ -177,6 +189,22 @@ def load_scene(seed: int, size: int, factor: int, edge_px: int, min_area_m2: flo
                             transform=np.array(tuple(scene.transform)))
         tmp.replace(path)
     return scene
+
+
+def hard_change_mask(scene: Scene, max_extension_px: int = 200) -> np.ndarray:
+    """Pixels of the hard changes of a scene: rebuilt houses (new and demolished on the same
+    pixels) and extensions (small new pieces touching a first-date building)."""
+    new = scene.target[0] == 1
+    rebuilt = new & (scene.target[1] == 1)
+    near_old = ndimage.binary_dilation(scene.buildings_before != 0, iterations=2)
+    labels, n = ndimage.label(new & ~rebuilt, structure=np.ones((3, 3), bool))
+    hard = rebuilt.copy()
+    if n:
+        sizes = ndimage.sum_labels(np.ones_like(new), labels, index=np.arange(1, n + 1))
+        touching = ndimage.maximum(near_old, labels, index=np.arange(1, n + 1))
+        keep = np.flatnonzero((sizes <= max_extension_px) & (np.asarray(touching) > 0)) + 1
+        hard |= np.isin(labels, keep)
+    return hard
 
 
 class SyntheticChipDataset:
@@ -194,12 +222,17 @@ class SyntheticChipDataset:
         min_valid: chips with a smaller valid fraction are skipped.
         cache_dir: where scenes are cached as ``.npz`` (None = RAM only).
         resampling: ``"bilinear"`` (as inference) or ``"area"``, see :func:`make_scene`.
+        emphasis: what ``has_change`` (the flag balanced sampling favours) marks: ``"change"``
+            (any change) or ``"hard_change"`` (an extension or a rebuilt house, see
+            :func:`hard_change_mask`), to dwell on the cases a first training misses.
+        fingerprint: pin the generator version of cached scenes (see :func:`load_scene`).
     """
 
     def __init__(self, seeds: Sequence[int], scene_size: int = 2048, gsd_m: float = 0.4,
                  chip_size: int = 128, stride: int | None = None, edge_px: int = 1,
                  min_area_m2: float = 4.0, min_valid: float = 0.6,
-                 cache_dir: str | Path | None = None, resampling: str = "bilinear") -> None:
+                 cache_dir: str | Path | None = None, resampling: str = "bilinear",
+                 emphasis: str = "change", fingerprint: str | None = None) -> None:
         factor = gsd_m / 0.2
         if abs(factor - round(factor)) > 1e-6 or round(factor) < 1:
             raise ValueError(f"gsd_m must be a multiple of 0.2 m, got {gsd_m}")
@@ -207,17 +240,23 @@ class SyntheticChipDataset:
         self.chip_size = chip_size
         cache = Path(cache_dir) if cache_dir else None
         self.scenes = [load_scene(s, scene_size, int(round(factor)), edge_px, min_area_m2, cache,
-                                  resampling) for s in self.seeds]
+                                  resampling, fingerprint) for s in self.seeds]
         step = stride or max(1, chip_size // 2)
         self.chips: list[tuple[int, int, int]] = []
         self.has_change: list[bool] = []
+        if emphasis not in ("change", "hard_change"):
+            raise ValueError(f"emphasis must be change or hard_change, not {emphasis!r}")
         for k, scene in enumerate(self.scenes):
+            hard = hard_change_mask(scene) if emphasis == "hard_change" else None
             h, w = scene.valid.shape
             for r in range(0, max(1, h - chip_size + 1), step):
                 for c in range(0, max(1, w - chip_size + 1), step):
                     if scene.valid[r:r + chip_size, c:c + chip_size].mean() < min_valid:
                         continue
                     self.chips.append((k, r, c))
+                    if hard is not None:
+                        self.has_change.append(bool(hard[r:r + chip_size, c:c + chip_size].any()))
+                        continue
                     t = scene.target[:, r:r + chip_size, c:c + chip_size]
                     self.has_change.append(bool((t == 1).sum() >= 16))
 
