@@ -31,7 +31,8 @@ DOCS = REPO / "docs"
 BIN = Path(sys.executable).parent
 IDOU = str(BIN / "idou")
 FENCE = re.compile(r"^```bash(?P<flags>[^\n]*)\n(?P<body>.*?)^```\s*$", re.M | re.S)
-SEPARATORS = {"&&", "||", ";", "|", "then", "do", "timeout", "exec", "!"}
+# words after which a command starts (torchrun --no-python runs the next word as the program)
+SEPARATORS = {"&&", "||", ";", "|", "then", "do", "timeout", "exec", "!", "--no-python"}
 ENV_ASSIGN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 GROUPS = {"samples"}  # subcommands that are groups: their first word is a subcommand too
 
