@@ -52,3 +52,23 @@ def test_chips_follow_the_item_contract_and_the_cache_round_trips(tmp_path: Path
 def test_gsd_must_be_a_multiple_of_the_generators() -> None:
     with pytest.raises(ValueError, match="multiple of 0.2"):
         SyntheticChipDataset([SEED], SIZE, gsd_m=0.3)
+
+
+def test_hard_change_mask_marks_extensions_and_rebuilt_houses() -> None:
+    from idou.geo.synthetic.flight import make_flight_pair
+    from idou.training.datasets.synthetic import hard_change_mask
+
+    scene = make_scene(SEED, SIZE, factor=2)
+    truth = make_flight_pair(SEED, SIZE).truth
+    hard = hard_change_mask(scene)
+    checked = 0
+    for kind, geom in zip(truth["change_type"], truth.geometry, strict=True):
+        inside = rasterize_footprints([geom], scene.transform, scene.valid.shape)
+        if inside.sum() < 20 or not scene.valid[inside].all():
+            continue
+        if kind in ("extension", "rebuilt"):
+            assert hard[inside].any(), kind
+            checked += 1
+        elif kind == "new":
+            assert not hard[inside].any()
+    assert checked > 0
