@@ -27,25 +27,32 @@ def _one_thread() -> object:
     torch.set_num_threads(before)
 
 
-def _config(tmp_path: Path, **train: object) -> object:
+@pytest.fixture(scope="module")
+def scene_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One generated scene shared by the tests of this module."""
+    return tmp_path_factory.mktemp("scenes")
+
+
+def _config(tmp_path: Path, cache: Path, **train: object) -> object:
     return config_from_dict({
         "name": "tiny", "seed": 5, "run_dir": str(tmp_path / "run"), "experiment": "tiny",
         "model": {"backbone": "mobilenet_v3_large", "decoder_channels": [8, 8, 8, 8, 8]},
-        "train_data": [SCENE],
+        "train_data": [{**SCENE, "cache_dir": str(cache)}],
         "train": {"epochs": 2, "batch_size": 4, "chips_per_epoch": 8, "threads": 1,
                   "export_onnx": False, "sample_images": 1, **train},
         "contract": {"gsd_m": 0.4, "tile_size": 64, "tile_overlap": 8},
     })
 
 
-def test_a_few_steps_lower_the_loss() -> None:
+def test_a_few_steps_lower_the_loss(scene_cache: Path) -> None:
     from idou.models.siamese import NetworkConfig, SiameseChangeNet
     from idou.training.collate import Collate
     from idou.training.datasets.synthetic import SyntheticChipDataset
     from idou.training.losses import ChangeLoss
 
     torch.manual_seed(0)
-    ds = SyntheticChipDataset(**{k: v for k, v in SCENE.items() if k != "kind"})
+    ds = SyntheticChipDataset(**{k: v for k, v in SCENE.items() if k != "kind"},
+                              cache_dir=scene_cache)
     items = [ds[i] for i in np.flatnonzero(ds.has_change)[:4]]
     batch = Collate((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(items)
     net = SiameseChangeNet(NetworkConfig(decoder_channels=(8, 8, 8, 8, 8)))
@@ -64,8 +71,8 @@ def test_a_few_steps_lower_the_loss() -> None:
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
 
 
-def test_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
-    config = _config(tmp_path, epochs=3)
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path: Path, scene_cache: Path) -> None:
+    config = _config(tmp_path, scene_cache, epochs=3)
     whole = train(config, run_dir=tmp_path / "whole", log_mlflow=False, progress=False)
     assert whole.epochs_done == 3 and whole.global_step == 6
 
@@ -89,12 +96,12 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
     assert again.global_step == 6  # nothing left to do: no extra steps
 
 
-def test_run_is_tracked_in_mlflow(tmp_path: Path) -> None:
+def test_run_is_tracked_in_mlflow(tmp_path: Path, scene_cache: Path) -> None:
     import mlflow
 
     toml = tmp_path / "tiny.toml"
     toml.write_text("# the config file is logged as an artifact\n")
-    config = _config(tmp_path, epochs=1)
+    config = _config(tmp_path, scene_cache, epochs=1)
     config.val_data = config.train_data  # type: ignore[attr-defined]
     config.source = str(toml)  # type: ignore[attr-defined]
     result = train(config, log_mlflow=True, progress=False)  # type: ignore[arg-type]
