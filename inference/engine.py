@@ -144,14 +144,18 @@ class _BlockSpec:
 
 
 def _events(pair: PairReader, specs: Iterable[_BlockSpec], contract: ModelContract,
-            batch_size: int, stats: EngineStats) -> Iterator[_Event]:
-    """Read each block's footprint once and yield its non-empty tiles as normalised batches."""
+            batch_size: int, stats: EngineStats, precheck: bool) -> Iterator[_Event]:
+    """Read each block's footprint once and yield its non-empty tiles as normalised batches.
+
+    A tile is skipped when no pixel in it is valid in both dates (from the read's mask); with
+    ``precheck`` a block whose ``pair.valid_fraction`` is 0 is not even read.
+    """
     normalise = Normaliser(contract)
     channels, size = len(contract.band_order), contract.tile_size
     for spec in specs:
         stats.tiles_total += len(spec.tiles)
         t0 = time.perf_counter()
-        if not spec.tiles or pair.valid_fraction(spec.footprint) <= 0.0:
+        if not spec.tiles or (precheck and pair.valid_fraction(spec.footprint) <= 0.0):
             stats.tiles_skipped += len(spec.tiles)
             yield _BlockStart(spec.key, spec.footprint, None)
             yield _BlockEnd(spec.key)
@@ -275,7 +279,7 @@ def _plan(pair: PairReader, contract: ModelContract) -> TilePlan:
 
 
 def _window_sums(pair: PairReader, session: Any, contract: ModelContract, window: Window, *,
-                 batch_size: int, stats: EngineStats, prefetch_depth: int
+                 batch_size: int, stats: EngineStats, prefetch_depth: int, precheck: bool
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Fixed-point sums int32 ``(2, h, w)`` and valid ``(h, w)`` of a window (0 / False outside)."""
     plan = _plan(pair, contract)
@@ -286,7 +290,8 @@ def _window_sums(pair: PairReader, session: Any, contract: ModelContract, window
     if not tiles:
         return sums, valid
     spec = _BlockSpec("window", tiles, plan.footprint(tiles))
-    events = _events(pair, [spec], contract, model_batch_size(session, batch_size), stats)
+    events = _events(pair, [spec], contract, model_batch_size(session, batch_size), stats,
+                     precheck)
     if prefetch_depth > 0:
         events = prefetch(events, prefetch_depth)
     weights = BlendWeights(plan)
@@ -306,7 +311,7 @@ def _window_sums(pair: PairReader, session: Any, contract: ModelContract, window
 
 def predict_window(pair: PairReader, session: Any, contract: ModelContract, window: Window, *,
                    batch_size: int = DEFAULT_BATCH_SIZE, stats: EngineStats | None = None,
-                   prefetch_depth: int = 2) -> np.ndarray:
+                   prefetch_depth: int = 2, precheck: bool = False) -> np.ndarray:
     """Blended probabilities of one window of the grid, as a whole-grid pass would give them.
 
     Runs every lattice tile that touches ``window`` (skipping tiles with no pixel valid in both
@@ -321,6 +326,7 @@ def predict_window(pair: PairReader, session: Any, contract: ModelContract, wind
         batch_size: tiles per model call.
         stats: counters to update, if given.
         prefetch_depth: batches read ahead in a background thread (0: no thread).
+        precheck: ask ``pair.valid_fraction`` before reading (see ``predict_grid``).
 
     Returns:
         float32 ``(2, h, w)`` probabilities (new, demolished), 0 where either date is nodata.
@@ -328,7 +334,7 @@ def predict_window(pair: PairReader, session: Any, contract: ModelContract, wind
     stats = stats if stats is not None else EngineStats()
     t_start = time.perf_counter()
     sums, valid = _window_sums(pair, session, contract, window, batch_size=batch_size,
-                               stats=stats, prefetch_depth=prefetch_depth)
+                               stats=stats, prefetch_depth=prefetch_depth, precheck=precheck)
     probs = to_probabilities(sums)
     probs *= valid[None]
     stats.seconds += time.perf_counter() - t_start
@@ -337,8 +343,8 @@ def predict_window(pair: PairReader, session: Any, contract: ModelContract, wind
 
 def predict_window_uint8(pair: PairReader, session: Any, contract: ModelContract,
                          window: Window, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                         stats: EngineStats | None = None, prefetch_depth: int = 2
-                         ) -> tuple[np.ndarray, np.ndarray]:
+                         stats: EngineStats | None = None, prefetch_depth: int = 2,
+                         precheck: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``predict_window`` as stored: uint8 ``(2, h, w)`` (0..255) and valid ``(h, w)``.
 
     Bit-identical to ``to_uint8(predict_window(...))`` and to what ``predict_grid`` writes,
@@ -347,7 +353,7 @@ def predict_window_uint8(pair: PairReader, session: Any, contract: ModelContract
     stats = stats if stats is not None else EngineStats()
     t_start = time.perf_counter()
     sums, valid = _window_sums(pair, session, contract, window, batch_size=batch_size,
-                               stats=stats, prefetch_depth=prefetch_depth)
+                               stats=stats, prefetch_depth=prefetch_depth, precheck=precheck)
     probs = sums_to_uint8(sums)
     probs *= valid[None]
     stats.seconds += time.perf_counter() - t_start
@@ -362,8 +368,8 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
                  out: ProbabilitySink | Sequence[ProbabilitySink], *,
                  windows: Iterable[Window] | None = None,
                  block_size: int = DEFAULT_BLOCK_SIZE, batch_size: int = DEFAULT_BATCH_SIZE,
-                 progress: ProgressCallback | None = None, prefetch_depth: int = 2
-                 ) -> EngineStats:
+                 progress: ProgressCallback | None = None, prefetch_depth: int = 2,
+                 precheck: bool = False) -> EngineStats:
     """Predict the whole grid (or only ``windows``) and write uint8 probabilities to ``out``.
 
     The grid is walked in blocks of about ``block_size`` pixels made of whole lattice tiles;
@@ -381,6 +387,9 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
         batch_size: tiles per model call.
         progress: called with (pixels done, pixels total) after each block.
         prefetch_depth: batches read ahead in a background thread (0: no thread).
+        precheck: skip reading blocks for which ``pair.valid_fraction`` is 0. Off by default:
+            tiles with no valid pixel are skipped from the read's mask anyway, and for warped
+            sources ``valid_fraction`` costs about as much as the read itself (measured).
 
     Returns:
         Counters and timings of the run.
@@ -396,7 +405,8 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
         for window in todo:
             probs, valid = predict_window_uint8(pair, session, contract, window,
                                                 batch_size=batch_size, stats=stats,
-                                                prefetch_depth=prefetch_depth)
+                                                prefetch_depth=prefetch_depth,
+                                                precheck=precheck)
             for sink in sinks:
                 sink.write(window, probs, valid)
             done += int(window.height) * int(window.width)
@@ -419,7 +429,7 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
                 yield _BlockSpec((gi, gj), tiles, plan.span(rg, cg))
 
     events: Iterator[_Event] = _events(pair, specs(), contract,
-                                       model_batch_size(session, batch_size), stats)
+                                       model_batch_size(session, batch_size), stats, precheck)
     if prefetch_depth > 0:
         events = prefetch(events, prefetch_depth)
     weights = BlendWeights(plan)

@@ -95,6 +95,13 @@ def test_nodata_tiles_are_skipped_and_stay_zero(tmp_path: Path, small_contract: 
     assert counting.tiles == stats.tiles_run == needed < len(plan)
     assert stats.tiles_skipped == len(plan) - needed
     assert not probs[:, ~pair.valid].any()
+    # with the cheap check first, blocks with nothing valid are not even read
+    pair.reads = 0
+    with ProbabilityStore(tmp_path / "q.u8", 240, 240) as store:
+        checked = predict_grid(pair, blur_session, small_contract, store, block_size=100,
+                               precheck=True)
+        np.testing.assert_array_equal(store.read(Window(0, 0, 240, 240)), probs)
+    assert checked.tiles_run == needed and pair.reads < checked.blocks
 
 
 def test_building_on_tile_and_block_border_scores_as_in_a_tile_centre(
