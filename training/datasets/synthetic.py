@@ -191,14 +191,16 @@ def load_scene(seed: int, size: int, factor: int, edge_px: int, min_area_m2: flo
     return scene
 
 
-def hard_change_mask(scene: Scene, max_extension_px: int = 200) -> np.ndarray:
+def hard_change_mask(scene: Scene, max_extension_px: int = 200, rebuilt: bool = True
+                     ) -> np.ndarray:
     """Pixels of the hard changes of a scene: rebuilt houses (new and demolished on the same
-    pixels) and extensions (small new pieces touching a first-date building)."""
+    pixels; left out with ``rebuilt=False``) and extensions (small new pieces touching a
+    first-date building)."""
     new = scene.target[0] == 1
-    rebuilt = new & (scene.target[1] == 1)
+    both = new & (scene.target[1] == 1)
     near_old = ndimage.binary_dilation(scene.buildings_before != 0, iterations=2)
-    labels, n = ndimage.label(new & ~rebuilt, structure=np.ones((3, 3), bool))
-    hard = rebuilt.copy()
+    labels, n = ndimage.label(new & ~both, structure=np.ones((3, 3), bool))
+    hard = both.copy() if rebuilt else np.zeros_like(both)
     if n:
         sizes = ndimage.sum_labels(np.ones_like(new), labels, index=np.arange(1, n + 1))
         touching = ndimage.maximum(near_old, labels, index=np.arange(1, n + 1))
@@ -223,8 +225,9 @@ class SyntheticChipDataset:
         cache_dir: where scenes are cached as ``.npz`` (None = RAM only).
         resampling: ``"bilinear"`` (as inference) or ``"area"``, see :func:`make_scene`.
         emphasis: what ``has_change`` (the flag balanced sampling favours) marks: ``"change"``
-            (any change) or ``"hard_change"`` (an extension or a rebuilt house, see
-            :func:`hard_change_mask`), to dwell on the cases a first training misses.
+            (any change), ``"hard_change"`` (an extension or a rebuilt house, see
+            :func:`hard_change_mask`) or ``"extension"``, to dwell on the cases a first
+            training misses.
         fingerprint: pin the generator version of cached scenes (see :func:`load_scene`).
     """
 
@@ -244,10 +247,12 @@ class SyntheticChipDataset:
         step = stride or max(1, chip_size // 2)
         self.chips: list[tuple[int, int, int]] = []
         self.has_change: list[bool] = []
-        if emphasis not in ("change", "hard_change"):
-            raise ValueError(f"emphasis must be change or hard_change, not {emphasis!r}")
+        if emphasis not in ("change", "hard_change", "extension"):
+            raise ValueError(f"emphasis must be change, hard_change or extension, not "
+                             f"{emphasis!r}")
         for k, scene in enumerate(self.scenes):
-            hard = hard_change_mask(scene) if emphasis == "hard_change" else None
+            hard = (None if emphasis == "change"
+                    else hard_change_mask(scene, rebuilt=emphasis == "hard_change"))
             h, w = scene.valid.shape
             for r in range(0, max(1, h - chip_size + 1), step):
                 for c in range(0, max(1, w - chip_size + 1), step):
