@@ -54,7 +54,7 @@ from idou.inference.batch_report import (
     setup_run_log,
     write_summary_html,
 )
-from idou.inference.blocks import Block, plan_blocks
+from idou.inference.blocks import Block, plan_blocks, snap_block_size
 from idou.inference.journal import JOURNAL_NAME, Journal
 from idou.inference.model_card import sha256_file
 
@@ -419,7 +419,8 @@ def check_flight(config: FlightConfig) -> CheckReport:
     return CheckReport(
         grid_width=grid.width, grid_height=grid.height, gsd_m=grid.gsd,
         km2=grid.width * grid.height * pixel_area / 1e6, blocks=len(prepared.blocks),
-        block_size=prepared.blocks[0].width if prepared.blocks else config.block_size,
+        block_size=snap_block_size(config.block_size, prepared.model.contract.tile_size
+                                   - prepared.model.contract.tile_overlap),
         sheets_before=len(config.before.sheets), sheets_after=len(config.after.sheets),
         model=f"{name} {version}", model_sha256=prepared.model_sha,
         resumable_blocks_done=done, notes=notes)
