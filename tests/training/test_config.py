@@ -41,3 +41,13 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(UserInputError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_idou_train_names_a_missing_config(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from idou.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "nope.toml")])
+    assert isinstance(result.exception, UserInputError)
+    assert "nope.toml does not exist" in str(result.exception)
