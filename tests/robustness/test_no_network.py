@@ -15,7 +15,7 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import box
 
-from .conftest import CRS, GSD, ORIGIN, ROOFS, GoodPair, idou_env, run_idou
+from .conftest import CRS, GSD, ORIGIN, REPO, ROOFS, GoodPair, idou_env, run_idou
 
 SITECUSTOMIZE = textwrap.dedent('''
     """Installed by tests/robustness/test_no_network.py: block and record network use."""
@@ -90,12 +90,16 @@ def test_the_blocker_catches_connections(offline: tuple[dict[str, str], Path],
     assert "127.0.0.1" in log.read_text()
 
 
-def test_detect_needs_no_network(good: GoodPair, offline: tuple[dict[str, str], Path],
-                                 tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["constructed", "default"])
+def test_detect_needs_no_network(model: str, good: GoodPair,
+                                 offline: tuple[dict[str, str], Path], tmp_path: Path) -> None:
+    if model == "default" and not (REPO / "models" / "default" / "idou-default.onnx").is_file():
+        pytest.skip("the default model is not there yet")
     env, log = offline
     run = run_idou("detect", good.before, good.after, "-o", tmp_path / "changes.gpkg",
-                   "--model", good.model, "--parcels", good.parcels, "--threads", "1",
-                   "--prob", tmp_path / "prob.tif", cwd=tmp_path, env=env)
+                   "--model", good.model if model == "constructed" else "default", "--parcels",
+                   good.parcels, "--threads", "1", "--prob", tmp_path / "prob.tif",
+                   cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr
     assert log.read_text() == ""
 
