@@ -164,17 +164,14 @@ class _WorkerEngine:
         self.session = make_session(data, device=spec.device,
                                     threads=spec.threads or _auto_threads())
 
-    def predict(self, block: Block, stats: Any = None) -> np.ndarray:
-        """float32 ``(2, h, w)`` probabilities of the block, as a whole-grid pass gives them."""
-        from idou.inference.engine import predict_window
+    def predict(self, block: Block, stats: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 ``(2, h, w)`` probabilities of the block, bit-identical to a whole-grid pass,
+        and ``(h, w)`` bool where both dates have data."""
+        from idou.inference.engine import predict_window_uint8
 
-        probs = predict_window(self.pair, self.session, self.contract, block.window,
-                               stats=stats)
-        return np.asarray(probs)
-
-    def valid(self, block: Block) -> np.ndarray:
-        """``(h, w)`` bool: both dates have data (and inside the AOI)."""
-        return np.asarray(self.pair.read(block.window)[2], dtype=bool)
+        probs, valid = predict_window_uint8(self.pair, self.session, self.contract,
+                                            block.window, stats=stats)
+        return np.asarray(probs), np.asarray(valid, dtype=bool)
 
     def close(self) -> None:
         self.pair.__exit__(None, None, None)
@@ -199,18 +196,15 @@ def compute_block(spec: RunSpec, block: Block) -> BlockOutcome:
 
     Runs on a worker. Raises whatever the engine raises; the driver records it in the journal.
     """
-    from idou.inference.blending import to_uint8
     from idou.inference.engine import EngineStats
 
     t0 = time.perf_counter()
     engine = _worker_state(spec)
     t1 = time.perf_counter()
     stats = EngineStats()
-    probs = engine.predict(block, stats)
-    if probs.shape != (2, block.height, block.width):
-        raise RuntimeError(f"engine returned {probs.shape} for block {block.id}")
-    data = probs if probs.dtype == np.uint8 else to_uint8(probs)
-    valid = engine.valid(block)
+    data, valid = engine.predict(block, stats)
+    if data.shape != (2, block.height, block.width) or data.dtype != np.uint8:
+        raise RuntimeError(f"engine returned {data.dtype} {data.shape} for block {block.id}")
     t2 = time.perf_counter()
     write_block(Path(spec.blocks_dir), block, data, engine.pair.grid, valid)
     t3 = time.perf_counter()

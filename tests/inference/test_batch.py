@@ -463,7 +463,7 @@ def test_a_failing_block_exits_3_and_a_rerun_finishes(flight_dir: Path, tmp_path
     config = load_flight_config(_toml(flight_dir, out, extra="max_attempts = 2\n"))
     real = batch._WorkerEngine.predict
 
-    def flaky(self: object, block: batch.Block, stats: object = None) -> np.ndarray:
+    def flaky(self: object, block: batch.Block, stats: object = None) -> object:
         if block.id == "r0001_c0002":
             raise OSError("disk hiccup")
         return real(self, block, stats)  # type: ignore[arg-type]
