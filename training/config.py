@@ -28,8 +28,10 @@ Example (``configs/smoke.toml`` is a complete one)::
 
 Dataset kinds: ``synthetic`` (:class:`~idou.training.datasets.synthetic.SyntheticChipDataset`),
 ``footprints`` (:class:`~idou.training.datasets.footprints.FootprintChipDataset`), ``levir``
-(:class:`~idou.training.datasets.levir.LevirCDDataset`); every other key of a data table is
-passed to the dataset's constructor.
+(:class:`~idou.training.datasets.levir.LevirCDDataset`), ``single_date``
+(:class:`~idou.training.datasets.single_date.SingleDateChangeDataset`), ``reviewed``
+(:class:`~idou.training.datasets.reviewed.ReviewedDataset`, an ``idou harvest`` folder); every
+other key of a data table is passed to the dataset's constructor.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import Any
 
 from idou.geo.errors import UserInputError
 
-DATA_KINDS = ("synthetic", "footprints", "levir")
+DATA_KINDS = ("synthetic", "footprints", "levir", "single_date", "reviewed")
 
 
 @dataclass

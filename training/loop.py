@@ -85,6 +85,15 @@ def build_dataset(spec: DataSpec, contract_gsd: float) -> Any:
             from idou.training.datasets.levir import LevirCDDataset
 
             return LevirCDDataset(**params)
+        if spec.kind == "single_date":
+            from idou.training.datasets.single_date import SingleDateChangeDataset
+
+            return SingleDateChangeDataset(**params)
+        if spec.kind == "reviewed":
+            from idou.training.datasets.reviewed import ReviewedDataset
+
+            params.setdefault("gsd_m", contract_gsd)
+            return ReviewedDataset(**params)
     except TypeError as exc:
         raise UserInputError(f"the [[{spec.kind}]] data table has a wrong key ({exc}); see "
                              "the dataset's documentation.") from exc

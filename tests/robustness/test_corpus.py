@@ -2,7 +2,7 @@
 
 Refused inputs: exit status 2, one ``error:`` sentence naming the file (its basename) and saying
 what to do, no traceback, and nothing left in the output folder. Unusual but valid inputs: exit
-status 0 and every roof that appeared is found. See docs/reliability.md for the table.
+status 0 and every roof that appeared is found. The README (Reliability and security) has the table.
 """
 
 from __future__ import annotations

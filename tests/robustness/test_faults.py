@@ -4,7 +4,7 @@ detect writes into a hidden work folder and a temporary GeoPackage beside the ta
 renames it over the target only when complete, so a killed run leaves either nothing or the
 previous file (with the staff's review edits) at the output path, and the next run succeeds.
 Training resume is tested in tests/training/test_loop.py, batch resume in
-tests/inference/test_batch.py (see docs/reliability.md).
+tests/inference/test_batch.py (see the README (Reliability and security)).
 """
 
 from __future__ import annotations

@@ -167,3 +167,16 @@ def test_reads_the_manifest_idou_harvest_writes(tmp_path: Path) -> None:
     ds = ReviewedDataset(folder, chip_size=32, before=str(folder / "before.tif"),
                          after=str(folder / "after.tif"))
     assert len(ds) == 1
+
+
+def test_idou_train_config_takes_a_harvest_folder(tmp_path: Path) -> None:
+    from idou.training.config import DataSpec
+    from idou.training.loop import build_dataset
+
+    rows = [{"channel": "new", "label": "positive", "source": "review",
+             "geometry": _cell(60, 80, 70, 90)}]
+    folder = _harvest(tmp_path / "h", rows)
+    ds = build_dataset(DataSpec("reviewed", {"folder": str(folder), "chip_size": 64}), 0.5)
+    assert isinstance(ds, ReviewedDataset)
+    assert ds.has_change == [True]
+    assert ds[0]["target"].shape == (2, 64, 64)
