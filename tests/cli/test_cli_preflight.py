@@ -11,6 +11,8 @@ import numpy as np
 import rasterio
 from affine import Affine
 
+from idou.inference.model_source import resolve_model
+
 
 def _write(path: Path, data: np.ndarray, crs: str | None = "EPSG:6677") -> Path:
     profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
@@ -31,13 +33,15 @@ def _idou(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def test_good_pair_reports_and_exits_0(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    data = rng.integers(0, 255, (3, 80, 120), dtype=np.uint8)
+    data = rng.integers(0, 255, (3, 160, 240), dtype=np.uint8)
     before = _write(tmp_path / "flight_2024.tif", data)
     after = _write(tmp_path / "flight_2025.tif", data)
     result = _idou("preflight", before, after)
     assert result.returncode == 0, result.stderr
     assert "flight_2024.tif" in result.stdout and "flight_2025.tif" in result.stdout
-    assert "common grid: 120 x 80 px" in result.stdout
+    gsd = resolve_model("default").contract.gsd_m   # the grid is at the shipped model's GSD
+    width, height = round(240 * 0.2 / gsd), round(160 * 0.2 / gsd)
+    assert f"common grid: {width} x {height} px" in result.stdout
     assert "dx +0.00 px, dy +0.00 px" in result.stdout
 
 

@@ -206,7 +206,9 @@ def test_tune_model_end_to_end_through_the_engine(tmp_path: Path) -> None:
     if has_mlflow:  # the run is in mlflow (conftest's per-test store) with figures, artifacts
         from mlflow import MlflowClient
 
-        client = MlflowClient()
+        from idou.inference.registry import tracking_uri
+
+        client = MlflowClient(tracking_uri=tracking_uri())  # not whatever URI another test set
         run = client.get_run(str(outcome.mlflow_run_id))
         assert run.data.metrics["threshold_new"] == 0.17
         assert run.data.params["recall_target"] == "0.869"
