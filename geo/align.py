@@ -1,8 +1,17 @@
 """Read both flights on one common grid, window by window.
 
 :class:`AlignedPair` opens the two sources of a :class:`~idou.geo.preflight.PreflightReport` and
-serves windows of ``report.grid``: a source already on the grid's pixel lattice is read directly
-(no resampling); any other is warped on the fly through a ``WarpedVRT`` (bilinear).
+serves windows of ``report.grid``:
+
+- a source already on the grid's pixel lattice is read directly (no resampling);
+- a north-up source in the grid's CRS with finer pixels (e.g. a 0.2 m flight for a 0.4 m
+  model) is read decimated: GDAL averages the source pixels under each grid pixel, straight from
+  the file (a JPEG-compressed TIFF is decoded at the reduced size, internal overviews are used),
+  which is several times faster than warping;
+- any other source (another CRS, a rotated grid) is warped on the fly through a ``WarpedVRT``.
+
+Training resamples generated scenes the same way (area mean, see
+``idou.training.datasets.synthetic``), so the model sees at inference what it learned on.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
@@ -44,7 +53,15 @@ class _SideReader:
             self._src = source.open()
         self._vrt: WarpedVRT | None = None
         self.offset = grid.lattice_offset(source.grid) if source.grid.is_north_up else None
-        if self.offset is None:
+        # decimated reads for finer sources; a sub-pixel shift at the same GSD is warped instead
+        self.scaled = (self.offset is None and source.grid.is_north_up and grid.is_north_up
+                       and source.grid.crs == grid.crs and source.grid.gsd * 1.2 < grid.gsd)
+        if resampling == Resampling.average and source.grid.gsd > grid.gsd * 1.001:
+            resampling = Resampling.bilinear  # enlarging: averaging would give blocky pixels
+        self.resampling = resampling
+        # no nodata, mask or alpha: every pixel is valid, no mask needs reading
+        self.all_valid = all(MaskFlags.all_valid in flags for flags in self._src.mask_flag_enums)
+        if self.offset is None and not self.scaled:
             has_alpha = "alpha" in source.colorinterp
             self._vrt = WarpedVRT(
                 self._src, crs=grid.crs, transform=grid.transform, width=grid.width,
@@ -57,8 +74,29 @@ class _SideReader:
     def warped(self) -> bool:
         return self._vrt is not None
 
+    def _scaled_window(self, window: Window) -> tuple[Window, Window] | None:
+        """For a decimated source: (float window in the source, whole-pixel part of ``window``
+        it fills), or None when the source does not cover a whole grid pixel of ``window``."""
+        left, bottom, right, top = self.grid.window_bounds(window)
+        inv = ~self.source.grid.transform
+        c0, r0 = inv @ (left, top)
+        c1, r1 = inv @ (right, bottom)
+        sx, sy = window.width / (c1 - c0), window.height / (r1 - r0)  # grid px per source px
+        eps = 1e-6
+        i0 = math.ceil(max(0.0, -c0) * sx - eps)
+        j0 = math.ceil(max(0.0, -r0) * sy - eps)
+        i1 = math.floor((min(c1, self.source.grid.width) - c0) * sx + eps)
+        j1 = math.floor((min(r1, self.source.grid.height) - r0) * sy + eps)
+        i1, j1 = min(i1, int(window.width)), min(j1, int(window.height))
+        if i1 <= i0 or j1 <= j0:
+            return None
+        src = Window(c0 + i0 / sx, r0 + j0 / sy, (i1 - i0) / sx, (j1 - j0) / sy)
+        return src, Window(i0, j0, i1 - i0, j1 - j0)
+
     def _source_window(self, window: Window) -> tuple[Window, Window] | None:
         """(window to read in the dataset, where it lands inside ``window``), or None if empty."""
+        if self.scaled:
+            return self._scaled_window(window)
         if self.offset is None:
             limits = self.grid
             dx = dy = 0
@@ -85,8 +123,19 @@ class _SideReader:
         r0, c0 = int(inner.row_off), int(inner.col_off)
         r1, c1 = r0 + int(inner.height), c0 + int(inner.width)
         try:
-            data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win)
-            valid[r0:r1, c0:c1] = self._ds.dataset_mask(window=src_win) > 0
+            if self.scaled:
+                shape = (r1 - r0, c1 - c0)
+                data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win,
+                                                      out_shape=(len(self.indexes), *shape),
+                                                      resampling=self.resampling)
+                # GDAL averages only valid source pixels (nodata, mask or alpha): a grid pixel
+                # is valid when any source pixel under it is, and holds their mean
+                valid[r0:r1, c0:c1] = self.all_valid or self._ds.dataset_mask(
+                    window=src_win, out_shape=shape, resampling=Resampling.average) > 0
+            else:
+                data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win)
+                valid[r0:r1, c0:c1] = (self.all_valid and not self.warped) or \
+                    self._ds.dataset_mask(window=src_win) > 0
         except RasterioError as exc:
             raise UserInputError(
                 f"{self.source.label} could not be read at {src_win} ({describe_error(exc)}); "
@@ -109,6 +158,9 @@ class _SideReader:
         r0, c0 = int(inner.row_off * sy), int(inner.col_off * sx)
         r1 = max(min(math.ceil((inner.row_off + inner.height) * sy), shape[0]), r0 + 1)
         c1 = max(min(math.ceil((inner.col_off + inner.width) * sx), shape[1]), c0 + 1)
+        if self.all_valid and not self.warped:
+            out[r0:r1, c0:c1] = True
+            return out
         try:
             m = self._ds.dataset_mask(window=src_win, out_shape=(r1 - r0, c1 - c0),
                                       resampling=resampling)
@@ -135,7 +187,7 @@ class AlignedPair:
         ...     before, after, valid = pair.read(Window(0, 0, 512, 512))
     """
 
-    def __init__(self, report: PreflightReport, resampling: Resampling = Resampling.bilinear
+    def __init__(self, report: PreflightReport, resampling: Resampling = Resampling.average
                  ) -> None:
         self.report = report
         self.grid: Grid = report.grid

@@ -86,15 +86,36 @@ def clean_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     r0, r1 = max(int(rows[0]) - reach, 0), min(int(rows[-1]) + reach + 1, mask.shape[0])
     c0, c1 = max(int(cols[0]) - reach, 0), min(int(cols[-1]) + reach + 1, mask.shape[1])
     part = mask[r0:r1, c0:c1]
-    opened = ndimage.binary_dilation(
-        ndimage.binary_erosion(part, _SQUARE, iterations=radius, border_value=1),
-        _SQUARE, iterations=radius)
-    closed = ndimage.binary_erosion(
-        ndimage.binary_dilation(opened, _SQUARE, iterations=radius),
-        _SQUARE, iterations=radius, border_value=1)
+    opened = _dilate(_erode(part, radius), radius)
+    closed = _erode(_dilate(opened, radius), radius)
     out = np.zeros_like(mask, dtype=bool)
     out[r0:r1, c0:c1] = closed
     return out
+
+
+def _square_filter(mask: np.ndarray, radius: int, erode: bool) -> np.ndarray:
+    """Erosion (outside counts as set) or dilation (outside unset) by a ``(2 radius + 1)``
+    square, as ``ndimage.binary_erosion/dilation`` with a 3 x 3 square and ``radius``
+    iterations, computed separably on shifted views (several times faster)."""
+    combine = np.logical_and if erode else np.logical_or
+    out = mask
+    for _ in range(radius):
+        for axis in (0, 1):
+            padded = np.pad(out, [(1, 1) if a == axis else (0, 0) for a in (0, 1)],
+                            constant_values=erode)
+            n = padded.shape[axis]
+            lo, mid, hi = ((padded[:n - 2], padded[1:n - 1], padded[2:]) if axis == 0 else
+                           (padded[:, :n - 2], padded[:, 1:n - 1], padded[:, 2:]))
+            out = combine(combine(lo, mid), hi)
+    return out
+
+
+def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
+    return _square_filter(mask, radius, erode=True)
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    return _square_filter(mask, radius, erode=False)
 
 
 def _blocks(height: int, width: int, size: int) -> Iterator[tuple[int, int, Window]]:

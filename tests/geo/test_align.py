@@ -213,3 +213,42 @@ def test_reads_touch_only_the_window(tmp_path: Path) -> None:
     with AlignedPair(report) as pair:
         rb, _, valid = pair.read(Window(1000, 1000, 64, 64))
         assert rb.any() and valid.all()
+
+
+def _block_mean(data: np.ndarray) -> np.ndarray:
+    c, h, w = data.shape
+    return data.reshape(c, h // 2, 2, w // 2, 2).astype(np.float64).mean(axis=(2, 4))
+
+
+def test_finer_flights_are_read_decimated_as_the_mean_of_their_pixels(tmp_path: Path) -> None:
+    """0.2 m flights for a 0.4 m model: each grid pixel is the mean of the valid 2 x 2 source
+    pixels under it (what training resamples to), read straight from the file, not warped."""
+    b, a = texture(64, 80, seed=3), texture(64, 80, seed=4)
+    b[:, 10, 33] = 0  # one nodata source pixel, left out of its grid pixel's mean
+    before = write_raster(tmp_path / "b.tif", b, nodata=0)
+    # the after flight starts one source pixel further east: its own 2 x 2 blocks differ
+    after = write_raster(tmp_path / "a.tif", a, origin=(ORIGIN[0] + 0.2, ORIGIN[1]))
+    report = preflight(open_source(before), open_source(after), ModelContract(gsd_m=0.4),
+                       estimate_misregistration=False)
+    assert report.grid.gsd == pytest.approx(0.4)
+    with AlignedPair(report) as pair:
+        assert pair.before.scaled and pair.after.scaled
+        assert not pair.before.warped and not pair.after.warped
+        rb, ra, valid = pair.read(pair.grid.full_window)
+    t = report.grid.transform
+    for data, read, x0 in ((a, ra, ORIGIN[0] + 0.2), (b, rb, ORIGIN[0])):
+        # grid pixel (r, c) covers source pixels from (2r + dr, 2c + dc) on
+        dc, dr = round((t.c - x0) / 0.2), round((ORIGIN[1] - t.f) / 0.2)
+        assert dr == 0 and dc in (0, -1)
+        c0 = -dc  # 1 when the flight starts half a grid pixel in: that column is invalid
+        cols = (data.shape[2] - c0) // 2
+        valid_mean = data.astype(np.float64)
+        weights = (data[:1] > 0).astype(np.float64) if data is b else np.ones_like(data[:1],
+                                                                                    float)
+        sums = (valid_mean * weights)[:, :, c0:c0 + 2 * cols].reshape(3, 32, 2, cols, 2)
+        counts = weights[:, :, c0:c0 + 2 * cols].reshape(1, 32, 2, cols, 2)
+        want = sums.sum(axis=(2, 4)) / counts.sum(axis=(2, 4))
+        got = read[:, :32, c0:c0 + cols].astype(float)
+        assert np.abs(got - want)[:, :, 1 - c0:].max() <= 1  # column 0 is checked below
+    assert valid[:32, 1:39].all()
+    assert not valid[:, 0].any()  # the after flight covers only half of column 0

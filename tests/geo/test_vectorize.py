@@ -132,3 +132,21 @@ def test_cleanup_on_the_mask_bounding_box_equals_the_whole_raster() -> None:
     whole = ndimage.binary_erosion(ndimage.binary_dilation(opened, square), square,
                                    border_value=1)
     np.testing.assert_array_equal(clean_mask(mask, 1), whole)
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (61, 45)])
+def test_clean_mask_equals_scipy_opening_then_closing(shape: tuple[int, int], radius: int
+                                                      ) -> None:
+    """The fast separable filters give exactly scipy's square opening and closing."""
+    from scipy import ndimage
+
+    square = np.ones((3, 3), bool)
+    for seed in range(5):
+        mask = np.random.default_rng(seed).random(shape) > 0.6
+        opened = ndimage.binary_dilation(
+            ndimage.binary_erosion(mask, square, iterations=radius, border_value=1), square,
+            iterations=radius)
+        want = ndimage.binary_erosion(ndimage.binary_dilation(opened, square, iterations=radius),
+                                      square, iterations=radius, border_value=1)
+        assert np.array_equal(clean_mask(mask, radius), want)
