@@ -195,7 +195,7 @@ def _read_vector(path: Path, encoding: str | None, keep_columns: Sequence[str],
                              "pass a GeoPackage, Shapefile, GeoJSON or 地図XML.") from exc
     except UnicodeDecodeError as exc:
         raise UserInputError(f"{path} attributes are not in {encoding}; pass the right "
-                             "--encoding (e.g. cp932).") from exc
+                             "--encoding (e.g. cp932; in FLIGHT.toml: encoding).") from exc
     if frame.crs is None:
         raise UserInputError(f"{path} has no CRS (a Shapefile needs its .prj); add one or "
                              "convert the file to GeoPackage with its CRS.")
@@ -203,7 +203,7 @@ def _read_vector(path: Path, encoding: str | None, keep_columns: Sequence[str],
     if chiban is None:
         raise UserInputError(
             f"{path} has no 地番 column (columns: {', '.join(map(str, frame.columns[:12]))}); "
-            "rename it to 地番 or pass --chiban-column.")
+            "rename it to 地番 or pass --chiban-column (in FLIGHT.toml: chiban_column).")
     out = gpd.GeoDataFrame({"地番": frame[chiban].fillna("").astype(str).str.strip()},
                            geometry=frame.geometry, crs=frame.crs)
     shozai = _pick(frame, shozai_column, SHOZAI_CANDIDATES)

@@ -51,6 +51,11 @@ def detect_command(
                                        "model (default: all cores)."),
     crs: str | None = typer.Option(None, "--crs", help="CRS of inputs that record none "
                                    "(world files), e.g. EPSG:6677."),
+    encoding: str | None = typer.Option(None, "--encoding", help="Attribute encoding of the "
+                                        "parcel and building files, e.g. cp932 (default: "
+                                        "from the file)."),
+    chiban_column: str | None = typer.Option(None, "--chiban-column", help="The parcels' 地番 "
+                                             "column when it has another name."),
     min_area: float = typer.Option(8.0, "--min-area", help="Smallest change kept, in m²."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notes."),
     force: bool = typer.Option(False, "--force", help="Re-run into an existing output "
@@ -73,7 +78,8 @@ def detect_command(
         parcels=(parcels or None), buildings=buildings, aoi=aoi, model=model,
         threshold=threshold, threshold_new=threshold_new,
         threshold_demolished=threshold_demolished, prob=prob, device=device, threads=threads,
-        crs=crs, force=force, min_area_m2=min_area, log=log)
+        crs=crs, force=force, min_area_m2=min_area, encoding=encoding,
+        chiban_column=chiban_column, log=log)
     flights = (_flight(before, before_sheets, "before"), _flight(after, after_sheets, "after"))
     if quiet:
         summary = detect(*flights, output, **kwargs)

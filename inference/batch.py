@@ -829,4 +829,5 @@ def finish_from_blocks(prepared: _Prepared, mosaic: Path, gpkg: Path, config: Fl
     with MosaicReader(mosaic) as probs:
         return finish_from_probabilities(
             probs, coverage, prepared.report, prepared.model, gpkg, parcels=config.parcels,
-            buildings=config.buildings, run_info=run_info, force=gpkg.exists())
+            buildings=config.buildings, run_info=run_info, force=gpkg.exists(),
+            encoding=config.encoding, chiban_column=config.chiban_column)

@@ -8,6 +8,8 @@ Example::
     parcels = "parcels.gpkg"         # optional: 筆 polygons for the candidate parcels
     buildings = "buildings.gpkg"     # optional: existing buildings (家屋現況図)
     aoi = "city.gpkg"                # optional: area of interest
+    encoding = "cp932"               # optional: attribute encoding of parcels and buildings
+    chiban_column = "CHIBAN"         # optional: the parcels' 地番 column under another name
     block_size = 4096                # pixels per work unit side (plus the model's overlap as halo)
     threads = 2                      # ONNX Runtime threads per worker (default: cores / workers)
     workers = 1                      # local worker processes (overridden by --workers)
@@ -38,7 +40,7 @@ MIN_BLOCK_SIZE = 64
 
 _TOP_KEYS = {
     "before", "after", "output", "model", "parcels", "buildings", "aoi", "block_size",
-    "threads", "workers", "device", "max_attempts",
+    "threads", "workers", "device", "max_attempts", "encoding", "chiban_column",
 }
 _SIDE_KEYS = {"path", "paths", "crs"}
 
@@ -77,6 +79,8 @@ class FlightConfig:
     workers: int = 1
     device: str = "cpu"
     max_attempts: int = 2
+    encoding: str | None = None
+    chiban_column: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
@@ -155,6 +159,9 @@ def load_flight_config(path: str | Path) -> FlightConfig:
         workers=_int(raw, "workers", 1, 1, path.name),
         device=_device(raw, path.name),
         max_attempts=_int(raw, "max_attempts", 2, 1, path.name),
+        encoding=_string(raw, "encoding", path.name) if "encoding" in raw else None,
+        chiban_column=(_string(raw, "chiban_column", path.name) if "chiban_column" in raw
+                       else None),
     )
     if config.output.exists() and not config.output.is_dir():
         raise UserInputError(f"{path.name}: output {config.output} is a file; name a folder.")

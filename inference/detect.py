@@ -134,6 +134,7 @@ def detect(before: Source, after: Source, output: str | Path, *,
            prob: str | Path | None = None, device: str = "cpu", threads: int | None = None,
            crs: str | None = None, force: bool = False, min_area_m2: float = 8.0,
            block_size: int = 1024, batch_size: int = 4, write_project: bool = True,
+           encoding: str | None = None, chiban_column: str | None = None,
            progress: ProgressFn | None = None, log: LogFn | None = None) -> DetectSummary:
     """Find new and demolished buildings between two flights and write the review GeoPackage.
 
@@ -157,6 +158,9 @@ def detect(before: Source, after: Source, output: str | Path, *,
         block_size: side in pixels of the blocks the grid is processed in.
         batch_size: tiles per model call.
         write_project: also write a QGIS project beside the GeoPackage.
+        encoding: text encoding of the parcel and building files' attributes (default: read
+            from the file, e.g. a Shapefile's .cpg, else CP932 for Shapefiles).
+        chiban_column: the parcel files' 地番 column when it has another name.
         progress: progress callback (see ``ProgressFn``).
         log: receives notes and warnings as they arise.
 
@@ -216,7 +220,8 @@ def detect(before: Source, after: Source, output: str | Path, *,
         for warning in report.warnings:
             say("warning", warning)
         grid = report.grid
-        parcel_frame, building_frame = _read_vectors(parcels, buildings, grid.crs, grid, say)
+        parcel_frame, building_frame = _read_vectors(parcels, buildings, grid.crs, grid, say,
+                                                     encoding, chiban_column)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             session = make_session(loaded.data, device=device, threads=threads)
@@ -292,8 +297,8 @@ def finish_from_probabilities(
         parcels: Any = None, buildings: Any = None, run_info: dict[str, Any] | None = None,
         orthophotos: tuple[Path, Path] | None = None, force: bool = False,
         write_project: bool = True, thresholds: tuple[float, float] | None = None,
-        min_area_m2: float = 8.0, block_size: int = 2048, progress: ProgressFn | None = None
-) -> dict[str, Any]:
+        min_area_m2: float = 8.0, block_size: int = 2048, progress: ProgressFn | None = None,
+        encoding: str | None = None, chiban_column: str | None = None) -> dict[str, Any]:
     """Everything after the probabilities: polygons, classes, parcels, the GeoPackage.
 
     Shared by ``idou detect`` and ``idou batch`` (on its block mosaic), so both give the same
@@ -315,6 +320,8 @@ def finish_from_probabilities(
         min_area_m2: smallest change polygon kept.
         block_size: block side for vectorising.
         progress: progress callback (stage 'vectorize').
+        encoding: attribute encoding of parcel and building files (see ``detect``).
+        chiban_column: the parcel files' 地番 column when it has another name.
 
     Returns:
         ``{"changes_by_type": {class: count}, "candidate_parcels": n}``.
@@ -329,7 +336,8 @@ def finish_from_probabilities(
             buildings is not None:
         read_p, read_b = _read_vectors(None if parcel_frame is not None else parcels,
                                        None if building_frame is not None else buildings,
-                                       grid.crs)
+                                       grid.crs, encoding=encoding,
+                                       chiban_column=chiban_column)
         parcel_frame = parcel_frame if parcel_frame is not None else read_p
         building_frame = building_frame if building_frame is not None else read_b
 
@@ -363,7 +371,8 @@ def _lasting(source: Any, which: str, output: Path, workdir: Path, created: list
 
 
 def _read_vectors(parcels: Any, buildings: Any, crs: Any, grid: Any = None,
-                  say: LogFn | None = None
+                  say: LogFn | None = None, encoding: str | None = None,
+                  chiban_column: str | None = None
                   ) -> tuple[gpd.GeoDataFrame | None, gpd.GeoDataFrame | None]:
     """Read parcels and existing buildings in the grid's CRS (before any inference runs).
 
@@ -375,14 +384,15 @@ def _read_vectors(parcels: Any, buildings: Any, crs: Any, grid: Any = None,
         from idou.geo.parcels import read_parcels
 
         paths = [Path(parcels)] if isinstance(parcels, str | Path) else [Path(p) for p in parcels]
-        parcel_set = read_parcels(paths if len(paths) > 1 else paths[0], crs)
+        parcel_set = read_parcels(paths if len(paths) > 1 else paths[0], crs, encoding,
+                                  chiban_column=chiban_column)
         parcel_frame = parcel_set.frame
         if say is not None:
             _report_parcels(parcel_set, ", ".join(p.name for p in paths), grid, say)
     if buildings is not None:
         from idou.geo.buildings import read_buildings
 
-        building_frame = read_buildings(Path(buildings), crs)
+        building_frame = read_buildings(Path(buildings), crs, encoding)
     return parcel_frame, building_frame
 
 

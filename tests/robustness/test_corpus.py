@@ -896,6 +896,19 @@ def _parcels_run(good: GoodPair, parcels: Path, cwd: Path) -> tuple[object, gpd.
     return run, gpd.read_file(out, layer="candidate_parcels")
 
 
+def test_chiban_column_under_another_name(good: GoodPair, tmp_path: Path) -> None:
+    """--chiban-column names the 地番 column (the error for a missing 地番 suggests it)."""
+    frame = parcels_frame()
+    path = tmp_path / "parcels_bangou.gpkg"
+    frame.rename(columns={"地番": "番号"}).to_file(path, driver="GPKG")
+    out = tmp_path / "changes.gpkg"
+    run = run_idou("detect", good.before, good.after, "-o", out, "--model", good.model,
+                   "--parcels", path, "--chiban-column", "番号", "--threads", "1", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    candidates = gpd.read_file(out, layer="candidate_parcels")
+    assert len(candidates) and set(candidates["地番"]) <= set(frame["地番"])
+
+
 def test_parcels_with_self_intersecting_empty_and_null_geometries(good: GoodPair,
                                                                   tmp_path: Path) -> None:
     frame = parcels_frame()
