@@ -355,7 +355,7 @@ def main() -> None:
     parser.add_argument("--rss-sizes", default="2048,8192,20480",
                         help="comma-separated sides of the peak-RSS pairs")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--bare-batches", type=int, default=6)
+    parser.add_argument("--bare-batches", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--work", type=Path, default=Path("/tmp/idou-bench"))

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import sqlite3
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from idou.geo.errors import UserInputError
+from idou.geo.leftovers import make_work_folder, remove_stale_work_folders
 from idou.geo.qgis_styles import write_layer_styles
 from idou.geo.review_fields import (
     ALIASES,
@@ -162,8 +162,12 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
     layers["coverage"] = _prepare(coverage, crs)
     layers["missed"] = _missed_layer(state.missed, crs)
 
-    temp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.tmp.gpkg")
+    remove_stale_work_folders(target)
+    work: Path | None = None
+    temp = target  # until the work folder exists
     try:
+        work = make_work_folder(target)
+        temp = work / f"{target.stem}.tmp.gpkg"
         _write_layers(temp, layers)
         _write_run_info(temp, info)
         _write_data_columns(temp, layers)
@@ -181,9 +185,8 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
                                  "folder.") from exc
         raise
     finally:
-        for leftover in (temp, Path(f"{temp}-journal"), Path(f"{temp}-wal"),
-                         Path(f"{temp}-shm")):
-            leftover.unlink(missing_ok=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     result.layers = {name: len(frame) for name, frame in layers.items()}
     if write_project:
         from idou.geo.qgis_project import write_qgis_project

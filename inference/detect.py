@@ -9,7 +9,6 @@ at its path only when everything succeeded (temporary file, then rename).
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -197,7 +196,11 @@ def detect(before: Source, after: Source, output: str | Path, *,
         raise UserInputError(f"{output} is not a .gpkg path; the output is a GeoPackage, name "
                              "it like changes.gpkg.")
 
-    workdir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.idou-", dir=output.parent))
+    from idou.geo.leftovers import make_work_folder, remove_stale_work_folders
+
+    for stale in remove_stale_work_folders(output):
+        say("note", f"removed {stale.name}, left by an interrupted run.")
+    workdir = make_work_folder(output)
     prob_existed = prob_path is not None and prob_path.exists()
     prob_written = False
     created: list[Path] = []  # files beside the output this run made (removed on failure)

@@ -88,7 +88,7 @@ def _store_exists(folder: Path) -> Callable[[], bool]:
 
 
 def _temp_gpkg_exists(folder: Path) -> Callable[[], bool]:
-    return lambda: any(p.name.endswith(".tmp.gpkg") for p in folder.iterdir())
+    return lambda: any(folder.glob(".changes.idou-*/*.tmp.gpkg"))
 
 
 # (name, when to kill, extra delay): early (model and preflight), during inference, and while
@@ -117,6 +117,8 @@ def test_kill_9_leaves_no_partial_output_and_the_next_run_succeeds(
                        cwd=tmp_path, timeout=300)
         assert run.returncode == 0, run.stderr
         assert "changes" in dict(pyogrio.list_layers(out))
+        # the killed run's work folder (and the GeoPackage it was writing) is gone
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".changes.")]
 
 
 def test_kill_9_during_a_forced_rerun_keeps_the_review_edits(larger: GoodPair,
