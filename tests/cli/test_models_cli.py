@@ -10,13 +10,14 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 from shapely.geometry import box
 
 from idou.inference.contract import ModelContract
-from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_card
+from idou.inference.model_card import sha256_file
+
+from ..onnx_builders import contract_model, save_with_card
 
 CRS = "EPSG:6677"
 
@@ -87,25 +88,13 @@ def test_evaluate_user_errors_exit_2(tmp_path: Path) -> None:
 
 
 def _model(path: Path) -> Path:
-    shape: list[str | int | None] = ["N", 3, "H", "W"]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
-              for n in ("before", "after")]
-    output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2, "H", "W"])
     idx = numpy_helper.from_array(np.array([0, 1], dtype=np.int64), "idx")
     nodes = [helper.make_node("Gather", ["after", "idx"], ["pa"], axis=1),
              helper.make_node("Gather", ["before", "idx"], ["pb"], axis=1),
              helper.make_node("Sub", ["pa", "pb"], ["probabilities"])]
-    graph = helper.make_graph(nodes, "idou-test", inputs, [output], initializer=[idx])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
     contract = ModelContract(tile_size=64, tile_overlap=16, gsd_m=0.5)
-    for key, value in contract.to_metadata().items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(path))
-    write_card(ModelCard(name="t", version="0.0.1", sha256=sha256_file(path)), *card_paths(path))
-    return path
-
+    return save_with_card(contract_model(nodes, [idx], contract), path, contract, name="t",
+                          version="0.0.1", trained_on="")
 
 def test_register_then_resolve_alias(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("mlflow", reason="the registry needs the train extra (mlflow)")

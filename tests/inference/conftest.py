@@ -10,13 +10,15 @@ import numpy as np
 import onnx
 import pytest
 from affine import Affine
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from idou.geo.grid import Grid
 from idou.inference.contract import ModelContract
-from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_card
+
+from .. import onnx_builders
+from ..onnx_builders import contract_model
 
 
 def build_change_model(contract: ModelContract, *, gain: float = 8.0, offset: float = 3.0,
@@ -28,12 +30,6 @@ def build_change_model(contract: ModelContract, *, gain: float = 8.0, offset: fl
 
     ``box`` > 0 adds a ``box x box`` mean filter (zero padded) so tiles have edge effects.
     """
-    c = channels if channels is not None else len(contract.band_order)
-    shape: list[str | int | None] = [batch or "N", c, "H", "W"]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
-              for n in ("before", "after")]
-    output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
-                                           [batch or "N", 2, "H", "W"])
     inits = [numpy_helper.from_array(np.array(gain, dtype=np.float32), "gain"),
              numpy_helper.from_array(np.array(-gain, dtype=np.float32), "neg_gain"),
              numpy_helper.from_array(np.array(-offset, dtype=np.float32), "bias")]
@@ -53,26 +49,17 @@ def build_change_model(contract: ModelContract, *, gain: float = 8.0, offset: fl
               helper.make_node("Sigmoid", ["yn"], ["pn"]),
               helper.make_node("Sigmoid", ["yd"], ["pd"]),
               helper.make_node("Concat", ["pn", "pd"], ["probabilities"], axis=1)]
-    graph = helper.make_graph(nodes, "idou-test", inputs, [output], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for key, value in contract.to_metadata().items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    model = contract_model(nodes, inits, contract, channels=channels, batch=batch)
     onnx.checker.check_model(model)
     return model
 
 
 def save_with_card(model: onnx.ModelProto, path: Path, contract: ModelContract) -> Path:
     """Save a model and a matching card beside it."""
-    onnx.save(model, str(path))
-    card = ModelCard(name="idou-test", version=contract.model_version, sha256=sha256_file(path),
-                     created="2026-01-01", trained_on="nothing: a constructed test model",
-                     terms="test only", metrics={"recall": 1.0},
-                     thresholds={"new": contract.threshold_new,
-                                 "demolished": contract.threshold_demolished})
-    write_card(card, *card_paths(path))
-    return path
+    return onnx_builders.save_with_card(
+        model, path, contract, created="2026-01-01", terms="test only",
+        metrics={"recall": 1.0}, thresholds={"new": contract.threshold_new,
+                                             "demolished": contract.threshold_demolished})
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ from idou.inference.batch import EXIT_OK, check_flight, run_batch
 from idou.inference.batch_config import load_flight_config
 from idou.inference.batch_report import read_status
 from idou.inference.contract import ModelContract
-from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_card
+
+from ..onnx_builders import contract_model, save_with_card
 
 CRS = "EPSG:6677"
 GSD = 0.2
@@ -51,10 +52,6 @@ GONE = [(60, 300, 40, 50), (150, 20, 30, 70)]
 
 def tiny_model(path: Path, contract: ModelContract) -> Path:
     """An ONNX change model: new = sigmoid(3 (smoothed mean(after - before) - 1)), and back."""
-    ch = len(contract.band_order)
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", ch, "H", "W"])
-              for n in ("before", "after")]
-    output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2, "H", "W"])
     consts = [helper.make_tensor("k", TensorProto.FLOAT, [], [3.0]),
               helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
               helper.make_tensor("minus", TensorProto.FLOAT, [], [-1.0])]
@@ -71,17 +68,10 @@ def tiny_model(path: Path, contract: ModelContract) -> Path:
         helper.make_node("Sigmoid", ["zb"], ["pd"]),
         helper.make_node("Concat", ["pn", "pd"], ["probabilities"], axis=1),
     ]
-    graph = helper.make_graph(nodes, "tiny_change", inputs, [output], initializer=consts)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for key, value in contract.to_metadata().items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    model = contract_model(nodes, consts, contract, name="tiny_change")
     onnx.checker.check_model(model)
-    onnx.save(model, path)
-    json_card, md_card = card_paths(path)
-    write_card(ModelCard(name=contract.model_name, version=contract.model_version,
-                         sha256=sha256_file(path)), json_card, md_card)
-    return path
+    return save_with_card(model, path, contract, name=contract.model_name,
+                          version=contract.model_version, trained_on="")
 
 
 def _scenes(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

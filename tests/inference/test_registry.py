@@ -13,14 +13,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from idou.geo.errors import UserInputError
 from idou.inference.contract import ModelContract
-from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_card
+from idou.inference.model_card import card_paths, sha256_file
 from idou.inference.model_source import resolve_model
 from idou.inference.registry import (
     artifact_location,
@@ -28,6 +25,8 @@ from idou.inference.registry import (
     parse_model_uri,
     register_model,
 )
+
+from ..onnx_builders import passthrough_model
 
 pytest.importorskip("mlflow", reason="the registry needs the train extra (mlflow)")
 
@@ -37,28 +36,7 @@ CONTRACT = ModelContract(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), tile_size=64
 
 def make_model(path: Path, contract: ModelContract = CONTRACT, scale: float = 1.0) -> Path:
     """A tiny contract-conforming model (probabilities = scale * after bands 0, 1) with a card."""
-    shape: list[str | int | None] = ["N", 3, "H", "W"]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
-              for n in ("before", "after")]
-    output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2, "H", "W"])
-    inits = [numpy_helper.from_array(np.array([0, 1], dtype=np.int64), "idx"),
-             numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
-             numpy_helper.from_array(np.array(scale, dtype=np.float32), "scale")]
-    nodes = [helper.make_node("Gather", ["after", "idx"], ["pa"], axis=1),
-             helper.make_node("Gather", ["before", "idx"], ["pb"], axis=1),
-             helper.make_node("Mul", ["pb", "zero"], ["z"]),
-             helper.make_node("Mul", ["pa", "scale"], ["ps"]),
-             helper.make_node("Add", ["ps", "z"], ["probabilities"])]
-    graph = helper.make_graph(nodes, "idou-test", inputs, [output], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for key, value in contract.to_metadata().items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(path))
-    write_card(ModelCard(name="idou-test", version=contract.model_version,
-                         sha256=sha256_file(path), trained_on="nothing (test)"), *card_paths(path))
-    return path
+    return passthrough_model(path, contract, scale=scale, trained_on="nothing (test)")
 
 
 @pytest.fixture(scope="module")

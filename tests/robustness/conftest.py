@@ -21,12 +21,13 @@ import onnx
 import pytest
 import rasterio
 from affine import Affine
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 from rasterio.errors import NotGeoreferencedWarning
 from shapely.geometry import box
 
 from idou.inference.contract import ModelContract
-from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_card
+
+from ..onnx_builders import contract_model, save_with_card
 
 CRS = "EPSG:6677"
 GSD = 0.2
@@ -83,13 +84,6 @@ def build_model(contract: ModelContract = CONTRACT, *, channels: int | None = No
     ``channels``/``spatial`` fix the input shape (to build models that break the contract);
     ``metadata=False`` leaves out the idou contract.
     """
-    c = channels if channels is not None else len(contract.band_order)
-    hw: list[str | int | None] = [spatial, spatial] if spatial else ["H", "W"]
-    shape: list[str | int | None] = ["N", c, *hw]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
-              for n in ("before", "after")]
-    output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
-                                           ["N", 2, *hw])
     inits = [numpy_helper.from_array(np.array(8.0, dtype=np.float32), "gain"),
              numpy_helper.from_array(np.array(-8.0, dtype=np.float32), "neg_gain"),
              numpy_helper.from_array(np.array(-3.0, dtype=np.float32), "bias")]
@@ -103,25 +97,18 @@ def build_model(contract: ModelContract = CONTRACT, *, channels: int | None = No
              helper.make_node("Sigmoid", ["yn"], ["pn"]),
              helper.make_node("Sigmoid", ["yd"], ["pd"]),
              helper.make_node("Concat", ["pn", "pd"], ["probabilities"], axis=1)]
-    graph = helper.make_graph(nodes, "idou-robustness", inputs, [output], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    if metadata:
-        for key, value in contract.to_metadata().items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
-    return model
+    return contract_model(nodes, inits, contract if metadata else None, channels=channels,
+                          spatial=spatial, name="idou-robustness")
 
 
 def save_model(model: onnx.ModelProto, path: Path, *, card: bool = True) -> Path:
     """Save a model, with a matching model card beside it unless ``card=False``."""
-    onnx.save(model, str(path))
-    if card:
-        write_card(ModelCard(name="idou-robustness", version="0.0.1", sha256=sha256_file(path),
-                             created="2026-01-01", trained_on="nothing: a constructed model",
-                             terms="test only"), *card_paths(path))
-    return path
-
+    if not card:
+        onnx.save(model, str(path))
+        return path
+    return save_with_card(model, path, name="idou-robustness", version="0.0.1",
+                          created="2026-01-01", trained_on="nothing: a constructed model",
+                          terms="test only")
 
 def parcels_frame(crs: str = CRS, offset: tuple[float, float] = (0.0, 0.0)) -> gpd.GeoDataFrame:
     """Four parcels, one around each roof (地番 1-1 .. 1-4), in ``crs`` (built in EPSG:6677)."""
@@ -189,3 +176,45 @@ def error_line(stderr: str) -> str:
     others = [ln for ln in lines if not ln.startswith(("error:", "warning:", "note:"))]
     assert not others, f"unexpected stderr lines besides the error: {others!r}"
     return errors[0].removeprefix("error:").strip()
+
+
+TINY_TRAINING = """
+name = "{name}"
+seed = {seed}
+run_dir = "{run_dir}"
+experiment = "{name}"
+
+[model]
+backbone = "mobilenet_v3_large"
+decoder_channels = [8, 8, 8, 8, 8]
+
+[[train_data]]
+kind = "synthetic"
+seeds = [930001]
+scene_size = 256
+chip_size = 64
+stride = 64
+cache_dir = "{cache}"
+
+[train]
+epochs = {epochs}
+batch_size = 2
+chips_per_epoch = 4
+threads = 1
+sample_images = 1
+export_onnx = false
+
+[contract]
+gsd_m = 0.4
+tile_size = 64
+tile_overlap = 8
+"""
+
+
+def tiny_training_config(path: Path, run_dir: Path, cache: Path, *, name: str, seed: int,
+                         epochs: int) -> Path:
+    """Write a training config that runs a few steps on one small generated scene."""
+    path.write_text(TINY_TRAINING.format(name=name, seed=seed, run_dir=run_dir, cache=cache,
+                                         epochs=epochs), encoding="utf-8")
+    return path
+

@@ -29,6 +29,7 @@ from .conftest import (
     parcels_frame,
     run_idou,
     save_model,
+    tiny_training_config,
     write_raster,
 )
 
@@ -147,39 +148,6 @@ def test_kill_9_during_a_forced_rerun_keeps_the_review_edits(larger: GoodPair,
         assert "要確認: 車庫" in set(frame["備考"].dropna())
 
 
-TRAINING = """
-name = "killed"
-seed = 3
-run_dir = "{run_dir}"
-experiment = "killed"
-
-[model]
-backbone = "mobilenet_v3_large"
-decoder_channels = [8, 8, 8, 8, 8]
-
-[[train_data]]
-kind = "synthetic"
-seeds = [930001]
-scene_size = 256
-chip_size = 64
-stride = 64
-cache_dir = "{cache}"
-
-[train]
-epochs = 3
-batch_size = 2
-chips_per_epoch = 4
-threads = 1
-sample_images = 1
-export_onnx = false
-
-[contract]
-gsd_m = 0.4
-tile_size = 64
-tile_overlap = 8
-"""
-
-
 @pytest.mark.slow
 def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     """``idou train`` killed as soon as its first checkpoint exists resumes from it and ends
@@ -188,10 +156,8 @@ def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(tmp_path
     from idou.training.loop import load_checkpoint
 
     def config(name: str) -> Path:
-        path = tmp_path / f"{name}.toml"
-        path.write_text(TRAINING.format(run_dir=tmp_path / name, cache=tmp_path / "cache"),
-                        encoding="utf-8")
-        return path
+        return tiny_training_config(tmp_path / f"{name}.toml", tmp_path / name,
+                                    tmp_path / "cache", name="killed", seed=3, epochs=3)
 
     def train(cfg: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "idou.cli", "train", str(cfg), "--no-mlflow",

@@ -15,7 +15,17 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import box
 
-from .conftest import CRS, GSD, ORIGIN, REPO, ROOFS, GoodPair, idou_env, run_idou
+from .conftest import (
+    CRS,
+    GSD,
+    ORIGIN,
+    REPO,
+    ROOFS,
+    GoodPair,
+    idou_env,
+    run_idou,
+    tiny_training_config,
+)
 
 SITECUSTOMIZE = textwrap.dedent('''
     """Installed by tests/robustness/test_no_network.py: block and record network use."""
@@ -134,46 +144,12 @@ def test_tune_needs_no_network(good: GoodPair, offline: tuple[dict[str, str], Pa
     assert log.read_text() == ""
 
 
-TINY_TRAINING = """
-name = "offline"
-seed = 1
-run_dir = "{run_dir}"
-experiment = "offline"
-
-[model]
-backbone = "mobilenet_v3_large"
-decoder_channels = [8, 8, 8, 8, 8]
-
-[[train_data]]
-kind = "synthetic"
-seeds = [930001]
-scene_size = 256
-chip_size = 64
-stride = 64
-cache_dir = "{cache}"
-
-[train]
-epochs = 1
-batch_size = 2
-chips_per_epoch = 4
-threads = 1
-sample_images = 1
-export_onnx = false
-
-[contract]
-gsd_m = 0.4
-tile_size = 64
-tile_overlap = 8
-"""
-
-
 def test_a_training_step_needs_no_network(offline: tuple[dict[str, str], Path],
                                           tmp_path: Path) -> None:
     pytest.importorskip("torch")
     env, log = offline
-    config = tmp_path / "offline.toml"
-    config.write_text(TINY_TRAINING.format(run_dir=tmp_path / "run", cache=tmp_path / "cache"),
-                      encoding="utf-8")
+    config = tiny_training_config(tmp_path / "offline.toml", tmp_path / "run",
+                                  tmp_path / "cache", name="offline", seed=1, epochs=1)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = run_idou("train", config, "--no-progress", cwd=tmp_path, env=env, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import onnx
 import pytest
 import rasterio
 import rasterio.features
 from affine import Affine
-from onnx import TensorProto, helper, numpy_helper
 from rasterio.crs import CRS
 from scipy import ndimage
 from shapely.geometry import box, shape
@@ -21,10 +19,12 @@ from shapely.geometry import box, shape
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
 from idou.inference.contract import ModelContract
-from idou.inference.model_card import ModelCard, card_paths, read_card, sha256_file, write_card
+from idou.inference.model_card import card_paths, read_card
 from idou.inference.model_source import resolve_model
 from idou.training.evaluate import ScenePrediction, evaluate_model, find_scenes
 from idou.training.tune import tune_model, tune_predictions
+
+from .. import onnx_builders
 
 GSD = 0.5
 ORIGIN = (1000.0, 2000.0)
@@ -37,27 +37,7 @@ DEM_LEVELS = [200] * 4
 
 def passthrough_model(path: Path, contract: ModelContract = CONTRACT) -> Path:
     """probabilities = after bands (0, 1) / 255: the 'after' flight *is* the probability raster."""
-    shape: list[str | int | None] = ["N", 3, "H", "W"]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
-              for n in ("before", "after")]
-    output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2, "H", "W"])
-    inits = [numpy_helper.from_array(np.array([0, 1], dtype=np.int64), "idx"),
-             numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")]
-    nodes = [helper.make_node("Gather", ["after", "idx"], ["pa"], axis=1),
-             helper.make_node("Gather", ["before", "idx"], ["pb"], axis=1),
-             helper.make_node("Mul", ["pb", "zero"], ["z"]),
-             helper.make_node("Add", ["pa", "z"], ["probabilities"])]
-    graph = helper.make_graph(nodes, "idou-test", inputs, [output], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for key, value in contract.to_metadata().items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(path))
-    write_card(ModelCard(name="idou-test", version=contract.model_version,
-                         sha256=sha256_file(path), trained_on="nothing (test)",
-                         metrics={"trained": "kept"}), *card_paths(path))
-    return path
+    return onnx_builders.passthrough_model(path, contract, metrics={"trained": "kept"})
 
 
 def _square(k: int, row: int) -> tuple[int, int]:
