@@ -306,7 +306,7 @@ class FootprintChipDataset:
                 src = rasterio.open(p)
                 self._vrts.append(WarpedVRT(src, crs=self.crs, transform=self.transform,
                                             width=self.width, height=self.height,
-                                            resampling=Resampling.bilinear))
+                                            resampling=Resampling.average))
         return self._vrts
 
     def _valid_fraction(self, window: Window) -> float:

@@ -3,9 +3,9 @@
 Each seed gives one flight pair from :func:`idou.geo.synthetic.flight.make_flight_pair` at its
 native 0.2 m. The two flights lie on one pixel lattice with shifted extents; their overlap is
 cropped and brought to the model's GSD (an integer factor, e.g. 2 for 0.4 m) the way inference
-resamples: GDAL's bilinear warper, as ``idou.geo.align`` reads flights through a ``WarpedVRT``
-(``"area"`` averaging is the alternative). Labels come from the generator's footprints of both
-dates through the same derivation as real footprints
+resamples: the mean of each factor×factor block, as ``idou.geo.align`` reads flights decimated
+(``"bilinear"``, GDAL's warper, is what idou 1.0 did). Labels come from the generator's
+footprints of both dates through the same derivation as real footprints
 (:func:`~idou.training.datasets.footprints.derive_labels_from_footprints`, buildings matched by
 id). Nodata of either flight is 255 (ignore) in every mask.
 
@@ -69,7 +69,7 @@ def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
 def gdal_resample(image: np.ndarray, source: Affine, target: Affine, factor: int,
                   crs: str) -> np.ndarray:
     """Resample an H×W×C image by ``factor`` with GDAL's bilinear warper, as
-    :class:`idou.geo.align.AlignedPair` does at inference (its kernel widens when shrinking)."""
+    :class:`idou.geo.align.AlignedPair` did before it read decimated (idou 1.0)."""
     from rasterio.enums import Resampling
     from rasterio.warp import reproject
 
@@ -82,7 +82,7 @@ def gdal_resample(image: np.ndarray, source: Affine, target: Affine, factor: int
 
 def make_scene(seed: int, size: int = 2048, factor: int = 2, edge_px: int = 1,
                min_area_m2: float = 4.0, source_gsd_m: float = 0.2,
-               resampling: str = "bilinear") -> Scene:
+               resampling: str = "area") -> Scene:
     """Generate one flight pair and bring it onto the model grid with its labels.
 
     Args:
@@ -92,8 +92,8 @@ def make_scene(seed: int, size: int = 2048, factor: int = 2, edge_px: int = 1,
         edge_px: ignore band either side of footprint edges, in model pixels.
         min_area_m2: change pieces smaller than this are ignored.
         source_gsd_m: GSD the generator renders at.
-        resampling: ``"bilinear"`` (GDAL's warper, what inference does) or ``"area"``
-            (mean of factor×factor blocks).
+        resampling: ``"area"`` (mean of factor×factor blocks: what inference does, see
+            :mod:`idou.geo.align`) or ``"bilinear"`` (GDAL's warper, as idou 1.0 read flights).
     """
     from idou.geo.synthetic.flight import make_flight_pair
 
@@ -161,7 +161,7 @@ def _cache_path(cache_dir: Path, key: tuple[object, ...], fingerprint: str | Non
 
 
 def load_scene(seed: int, size: int, factor: int, edge_px: int, min_area_m2: float,
-               cache_dir: Path | None, resampling: str = "bilinear",
+               cache_dir: Path | None, resampling: str = "area",
                fingerprint: str | None = None) -> Scene:
     """:func:`make_scene`, through an ``.npz`` cache when ``cache_dir`` is given.
 
@@ -223,7 +223,7 @@ class SyntheticChipDataset:
         min_area_m2: change pieces smaller than this are ignored.
         min_valid: chips with a smaller valid fraction are skipped.
         cache_dir: where scenes are cached as ``.npz`` (None = RAM only).
-        resampling: ``"bilinear"`` (as inference) or ``"area"``, see :func:`make_scene`.
+        resampling: ``"area"`` (as inference) or ``"bilinear"``, see :func:`make_scene`.
         emphasis: what ``has_change`` (the flag balanced sampling favours) marks: ``"change"``
             (any change), ``"hard_change"`` (an extension or a rebuilt house, see
             :func:`hard_change_mask`) or ``"extension"``, to dwell on the cases a first
@@ -234,7 +234,7 @@ class SyntheticChipDataset:
     def __init__(self, seeds: Sequence[int], scene_size: int = 2048, gsd_m: float = 0.4,
                  chip_size: int = 128, stride: int | None = None, edge_px: int = 1,
                  min_area_m2: float = 4.0, min_valid: float = 0.6,
-                 cache_dir: str | Path | None = None, resampling: str = "bilinear",
+                 cache_dir: str | Path | None = None, resampling: str = "area",
                  emphasis: str = "change", fingerprint: str | None = None) -> None:
         factor = gsd_m / 0.2
         if abs(factor - round(factor)) > 1e-6 or round(factor) < 1:
