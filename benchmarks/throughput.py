@@ -10,7 +10,9 @@ Measures, on a generated flight pair of ``--size`` px (default 8192):
 and the peak RSS (VmHWM) of ``idou detect`` on pairs of 2k, 8k and 20k px, each in its own
 process. Mpx are input pixels of the after flight's overlap, whatever the model's
 GSD. Pairs are mosaics of one generated scene (``idou.geo.synthetic``), flipped and rotated,
-written as tiled JPEG GeoTIFFs and cached in ``--work``.
+written as tiled JPEG GeoTIFFs and cached in ``--work``. (a), (b) and (c) run ``--repeat``
+rounds, interleaved, and their medians are reported: on a shared virtual machine one run's
+speed varies by tens of percent.
 
 Usage::
 
@@ -358,6 +360,9 @@ def main() -> None:
     parser.add_argument("--bare-batches", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of (a), (b), (c) on the main pair; medians are reported "
+                             "(this machine's speed varies by tens of percent from run to run)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/idou-bench"))
     parser.add_argument("--json", type=Path, default=None, help="where to write the figures")
     args = parser.parse_args()
@@ -387,30 +392,46 @@ def main() -> None:
               f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
     main_run = runs[args.size]
     mpx = main_run["input_mpx"]
-    bare = bare_model(*pairs[args.size], model, args.threads, args.bare_batches,
-                      args.batch_size)
     tiles = main_run["tiles_run"]
-    # wall-clock Mpx/s, and Mpx per CPU-second (robust when other work shares the machine)
-    a_wall, a_cpu = mpx / (bare["seconds_per_tile"] * tiles), mpx / (
-        bare["cpu_seconds_per_tile"] * tiles)
-    b_wall, b_cpu = mpx / main_run["wall_seconds"], mpx / main_run["cpu_seconds"]
-    b_inproc = mpx / main_run["detect_seconds"]
-    c_wall = c_cpu = None
-    torch_result: dict[str, Any]
-    if args.skip_torch:
-        torch_result = {"skipped": "--skip-torch"}
-    else:
+    use_torch = not args.skip_torch
+    torch_result: dict[str, Any] = {"skipped": "--skip-torch"}
+    if use_torch:
         try:
             import torch  # noqa: F401
 
             from idou.models import siamese  # noqa: F401
         except ImportError as exc:
+            use_torch = False
             torch_result = {"skipped": f"PyTorch or the network is not available ({exc})"}
-        else:
+    # rounds of (a), (b), (c), interleaved; each measure's median (wall, CPU) is reported
+    a_runs: list[tuple[float, float]] = []
+    b_runs: list[tuple[float, float, float]] = []
+    c_runs: list[tuple[float, float]] = []
+    bare: dict[str, Any] = {}
+    for k in range(max(1, args.repeat)):
+        run = main_run if k == 0 else run_detect_child(*pairs[args.size], model, args.threads,
+                                                       args.work / f"out_{args.size}")
+        b_runs.append((mpx / run["wall_seconds"], mpx / run["cpu_seconds"],
+                       mpx / run["detect_seconds"]))
+        bare = bare_model(*pairs[args.size], model, args.threads, args.bare_batches,
+                          args.batch_size)
+        a_runs.append((mpx / (bare["seconds_per_tile"] * tiles),
+                       mpx / (bare["cpu_seconds_per_tile"] * tiles)))
+        if use_torch:
             torch_result = run_torch_child(*pairs[args.size], model, args.threads,
                                            args.work / f"out_{args.size}")
-        if "seconds" in torch_result:
-            c_wall, c_cpu = mpx / torch_result["seconds"], mpx / torch_result["cpu_seconds"]
+            if "seconds" not in torch_result:
+                use_torch = False
+            else:
+                c_runs.append((mpx / torch_result["seconds"], mpx / torch_result["cpu_seconds"]))
+        print(f"round {k + 1}: (a) {a_runs[-1][0]:.2f}, (b) {b_runs[-1][0]:.2f}"
+              + (f", (c) {c_runs[-1][0]:.2f}" if c_runs and len(c_runs) == k + 1 else "")
+              + " Mpx/s", flush=True)
+    a_wall, a_cpu = (float(np.median([r[i] for r in a_runs])) for i in (0, 1))
+    b_wall, b_cpu, b_inproc = (float(np.median([r[i] for r in b_runs])) for i in (0, 1, 2))
+    c_wall = c_cpu = None
+    if c_runs:
+        c_wall, c_cpu = (float(np.median([r[i] for r in c_runs])) for i in (0, 1))
 
     rss = {s: runs[s]["peak_rss_mib"] for s in sizes if str(s) in args.rss_sizes.split(",")}
     rss_values = list(rss.values())
@@ -423,6 +444,7 @@ def main() -> None:
                   "b_detect_in_process": b_inproc, "c_torch_eager": c_wall},
         "mpx_per_cpu_s": {"a_bare_model": a_cpu, "b_detect_end_to_end": b_cpu,
                           "c_torch_eager": c_cpu},
+        "rounds_mpx_s_wall_cpu": {"a": a_runs, "b": b_runs, "c": c_runs},
         "ratio_b_over_a": {"wall": b_wall / a_wall, "cpu": b_cpu / a_cpu},
         "ratio_b_over_c": ({"wall": b_wall / c_wall, "cpu": b_cpu / c_cpu}
                            if c_wall and c_cpu else None),

@@ -59,6 +59,9 @@ class _SideReader:
         if resampling == Resampling.average and source.grid.gsd > grid.gsd * 1.001:
             resampling = Resampling.bilinear  # enlarging: averaging would give blocky pixels
         self.resampling = resampling
+        ratio = grid.gsd / source.grid.gsd
+        # an integer decimation factor, for reading whole pixels and averaging them here
+        self.factor = round(ratio) if abs(ratio - round(ratio)) < 1e-6 else 0
         # no nodata, mask or alpha: every pixel is valid, no mask needs reading
         self.all_valid = all(MaskFlags.all_valid in flags for flags in self._src.mask_flag_enums)
         if self.offset is None and not self.scaled:
@@ -93,6 +96,16 @@ class _SideReader:
         src = Window(c0 + i0 / sx, r0 + j0 / sy, (i1 - i0) / sx, (j1 - j0) / sy)
         return src, Window(i0, j0, i1 - i0, j1 - j0)
 
+    def _block_mean_factor(self, src_win: Window, inner: Window) -> bool:
+        """True when ``src_win`` is whole source pixels, ``factor`` per grid pixel: then numpy
+        averages the blocks (3x faster than GDAL's resampler, same values)."""
+        if not (self.factor >= 2 and self.resampling == Resampling.average):
+            return False
+        values = (src_win.col_off, src_win.row_off, src_win.width, src_win.height)
+        return (all(abs(v - round(v)) < 1e-6 for v in values)
+                and round(src_win.width) == self.factor * int(inner.width)
+                and round(src_win.height) == self.factor * int(inner.height))
+
     def _source_window(self, window: Window) -> tuple[Window, Window] | None:
         """(window to read in the dataset, where it lands inside ``window``), or None if empty."""
         if self.scaled:
@@ -123,7 +136,12 @@ class _SideReader:
         r0, c0 = int(inner.row_off), int(inner.col_off)
         r1, c1 = r0 + int(inner.height), c0 + int(inner.width)
         try:
-            if self.scaled:
+            if self.scaled and self._block_mean_factor(src_win, inner):
+                whole = _rounded(src_win)
+                mask = None if self.all_valid else self._ds.dataset_mask(window=whole) > 0
+                data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1] = _block_mean(
+                    self._ds.read(self.indexes, window=whole), mask, self.factor)
+            elif self.scaled:
                 shape = (r1 - r0, c1 - c0)
                 data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win,
                                                       out_shape=(len(self.indexes), *shape),
@@ -270,6 +288,36 @@ class AlignedPair:
             t = t @ t.scale(window.width / shape[1], window.height / shape[0])
         part = shapely.clip_by_rect(self._aoi, *bounds)
         return geometry_mask([part], out_shape=shape, transform=t, invert=True)
+
+
+def _rounded(window: Window) -> Window:
+    return Window(round(window.col_off), round(window.row_off), round(window.width),
+                  round(window.height))
+
+
+def _block_mean(pixels: np.ndarray, mask: np.ndarray | None, factor: int
+                ) -> tuple[np.ndarray, np.ndarray | bool]:
+    """uint8 ``(C, f h, f w)`` → the rounded mean of the valid pixels of each ``f x f`` block,
+    ``(C, h, w)``, and where any pixel was valid (``True`` when ``mask`` is None: all valid)."""
+    c, h, w = pixels.shape[0], pixels.shape[1] // factor, pixels.shape[2] // factor
+    total = np.zeros((c, h, w), dtype=np.uint32)
+    count = None if mask is None else np.zeros((h, w), dtype=np.uint32)
+    for dr in range(factor):
+        for dc in range(factor):
+            part = pixels[:, dr::factor, dc::factor]
+            if mask is None:
+                total += part
+            else:
+                m = mask[dr::factor, dc::factor]
+                total += part * m
+                count += m  # type: ignore[operator]
+    if count is None:
+        total += factor * factor // 2
+        total //= factor * factor
+        return total.astype(np.uint8), True
+    total += count // 2
+    total //= np.maximum(count, 1)
+    return total.astype(np.uint8), count > 0
 
 
 def _whole(window: Window) -> Window:

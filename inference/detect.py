@@ -30,9 +30,10 @@ LogFn = Callable[[str, str], None]
 """Called as ``log(level, message)`` with level 'note' or 'warning'."""
 
 FULL_HASH_LIMIT = 512 * 1024 * 1024
-GDAL_CACHE_BYTES = 48 * 1024 * 1024
+GDAL_CACHE_BYTES = 16 * 1024 * 1024
 """GDAL's block cache (default 5 % of RAM): each block is read about once, so keep it small and
-the resident memory independent of the flight's size."""
+the resident memory independent of the flight's size (48 MiB let a 2k pair peak 35 MiB lower
+than an 8k one; 16 MiB costs under 3 % more CPU on a 20k pair, measured)."""
 
 
 @dataclass

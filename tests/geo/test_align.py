@@ -252,3 +252,18 @@ def test_finer_flights_are_read_decimated_as_the_mean_of_their_pixels(tmp_path: 
         assert np.abs(got - want)[:, :, 1 - c0:].max() <= 1  # column 0 is checked below
     assert valid[:32, 1:39].all()
     assert not valid[:, 0].any()  # the after flight covers only half of column 0
+
+
+def test_a_flight_at_a_non_integer_ratio_is_averaged_by_gdal(tmp_path: Path) -> None:
+    """0.25 m for a 0.4 m grid (ratio 1.6): GDAL's area-weighted average, nodata left out."""
+    b = np.full((3, 96, 96), 100, np.uint8)
+    b[:, :, 40] = 0  # nodata column
+    before = write_raster(tmp_path / "b.tif", b, nodata=0, gsd=0.25)
+    after = write_raster(tmp_path / "a.tif", np.full((3, 120, 120), 150, np.uint8))
+    report = preflight(open_source(before), open_source(after), ModelContract(gsd_m=0.4),
+                       estimate_misregistration=False)
+    with AlignedPair(report) as pair:
+        assert pair.before.scaled and pair.before.factor == 0 and pair.after.factor == 2
+        rb, ra, valid = pair.read(pair.grid.full_window)
+    assert valid.mean() > 0.9
+    assert (rb[:, valid] == 100).all() and (ra[:, valid] == 150).all()
