@@ -5,9 +5,9 @@ serves windows of ``report.grid``:
 
 - a source already on the grid's pixel lattice is read directly (no resampling);
 - a north-up source in the grid's CRS with finer pixels (e.g. a 0.2 m flight for a 0.4 m
-  model) is read decimated: GDAL averages the source pixels under each grid pixel, straight from
-  the file (a JPEG-compressed TIFF is decoded at the reduced size, internal overviews are used),
-  which is several times faster than warping;
+  model) is read decimated: each grid pixel is the mean of the valid source pixels under it,
+  computed in numpy for an integer factor on whole pixels and by GDAL's average resampling
+  otherwise, several times faster than warping;
 - any other source (another CRS, a rotated grid) is warped on the fly through a ``WarpedVRT``.
 
 Training resamples generated scenes the same way (area mean, see
