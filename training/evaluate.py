@@ -28,6 +28,7 @@ from idou.geo import metrics
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
 from idou.geo.metrics import CHANNELS, ObjectScores, PixelScores
+from idou.geo.review_fields import DETECTION, NOT_DETECTED_AGAIN
 
 TRUTH_FILE = "truth.gpkg"
 TRUTH_LAYER = "truth"
@@ -373,6 +374,14 @@ def processed_truth(truth: gpd.GeoDataFrame, coverage: gpd.GeoDataFrame | None
     return truth[inside], int((~inside).sum())
 
 
+def _this_run(frame: gpd.GeoDataFrame | None) -> gpd.GeoDataFrame | None:
+    """Rows the latest run detected: a ``--force`` re-run keeps rows it no longer finds (for
+    their review edits) with 検出状況 = 再実行で未検出; they are not its detections."""
+    if frame is None or DETECTION not in frame.columns:
+        return frame
+    return frame[frame[DETECTION] != NOT_DETECTED_AGAIN]
+
+
 def evaluate_geopackage(result: str | Path, truth: str | Path, *,
                         min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
                         cover: float = metrics.DEFAULT_COVER, parcels_key: str = "地番"
@@ -383,7 +392,7 @@ def evaluate_geopackage(result: str | Path, truth: str | Path, *,
     ``candidate_parcels`` (parcel recall, when present) and ``coverage`` (truth outside the
     processed area is left out and counted in ``truth_outside``).
     """
-    changes = read_layer(result, CHANGES_LAYER, what="detection GeoPackage")
+    changes = _this_run(read_layer(result, CHANGES_LAYER, what="detection GeoPackage"))
     assert changes is not None
     truth_gdf, outside = processed_truth(read_truth(truth),
                                          read_layer(result, COVERAGE_LAYER, required=False))
@@ -393,7 +402,7 @@ def evaluate_geopackage(result: str | Path, truth: str | Path, *,
         change_types=metrics.change_type_recall(changes, truth_gdf, min_area_m2=min_area_m2,
                                                 cover=cover),
         min_area_m2=min_area_m2, cover=cover, truth_outside=outside)
-    candidates = read_layer(result, PARCELS_LAYER, required=False)
+    candidates = _this_run(read_layer(result, PARCELS_LAYER, required=False))
     if candidates is not None and parcels_key in truth_gdf.columns:
         evaluation.parcels = metrics.parcel_counts(candidates, truth_gdf, parcels_key)
     return evaluation

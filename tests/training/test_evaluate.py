@@ -97,3 +97,24 @@ def test_truth_outside_coverage_is_left_out(tmp_path: Path) -> None:
     ev = evaluate_geopackage(result, truth_path)
     assert ev.channels["new"].recall == 1.0 and ev.truth_outside == 1
     assert ev.parcels is None                         # no candidate_parcels layer
+
+
+def test_rows_a_rerun_no_longer_detects_are_not_scored(tmp_path: Path) -> None:
+    """A --force re-run keeps rows it no longer finds (検出状況 = 再実行で未検出) for their
+    review edits; evaluate scores only what the latest run detected."""
+    truth = gpd.GeoDataFrame({"channel": ["new", "new"], "change_type": ["new", "new"],
+                              "地番": ["1", "2"]},
+                             geometry=[box(0, 0, 10, 10), box(50, 50, 60, 60)], crs=CRS_)
+    truth_path = tmp_path / "truth.gpkg"
+    truth.to_file(truth_path, layer="truth")
+    result = tmp_path / "r.gpkg"
+    status = {"検出状況": ["検出", "再実行で未検出"]}  # the earlier run's find, kept
+    gpd.GeoDataFrame({"channel": ["new", "new"], **status},
+                     geometry=[box(0, 0, 10, 10), box(50, 50, 60, 60)], crs=CRS_).to_file(
+        result, layer="changes")
+    gpd.GeoDataFrame({"地番": ["1", "2"], **status},
+                     geometry=[box(0, 0, 10, 10), box(50, 50, 60, 60)], crs=CRS_).to_file(
+        result, layer="candidate_parcels")
+    ev = evaluate_geopackage(result, truth_path)
+    assert ev.channels["new"].recall == 0.5 and ev.channels["new"].precision == 1.0
+    assert ev.parcels == (2, 1)
