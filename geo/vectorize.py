@@ -86,36 +86,29 @@ def clean_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     r0, r1 = max(int(rows[0]) - reach, 0), min(int(rows[-1]) + reach + 1, mask.shape[0])
     c0, c1 = max(int(cols[0]) - reach, 0), min(int(cols[-1]) + reach + 1, mask.shape[1])
     part = mask[r0:r1, c0:c1]
-    opened = _dilate(_erode(part, radius), radius)
-    closed = _erode(_dilate(opened, radius), radius)
+    opened = _square_filter(_square_filter(part, radius, erode=True), radius, erode=False)
+    closed = _square_filter(_square_filter(opened, radius, erode=False), radius, erode=True)
     out = np.zeros_like(mask, dtype=bool)
     out[r0:r1, c0:c1] = closed
     return out
 
 
-def _square_filter(mask: np.ndarray, radius: int, erode: bool) -> np.ndarray:
-    """Erosion (outside counts as set) or dilation (outside unset) by a ``(2 radius + 1)``
-    square, as ``ndimage.binary_erosion/dilation`` with a 3 x 3 square and ``radius``
-    iterations, computed separably on shifted views (several times faster)."""
-    combine = np.logical_and if erode else np.logical_or
-    out = mask
-    for _ in range(radius):
-        for axis in (0, 1):
-            padded = np.pad(out, [(1, 1) if a == axis else (0, 0) for a in (0, 1)],
-                            constant_values=erode)
-            n = padded.shape[axis]
-            lo, mid, hi = ((padded[:n - 2], padded[1:n - 1], padded[2:]) if axis == 0 else
-                           (padded[:, :n - 2], padded[:, 1:n - 1], padded[:, 2:]))
-            out = combine(combine(lo, mid), hi)
+def _square_filter(mask: np.ndarray, radius: int, *, erode: bool) -> np.ndarray:
+    """Binary erosion (pixels outside count as set) or dilation (outside unset) by a
+    ``2 radius + 1`` square, as ``ndimage.binary_erosion/dilation`` with a 3 x 3 square and
+    ``radius`` iterations: two separable passes of shifted logical and/or (about 10x faster)."""
+    op = np.logical_and if erode else np.logical_or
+    padded = np.pad(mask, radius, constant_values=erode)
+    h, w = mask.shape
+    rows = padded[radius:radius + h].copy()
+    for d in range(-radius, radius + 1):
+        if d:
+            op(rows, padded[radius + d:radius + d + h], out=rows)
+    out = rows[:, radius:radius + w].copy()
+    for d in range(-radius, radius + 1):
+        if d:
+            op(out, rows[:, radius + d:radius + d + w], out=out)
     return out
-
-
-def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
-    return _square_filter(mask, radius, erode=True)
-
-
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    return _square_filter(mask, radius, erode=False)
 
 
 def _blocks(height: int, width: int, size: int) -> Iterator[tuple[int, int, Window]]:

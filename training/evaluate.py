@@ -197,42 +197,17 @@ class ScenePrediction:
                          min_area_m2=min_area_m2)
 
 
-def _square_filter(mask: np.ndarray, radius: int, *, erode: bool) -> np.ndarray:
-    """Binary erosion (pixels outside count as set) or dilation (outside unset) by a
-    ``2 radius + 1`` square, as two separable passes of shifted logical and/or."""
-    op = np.logical_and if erode else np.logical_or
-    padded = np.pad(mask, radius, constant_values=erode)
-    h, w = mask.shape
-    rows = padded[radius:radius + h].copy()
-    for d in range(-radius, radius + 1):
-        if d:
-            op(rows, padded[radius + d:radius + d + h], out=rows)
-    out = rows[:, radius:radius + w].copy()
-    for d in range(-radius, radius + 1):
-        if d:
-            op(out, rows[:, radius + d:radius + d + w], out=out)
-    return out
-
-
 def detect_clean(mask: np.ndarray) -> np.ndarray:
     """The morphological clean-up ``idou detect`` applies to a thresholded mask.
 
-    Equal to ``idou.geo.vectorize.clean_mask(mask, r)`` with ``vectorize``'s default radius
-    ``r`` (detect passes none): an opening then a closing by a ``2r + 1`` square with a neutral
-    edge, computed with separable shifted and/or passes (about 10x faster than iterated
-    ``binary_erosion``, which matters when every threshold of a sweep is cleaned). A test keeps
-    the two equal.
+    ``idou.geo.vectorize.clean_mask`` with ``vectorize``'s default radius (detect passes none).
     """
     import inspect
 
-    from idou.geo.vectorize import vectorize
+    from idou.geo.vectorize import clean_mask, vectorize
 
-    radius = int(inspect.signature(vectorize).parameters["clean_radius"].default)
-    mask = np.asarray(mask, dtype=bool)
-    if radius <= 0 or not mask.any():
-        return mask
-    opened = _square_filter(_square_filter(mask, radius, erode=True), radius, erode=False)
-    return _square_filter(_square_filter(opened, radius, erode=False), radius, erode=True)
+    radius = inspect.signature(vectorize).parameters["clean_radius"].default
+    return clean_mask(np.asarray(mask, dtype=bool), int(radius))
 
 
 def _valid_mask(pair: Any, block: int = 2048) -> np.ndarray:
