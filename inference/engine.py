@@ -331,13 +331,9 @@ def predict_window(pair: PairReader, session: Any, contract: ModelContract, wind
     Returns:
         float32 ``(2, h, w)`` probabilities (new, demolished), 0 where either date is nodata.
     """
-    stats = stats if stats is not None else EngineStats()
-    t_start = time.perf_counter()
-    sums, valid = _window_sums(pair, session, contract, window, batch_size=batch_size,
-                               stats=stats, prefetch_depth=prefetch_depth, precheck=precheck)
-    probs = to_probabilities(sums)
-    probs *= valid[None]
-    stats.seconds += time.perf_counter() - t_start
+    probs, _ = _window_probabilities(pair, session, contract, window, to_probabilities,
+                                     batch_size=batch_size, stats=stats,
+                                     prefetch_depth=prefetch_depth, precheck=precheck)
     return probs
 
 
@@ -350,11 +346,21 @@ def predict_window_uint8(pair: PairReader, session: Any, contract: ModelContract
     Bit-identical to ``to_uint8(predict_window(...))`` and to what ``predict_grid`` writes,
     with no float temporaries (for large blocks).
     """
+    return _window_probabilities(pair, session, contract, window, sums_to_uint8,
+                                 batch_size=batch_size, stats=stats,
+                                 prefetch_depth=prefetch_depth, precheck=precheck)
+
+
+def _window_probabilities(pair: PairReader, session: Any, contract: ModelContract,
+                          window: Window, convert: Callable[[np.ndarray], np.ndarray], *,
+                          batch_size: int, stats: EngineStats | None, prefetch_depth: int,
+                          precheck: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A window's blended sums through ``convert``, zero where invalid, and the valid mask."""
     stats = stats if stats is not None else EngineStats()
     t_start = time.perf_counter()
     sums, valid = _window_sums(pair, session, contract, window, batch_size=batch_size,
                                stats=stats, prefetch_depth=prefetch_depth, precheck=precheck)
-    probs = sums_to_uint8(sums)
+    probs = convert(sums)
     probs *= valid[None]
     stats.seconds += time.perf_counter() - t_start
     return probs, valid
