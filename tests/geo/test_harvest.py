@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sqlite3
 import sys
 import types
 from pathlib import Path
@@ -16,6 +15,8 @@ from shapely.geometry import MultiPolygon, box
 
 from idou.geo.errors import UserInputError
 from idou.geo.harvest import harvest
+
+from ..gpkg_edits import staff_edit
 
 _spec = importlib.util.spec_from_file_location(
     "review_builders", Path(__file__).with_name("review_builders.py"))
@@ -29,9 +30,7 @@ def reviewed(tmp_path: Path) -> Path:
     one demolished building missed by the model drawn in `missed`."""
     path = tmp_path / "run.gpkg"
     builders.write_run(path, orthophotos=(tmp_path / "2024.tif", tmp_path / "2025.tif"))
-    with sqlite3.connect(path) as con:
-        for name in ("ST_IsEmpty", "ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY"):
-            con.create_function(name, 1, lambda blob: 0)
+    with staff_edit(path) as con:
         con.execute("UPDATE candidate_parcels SET 調査状況 = '課税対象' WHERE parcel_id = 'A町 1'")
         con.execute("UPDATE candidate_parcels SET 調査状況 = '要再調査' WHERE parcel_id = 'A町 3'")
         con.execute("UPDATE changes SET 調査状況 = '誤検出' WHERE score_max = 0.55")

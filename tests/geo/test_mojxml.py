@@ -13,46 +13,7 @@ from idou.geo import mojxml
 from idou.geo.errors import UserInputError
 from idou.geo.mojxml import read_mojxml, zone_to_epsg
 
-
-def moj_xml(zone: str = "公共座標9系", *, doctype: str = "", extra_fude: str = "",
-            chiban: str = "12-3") -> str:
-    """A small 地図XML: one 10 m x 20 m parcel (X north 1000..1020, Y east 500..510)."""
-    points = {"P1": (1000.0, 500.0), "P2": (1000.0, 510.0), "P3": (1020.0, 510.0),
-              "P4": (1020.0, 500.0)}
-    point_xml = "".join(
-        f'<zmn:GM_Point id="{k}"><zmn:GM_Point.position><zmn:DirectPosition>'
-        f"<zmn:X>{x}</zmn:X><zmn:Y>{y}</zmn:Y></zmn:DirectPosition></zmn:GM_Point.position>"
-        f"</zmn:GM_Point>" for k, (x, y) in points.items())
-    # curves in scrambled order and one reversed, as real files do
-    curve_pairs = {"C1": ("P2", "P1"), "C2": ("P3", "P4"), "C3": ("P2", "P3"),
-                   "C4": ("P4", "P1")}
-    curve_xml = "".join(
-        f'<zmn:GM_Curve id="{k}"><zmn:GM_Curve.segment><zmn:GM_LineString>'
-        f"<zmn:GM_LineString.controlPoint>"
-        + "".join(f'<zmn:GM_PointArray.column><zmn:GM_Position.indirect><zmn:GM_PointRef.point '
-                  f'idref="{p}"/></zmn:GM_Position.indirect></zmn:GM_PointArray.column>'
-                  for p in pair)
-        + "</zmn:GM_LineString.controlPoint></zmn:GM_LineString></zmn:GM_Curve.segment>"
-        "</zmn:GM_Curve>" for k, pair in curve_pairs.items())
-    surface = (
-        '<zmn:GM_Surface id="F1"><zmn:GM_Surface.patch><zmn:GM_Polygon>'
-        "<zmn:GM_Polygon.boundary><zmn:GM_SurfaceBoundary><zmn:GM_SurfaceBoundary.exterior>"
-        "<zmn:GM_Ring>"
-        + "".join(f'<zmn:GM_CompositeCurve.generator idref="{c}"/>' for c in curve_pairs)
-        + "</zmn:GM_Ring></zmn:GM_SurfaceBoundary.exterior></zmn:GM_SurfaceBoundary>"
-        "</zmn:GM_Polygon.boundary></zmn:GM_Polygon></zmn:GM_Surface.patch></zmn:GM_Surface>")
-    return (
-        f'<?xml version="1.0" encoding="UTF-8"?>{doctype}'
-        '<地図 xmlns="http://www.moj.go.jp/MINJI/tizuxml" '
-        'xmlns:zmn="http://www.moj.go.jp/MINJI/tizuzumen">'
-        "<version>ver1.0</version><地図名>test</地図名><市区町村コード>12103</市区町村コード>"
-        f"<市区町村名>千葉市稲毛区</市区町村名><座標系>{zone}</座標系>"
-        f"<空間属性>{point_xml}{curve_xml}{surface}</空間属性>"
-        "<主題属性>"
-        f'<筆 id="H1"><大字コード>015</大字コード><大字名>作草部町</大字名><丁目名>一丁目</丁目名>'
-        f'<地番>{chiban}</地番><形状 idref="F1"/><精度区分>甲一</精度区分>'
-        f"<座標値種別>測量成果</座標値種別></筆>{extra_fude}"
-        "</主題属性></地図>")
+from ..mojxml_builder import moj_xml
 
 
 def write(tmp_path: Path, text: str, name: str = "map.xml") -> Path:
@@ -95,7 +56,7 @@ def test_zone_mapping(zone: str, epsg: int) -> None:
 
 
 def test_arbitrary_coordinate_system_is_refused_with_a_sentence(tmp_path: Path) -> None:
-    path = write(tmp_path, moj_xml("任意座標系"), "local.xml")
+    path = write(tmp_path, moj_xml(zone="任意座標系"), "local.xml")
     with pytest.raises(UserInputError, match=r"local\.xml.*任意座標系.*cannot be placed on a map"):
         read_mojxml(path)
 
@@ -104,7 +65,7 @@ def test_arbitrary_documents_in_a_batch_are_skipped_and_named(tmp_path: Path) ->
     archive = tmp_path / "city.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("a.xml", moj_xml())
-        z.writestr("b.xml", moj_xml("任意座標系"))
+        z.writestr("b.xml", moj_xml(zone="任意座標系"))
     skipped: list[str] = []
     files = read_mojxml(archive, skipped=skipped)
     assert [f.name for f in files] == ["city.zip:a.xml"]
@@ -114,8 +75,8 @@ def test_arbitrary_documents_in_a_batch_are_skipped_and_named(tmp_path: Path) ->
 def test_a_batch_of_only_arbitrary_documents_is_refused(tmp_path: Path) -> None:
     archive = tmp_path / "local.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("a.xml", moj_xml("任意座標系"))
-        z.writestr("b.xml", moj_xml("任意座標系"))
+        z.writestr("a.xml", moj_xml(zone="任意座標系"))
+        z.writestr("b.xml", moj_xml(zone="任意座標系"))
     with pytest.raises(UserInputError, match="all 2 地図XML documents .* cannot be placed"):
         read_mojxml(archive)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import sqlite3
 from pathlib import Path
 
 import geopandas as gpd
 import pyogrio
 from shapely.geometry import MultiPolygon, box
+
+from ..gpkg_edits import staff_edit
 
 _spec = importlib.util.spec_from_file_location(
     "review_builders", Path(__file__).with_name("review_builders.py"))
@@ -23,11 +24,7 @@ def edit(path: Path) -> dict[str, str]:
     by_class = dict(zip(changes["異動区分"], changes["change_id"], strict=False))
     spanning = changes.loc[changes["area_m2"] == 200.0, "change_id"].item()
     false_alarm = changes.loc[changes["score_max"] == 0.55, "change_id"].item()
-    with sqlite3.connect(path) as con:
-        # the GeoPackage's rtree triggers name these SQL functions; plain sqlite3 lacks them
-        # (QGIS edits through GDAL, which has them). Attribute updates never call them.
-        for name in ("ST_IsEmpty", "ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY"):
-            con.create_function(name, 1, lambda blob: 0)
+    with staff_edit(path) as con:
         con.execute("UPDATE candidate_parcels SET 調査状況 = '課税対象', 調査者 = '田中', "
                     "調査日 = '2025-06-01', 備考 = '母屋の南に増築' WHERE parcel_id = 'A町 1'")
         con.execute("UPDATE candidate_parcels SET 調査状況 = '要再調査', 備考 = '不在' "

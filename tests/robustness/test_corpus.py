@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -28,6 +27,8 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.warp import calculate_default_transform, reproject
 from shapely.geometry import Point, Polygon, box
 
+from ..gpkg_edits import staff_edit
+from ..mojxml_builder import moj_xml
 from .conftest import (
     CRS,
     GSD,
@@ -45,7 +46,6 @@ from .conftest import (
     with_roofs,
     write_raster,
 )
-from .mojxml_builder import moj_xml
 
 
 @dataclass
@@ -523,11 +523,7 @@ def reviewed(good: GoodPair, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = run_idou("detect", good.before, good.after, "-o", out, "--model", good.model,
                    "--parcels", good.parcels, "--quiet", "--threads", "1", cwd=folder)
     assert run.returncode == 0, run.stderr
-    with sqlite3.connect(out) as con:
-        # the GeoPackage's rtree triggers name these spatial functions (as QGIS provides them)
-        con.create_function("ST_IsEmpty", 1, lambda geom: 0)
-        for name in ("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY"):
-            con.create_function(name, 1, lambda geom: 0.0)
+    with staff_edit(out) as con:
         con.execute('UPDATE candidate_parcels SET "調査状況" = ?, "備考" = ? WHERE fid = 1',
                     ("課税対象", "現地確認済み 2026-10-01"))
     return out

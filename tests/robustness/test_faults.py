@@ -21,6 +21,7 @@ import numpy as np
 import pyogrio
 import pytest
 
+from ..gpkg_edits import staff_edit
 from .conftest import (
     CONTRACT,
     GoodPair,
@@ -128,16 +129,11 @@ def test_kill_9_during_a_forced_rerun_keeps_the_review_edits(larger: GoodPair,
     at the output path is the reviewed one byte for byte (or, had the rename just happened,
     the new one with the edit merged in): the edit is never lost."""
     good = larger
-    import sqlite3
-
     out = tmp_path / "changes.gpkg"
     first = run_idou("detect", good.before, good.after, "-o", out, "--model", good.model,
                      "--parcels", good.parcels, "--quiet", "--threads", "1", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    with sqlite3.connect(out) as con:
-        con.create_function("ST_IsEmpty", 1, lambda geom: 0)
-        for name in ("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY"):
-            con.create_function(name, 1, lambda geom: 0.0)
+    with staff_edit(out) as con:
         con.execute('UPDATE candidate_parcels SET "備考" = ? WHERE fid = 1', ("要確認: 車庫",))
     reviewed = out.read_bytes()
     proc = _start(good, out, "--force")

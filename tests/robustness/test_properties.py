@@ -27,7 +27,7 @@ from idou.geo.vectorize import vectorize
 from idou.inference.blending import SCALE, BlendWeights, accumulate
 from idou.inference.tiling import TilePlan
 
-from .mojxml_builder import moj_xml
+from ..mojxml_builder import moj_xml
 
 
 @st.composite

@@ -17,13 +17,7 @@ from idou.training import export as export_module  # noqa: E402
 from idou.training.config import config_from_dict  # noqa: E402
 from idou.training.export import ExportError, export_checkpoint  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _checkpoint(tmp_path: Path) -> Path:

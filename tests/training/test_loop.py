@@ -18,13 +18,7 @@ SCENE = {"kind": "synthetic", "seeds": [930001], "scene_size": 384, "chip_size":
          "stride": 32}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Small nets on a shared CPU run faster (and reproducibly) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
