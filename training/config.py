@@ -84,6 +84,10 @@ class TrainSection:
         min_epochs: never stop before this many epochs.
         max_minutes: stop after the epoch in which this wall time is exceeded (0 = no limit).
         threads: torch CPU threads (0 = torch's default).
+        small_object_m2: change objects of a training chip smaller than this (m²) weigh
+            ``min(small_object_boost, small_object_m2 / area)`` per pixel in the loss, so small
+            extensions (増築) count closer to their share of the objects (0 = off).
+        small_object_boost: the largest of those weights.
         val_threshold: probability threshold for the validation metrics.
         min_area_m2: objects smaller than this are left out of the object metrics.
     """
@@ -103,6 +107,8 @@ class TrainSection:
     pos_weight: float = 3.0
     dice_weight: float = 1.0
     aux_weight: float = 0.2
+    small_object_m2: float = 0.0
+    small_object_boost: float = 4.0
     val_threshold: float = 0.5
     min_area_m2: float = 8.0
     sample_images: int = 4

@@ -452,7 +452,9 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=tc.lr,
                                                     total_steps=total_steps, pct_start=0.1)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
-    loss_fn = ChangeLoss(tc.pos_weight, tc.dice_weight, tc.aux_weight if net.aux else 0.0)
+    loss_fn = ChangeLoss(tc.pos_weight, tc.dice_weight, tc.aux_weight if net.aux else 0.0,
+                         small_object_px=tc.small_object_m2 / config.contract.gsd_m ** 2,
+                         small_object_boost=tc.small_object_boost)
 
     start_epoch, batch_in_epoch, global_step = 0, 0, 0
     best = {"epoch": -1, "score": (-1.0, -1.0), "metrics": {}}

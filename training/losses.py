@@ -3,19 +3,56 @@
 Change pixels are rare (a few percent of a chip). Up-weighting positives in the BCE
 (``pos_weight``) and adding a Dice term, which scores each channel's overlap regardless of how
 little of the chip changed, keeps the network from settling on "no change everywhere".
+
+Object recall counts a small extension (増築) as much as a whole new house, but its few pixels
+weigh little in a pixel loss. :func:`small_object_weights` raises the weight of the pixels of
+small change objects so that each counts closer to its share of the objects.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 IGNORE = 255
+_EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
+
+
+def small_object_weights(target: torch.Tensor, small_px: float, max_boost: float
+                         ) -> torch.Tensor:
+    """Per-pixel weights: ``min(max_boost, small_px / size)`` on change objects under ``small_px``.
+
+    Objects are the 8-connected change pixels (value 1) of one chip and channel; every other
+    pixel, and every pixel of an object of ``small_px`` pixels or more, weighs 1.
+
+    Args:
+        target: N×C×H×W uint8 (0/1, 255 = ignore).
+        small_px: objects smaller than this many pixels are boosted.
+        max_boost: the largest weight.
+
+    Returns:
+        N×C×H×W float32 weights on ``target``'s device.
+    """
+    y = (target == 1).cpu().numpy()
+    weights = np.ones(y.shape, dtype=np.float32)
+    for index in np.ndindex(*y.shape[:2]):
+        labels, count = ndimage.label(y[index], structure=_EIGHT_NEIGHBOURS)
+        if count == 0:
+            continue
+        sizes = np.bincount(labels.ravel())
+        boost = np.minimum(max_boost, small_px / np.maximum(sizes, 1)).astype(np.float32)
+        boost = np.maximum(boost, 1.0)
+        boost[0] = 1.0
+        weights[index] = boost[labels]
+    return torch.from_numpy(weights).to(target.device)
 
 
 def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 3.0,
-                    dice_weight: float = 1.0, eps: float = 1.0) -> torch.Tensor:
+                    dice_weight: float = 1.0, eps: float = 1.0,
+                    pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted BCE + soft Dice over the pixels whose target is not 255.
 
     Args:
@@ -24,6 +61,8 @@ def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, pos_weight: floa
         pos_weight: weight of positive pixels in the BCE.
         dice_weight: weight of the Dice term (0 = BCE only).
         eps: Dice smoothing.
+        pixel_weight: optional N×C×H×W factor on each pixel's BCE weight (e.g.
+            :func:`small_object_weights`).
 
     Returns:
         A scalar loss (0 when every pixel is ignored).
@@ -32,6 +71,8 @@ def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, pos_weight: floa
     valid = (target != IGNORE).float()
     y = (target == 1).float()
     weight = valid * (1.0 + (pos_weight - 1.0) * y)
+    if pixel_weight is not None:
+        weight = weight * pixel_weight
     bce = F.binary_cross_entropy_with_logits(logits, y, weight=weight, reduction="sum")
     bce = bce / valid.sum().clamp_min(1.0)
     if dice_weight <= 0:
@@ -50,21 +91,31 @@ class ChangeLoss(nn.Module):
         pos_weight: BCE weight of change pixels.
         dice_weight: weight of the Dice term.
         aux_weight: weight of the building loss (ignored when no building logits are given).
+        small_object_px: change objects under this many pixels get heavier pixels (0 = off;
+            see :func:`small_object_weights`).
+        small_object_boost: the largest of those weights.
     """
 
     def __init__(self, pos_weight: float = 3.0, dice_weight: float = 1.0,
-                 aux_weight: float = 0.2) -> None:
+                 aux_weight: float = 0.2, small_object_px: float = 0.0,
+                 small_object_boost: float = 4.0) -> None:
         super().__init__()
         self.pos_weight = pos_weight
         self.dice_weight = dice_weight
         self.aux_weight = aux_weight
+        self.small_object_px = small_object_px
+        self.small_object_boost = small_object_boost
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 aux: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
                 buildings: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
                 ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and its parts (as floats, for logging)."""
-        change = masked_bce_dice(logits, target, self.pos_weight, self.dice_weight)
+        pixel_weight = (small_object_weights(target, self.small_object_px,
+                                             self.small_object_boost)
+                        if self.small_object_px > 0 else None)
+        change = masked_bce_dice(logits, target, self.pos_weight, self.dice_weight,
+                                 pixel_weight=pixel_weight)
         total = change
         parts = {"loss_change": float(change.detach())}
         if self.aux_weight > 0:

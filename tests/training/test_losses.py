@@ -6,7 +6,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from idou.training.losses import ChangeLoss, masked_bce_dice  # noqa: E402
+from idou.training.losses import (  # noqa: E402
+    ChangeLoss,
+    masked_bce_dice,
+    small_object_weights,
+)
 
 
 def test_ignored_pixels_do_not_count() -> None:
@@ -45,3 +49,35 @@ def test_building_head_adds_its_loss() -> None:
     plain, _ = ChangeLoss(aux_weight=0.5)(logits, target)
     total, parts = ChangeLoss(aux_weight=0.5)(logits, target, (aux, aux), (buildings, buildings))
     assert float(total) > float(plain) and "loss_buildings" in parts
+
+
+def _small_and_large() -> torch.Tensor:
+    """One chip, one channel: a 2×2 object, a 6×6 object and an ignored band."""
+    target = torch.zeros(1, 1, 12, 12, dtype=torch.uint8)
+    target[0, 0, 1:3, 1:3] = 1
+    target[0, 0, 5:11, 5:11] = 1
+    target[0, 0, :, 11] = 255
+    return target
+
+
+def test_small_objects_weigh_more_up_to_the_cap() -> None:
+    target = _small_and_large()
+    weights = small_object_weights(target, small_px=16.0, max_boost=3.0)[0, 0]
+    assert torch.all(weights[1:3, 1:3] == 3.0)  # 16 / 4 px = 4, capped at 3
+    assert torch.all(weights[5:11, 5:11] == 1.0)  # 36 px: not small
+    assert float(weights[0, 0]) == 1.0 and torch.all(weights[:, 11] == 1.0)
+    weights = small_object_weights(target, small_px=8.0, max_boost=3.0)[0, 0]
+    assert torch.all(weights[1:3, 1:3] == 2.0)  # 8 / 4 px
+
+
+def test_missing_a_small_object_costs_more_with_the_boost() -> None:
+    """The boost changes only what a missed small object costs, not a missed large one."""
+    target = _small_and_large()
+    miss_small = torch.full((1, 1, 12, 12), -3.0)
+    miss_small[0, 0, 5:11, 5:11] = 3.0
+    miss_large = torch.full((1, 1, 12, 12), -3.0)
+    miss_large[0, 0, 1:3, 1:3] = 3.0
+    plain, boosted = ChangeLoss(dice_weight=0.0), ChangeLoss(dice_weight=0.0, small_object_px=16)
+    assert float(boosted(miss_small, target)[0]) > 1.5 * float(plain(miss_small, target)[0])
+    assert float(boosted(miss_large, target)[0]) == pytest.approx(
+        float(plain(miss_large, target)[0]), rel=0.02)
