@@ -21,6 +21,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from idou.geo.errors import UserInputError
+from idou.geo.file_mode import give_usual_mode
 from idou.geo.grid import Grid
 
 BAND_NAMES = ("new", "demolished")
@@ -118,6 +119,7 @@ class ProbabilityWriter:
                                    dir=self.path.parent)
         os.close(fd)
         cog = Path(out)
+        give_usual_mode(cog)
         try:
             rasterio.shutil.copy(
                 self._tmp, cog, driver="COG", compress=self.compress.upper(),

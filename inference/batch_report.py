@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from idou.geo.file_mode import give_usual_mode
+
 STATUS_NAME = "status.json"
 SUMMARY_NAME = "summary.html"
 LOG_NAME = "idou-batch.log"
@@ -35,6 +37,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        give_usual_mode(tmp)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, ensure_ascii=False, indent=2, default=str)
             fh.flush()

@@ -24,6 +24,7 @@ from typing import Any
 
 from idou.geo import metrics
 from idou.geo.errors import UserInputError
+from idou.geo.file_mode import give_usual_mode
 from idou.geo.metrics import CHANNELS, ObjectScores, PixelScores
 from idou.training.evaluate import ScenePrediction
 
@@ -256,6 +257,7 @@ def write_tuned_model(loaded: Any, result: TuneResult, output: str | Path, *,
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
     os.close(fd)
     try:
+        give_usual_mode(tmp)
         onnx.save(model, tmp)
         os.replace(tmp, output)
     finally:

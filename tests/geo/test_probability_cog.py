@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from idou.geo.errors import UserInputError
+from idou.geo.file_mode import usual_file_mode
 from idou.geo.grid import Grid
 from idou.geo.probability_cog import ProbabilityWriter, to_uint8
 
@@ -36,6 +38,7 @@ def test_cog_layout_bands_and_values(tmp_path: Path) -> None:
         assert not target.exists()
         assert writer.finish() == target
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prob.tif"]
+    assert stat.S_IMODE(target.stat().st_mode) == usual_file_mode()   # not mkstemp's 0600
     with rasterio.open(target) as ds:
         assert ds.count == 2 and ds.dtypes == ("uint8", "uint8")
         assert ds.descriptions == ("new", "demolished")

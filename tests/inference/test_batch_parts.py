@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import stat
 from pathlib import Path
 
 import pytest
 
 from idou.geo.errors import UserInputError
+from idou.geo.file_mode import usual_file_mode
 from idou.inference.batch_config import load_flight_config
 from idou.inference.batch_report import StatusFile, read_status, write_summary_html
 from idou.inference.blocks import plan_blocks, snap_block_size
@@ -191,6 +193,8 @@ def test_status_file_is_valid_json_with_progress_figures(tmp_path: Path) -> None
     assert on_disk["blocks"]["done"] == 1 and on_disk["flight"] == "f.toml"
     assert on_disk["mpx_per_s"] >= 0 and on_disk["eta_s"] is not None
     assert not list(tmp_path.glob(".*tmp"))
+    # monitoring run by another account can read it (not mkstemp's 0600)
+    assert stat.S_IMODE((tmp_path / "status.json").stat().st_mode) == usual_file_mode()
     coarse = StatusFile(tmp_path, total_pixels=1_000_000, pixel_area_m2=0.16, input_scale=4.0)
     coarse.add_pixels(250_000)
     coarse.started -= 10.0

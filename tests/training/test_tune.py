@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import stat
 from pathlib import Path
 
 import geopandas as gpd
@@ -17,6 +18,7 @@ from scipy import ndimage
 from shapely.geometry import box, shape
 
 from idou.geo.errors import UserInputError
+from idou.geo.file_mode import usual_file_mode
 from idou.geo.grid import Grid
 from idou.inference.contract import ModelContract
 from idou.inference.model_card import card_paths, read_card
@@ -168,6 +170,7 @@ def test_tune_model_end_to_end_through_the_engine(tmp_path: Path) -> None:
 
     written = outcome.model
     assert written == tmp_path / "model.tuned.onnx"
+    assert stat.S_IMODE(written.stat().st_mode) == usual_file_mode()   # not mkstemp's 0600
     tuned = resolve_model(str(written))                  # the card hash matches the new file
     assert tuned.contract.thresholds == (0.17, 0.78)
     assert tuned.contract.recall_target == 0.869
