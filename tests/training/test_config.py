@@ -12,7 +12,7 @@ from idou.training.config import load_config
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["smoke.toml", "default.toml"])
+@pytest.mark.parametrize("name", ["smoke.toml", "default.toml", "default-small-changes.toml"])
 def test_shipped_configs_load(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert config.train_data and config.contract.gsd_m > 0
