@@ -32,7 +32,7 @@ from idou.geo.errors import UserInputError
 DEFAULT_COVER = 0.25
 DEFAULT_MIN_AREA_M2 = 8.0
 CHANNELS = ("new", "demolished")
-_EIGHT = np.ones((3, 3), dtype=bool)
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)  # objects, as scored here and taught in training
 
 
 def _ratio(num: int, den: int) -> float:
@@ -150,7 +150,7 @@ class _TruthObjects:
             self.truth = self.labels > 0
         else:
             self.truth = _as_bool(truth, "truth")
-            self.labels, self.n = ndimage.label(self.truth, structure=_EIGHT)
+            self.labels, self.n = ndimage.label(self.truth, structure=EIGHT_CONNECTED)
         self.valid = None if valid is None else _as_bool(valid, "valid")
         if self.valid is not None and self.valid.shape != self.truth.shape:
             raise ValueError(f"valid/ignore mask {self.valid.shape} != truth {self.truth.shape}")
@@ -173,7 +173,7 @@ class _TruthObjects:
         pred = _as_bool(pred, "pred")
         if pred.shape != self.truth.shape:
             raise ValueError(f"pred {pred.shape} != truth {self.truth.shape}")
-        plabels, n_pred_all = ndimage.label(pred, structure=_EIGHT)
+        plabels, n_pred_all = ndimage.label(pred, structure=EIGHT_CONNECTED)
         flat = plabels.ravel()
         counted = flat if self.valid_flat is None else flat[self.valid_flat]
         parea = np.bincount(counted, minlength=n_pred_all + 1)

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
+from idou.geo.metrics import EIGHT_CONNECTED
+
 IGNORE = 255
-_EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
 
 def small_object_weights(target: torch.Tensor, small_px: float, max_boost: float
@@ -39,7 +40,7 @@ def small_object_weights(target: torch.Tensor, small_px: float, max_boost: float
     y = (target == 1).cpu().numpy()
     weights = np.ones(y.shape, dtype=np.float32)
     for index in np.ndindex(*y.shape[:2]):
-        labels, count = ndimage.label(y[index], structure=_EIGHT_NEIGHBOURS)
+        labels, count = ndimage.label(y[index], structure=EIGHT_CONNECTED)
         if count == 0:
             continue
         sizes = np.bincount(labels.ravel())

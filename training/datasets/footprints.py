@@ -48,9 +48,9 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from idou.geo.errors import UserInputError
+from idou.geo.metrics import EIGHT_CONNECTED
 
 IGNORE = 255
-_EIGHT = np.ones((3, 3), dtype=bool)
 
 
 @dataclass
@@ -121,7 +121,7 @@ def derive_labels(before: np.ndarray, after: np.ndarray, edge_px: int = 1,
     ignore_dem = np.zeros_like(demolished)
     if min_area_px > 0:
         for mask, ign in ((new, ignore_new), (demolished, ignore_dem)):
-            lab, n = ndimage.label(mask, structure=_EIGHT)
+            lab, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
             if n:
                 sizes = ndimage.sum_labels(mask, lab, index=np.arange(1, n + 1))
                 small = np.flatnonzero(sizes < min_area_px) + 1
@@ -133,8 +133,9 @@ def derive_labels(before: np.ndarray, after: np.ndarray, edge_px: int = 1,
     else:
         extension = np.zeros_like(new)
         if new.any() and before.any():
-            lab, _ = ndimage.label(new, structure=_EIGHT)
-            touching = np.unique(lab[ndimage.binary_dilation(before, structure=_EIGHT) & new])
+            lab, _ = ndimage.label(new, structure=EIGHT_CONNECTED)
+            near_before = ndimage.binary_dilation(before, structure=EIGHT_CONNECTED)
+            touching = np.unique(lab[near_before & new])
             extension = np.isin(lab, touching[touching > 0])
     target = np.stack([new, demolished]).astype(np.uint8)
     target[0][ignore_new] = IGNORE
