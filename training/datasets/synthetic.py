@@ -27,6 +27,7 @@ import numpy as np
 from affine import Affine
 from scipy import ndimage
 
+from idou.geo.metrics import EIGHT_CONNECTED
 from idou.training.datasets.footprints import (
     IGNORE,
     derive_labels_from_footprints,
@@ -199,7 +200,7 @@ def hard_change_mask(scene: Scene, max_extension_px: int = 200, rebuilt: bool = 
     new = scene.target[0] == 1
     both = new & (scene.target[1] == 1)
     near_old = ndimage.binary_dilation(scene.buildings_before != 0, iterations=2)
-    labels, n = ndimage.label(new & ~both, structure=np.ones((3, 3), bool))
+    labels, n = ndimage.label(new & ~both, structure=EIGHT_CONNECTED)
     hard = both.copy() if rebuilt else np.zeros_like(both)
     if n:
         sizes = ndimage.sum_labels(np.ones_like(new), labels, index=np.arange(1, n + 1))
