@@ -1,7 +1,8 @@
 """The training loop behind ``idou train``: seeded, resumable, tracked in mlflow, DDP-ready.
 
-- Device: CUDA with mixed precision (``torch.autocast`` + ``GradScaler``) and channels-last when
-  a GPU is present, the CPU otherwise.
+- Device: CUDA with mixed precision (``torch.autocast`` + ``GradScaler``) when a GPU is present,
+  the CPU otherwise; channels-last on both (oneDNN's CPU convolutions run a training step of
+  the default network about a quarter faster in that layout).
 - Checkpoint ``<run_dir>/last.ckpt`` after every epoch (and on Ctrl-C): plain state dicts of the
   model, optimiser, scheduler and scaler, the epoch/step reached and the RNG states, written
   with ``torch.save`` and read back with ``torch.load(weights_only=True)``. ``best.ckpt`` keeps
@@ -433,8 +434,7 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
                                config.model.aux_buildings)
     init = Path(config.model.init_weights) if config.model.init_weights else None
     net = SiameseChangeNet(net_config, init_weights=init).to(device)
-    if cuda:
-        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if config.model.init_checkpoint:
         start = load_checkpoint(Path(config.model.init_checkpoint))
         if NetworkConfig.from_dict(start["network"]) != net_config:
@@ -619,9 +619,10 @@ def _agree(world: int, flag: bool, source: int | None = None) -> bool:
 def _step(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device, cuda: bool,
           optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss_fn: ChangeLoss
           ) -> dict[str, float]:
-    fmt = torch.channels_last if cuda else torch.contiguous_format
-    before = batch["before"].to(device, non_blocking=True).contiguous(memory_format=fmt)
-    after = batch["after"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+    before = batch["before"].to(device, non_blocking=True).contiguous(
+        memory_format=torch.channels_last)
+    after = batch["after"].to(device, non_blocking=True).contiguous(
+        memory_format=torch.channels_last)
     target = batch["target"].to(device, non_blocking=True)
     buildings = (batch["buildings_before"].to(device) if "buildings_before" in batch else None,
                  batch["buildings_after"].to(device) if "buildings_after" in batch else None)
