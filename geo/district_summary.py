@@ -3,7 +3,10 @@
 Each change counts once, in the district (``地区``: 大字/町丁目, the 所在 without its 小字) of
 the parcel holding most of it (from the ``changes`` layer, else found from
 ``candidate_parcels``); changes on no parcel go to ``(筆なし)``. Changes marked
-``再実行で未検出`` by a later run are left out. Output:
+``再実行で未検出`` by a later run are left out. A change's 調査状況 is counted by the rule
+``idou harvest`` uses (:mod:`idou.geo.review_status`): a result entered on its candidate parcel
+counts when the change itself is 未確認. Areas are summed exactly and rounded once
+(:mod:`idou.geo.report_numbers`). Output:
 
 * ``DIR/district_summary.csv`` (UTF-8 with BOM so Excel opens it): ``地区``, then per class
   ``<class>_件数`` and ``<class>_面積㎡``, then ``合計_件数``, ``合計_面積㎡``, per 調査状況
@@ -25,15 +28,15 @@ import pyogrio
 
 from idou.geo.errors import UserInputError
 from idou.geo.parcels import district_of
+from idou.geo.report_numbers import format_area, round_area
 from idou.geo.review_fields import (
     CLASS_COLOURS,
     CLASS_ORDER_JA,
     DETECTION,
     NOT_DETECTED_AGAIN,
-    STATUS,
-    STATUS_UNCHECKED,
     STATUS_VALUES,
 )
+from idou.geo.review_status import change_results
 
 NO_PARCEL = "(筆なし)"
 
@@ -57,18 +60,16 @@ def summarize_districts(frame_changes: gpd.GeoDataFrame,
     district = _districts(changes, candidate_parcels)
     table = pd.DataFrame({"地区": district, "異動区分": changes["異動区分"].astype(str),
                           "area": changes.geometry.area.to_numpy(),
-                          "status": (changes[STATUS].fillna(STATUS_UNCHECKED).astype(str)
-                                     .to_numpy() if STATUS in changes
-                                     else STATUS_UNCHECKED)})
+                          "status": change_results(changes, candidate_parcels).to_numpy()})
     rows = []
     for place, group in table.groupby("地区", sort=True):
         row: dict[str, object] = {"地区": place}
         for kind in CLASS_ORDER_JA:
             part = group[group["異動区分"] == kind]
             row[f"{kind}_件数"] = len(part)
-            row[f"{kind}_面積㎡"] = round(float(part["area"].sum()), 1)
+            row[f"{kind}_面積㎡"] = float(part["area"].sum())
         row["合計_件数"] = len(group)
-        row["合計_面積㎡"] = round(float(group["area"].sum()), 1)
+        row["合計_面積㎡"] = float(group["area"].sum())
         for status in STATUS_VALUES:
             row[f"{status}_件数"] = int((group["status"] == status).sum())
         rows.append(row)
@@ -87,6 +88,9 @@ def summarize_districts(frame_changes: gpd.GeoDataFrame,
     for column in out.columns[1:]:
         total[column] = out[column].sum()
     out = pd.concat([out, pd.DataFrame([total])], ignore_index=True)
+    for column in out.columns:
+        if column.endswith("_面積㎡"):
+            out[column] = out[column].map(round_area)
     return out
 
 
@@ -218,5 +222,5 @@ td:first-child,th:first-child{{text-align:left}}tr:last-child{{font-weight:bold}
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:,.1f}"
+        return format_area(value)
     return str(value)

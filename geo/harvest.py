@@ -1,7 +1,8 @@
 """Turn a reviewed GeoPackage into training labels and the deployed model's observed accuracy.
 
-Outcome of each change (its own 調査状況, or when that is 未確認 the status of the parcels it
-lies on — positive wins over re-check wins over negative):
+Outcome of each change (its 調査状況 by :func:`idou.geo.review_status.change_results`, the rule
+``idou summary`` counts by: its own, or when that is 未確認 the strongest entered on the parcels
+it lies on):
 
 * 課税対象 and 対象外 → ``positive`` (対象外 is a real change that is not taxable);
 * 誤検出 → ``negative``;
@@ -32,17 +33,15 @@ import pyogrio
 from idou.geo.errors import UserInputError
 from idou.geo.gpkg_output import read_run_info
 from idou.geo.review_fields import (
-    STATUS,
     STATUS_FALSE_ALARM,
     STATUS_NOT_TAXABLE,
     STATUS_RECHECK,
     STATUS_TAXABLE,
-    STATUS_UNCHECKED,
 )
+from idou.geo.review_status import change_results
 
 LABEL_BY_STATUS = {STATUS_TAXABLE: "positive", STATUS_NOT_TAXABLE: "positive",
                    STATUS_FALSE_ALARM: "negative", STATUS_RECHECK: "ignore"}
-LABEL_PRECEDENCE = ("positive", "ignore", "negative")
 LABEL_COLUMNS = ["channel", "label", "source", "change_id", "異動区分"]
 
 
@@ -117,17 +116,7 @@ def _has_table(path: Path) -> bool:
 def label_changes(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None
                   ) -> gpd.GeoDataFrame:
     """One label row per reviewed change (unchecked changes are left out)."""
-    own = changes[STATUS].fillna(STATUS_UNCHECKED).astype(str) if STATUS in changes \
-        else pd.Series(STATUS_UNCHECKED, index=changes.index)
-    labels = own.map(LABEL_BY_STATUS)
-    if parcels is not None and not parcels.empty and "parcel_id" in parcels:
-        by_parcel = _parcel_labels(parcels)
-        ids = changes["parcel_ids"].fillna("").astype(str) if "parcel_ids" in changes \
-            else pd.Series("", index=changes.index)
-        inherited = ids.map(lambda s: _strongest([by_parcel.get(p) for p in s.split(",") if p]))
-        if "parcel_ids" not in changes:
-            inherited = _inherit_by_overlap(changes, parcels)
-        labels = labels.where(labels.notna(), inherited)
+    labels = change_results(changes, parcels).map(LABEL_BY_STATUS)
     keep = labels.notna()
     out = gpd.GeoDataFrame({
         "channel": changes.loc[keep, "channel"].astype(str),
@@ -138,29 +127,6 @@ def label_changes(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None
         "異動区分": changes.loc[keep, "異動区分"].astype(str) if "異動区分" in changes else "",
     }, geometry=changes.geometry[keep], crs=changes.crs)
     return out.reset_index(drop=True)
-
-
-def _parcel_labels(parcels: gpd.GeoDataFrame) -> dict[str, str | None]:
-    status = parcels[STATUS].fillna(STATUS_UNCHECKED).astype(str) if STATUS in parcels \
-        else pd.Series(STATUS_UNCHECKED, index=parcels.index)
-    return {str(pid): LABEL_BY_STATUS.get(s) for pid, s in zip(parcels["parcel_id"], status,
-                                                                strict=True)}
-
-
-def _strongest(labels: list[str | None]) -> str | None:
-    for label in LABEL_PRECEDENCE:
-        if label in labels:
-            return label
-    return None
-
-
-def _inherit_by_overlap(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame) -> pd.Series:
-    by_parcel = _parcel_labels(parcels)
-    joined = gpd.sjoin(changes[[changes.geometry.name]], parcels[["parcel_id", "geometry"]],
-                       predicate="intersects")
-    grouped = joined.groupby(level=0)["parcel_id"].apply(
-        lambda ids: _strongest([by_parcel.get(str(p)) for p in ids]))
-    return grouped.reindex(changes.index)
 
 
 def _missed_labels(missed: gpd.GeoDataFrame | None, crs: object) -> gpd.GeoDataFrame:

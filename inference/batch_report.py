@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from idou.geo.file_mode import give_usual_mode
+from idou.geo.report_numbers import format_area, round_area
 
 STATUS_NAME = "status.json"
 SUMMARY_NAME = "summary.html"
@@ -147,10 +148,9 @@ def changes_by_class(gpkg: Path, layer: str = "changes") -> dict[str, dict[str, 
                    if c in frame.columns), None)
     out: dict[str, dict[str, float]] = {}
     if column is None:
-        return {"all": {"count": len(frame), "area_m2": float(frame.geometry.area.sum())}}
+        return {"all": {"count": len(frame), "area_m2": round_area(frame.geometry.area.sum())}}
     for name, group in frame.groupby(column):
-        out[str(name)] = {"count": len(group), "area_m2": round(float(group.geometry.area.sum()),
-                                                                  1)}
+        out[str(name)] = {"count": len(group), "area_m2": round_area(group.geometry.area.sum())}
     return out
 
 
@@ -184,7 +184,7 @@ def write_summary_html(path: Path, status: dict[str, Any], classes: dict[str, di
     ]
     for name, values in sorted(classes.items()):
         parts.append(f"<tr><td>{esc(name)}</td><td>{int(values['count'])}</td>"
-                     f"<td>{values['area_m2']:.1f}</td></tr>")
+                     f"<td>{format_area(values['area_m2'])}</td></tr>")
     if not classes:
         parts.append("<tr><td colspan='3'>none</td></tr>")
     parts.append("</table>")
