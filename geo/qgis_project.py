@@ -1,8 +1,10 @@
 """A QGIS project (``.qgz``) beside the review GeoPackage, so staff open one file.
 
 The project holds the GeoPackage's layers (styled with the same QML as ``layer_styles``)
-and the two orthophotos (after shown, before hidden beneath it), all by paths relative to
-the project file, so the folder can be moved or copied to a shared drive as a whole.
+and the two orthophotos (after shown, before hidden beneath it). Files beside or below the
+project file are referenced relative to it, so the folder can be moved or copied to a shared
+drive as a whole; flights elsewhere are referenced by their absolute path, so they keep
+opening after the folder moves as long as they stay where they are.
 A ``.qgz`` is a zip holding one ``.qgs`` XML document.
 """
 
@@ -119,12 +121,15 @@ def _opens_as_raster(path: Path) -> bool:
 
 
 def _relative(path: Path, base: Path) -> str:
-    try:
-        rel = os.path.relpath(Path(path).resolve(), Path(base).resolve())
-    except ValueError:  # another drive on Windows: only an absolute path can reach it
-        return Path(path).resolve().as_posix()
-    rel = rel.replace(os.sep, "/")
-    return rel if rel.startswith(".") else f"./{rel}"
+    """``./…`` for a file beside or below ``base``; else its absolute path.
+
+    A path climbing out of the folder (``../flights/2025.tif``) would break when the folder
+    is moved on its own, while the absolute path keeps reaching the flights where they are.
+    """
+    resolved, folder = Path(path).resolve(), Path(base).resolve()
+    if not resolved.is_relative_to(folder):
+        return resolved.as_posix()
+    return "./" + resolved.relative_to(folder).as_posix()
 
 
 def _spatialrefsys(crs: object) -> ET.Element | None:

@@ -4,7 +4,11 @@ The styles live as QML files in ``geo/styles/<layer>.qml`` (package data); edit 
 (Layer Properties → Style → Save Style → QML) or regenerate them from :data:`LAYER_STYLES`
 with ``python -m idou.geo.qgis_styles``. Each carries colours by 異動区分, labels with 地番,
 a drop-down (ValueMap) for 調査状況, a calendar (DateTime) for 調査日, Japanese aliases,
-default values and read-only detection fields.
+default values and read-only detection fields. Candidate parcels show the survey's progress:
+reviewed ones (課税対象, 対象外, 誤検出) are drawn muted, 要再調査 stands out, and unreviewed
+ones are labelled with their route rank (``[priority] 地番``). Labels name fonts found on
+Japanese Windows (游ゴシック, メイリオ, MS ゴシック), then Noto Sans CJK JP and IPAexGothic
+for Linux.
 
 :func:`write_layer_styles` stores them in QGIS's own ``layer_styles`` schema with
 ``useAsDefault = 1`` so QGIS applies them when a layer is opened from the file.
@@ -26,6 +30,10 @@ from idou.geo.review_fields import (
     MAIN_CLASS,
     NOTE,
     STATUS,
+    STATUS_FALSE_ALARM,
+    STATUS_NOT_TAXABLE,
+    STATUS_RECHECK,
+    STATUS_TAXABLE,
     STATUS_UNCHECKED,
     STATUS_VALUES,
     SURVEY_DATE,
@@ -63,6 +71,7 @@ class LayerStyle:
     defaults: dict[str, str] = field(default_factory=dict)
     read_only: tuple[str, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)
+    label_expression: str | None = None  # a QGIS expression labelled instead of label_field
 
 
 def _rgba(hex_colour: str, alpha: int) -> str:
@@ -84,11 +93,28 @@ _DETECTION_FIELDS = ("change_id", "channel", "change_type", "異動区分", "are
 _PARCEL_FIELDS = ("parcel_id", "地番", "所在", "地区", "異動区分", MAIN_CLASS, "n_changes",
                   "changed_area_m2", "score_max", "priority", "shares", "change_ids", DETECTION)
 _GREY = Category("", "その他", "200,200,200,90", "90,90,90,255")
+STATUS_DONE = (STATUS_TAXABLE, STATUS_NOT_TAXABLE, STATUS_FALSE_ALARM)
+DONE_CLASS = "調査済"
+_DONE_LIST = ", ".join(f"'{v}'" for v in STATUS_DONE)
+PARCEL_PROGRESS = (f'CASE WHEN "{STATUS}" IN ({_DONE_LIST}) THEN \'{DONE_CLASS}\' '
+                   f'WHEN "{STATUS}" = \'{STATUS_RECHECK}\' THEN \'{STATUS_RECHECK}\' '
+                   f'ELSE "{MAIN_CLASS}" END')
+PARCEL_LABEL = (f'CASE WHEN "{STATUS}" IN ({_DONE_LIST}) THEN "地番" '
+                f'ELSE \'[\' || "priority" || \'] \' || "地番" END')
+_PROGRESS_CATEGORIES = (
+    Category(STATUS_RECHECK, f"{STATUS_RECHECK}（現地で確認）", "255,221,0,60", "200,150,0,255",
+             1.2, "dash"),
+    Category(DONE_CLASS, f"{DONE_CLASS}（課税対象・対象外・誤検出）", "160,160,160,40",
+             "150,150,150,150", 0.3, "solid", "no"),
+)
+LABEL_FONTS = ("Yu Gothic", "Meiryo", "MS Gothic", "Noto Sans CJK JP", "IPAexGothic",
+               "Sans Serif")
 
 LAYER_STYLES: dict[str, LayerStyle] = {
     "candidate_parcels": LayerStyle(
-        layer="candidate_parcels", category_field=MAIN_CLASS,
-        categories=_class_categories(0.8, 25), default_symbol=_GREY, label_field="地番",
+        layer="candidate_parcels", category_field=PARCEL_PROGRESS,
+        categories=_class_categories(0.8, 25) + _PROGRESS_CATEGORIES, default_symbol=_GREY,
+        label_field="地番", label_expression=PARCEL_LABEL,
         value_maps={STATUS: _STATUS_MAP}, date_fields=(SURVEY_DATE,),
         defaults={STATUS: STATUS_UNCHECKED}, read_only=_PARCEL_FIELDS,
         aliases={**ALIASES, **_REVIEW_ALIASES, MAIN_CLASS: MAIN_CLASS}),
@@ -160,16 +186,17 @@ def _renderer(style: LayerStyle) -> str:
             f"<rotation/><sizescale/></renderer-v2>")
 
 
-def _labeling(field_name: str) -> str:
+def _labeling(field_name: str, is_expression: bool = False) -> str:
+    families = "".join(f"<family name={quoteattr(f)}/>" for f in LABEL_FONTS)
     return (
         '<labeling type="simple"><settings calloutType="simple">'
-        f'<text-style fieldName={quoteattr(field_name)} isExpression="0" fontSize="9" '
-        'fontSizeUnit="Point" fontFamily="Noto Sans CJK JP" namedStyle="Regular" '
+        f'<text-style fieldName={quoteattr(field_name)} isExpression="{int(is_expression)}" '
+        f'fontSize="9" fontSizeUnit="Point" fontFamily={quoteattr(LABEL_FONTS[0])} '
+        'namedStyle="Regular" '
         'fontWeight="50" textColor="20,20,20,255" textOpacity="1" fontItalic="0" '
         'fontUnderline="0" fontStrikeout="0" capitalization="0" multilineHeight="1" '
         'blendMode="0" allowHtml="0" previewBkgrdColor="255,255,255,255">'
-        '<families><family name="Noto Sans CJK JP"/><family name="IPAexGothic"/>'
-        '<family name="Meiryo"/><family name="Sans Serif"/></families>'
+        f'<families>{families}</families>'
         '<text-buffer bufferDraw="1" bufferSize="1" bufferSizeUnits="MM" '
         'bufferColor="255,255,255,255" bufferOpacity="1" bufferNoFill="1" '
         'bufferJoinStyle="128" bufferBlendMode="0"/>'
@@ -220,7 +247,8 @@ def render_qml(style: LayerStyle) -> str:
         f"<default field={quoteattr(k)} expression={quoteattr(repr_qgis(v))} "
         'applyOnUpdate="0"/>' for k, v in style.defaults.items())
     editable = "".join(f'<field name={quoteattr(k)} editable="0"/>' for k in style.read_only)
-    labels = _labeling(style.label_field) if style.label_field else ""
+    labels = (_labeling(style.label_expression, True) if style.label_expression
+              else _labeling(style.label_field) if style.label_field else "")
     labels_enabled = "1" if style.label_field else "0"
     preview = f'"{style.label_field}"' if style.label_field else ""
     return (

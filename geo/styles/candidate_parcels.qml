@@ -1,12 +1,14 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.22.16-Białowieża" styleCategories="AllStyleCategories" labelsEnabled="1" readOnly="0" hasScaleBasedVisibilityFlag="0" minScale="100000000" maxScale="0" simplifyDrawingHints="1" simplifyDrawingTol="1" simplifyLocal="1" simplifyAlgorithm="0" simplifyMaxScale="1">
- <renderer-v2 type="categorizedSymbol" attr="主な異動区分" symbollevels="0" forceraster="0" enableorderby="0">
+ <renderer-v2 type="categorizedSymbol" attr="CASE WHEN &quot;調査状況&quot; IN ('課税対象', '対象外', '誤検出') THEN '調査済' WHEN &quot;調査状況&quot; = '要再調査' THEN '要再調査' ELSE &quot;主な異動区分&quot; END" symbollevels="0" forceraster="0" enableorderby="0">
   <categories>
    <category render="true" symbol="0" value="新築" label="新築"/>
    <category render="true" symbol="1" value="増築" label="増築"/>
    <category render="true" symbol="2" value="滅失" label="滅失"/>
    <category render="true" symbol="3" value="建替" label="建替"/>
-   <category render="true" symbol="4" value="" label="その他"/>
+   <category render="true" symbol="4" value="要再調査" label="要再調査（現地で確認）"/>
+   <category render="true" symbol="5" value="調査済" label="調査済（課税対象・対象外・誤検出）"/>
+   <category render="true" symbol="6" value="" label="その他"/>
   </categories>
   <symbols>
    <symbol name="0" type="fill" alpha="1" clip_to_extent="1" force_rhr="0">
@@ -108,6 +110,54 @@
    <symbol name="4" type="fill" alpha="1" clip_to_extent="1" force_rhr="0">
     <layer class="SimpleFill" enabled="1" locked="0" pass="0">
      <Option type="Map">
+      <Option name="color" type="QString" value="255,221,0,60"/>
+      <Option name="outline_color" type="QString" value="200,150,0,255"/>
+      <Option name="outline_style" type="QString" value="dash"/>
+      <Option name="outline_width" type="QString" value="1.2"/>
+      <Option name="outline_width_unit" type="QString" value="MM"/>
+      <Option name="style" type="QString" value="solid"/>
+      <Option name="joinstyle" type="QString" value="miter"/>
+      <Option name="offset" type="QString" value="0,0"/>
+      <Option name="offset_unit" type="QString" value="MM"/>
+     </Option>
+     <prop k="color" v="255,221,0,60"/>
+     <prop k="outline_color" v="200,150,0,255"/>
+     <prop k="outline_style" v="dash"/>
+     <prop k="outline_width" v="1.2"/>
+     <prop k="outline_width_unit" v="MM"/>
+     <prop k="style" v="solid"/>
+     <prop k="joinstyle" v="miter"/>
+     <prop k="offset" v="0,0"/>
+     <prop k="offset_unit" v="MM"/>
+    </layer>
+   </symbol>
+   <symbol name="5" type="fill" alpha="1" clip_to_extent="1" force_rhr="0">
+    <layer class="SimpleFill" enabled="1" locked="0" pass="0">
+     <Option type="Map">
+      <Option name="color" type="QString" value="160,160,160,40"/>
+      <Option name="outline_color" type="QString" value="150,150,150,150"/>
+      <Option name="outline_style" type="QString" value="solid"/>
+      <Option name="outline_width" type="QString" value="0.3"/>
+      <Option name="outline_width_unit" type="QString" value="MM"/>
+      <Option name="style" type="QString" value="no"/>
+      <Option name="joinstyle" type="QString" value="miter"/>
+      <Option name="offset" type="QString" value="0,0"/>
+      <Option name="offset_unit" type="QString" value="MM"/>
+     </Option>
+     <prop k="color" v="160,160,160,40"/>
+     <prop k="outline_color" v="150,150,150,150"/>
+     <prop k="outline_style" v="solid"/>
+     <prop k="outline_width" v="0.3"/>
+     <prop k="outline_width_unit" v="MM"/>
+     <prop k="style" v="no"/>
+     <prop k="joinstyle" v="miter"/>
+     <prop k="offset" v="0,0"/>
+     <prop k="offset_unit" v="MM"/>
+    </layer>
+   </symbol>
+   <symbol name="6" type="fill" alpha="1" clip_to_extent="1" force_rhr="0">
+    <layer class="SimpleFill" enabled="1" locked="0" pass="0">
+     <Option type="Map">
       <Option name="color" type="QString" value="200,200,200,90"/>
       <Option name="outline_color" type="QString" value="90,90,90,255"/>
       <Option name="outline_style" type="QString" value="solid"/>
@@ -161,11 +211,13 @@
  </renderer-v2>
  <labeling type="simple">
   <settings calloutType="simple">
-   <text-style fieldName="地番" isExpression="0" fontSize="9" fontSizeUnit="Point" fontFamily="Noto Sans CJK JP" namedStyle="Regular" fontWeight="50" textColor="20,20,20,255" textOpacity="1" fontItalic="0" fontUnderline="0" fontStrikeout="0" capitalization="0" multilineHeight="1" blendMode="0" allowHtml="0" previewBkgrdColor="255,255,255,255">
+   <text-style fieldName="CASE WHEN &quot;調査状況&quot; IN ('課税対象', '対象外', '誤検出') THEN &quot;地番&quot; ELSE '[' || &quot;priority&quot; || '] ' || &quot;地番&quot; END" isExpression="1" fontSize="9" fontSizeUnit="Point" fontFamily="Yu Gothic" namedStyle="Regular" fontWeight="50" textColor="20,20,20,255" textOpacity="1" fontItalic="0" fontUnderline="0" fontStrikeout="0" capitalization="0" multilineHeight="1" blendMode="0" allowHtml="0" previewBkgrdColor="255,255,255,255">
     <families>
+     <family name="Yu Gothic"/>
+     <family name="Meiryo"/>
+     <family name="MS Gothic"/>
      <family name="Noto Sans CJK JP"/>
      <family name="IPAexGothic"/>
-     <family name="Meiryo"/>
      <family name="Sans Serif"/>
     </families>
     <text-buffer bufferDraw="1" bufferSize="1" bufferSizeUnits="MM" bufferColor="255,255,255,255" bufferOpacity="1" bufferNoFill="1" bufferJoinStyle="128" bufferBlendMode="0"/>

@@ -62,28 +62,91 @@ def test_schema_aliases_date_type_and_default_styles(tmp_path: Path) -> None:
                              "missed"}
     geom, default, qml = by_table["candidate_parcels"]
     assert (geom, default) == ("geom", 1)
-    assert 'type="categorizedSymbol"' in qml and 'fieldName="地番"' in qml
+    assert 'type="categorizedSymbol"' in qml and '|| &quot;地番&quot;' in qml
     assert 'editWidget type="ValueMap"' in qml and 'editWidget type="DateTime"' in qml
     assert version == 0x47504B47 and user_version == 10200  # GeoPackage 1.2
 
 
+def test_candidate_parcels_show_survey_progress_and_rank_in_japanese_fonts(
+        tmp_path: Path) -> None:
+    """Read back from layer_styles: done parcels muted, 要再調査 marked, rank in the label."""
+    import xml.etree.ElementTree as ET
+
+    builders.write_run(tmp_path / "run.gpkg")
+    with sqlite3.connect(tmp_path / "run.gpkg") as con:
+        [(qml,)] = con.execute("SELECT styleQML FROM layer_styles "
+                               "WHERE f_table_name = 'candidate_parcels'").fetchall()
+    root = ET.fromstring(qml.split("\n", 1)[1])
+    renderer = root.find("renderer-v2")
+    assert renderer is not None
+    attr = renderer.get("attr", "")
+    assert all(f"'{s}'" in attr for s in ("課税対象", "対象外", "誤検出", "要再調査"))
+    assert '"調査状況"' in attr and '"主な異動区分"' in attr
+    symbols = {s.get("name"): {p.get("k"): p.get("v") for p in s.iter("prop")}
+               for s in renderer.find("symbols").iter("symbol")}  # type: ignore[union-attr]
+    by_value = {c.get("value"): symbols[c.get("symbol")]
+                for c in renderer.iter("category")}
+
+    def alpha(colour: str) -> int:
+        return int(colour.split(",")[3])
+
+    done, recheck, unchecked_new = by_value["調査済"], by_value["要再調査"], by_value["新築"]
+    assert done["style"] == "no" and alpha(done["outline_color"]) < 255
+    assert float(done["outline_width"]) < float(unchecked_new["outline_width"])
+    assert float(recheck["outline_width"]) > float(unchecked_new["outline_width"])
+    text = root.find("labeling/settings/text-style")
+    assert text is not None and text.get("isExpression") == "1"
+    assert '"priority"' in text.get("fieldName", "") and '"地番"' in text.get("fieldName", "")
+    fonts = [text.get("fontFamily")] + [f.get("name") for f in text.iter("family")]
+    assert fonts[0] == "Yu Gothic" and {"Meiryo", "MS Gothic", "Noto Sans CJK JP"} <= set(fonts)
+
+
+def _qgs(project: Path) -> str:
+    with zipfile.ZipFile(project) as archive:
+        [name] = archive.namelist()
+        assert name == f"{project.stem}.qgs"
+        return archive.read(name).decode("utf-8")
+
+
+def _sources(project: Path) -> list[Path]:
+    """Every file the project's layers name, resolved as QGIS does from the project's folder."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(_qgs(project).split("\n", 1)[1])
+    paths = [ds.text.split("|")[0] for ds in root.iter("datasource") if ds.text]
+    return [(project.parent / p).resolve() if p.startswith(".") else Path(p) for p in paths]
+
+
 def test_qgis_project_references_layers_relatively(tmp_path: Path) -> None:
-    before, after = tmp_path / "flights" / "2024.tif", tmp_path / "flights" / "2025.tif"
-    before.parent.mkdir()
+    before, after = tmp_path / "out" / "flights" / "2024.tif", tmp_path / "out" / "2025.tif"
+    before.parent.mkdir(parents=True)
     before.write_bytes(b"")
     after.write_bytes(b"")
-    (tmp_path / "out").mkdir()
     result = builders.write_run(tmp_path / "out" / "run.gpkg", orthophotos=(before, after))
     assert result.project == tmp_path / "out" / "run.qgz"
-    with zipfile.ZipFile(result.project) as archive:
-        [name] = archive.namelist()
-        qgs = archive.read(name).decode("utf-8")
-    assert name == "run.qgs"
+    qgs = _qgs(result.project)
     assert "./run.gpkg|layername=candidate_parcels" in qgs
-    assert "../flights/2025.tif" in qgs and "../flights/2024.tif" in qgs
+    assert "./2025.tif" in qgs and "./flights/2024.tif" in qgs
     assert str(tmp_path) not in qgs
     info = read_run_info(tmp_path / "out" / "run.gpkg")
     assert info["orthophoto_after"] == str(after.resolve())
+
+
+def test_moved_project_folder_still_finds_its_layers_and_orthophotos(tmp_path: Path) -> None:
+    """Flights inside the folder travel with it; flights outside are named absolutely."""
+    inside = tmp_path / "out" / "flights" / "2025.tif"
+    outside = tmp_path / "shared" / "2024.tif"
+    for path in (inside, outside):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+    builders.write_run(tmp_path / "out" / "run.gpkg", orthophotos=(outside, inside))
+    moved = tmp_path / "elsewhere" / "deeper" / "out"
+    moved.parent.mkdir(parents=True)
+    (tmp_path / "out").rename(moved)
+    sources = _sources(moved / "run.qgz")
+    assert moved / "run.gpkg" in sources
+    assert moved / "flights" / "2025.tif" in sources and outside.resolve() in sources
+    assert all(path.is_file() for path in sources), sources
 
 
 def test_interrupted_write_leaves_the_target_untouched(tmp_path: Path,

@@ -80,7 +80,8 @@ def test_qgis_opens_styled_layers_and_the_project(tmp_path: Path) -> None:
         assert info["types"]["調査日"] == "Date"
         assert info["defaults"]["調査状況"] == "'未確認'"
         assert set(info["categories"]) >= {"新築", "増築", "滅失", "建替"}
-    assert layers["candidate_parcels"]["category_field"] == "主な異動区分"
+    assert "主な異動区分" in layers["candidate_parcels"]["category_field"]  # by 調査状況 first
+    assert {"調査済", "要再調査"} <= set(layers["candidate_parcels"]["categories"])
     assert layers["candidate_parcels"]["labels"] is True
     assert layers["changes"]["aliases"]["area_m2"] == "面積㎡"
     assert layers["changes"]["aliases"]["score_max"] == "確信度"
