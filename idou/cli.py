@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from idou import __version__
+from idou.cli_help import PlainHelpGroup
 from idou.geo.errors import UserInputError
 
 app = typer.Typer(
@@ -19,6 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
+    cls=PlainHelpGroup,
 )
 
 

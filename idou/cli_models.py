@@ -28,6 +28,17 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
+def _print_table(table: Table) -> None:
+    """Print a table whole, wider than the terminal (or a log's 80 columns) when it must be."""
+    natural = _out.measure(table, options=_out.options.update_width(1000)).maximum
+    usual = _out.width
+    _out.width = max(usual, natural)
+    try:
+        _out.print(table, crop=False)
+    finally:
+        _out.width = usual
+
+
 def _tune_table(result: TuneResult) -> Table:
     table = Table(title=f"idou tune: object recall target {result.recall_target:g} "
                         f"(min area {result.min_area_m2:g} m², cover {result.cover:.0%})")
@@ -110,7 +121,7 @@ def tune(
     outcome = tune_model(model, validation, recall, output=output, in_place=in_place,
                          min_area_m2=min_area, device=device, crs=crs,
                          log_mlflow=mlflow_requested(use_mlflow))
-    _out.print(_tune_table(outcome.result))
+    _print_table(_tune_table(outcome.result))
     _out.print(f"tuned model: {outcome.model}")
     for path in outcome.artifacts:
         _out.print(f"  {path}")
@@ -163,7 +174,7 @@ def evaluate(
         _out.print(f"{result.truth_outside} truth object(s) lie outside the area the run "
                    "processed (coverage layer) and are left out.")
     for table in _evaluation_tables(result):
-        _out.print(table)
+        _print_table(table)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n",
