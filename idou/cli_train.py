@@ -33,7 +33,7 @@ def train_command(
     """
     from idou.training.config import load_config
     from idou.training.ddp import cleanup, init_distributed
-    from idou.training.loop import train
+    from idou.training.loop import metric_text, train
 
     cfg = load_config(config)
     info = init_distributed()  # joins the group under torchrun, else touches nothing
@@ -44,8 +44,15 @@ def train_command(
         cleanup()
     if not info.is_main:
         return
+    if result.nothing_to_do:
+        _out.print(f"nothing to do: {result.run_dir / 'last.ckpt'} has already finished "
+                   f"({result.epochs_done} epoch(s), best epoch {result.best_epoch}"
+                   f"{', stopped early' if result.stopped_early else ''}); raise "
+                   "train.epochs or --max-epochs to train on, or pass --no-resume to start "
+                   "again.", highlight=False)
+        return
     best = result.best_metrics
-    summary = ", ".join(f"{k} {best[k]:.3f}" for k in
+    summary = ", ".join(f"{k} {metric_text(best, k)}" for k in
                         ("new_object_recall", "new_object_precision",
                          "demolished_object_recall", "demolished_object_precision")
                         if k in best)

@@ -63,6 +63,7 @@ class TrainResult:
     wall_s: float = 0.0
     mlflow_run_id: str | None = None
     onnx_path: Path | None = None
+    nothing_to_do: bool = False  # resumed a run that had already finished: nothing ran
 
 
 # ------------------------------------------------------------------------------------ datasets
@@ -400,6 +401,11 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
     if tc.threads > 0 and not cuda:
         torch.set_num_threads(tc.threads)
     seed_everything(config.seed + rank)
+    if resume:
+        finished = _finished_run(run_path, epochs, tc.min_epochs, tc.patience,
+                                 bool(config.val_data))
+        if finished is not None:
+            return finished
     if main:
         run_path.mkdir(parents=True, exist_ok=True)
 
@@ -601,6 +607,31 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
     return result
 
 
+def _finished_run(run_path: Path, epochs: int, min_epochs: int, patience: int,
+                  validated: bool) -> TrainResult | None:
+    """The outcome of a run whose ``last.ckpt`` already reached its end, else None.
+
+    The end is ``epochs`` epochs done, or the early stop the loop would take after the last
+    one (no better validation score for ``patience`` epochs, past ``min_epochs``).
+    """
+    last = run_path / "last.ckpt"
+    if not last.exists():
+        return None
+    ckpt = load_checkpoint(last)
+    done = int(ckpt["epoch"])
+    if int(ckpt["batch_in_epoch"]) != 0:
+        return None
+    stopped = validated and done >= min_epochs and int(ckpt["bad_epochs"]) >= patience
+    if done < epochs and not stopped:
+        return None
+    onnx = run_path / "model.onnx"
+    return TrainResult(run_path, len(ckpt["history"]), int(ckpt["global_step"]),
+                       int(ckpt["best_epoch"]), dict(ckpt["best_metrics"]),
+                       [dict(h) for h in ckpt["history"]], stopped,
+                       float(ckpt.get("elapsed_s", 0.0)), ckpt.get("mlflow_run_id"),
+                       onnx if onnx.exists() else None, nothing_to_do=True)
+
+
 def _agree(world: int, flag: bool, source: int | None = None) -> bool:
     """One decision for all DDP ranks: rank ``source``'s flag, or any rank's when None."""
     if world <= 1:
@@ -659,13 +690,30 @@ def _progress(enabled: bool) -> Any:
                     MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
 
 
+NO_OBJECTS = "n/a (no objects)"
+
+
+def metric_text(metrics: dict[str, float], key: str) -> str:
+    """A metric as printed: recall and IoU of a channel with no true objects are n/a.
+
+    Keys are ``[val_]<channel>_<metric>``; with no true objects recall reads 1.000 and IoU
+    0.000, which measure nothing.
+    """
+    for channel in CHANNELS:
+        for prefix in ("val_", ""):
+            if (key.startswith(f"{prefix}{channel}_") and key.endswith(("_recall", "_iou"))
+                    and metrics.get(f"{prefix}{channel}_n_true") == 0):
+                return NO_OBJECTS
+    return f"{metrics[key]:.3f}"
+
+
 def _print_epoch(record: dict[str, float]) -> None:
     from rich.console import Console
 
     keys = ["train_loss", "val_new_object_recall", "val_new_object_precision",
             "val_demolished_object_recall", "val_demolished_object_precision",
             "val_new_pixel_iou", "val_demolished_pixel_iou"]
-    text = " ".join(f"{k}={record[k]:.3f}" for k in keys if k in record)
+    text = " ".join(f"{k}={metric_text(record, k)}" for k in keys if k in record)
     Console(stderr=True).print(f"epoch {int(record['epoch'])}: {text}", highlight=False)
 
 

@@ -88,6 +88,39 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path: Path, scene_cache: P
     again = train(config, run_dir=tmp_path / "split", resume=True, log_mlflow=False,
                   progress=False)
     assert again.global_step == 6  # nothing left to do: no extra steps
+    assert again.nothing_to_do and again.epochs_done == 3
+    assert not rest.nothing_to_do
+
+
+def test_rerunning_a_finished_train_says_there_is_nothing_to_do(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from idou.cli import app
+    from idou.training import loop
+
+    finished = loop.TrainResult(tmp_path / "run", 3, 6, 2, {}, nothing_to_do=True)
+    monkeypatch.setattr(loop, "train", lambda *a, **k: finished)
+    toml = tmp_path / "c.toml"
+    toml.write_text('name = "x"\n')
+    monkeypatch.setattr("idou.training.config.load_config", lambda path: object())
+    result = CliRunner().invoke(app, ["train", str(toml)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("nothing to do: ")
+    assert "--no-resume" in result.output and "trained" not in result.output
+
+
+def test_metrics_of_a_channel_without_true_objects_print_n_a() -> None:
+    from idou.training.loop import metric_text
+
+    record = {"val_new_object_recall": 1.0, "val_new_pixel_iou": 0.0, "val_new_n_true": 0.0,
+              "val_new_object_precision": 0.0, "val_demolished_object_recall": 0.75,
+              "val_demolished_n_true": 4.0, "new_object_recall": 1.0, "new_n_true": 0.0}
+    assert metric_text(record, "val_new_object_recall") == "n/a (no objects)"
+    assert metric_text(record, "val_new_pixel_iou") == "n/a (no objects)"
+    assert metric_text(record, "new_object_recall") == "n/a (no objects)"
+    assert metric_text(record, "val_new_object_precision") == "0.000"
+    assert metric_text(record, "val_demolished_object_recall") == "0.750"
 
 
 def test_run_is_tracked_in_mlflow(tmp_path: Path, scene_cache: Path) -> None:
