@@ -51,12 +51,14 @@ from idou.inference.batch_report import (
     StatusFile,
     changes_by_class,
     close_run_log,
+    merge_sitting,
     setup_run_log,
+    sitting,
     write_summary_html,
 )
 from idou.inference.blocks import Block, plan_blocks, snap_block_size
 from idou.inference.journal import JOURNAL_NAME, Journal
-from idou.inference.model_card import sha256_file
+from idou.inference.model_card import card_paths, sha256_file, write_card
 
 log = logging.getLogger("idou.batch")
 
@@ -66,6 +68,7 @@ MODEL_DIR = "model"
 MOSAIC_NAME = "probabilities.vrt"
 GPKG_NAME = "review.gpkg"
 LOCK_NAME = ".idou-batch.lock"
+SITTINGS_KEY = "sittings"  # journal meta: each start of the run (resumes included), as JSON
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -295,6 +298,9 @@ def _stage_model(model: Any, out_dir: Path) -> Path:
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(model.data)
         os.replace(tmp, target)
+    card = getattr(model, "card", None)
+    if card is not None and not card_paths(target)[1].is_file():
+        write_card(card, *card_paths(target))  # summary.html links it
     return target
 
 
@@ -355,6 +361,8 @@ class CheckReport:
     model_sha256: str
     resumable_blocks_done: int
     notes: list[str] = field(default_factory=list)
+    requested_block_size: int | None = None  # FLIGHT.toml's block_size, before snapping
+    stride: int | None = None  # the model's tile size minus its overlap
 
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
@@ -366,6 +374,11 @@ class CheckReport:
             f"blocks: {self.blocks} of {self.block_size} px",
             f"model: {self.model} (sha256 {self.model_sha256[:16]}…)",
         ]
+        if self.requested_block_size not in (None, self.block_size):
+            out.insert(3, f"note: block_size = {self.requested_block_size} became "
+                          f"{self.block_size} px, the nearest multiple of the model's tile "
+                          f"stride ({self.stride} px: tile size minus overlap), so blocks "
+                          "share the tile lattice")
         if self.resumable_blocks_done:
             out.append(f"output folder holds {self.resumable_blocks_done} done block(s); "
                        "a run resumes there")
@@ -410,14 +423,15 @@ def check_flight(config: FlightConfig) -> CheckReport:
     card = getattr(prepared.model, "card", None)
     name = getattr(card, "name", None) or prepared.model.contract.model_name
     version = prepared.model.contract.model_version
+    stride = prepared.model.contract.tile_size - prepared.model.contract.tile_overlap
     return CheckReport(
         grid_width=grid.width, grid_height=grid.height, gsd_m=grid.gsd,
         km2=grid.width * grid.height * pixel_area / 1e6, blocks=len(prepared.blocks),
-        block_size=snap_block_size(config.block_size, prepared.model.contract.tile_size
-                                   - prepared.model.contract.tile_overlap),
+        block_size=snap_block_size(config.block_size, stride),
         sheets_before=len(config.before.sheets), sheets_after=len(config.after.sheets),
         model=f"{name} {version}", model_sha256=prepared.model_sha,
-        resumable_blocks_done=done, notes=notes)
+        resumable_blocks_done=done, notes=notes, requested_block_size=config.block_size,
+        stride=stride)
 
 
 def _check_vector(path: Path, what: str) -> None:
@@ -485,6 +499,26 @@ def _mark_status_stopped(out_dir: Path, state: str, reason: str) -> None:
     status.update(state=state, reason=reason[:500],
                   updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     write_json_atomic(out_dir / STATUS_NAME, status)
+    if status.get("started_at") and (out_dir / JOURNAL_NAME).is_file():
+        with Journal(out_dir / JOURNAL_NAME) as journal:
+            _record_sitting(journal, status)
+
+
+def _sittings(journal: Journal) -> list[dict[str, Any]]:
+    """The run's sittings so far (oldest first)."""
+    import json
+
+    found = json.loads(journal.meta().get(SITTINGS_KEY, "[]"))
+    return found if isinstance(found, list) else []
+
+
+def _record_sitting(journal: Journal, status: dict[str, Any]) -> list[dict[str, Any]]:
+    """Save this sitting as ``status`` shows it; returns all sittings."""
+    import json
+
+    sittings = merge_sitting(_sittings(journal), sitting(status))
+    journal.set_meta(SITTINGS_KEY, json.dumps(sittings))
+    return sittings
 
 
 def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: str | None,
@@ -532,17 +566,23 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
         if todo and finished_before:
             journal.delete_meta("finished_at")
             finished_before = False
-        status.update("running", journal.counts(), journal.done_seconds()[0])
+        _record_sitting(journal, status.update("running", journal.counts(),
+                                               journal.done_seconds()[0]))
         log.info("%d block(s) planned, %d to compute", len(prepared.blocks), len(todo))
         failed = _compute_blocks(spec, todo, journal, status, workers, scheduler,
                                  config.max_attempts, progress, on_block)
         counts = journal.counts()
         done_px = journal.done_seconds()[0]
         failures = [(r.block.id, r.error or "") for r in journal.records(["failed"])]
+    card = card_paths(staged)[1]
+    card_href = f"{MODEL_DIR}/{card.name}" if card.is_file() else None
     if failed:
         data = status.update("failed", counts, done_px)
+        with Journal(out_dir / JOURNAL_NAME) as journal:
+            sittings = _record_sitting(journal, data)
         write_summary_html(out_dir / SUMMARY_NAME, data, {},
-                           _run_info(config, prepared, status, hashes=False), failures)
+                           _run_info(config, prepared, status, hashes=False), failures,
+                           sittings=sittings, card_href=card_href)
         log.error("%d block(s) failed; re-run the same command to retry them", failed)
         return BatchResult(EXIT_FAILED_BLOCKS, out_dir, counts["total"], counts["done"],
                            counts["failed"], None, data)
@@ -557,8 +597,11 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
     else:
         log.info("nothing to do: every block and %s were already made", gpkg.name)
     data = status.update("done", counts, done_px, gpkg=str(gpkg), mosaic=str(mosaic))
+    with Journal(out_dir / JOURNAL_NAME) as journal:
+        sittings = _record_sitting(journal, data)
     write_summary_html(out_dir / SUMMARY_NAME, data, changes_by_class(gpkg),
-                       _run_info(config, prepared, status, hashes=False))
+                       _run_info(config, prepared, status, hashes=False),
+                       sittings=sittings, card_href=card_href)
     log.info("done: %d block(s), %s", counts["done"], gpkg)
     return BatchResult(EXIT_OK, out_dir, counts["total"], counts["done"], 0, gpkg, data)
 
@@ -706,6 +749,7 @@ def _compute_blocks(spec: RunSpec, todo: list[Block], journal: Journal, status: 
                 journal.mark_done(block.id, outcome.seconds, outcome.worker, outcome.timings)
                 status.add_pixels(outcome.pixels)
                 data = status.update("running", journal.counts(), journal.done_seconds()[0])
+                _record_sitting(journal, data)  # a sitting killed outright still counts
                 log.info("block %s done in %.2f s on %s", block.id, outcome.seconds,
                          outcome.worker)
                 bar.advance(data)

@@ -94,6 +94,7 @@ class StatusFile:
                        ("total", "done", "failed", "running", "pending")},
             "pixels": {"total": self.total_pixels, "done": done_pixels,
                        "this_run": self._run_pixels,
+                       "input_this_run": round(self._run_pixels * self.input_scale),
                        "input_total": round(self.total_pixels * self.input_scale)},
             "km2": {"total": round(self.total_pixels * self.pixel_area_m2 / 1e6, 4),
                     "done": round(done_pixels * self.pixel_area_m2 / 1e6, 4)},
@@ -154,21 +155,70 @@ def changes_by_class(gpkg: Path, layer: str = "changes") -> dict[str, dict[str, 
     return out
 
 
+def sitting(status: dict[str, Any]) -> dict[str, Any]:
+    """One sitting (one start of ``idou batch`` on a folder) as ``status.json`` last saw it."""
+    return {"started_at": status.get("started_at", ""),
+            "updated_at": status.get("updated_at", ""),
+            "elapsed_s": float(status.get("elapsed_s") or 0.0),
+            "input_px": int(status.get("pixels", {}).get("input_this_run") or 0),
+            "state": status.get("state", "")}
+
+
+def merge_sitting(sittings: list[dict[str, Any]], current: dict[str, Any]
+                  ) -> list[dict[str, Any]]:
+    """``sittings`` with ``current`` replacing the entry of the same start, or appended."""
+    kept = [s for s in sittings if s.get("started_at") != current.get("started_at")]
+    return sorted([*kept, current], key=lambda s: str(s.get("started_at")))
+
+
+def _rate(sittings: list[dict[str, Any]]) -> float:
+    seconds = sum(float(s.get("elapsed_s") or 0.0) for s in sittings)
+    return sum(int(s.get("input_px") or 0) for s in sittings) / 1e6 / seconds if seconds else 0.0
+
+
+def _model_row(run_info: dict[str, Any], card_href: str | None) -> str:
+    """Name, version, sha256 and thresholds of the model, with a link to its card."""
+    esc = html.escape
+    name = run_info.get("model_name") or run_info.get("model") or ""
+    sha = str(run_info.get("model_sha256") or "")
+    thresholds = ", ".join(f"{channel} {run_info[f'threshold_{channel}']:g}"
+                           for channel in ("new", "demolished")
+                           if isinstance(run_info.get(f"threshold_{channel}"), int | float))
+    text = (f"{esc(str(name))} {esc(str(run_info.get('model_version') or ''))}, sha256 "
+            f"<code>{esc(sha[:16])}…</code>" + (f", thresholds {esc(thresholds)}"
+                                               if thresholds else ""))
+    if card_href:
+        text += f' — <a href="{esc(card_href)}">model card</a>'
+    return text
+
+
 def write_summary_html(path: Path, status: dict[str, Any], classes: dict[str, dict[str, float]],
-                       run_info: dict[str, Any], failed: list[tuple[str, str]] | None = None
-                       ) -> Path:
-    """A one-page HTML summary of a run: blocks, km², Mpx/s, changes by class, run_info."""
+                       run_info: dict[str, Any], failed: list[tuple[str, str]] | None = None,
+                       sittings: list[dict[str, Any]] | None = None,
+                       card_href: str | None = None) -> Path:
+    """A one-page HTML summary of a run: blocks, km², Mpx/s, changes by class, run_info.
+
+    ``sittings`` (each start of the run, resumes included, oldest first) make the start,
+    elapsed time and Mpx/s those of the whole run, with one row per sitting below; the model
+    is one row (name, version, sha256, thresholds) linking ``card_href``.
+    """
     esc = html.escape
     blocks = status.get("blocks", {})
     km2 = status.get("km2", {})
+    sittings = merge_sitting(list(sittings or []), sitting(status)) if status.get(
+        "started_at") else list(sittings or [])
+    whole = len(sittings) > 1
+    elapsed = (sum(float(s["elapsed_s"]) for s in sittings) if whole
+               else status.get("elapsed_s", 0))
     rows = [
         ("状態 state", status.get("state", "")),
         ("ブロック blocks", f"{blocks.get('done', 0)} / {blocks.get('total', 0)} done, "
                          f"{blocks.get('failed', 0)} failed"),
         ("面積 km²", f"{km2.get('done', 0):.3f} of {km2.get('total', 0):.3f}"),
-        ("処理速度 Mpx/s", f"{status.get('mpx_per_s', 0):.2f}"),
-        ("経過 elapsed", f"{status.get('elapsed_s', 0):.0f} s"),
-        ("開始 started", status.get("started_at", "")),
+        ("処理速度 Mpx/s", f"{_rate(sittings) if whole else status.get('mpx_per_s', 0):.2f}"),
+        ("経過 elapsed", f"{elapsed:.0f} s" + (f" in {len(sittings)} sittings" if whole
+                                              else "")),
+        ("開始 started", sittings[0]["started_at"] if whole else status.get("started_at", "")),
         ("更新 updated", status.get("updated_at", "")),
     ]
     parts = [
@@ -179,7 +229,22 @@ def write_summary_html(path: Path, status: dict[str, Any], classes: dict[str, di
         "<h1>idou batch — 異動判読 一括処理</h1>",
         "<h2>Run</h2><table>",
         *(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in rows),
-        "</table><h2>異動区分 Changes by class</h2><table>"
+        f"<tr><th>モデル model</th><td>{_model_row(run_info, card_href)}</td></tr>",
+        "</table>",
+    ]
+    if whole:
+        parts.append("<h2>実行回 Sittings</h2><table><tr><th>#</th><th>開始 started</th>"
+                     "<th>最終更新 last update</th><th>経過 elapsed</th><th>Mpx</th>"
+                     "<th>Mpx/s</th><th>終了時の状態 state</th></tr>")
+        for number, one in enumerate(sittings, 1):
+            parts.append(
+                f"<tr><td>{number}</td><td>{esc(str(one['started_at']))}</td>"
+                f"<td>{esc(str(one['updated_at']))}</td><td>{one['elapsed_s']:.0f} s</td>"
+                f"<td>{one['input_px'] / 1e6:.1f}</td><td>{_rate([one]):.2f}</td>"
+                f"<td>{esc(str(one['state']))}</td></tr>")
+        parts.append("</table>")
+    parts += [
+        "<h2>異動区分 Changes by class</h2><table>"
         "<tr><th>異動区分 class</th><th>件数 count</th><th>面積㎡ area m²</th></tr>",
     ]
     for name, values in sorted(classes.items()):
@@ -194,6 +259,8 @@ def write_summary_html(path: Path, status: dict[str, Any], classes: dict[str, di
         parts.append("</table>")
     parts.append("<h2>run_info</h2><table>")
     for key, value in run_info.items():
+        if key == "model_card":  # the model row above names it and links the whole card
+            continue
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
                                                                default=str)
         parts.append(f"<tr><th>{esc(str(key))}</th><td>{esc(text)}</td></tr>")

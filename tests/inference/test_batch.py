@@ -408,6 +408,20 @@ def test_check_passes_on_a_good_flight_without_running_anything(
     assert not out.exists()
 
 
+def test_check_says_when_block_size_is_rounded_to_the_tile_stride(
+        flight_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from idou.cli import app
+
+    toml = _toml(flight_dir, tmp_path / "rounded", name="rounded")
+    toml.write_text(toml.read_text().replace("block_size = 96", "block_size = 110"))
+    result = CliRunner().invoke(app, ["batch", str(toml), "--check"])
+    assert result.exit_code == 0, result.output
+    assert "of 96 px" in result.output  # tiles of 64 px overlapping 16: a stride of 48
+    assert "block_size = 110 became 96 px" in result.output and "(48 px" in result.output
+
+
 def test_check_catches_a_missing_sheet(flight_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "o"
     path = _toml(flight_dir, out, name="missing_sheet", after='paths = '
@@ -469,6 +483,13 @@ def test_a_failing_block_exits_3_and_a_rerun_finishes(flight_dir: Path, tmp_path
     monkeypatch.setattr(batch._WorkerEngine, "predict", real)
     second = run_batch(config, progress=False)
     assert second.exit_code == 0 and second.blocks_done == 16
+    # summary.html reports the whole run: both sittings, their start and their state
+    summary = (out / "summary.html").read_text(encoding="utf-8")
+    assert "in 2 sittings" in summary
+    sittings = summary.split("Sittings</h2>", 1)[1].split("</table>", 1)[0]
+    assert sittings.count("<tr><td>") == 2
+    assert "<td>failed</td>" in sittings and "<td>done</td>" in sittings
+    assert status["started_at"] in summary  # the first sitting's start
 
 
 def test_another_config_on_the_same_output_folder_is_refused(

@@ -212,6 +212,28 @@ def test_summary_html_escapes_and_lists_classes(tmp_path: Path) -> None:
     assert "新築" in text and "&lt;idou&gt;" in text and "<idou>" not in text
 
 
+def test_summary_html_reports_every_sitting_and_a_short_model_row(tmp_path: Path) -> None:
+    first = {"started_at": "2026-01-01T20:00:00Z", "updated_at": "2026-01-01T21:00:00Z",
+             "elapsed_s": 3600.0, "input_px": 7_200_000_000, "state": "interrupted"}
+    last = {"state": "done", "started_at": "2026-01-02T20:00:00Z",
+            "updated_at": "2026-01-02T20:30:00Z", "elapsed_s": 1800.0,
+            "pixels": {"input_this_run": 1_800_000_000}, "mpx_per_s": 1.0,
+            "blocks": {"done": 2, "total": 2}, "km2": {"done": 1.0, "total": 1.0}}
+    run_info = {"model_name": "idou-default", "model_version": "1.3.0",
+                "model_sha256": "ab" * 32, "threshold_new": 0.35, "threshold_demolished": 0.4,
+                "model_card": {"name": "idou-default", "metrics": {"x" * 40: list(range(500))}}}
+    text = write_summary_html(tmp_path / "summary.html", last, {}, run_info, sittings=[first],
+                              card_href="model/abcd.card.md").read_text(encoding="utf-8")
+    assert "5400 s in 2 sittings" in text
+    assert "2026-01-01T20:00:00Z" in text.split("Sittings")[0]  # the run's start, not the last
+    assert "1.67" in text  # (7200 + 1800) Mpx / 5400 s, not the last sitting's 1.00
+    assert text.count("<td>interrupted</td>") == 1 and "<td>done</td>" in text
+    model = text.split("モデル model</th><td>", 1)[1].split("</td>", 1)[0]
+    assert "idou-default 1.3.0" in model and "abababababababab" in model
+    assert "new 0.35, demolished 0.4" in model and 'href="model/abcd.card.md"' in model
+    assert "x" * 40 not in text and len(text) < 6000
+
+
 def test_a_second_run_on_the_same_output_folder_is_refused(tmp_path: Path) -> None:
     import fcntl
 
