@@ -49,7 +49,7 @@ def _common_crop(pair: Any) -> tuple[np.ndarray, np.ndarray]:
     """The largest window where both flights hold data, as (before, after) HxWx3 on one lattice."""
     size = pair.before.shape[0]
     inv = ~pair.before_transform
-    col, row = inv * (pair.after_transform.c, pair.after_transform.f)
+    col, row = inv @ (pair.after_transform.c, pair.after_transform.f)
     sx, sy = round(col), round(row)  # after pixel (r, c) is before pixel (r + sy, c + sx)
     r0, r1 = max(0, sy), min(size, size + sy)
     c0, c1 = max(0, sx), min(size, size + sx)

@@ -278,8 +278,8 @@ class FootprintChipDataset:
         self._vrts: list[WarpedVRT] | None = None
 
     def _window_box(self, window: Window) -> BaseGeometry:
-        left, top = self.transform * (window.col_off, window.row_off)
-        right, bottom = self.transform * (window.col_off + window.width,
+        left, top = self.transform @ (window.col_off, window.row_off)
+        right, bottom = self.transform @ (window.col_off + window.width,
                                           window.row_off + window.height)
         return box(left, bottom, right, top)
 

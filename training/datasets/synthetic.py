@@ -110,7 +110,7 @@ def make_scene(seed: int, size: int = 2048, factor: int = 2, edge_px: int = 1,
     after = pair.after[r0 - dr:r1 - dr, c0 - dc:c1 - dc]
     valid = (pair.before_valid[r0:r1, c0:c1] & pair.after_valid[r0 - dr:r1 - dr, c0 - dc:c1 - dc])
     gsd = source_gsd_m * factor
-    x0, y0 = tb * (c0, r0)
+    x0, y0 = tb @ (c0, r0)
     transform = Affine(gsd, 0.0, x0, 0.0, -gsd, y0)
     source = Affine(source_gsd_m, 0.0, x0, 0.0, -source_gsd_m, y0)
     if resampling == "area":
