@@ -2,7 +2,8 @@
 
 Each notebook runs in its own ``pytest --nbmake`` subprocess with a hard timeout; everything it
 writes goes to a temporary folder (``TMPDIR``), its mlflow store is temporary and registry
-downloads are cached there too, so the repository stays untouched. Settings inside the
+downloads are cached there too, so the repository stays untouched; the notebook removes its
+own work folder at the end, as it does for a user. Settings inside the
 notebooks are tiny (the three together take a few minutes on two CPU cores).
 """
 
@@ -50,7 +51,6 @@ def test_notebook_runs(name: str, tmp_path: Path) -> None:
         "DO_NOT_TRACK": "1",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "IDOU_MODEL_CACHE": str(tmp_path / "model-cache"),
-        "IDOU_NB_WORK": str(tmp_path / "work"),
         "IDOU_NB_THREADS": "2",
         "TMPDIR": str(tmp_path),
         "MPLBACKEND": "Agg",
@@ -69,3 +69,6 @@ def test_notebook_runs(name: str, tmp_path: Path) -> None:
     assert done.returncode == 0, (
         f"{name}.ipynb failed:\n{done.stdout[-6000:]}\n{done.stderr[-2000:]}")
     assert not (NOTEBOOKS / ".ipynb_checkpoints").exists()
+    # the notebook removes its own temporary WORK folder (about 160 MB) when it ends
+    assert not list(tmp_path.glob("idou-nb*")), sorted(p.name for p in tmp_path.iterdir())
+    assert not (NOTEBOOKS / "mlruns").exists() and not (REPO / "mlruns").exists()

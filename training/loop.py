@@ -720,7 +720,11 @@ def _print_epoch(record: dict[str, float]) -> None:
 def _start_mlflow(config: TrainConfig, run_id: str | None) -> Any:
     import mlflow
 
+    from idou.inference.registry import ensure_experiment
+
     mlflow.set_tracking_uri(tracking_uri())
+    # artifacts beside a sqlite store's file, not in ./mlruns of the working directory
+    ensure_experiment(mlflow.MlflowClient(), config.experiment)
     mlflow.set_experiment(config.experiment)
     if run_id:
         try:

@@ -141,6 +141,8 @@ def test_run_is_tracked_in_mlflow(tmp_path: Path, scene_cache: Path) -> None:
         "config/tiny.toml"]
     epoch = [f.path for f in client.list_artifacts(run.info.run_id, "epochs/001")]
     assert "epochs/001/pr_curve.png" in epoch and "epochs/001/samples.png" in epoch
+    store = Path(mlflow.get_tracking_uri().removeprefix("sqlite:///")).parent
+    assert run.info.artifact_uri.startswith((store / "mlruns").as_uri())  # not ./mlruns
 
 
 class _Payload:
