@@ -14,7 +14,6 @@ import re
 from collections.abc import Iterator
 from typing import Any, get_args
 
-import click
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 _MARKUP = re.compile(r"(?::[a-z]+:)?`{1,2}([^`]+)`{1,2}")
@@ -29,16 +28,16 @@ class _PlainArgument(TyperArgument):
     def _rich_display_name(self) -> str:
         return self._usage_display_name().strip("[]")
 
-    def display_type_rich(self, ctx: click.Context) -> str | None:
+    def display_type_rich(self, ctx: Any) -> str | None:
         return None
 
 
 class _PlainOption(TyperOption):
-    def display_type_rich(self, ctx: click.Context) -> str | None:
+    def display_type_rich(self, ctx: Any) -> str | None:
         return self.metavar or value_word(self)
 
 
-def value_word(param: click.Parameter) -> str:
+def value_word(param: Any) -> str:
     """The word naming an option's value: the choices, PATH, N, NUMBER or TEXT."""
     desc = getattr(param, "type_descriptor", None)
     if desc is None:  # a typer that keeps click's types
@@ -60,13 +59,13 @@ def plain_text(text: str | None) -> str | None:
     return None if text is None else _MARKUP.sub(r"\1", text)
 
 
-def _commands(command: click.Command) -> Iterator[click.Command]:
+def _commands(command: Any) -> Iterator[Any]:
     yield command
     for child in getattr(command, "commands", {}).values():
         yield from _commands(child)
 
 
-def make_help_plain(root: click.Command) -> None:
+def make_help_plain(root: Any) -> None:
     """Rewrite every command's help and parameters under ``root`` (idempotent)."""
     for command in _commands(root):
         command.help = plain_text(command.help)
