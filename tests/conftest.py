@@ -32,3 +32,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real public data not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+_LITTER = ("mlruns", "mlflow.db", "mlartifacts")
+_LITTER_BEFORE = {name for name in _LITTER if (REPO / name).exists()}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a test left mlflow files in the repository (they belong in tmp)."""
+    left = [name for name in _LITTER if (REPO / name).exists() and name not in _LITTER_BEFORE]
+    if left:
+        writer = session.config.get_terminal_writer()
+        writer.line()
+        writer.line(
+            f"tests left {', '.join(left)} in {REPO}; write mlflow stores and artifacts under "
+            "tmp_path", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
