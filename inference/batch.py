@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -506,16 +507,12 @@ def _mark_status_stopped(out_dir: Path, state: str, reason: str) -> None:
 
 def _sittings(journal: Journal) -> list[dict[str, Any]]:
     """The run's sittings so far (oldest first)."""
-    import json
-
     found = json.loads(journal.meta().get(SITTINGS_KEY, "[]"))
     return found if isinstance(found, list) else []
 
 
 def _record_sitting(journal: Journal, status: dict[str, Any]) -> list[dict[str, Any]]:
     """Save this sitting as ``status`` shows it; returns all sittings."""
-    import json
-
     sittings = merge_sitting(_sittings(journal), sitting(status))
     journal.set_meta(SITTINGS_KEY, json.dumps(sittings))
     return sittings
