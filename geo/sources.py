@@ -15,7 +15,7 @@ import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -47,6 +47,9 @@ class RasterSource:
         colorinterp: Colour interpretation names per band ("red", "alpha", ...).
         descriptions: Band descriptions (may be empty strings).
         has_overviews: Whether band 1 has overviews (cheap decimated reads).
+        grid_crs: The ``--crs`` the user gave: the CRS of inputs that record none, and the
+            working grid onto which a flight in a geographic, non-metric or distorting CRS
+            (latitude/longitude, Web Mercator) is warped.
     """
 
     path: str
@@ -62,6 +65,7 @@ class RasterSource:
     colorinterp: tuple[str, ...] = ()
     descriptions: tuple[str, ...] = ()
     has_overviews: bool = False
+    grid_crs: CRS | None = None
 
     @property
     def grid(self) -> Grid:
@@ -86,8 +90,10 @@ def open_source(spec: str | Path | Sequence[str | Path], crs: str | None = None,
         spec: A raster file (GeoTIFF, COG, VRT, TIFF/JPEG/PNG with a world file), a folder of
             sheets, a text file (``.txt``) listing sheets one per line, a glob pattern, or a
             sequence of sheet paths. Several sheets are mosaicked through a VRT.
-        crs: The CRS (e.g. ``"EPSG:6677"``) of inputs that record none (world files only).
-            Ignored for inputs that record a CRS.
+        crs: The CRS (e.g. ``"EPSG:6677"``) of inputs that record none (world files only);
+            for inputs in a geographic, non-metric or distorting CRS, the working grid
+            preflight warps them onto (kept as ``grid_crs``). Inputs in a usable projected CRS
+            keep their own.
         workdir: Where VRTs are written; a temporary folder (removed at exit) by default.
 
     Returns:
@@ -100,8 +106,10 @@ def open_source(spec: str | Path | Sequence[str | Path], crs: str | None = None,
     target_crs = _parse_crs(crs) if crs else None
     sheets, label = _expand(spec)
     if len(sheets) == 1 and not _is_listing(spec):
-        return _open_single(sheets[0], target_crs, workdir)
-    return _open_mosaic(sheets, label, target_crs, workdir)
+        source = _open_single(sheets[0], target_crs, workdir)
+    else:
+        source = _open_mosaic(sheets, label, target_crs, workdir)
+    return replace(source, grid_crs=target_crs)
 
 
 # --- inputs --------------------------------------------------------------------------------
