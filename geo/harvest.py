@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +40,7 @@ from idou.geo.review_fields import (
     STATUS_RECHECK,
     STATUS_TAXABLE,
     STATUS_UNCHECKED,
+    STATUS_VALUES,
 )
 
 LABEL_BY_STATUS = {STATUS_TAXABLE: "positive", STATUS_NOT_TAXABLE: "positive",
@@ -61,6 +64,7 @@ class HarvestReport:
     recall: float | None
     precision_by_channel: dict[str, float | None] = field(default_factory=dict)
     recall_by_channel: dict[str, float | None] = field(default_factory=dict)
+    unknown_values: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
@@ -86,6 +90,16 @@ def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
     missed = pyogrio.read_dataframe(reviewed, layer="missed") if "missed" in layers else None
     info = read_run_info(reviewed) if _has_table(reviewed) else {}
 
+    unknown: dict[str, dict[str, int]] = {}
+    for layer, frame, column, known in (
+            ("changes", changes, STATUS, STATUS_VALUES),
+            ("candidate_parcels", parcels, STATUS, STATUS_VALUES),
+            ("missed", missed, "channel", ("new", "demolished"))):
+        if frame is not None and column in frame:
+            frame[column] = normalise_values(frame[column])
+            found = Counter(v for v in frame[column].dropna() if v not in known)
+            if found:
+                unknown[f"{layer}.{column}"] = dict(sorted(found.items()))
     reviewed_changes = label_changes(changes, parcels)
     missed_labels = _missed_labels(missed, changes.crs)
     labels = gpd.GeoDataFrame(pd.concat([reviewed_changes, missed_labels], ignore_index=True),
@@ -100,10 +114,38 @@ def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
     os.replace(temp, target)
 
     report = _report(reviewed, info, labels, changes.crs)
+    report.unknown_values = unknown
     (out_dir / "harvest.json").write_text(
         json.dumps(asdict(report), ensure_ascii=False, indent=2), encoding="utf-8")
     _log_mlflow(report)
     return report
+
+
+def normalise_values(values: pd.Series) -> pd.Series:
+    """Values as staff meant them: NFKC (full-width → half-width), whitespace removed; empty
+    ones become missing. ``' 課税対象　'`` and ``'課税対象'`` are one value."""
+    def one(value: object) -> object:
+        if value is None or (isinstance(value, float) and value != value):
+            return None
+        text = "".join(unicodedata.normalize("NFKC", str(value)).split())
+        return text or None
+
+    return values.map(one).astype(object)
+
+
+def unknown_values_sentences(report: HarvestReport, reviewed: Path) -> list[str]:
+    """One warning sentence per column holding values harvest does not know (rows skipped)."""
+    out = []
+    for where, found in report.unknown_values.items():
+        layer, column = where.split(".", 1)
+        known = STATUS_VALUES if column == STATUS else ("new", "demolished")
+        shown = ", ".join(f"'{v}' ({n})" for v, n in list(found.items())[:5])
+        action = ("were not used as labels" if column == STATUS
+                  else "were taken as new")
+        out.append(f"{Path(reviewed).name}: {sum(found.values())} rows of layer {layer} have a "
+                   f"{column} idou does not know ({shown}); they {action}: set one of "
+                   f"{', '.join(known)} and harvest again.")
+    return out
 
 
 def _has_table(path: Path) -> bool:
@@ -117,7 +159,8 @@ def _has_table(path: Path) -> bool:
 def label_changes(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None
                   ) -> gpd.GeoDataFrame:
     """One label row per reviewed change (unchecked changes are left out)."""
-    own = changes[STATUS].fillna(STATUS_UNCHECKED).astype(str) if STATUS in changes \
+    own = normalise_values(changes[STATUS]).fillna(STATUS_UNCHECKED).astype(str) \
+        if STATUS in changes \
         else pd.Series(STATUS_UNCHECKED, index=changes.index)
     labels = own.map(LABEL_BY_STATUS)
     if parcels is not None and not parcels.empty and "parcel_id" in parcels:
@@ -141,7 +184,8 @@ def label_changes(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None
 
 
 def _parcel_labels(parcels: gpd.GeoDataFrame) -> dict[str, str | None]:
-    status = parcels[STATUS].fillna(STATUS_UNCHECKED).astype(str) if STATUS in parcels \
+    status = normalise_values(parcels[STATUS]).fillna(STATUS_UNCHECKED).astype(str) \
+        if STATUS in parcels \
         else pd.Series(STATUS_UNCHECKED, index=parcels.index)
     return {str(pid): LABEL_BY_STATUS.get(s) for pid, s in zip(parcels["parcel_id"], status,
                                                                 strict=True)}
@@ -250,4 +294,5 @@ def _log_mlflow(report: HarvestReport) -> None:
         mlflow.log_metrics(metrics)
 
 
-__all__ = ["HarvestReport", "harvest", "label_changes"]
+__all__ = ["HarvestReport", "harvest", "label_changes", "normalise_values",
+           "unknown_values_sentences"]
