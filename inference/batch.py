@@ -44,6 +44,7 @@ import numpy as np
 import rasterio
 
 from idou.geo.errors import UserInputError
+from idou.inference import sheet_changes
 from idou.inference.batch_config import FlightConfig
 from idou.inference.batch_report import (
     STATUS_NAME,
@@ -520,13 +521,26 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
         fresh = journal.initialise(prepared.blocks, spec.key, {
             "grid": f"{grid.width}x{grid.height}", "crs": str(grid.crs),
             "model_sha256": prepared.model_sha, "flight": str(config.source)})
+        sheets = sheet_changes.fingerprint_sources((prepared.report.before,
+                                                    prepared.report.after))
         if not fresh:
+            changed = sheet_changes.changed_files(journal.meta().get(sheet_changes.META_KEY),
+                                                  sheets)
+            stale = sheet_changes.stale_blocks(
+                [r.block for r in journal.records(["done", "failed"])], grid, changed,
+                (prepared.report.before, prepared.report.after))
+            if stale:
+                journal.mark_pending(stale)
+                log.warning("%d block(s) to compute again: %s changed since they were made",
+                            len(stale), ", ".join(Path(p).name for p in changed or [])
+                            or "the journal recorded no sheet fingerprints")
             reset = journal.reset_interrupted()
             missing = [r.block.id for r in journal.records(["done"])
                        if not block_path(blocks_dir, r.block).is_file()]
             journal.mark_pending(missing)
             log.info("resuming: %d interrupted and %d missing block(s) back to pending",
                      reset, len(missing))
+        journal.set_meta(sheet_changes.META_KEY, sheet_changes.dumps(sheets))
         todo = [r.block for r in journal.records(["pending", "failed"])]
         finished_before = "finished_at" in journal.meta()
         if todo and finished_before:
@@ -830,4 +844,6 @@ def finish_from_blocks(prepared: _Prepared, mosaic: Path, gpkg: Path, config: Fl
         return finish_from_probabilities(
             probs, coverage, prepared.report, prepared.model, gpkg, parcels=config.parcels,
             buildings=config.buildings, run_info=run_info, force=gpkg.exists(),
-            encoding=config.encoding, chiban_column=config.chiban_column)
+            encoding=config.encoding, chiban_column=config.chiban_column,
+            say=lambda level, message: (log.warning if level == "warning" else log.info)(
+                "%s", message))

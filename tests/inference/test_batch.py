@@ -477,3 +477,40 @@ def test_another_config_on_the_same_output_folder_is_refused(
     path.write_text(path.read_text().replace("block_size = 96", "block_size = 192"))
     with pytest.raises(UserInputError, match="other inputs"):
         run_batch(load_flight_config(path), progress=False)
+
+
+def test_a_sheet_redelivered_at_the_same_path_is_computed_again_on_resume(
+        flight_dir: Path, tmp_path: Path) -> None:
+    """The journal fingerprints sheet contents, not only paths: a sheet replaced by one of the
+    same size and modification time (the roof on it is gone) is recomputed on the next run,
+    and the result equals a clean run on the new sheets."""
+    import shutil
+
+    flights = tmp_path / "flight"
+    shutil.copytree(flight_dir, flights, ignore=shutil.ignore_patterns("*.toml"))
+    first = run_batch(load_flight_config(_toml(flights, tmp_path / "resumed")), progress=False)
+    assert first.exit_code == EXIT_OK
+    stale = set(pyogrio.read_dataframe(tmp_path / "resumed" / "review.gpkg",
+                                       layer="changes")["change_id"])
+
+    sheet = flights / "sheets_2025" / "09LD00.tif"  # the roof NEW[0] stands on it
+    stat = sheet.stat()
+    before, _ = _scenes()
+    _write(sheet, np.ascontiguousarray(before[:, :SHEET, :SHEET]), TRANSFORM, CRS)
+    assert sheet.stat().st_size == stat.st_size
+    os.utime(sheet, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    # new processes, as an operator resumes (GDAL keeps the old sheet open in this one)
+    for out in ("resumed", "clean"):
+        run = _idou("batch", str(_toml(flights, tmp_path / out)), "--quiet")
+        assert run.wait(timeout=300) == EXIT_OK, run.stderr.read()  # type: ignore[union-attr]
+    resumed = pyogrio.read_dataframe(tmp_path / "resumed" / "review.gpkg", layer="changes")
+    clean = pyogrio.read_dataframe(tmp_path / "clean" / "review.gpkg", layer="changes")
+    found = resumed[resumed["検出状況"] == "検出"]
+    assert sorted(found["change_id"]) == sorted(clean["change_id"])
+    gone = stale - set(clean["change_id"])
+    assert gone  # the roof of the replaced sheet, kept for review but marked
+    assert set(resumed.loc[resumed["change_id"].isin(gone), "検出状況"]) == {"再実行で未検出"}
+    with sqlite3.connect(tmp_path / "resumed" / "journal.sqlite") as con:
+        states = dict(con.execute("SELECT state, COUNT(*) FROM blocks GROUP BY state"))
+    assert states == {"done": 16}
