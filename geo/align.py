@@ -30,6 +30,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from shapely.geometry import box
 
+from idou.geo.decode_errors import refuse_decoder_problems
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
 from idou.geo.sources import RasterSource, describe_error
@@ -136,24 +137,25 @@ class _SideReader:
         r0, c0 = int(inner.row_off), int(inner.col_off)
         r1, c1 = r0 + int(inner.height), c0 + int(inner.width)
         try:
-            if self.scaled and self._block_mean_factor(src_win, inner):
-                whole = _rounded(src_win)
-                mask = None if self.all_valid else self._ds.dataset_mask(window=whole) > 0
-                data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1] = _block_mean(
-                    self._ds.read(self.indexes, window=whole), mask, self.factor)
-            elif self.scaled:
-                shape = (r1 - r0, c1 - c0)
-                data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win,
-                                                      out_shape=(len(self.indexes), *shape),
-                                                      resampling=self.resampling)
-                # GDAL averages only valid source pixels (nodata, mask or alpha): a grid pixel
-                # is valid when any source pixel under it is, and holds their mean
-                valid[r0:r1, c0:c1] = self.all_valid or self._ds.dataset_mask(
-                    window=src_win, out_shape=shape, resampling=Resampling.average) > 0
-            else:
-                data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win)
-                valid[r0:r1, c0:c1] = (self.all_valid and not self.warped) or \
-                    self._ds.dataset_mask(window=src_win) > 0
+            with refuse_decoder_problems(self.source.label, _describe_window(src_win)):
+                if self.scaled and self._block_mean_factor(src_win, inner):
+                    whole = _rounded(src_win)
+                    mask = None if self.all_valid else self._ds.dataset_mask(window=whole) > 0
+                    data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1] = _block_mean(
+                        self._ds.read(self.indexes, window=whole), mask, self.factor)
+                elif self.scaled:
+                    shape = (r1 - r0, c1 - c0)
+                    data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win,
+                                                          out_shape=(len(self.indexes), *shape),
+                                                          resampling=self.resampling)
+                    # GDAL averages only valid source pixels (nodata, mask or alpha): a grid
+                    # pixel is valid when any source pixel under it is, and holds their mean
+                    valid[r0:r1, c0:c1] = self.all_valid or self._ds.dataset_mask(
+                        window=src_win, out_shape=shape, resampling=Resampling.average) > 0
+                else:
+                    data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win)
+                    valid[r0:r1, c0:c1] = (self.all_valid and not self.warped) or \
+                        self._ds.dataset_mask(window=src_win) > 0
         except RasterioError as exc:
             raise UserInputError(
                 f"{self.source.label} could not be read at {src_win} ({describe_error(exc)}); "
@@ -180,8 +182,9 @@ class _SideReader:
             out[r0:r1, c0:c1] = True
             return out
         try:
-            m = self._ds.dataset_mask(window=src_win, out_shape=(r1 - r0, c1 - c0),
-                                      resampling=resampling)
+            with refuse_decoder_problems(self.source.label, _describe_window(src_win)):
+                m = self._ds.dataset_mask(window=src_win, out_shape=(r1 - r0, c1 - c0),
+                                          resampling=resampling)
         except RasterioError as exc:
             raise UserInputError(
                 f"{self.source.label} could not be read at {src_win} ({describe_error(exc)}); "
@@ -288,6 +291,11 @@ class AlignedPair:
             t = t @ t.scale(window.width / shape[1], window.height / shape[0])
         part = shapely.clip_by_rect(self._aoi, *bounds)
         return geometry_mask([part], out_shape=shape, transform=t, invert=True)
+
+
+def _describe_window(window: Window) -> str:
+    return (f"pixel column {int(window.col_off)}, row {int(window.row_off)} "
+            f"({int(window.width)} x {int(window.height)} px)")
 
 
 def _rounded(window: Window) -> Window:

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 from shapely.geometry import mapping, shape
 
 from idou.geo import misregistration as _misreg
+from idou.geo.decode_errors import refuse_decoder_problems
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
 from idou.geo.sources import RasterSource, describe_error
@@ -437,8 +438,10 @@ def sampled_valid_fraction(src: RasterSource) -> float:
             total = 0.0
             wins = _lattice(src.grid, _SAMPLES_PER_SIDE, _SAMPLE_PX)
             for w in wins:
-                ds.read(1, window=w)  # reading pixels surfaces truncated or corrupt blocks
-                total += float((ds.dataset_mask(window=w) > 0).mean())
+                with refuse_decoder_problems(src.label, f"pixel column {w.col_off}, row "
+                                                        f"{w.row_off}"):
+                    ds.read(window=w)  # reading pixels surfaces truncated or corrupt blocks
+                    total += float((ds.dataset_mask(window=w) > 0).mean())
             if total > 0 or src.width * src.height > 4 * 10**9:
                 return total / len(wins)
             shape_ = (min(256, src.height), min(256, src.width))
