@@ -349,7 +349,9 @@ def _open_mosaic(sheets: list[Path], label: str, crs: CRS | None,
     keys: dict[str, list[str]] = {
         "CRS": [_describe(h.crs or crs) for h in resolved],
         "band count": [str(_data_band_count(h)) for h in resolved],
-        "data type": [h.dtypes[0] for h in resolved],
+        "data type": [", ".join(sorted({h.dtypes[i - 1] for i in _band_map(h)}))
+                      for h in resolved],
+        "colour interpretation": [_colours(h) for h in resolved],
         "pixel size": [_describe(Grid(h.crs or crs, h.transform, 1, 1).res) for h in resolved],
     }
     for what, values in keys.items():
@@ -378,12 +380,46 @@ def _open_mosaic(sheets: list[Path], label: str, crs: CRS | None,
             has_overviews=all(h.has_overviews for h in resolved))
 
 
+def _colours(h: _Header) -> str:
+    """The colours a sheet's data bands carry, in mosaic order (a BGR sheet reads as red,
+    green, blue): sheets must agree."""
+    if _rgb_bands(h) is None:
+        return "none (bands in file order)"
+    return ", ".join(h.colorinterp[i - 1] for i in _band_map(h))
+
+
 def _describe(value: object) -> str:
     if isinstance(value, CRS):
         return value.to_string() or "a custom CRS"
     if isinstance(value, tuple):
         return " x ".join(f"{v:.9g}" for v in value)
     return str(value)
+
+
+_RGB = ("red", "green", "blue")
+
+
+def _rgb_bands(h: _Header) -> list[int] | None:
+    """1-based bands holding red, green and blue by colour interpretation, or None when the
+    sheet does not name each of them exactly once."""
+    found = []
+    for colour in _RGB:
+        hits = [i for i, ci in enumerate(h.colorinterp, start=1) if ci == colour]
+        if len(hits) != 1:
+            return None
+        found.append(hits[0])
+    return found
+
+
+def _band_map(h: _Header) -> list[int]:
+    """The sheet's data bands in mosaic order: red, green, blue first when the sheet names
+    them (a BGR sheet among RGB ones is read by colour, as a single file is), else in file
+    order (bands 1-3 taken as RGB, as for a single file); other data bands follow."""
+    data = [i for i, ci in enumerate(h.colorinterp, start=1) if ci != "alpha"]
+    rgb = _rgb_bands(h)
+    if rgb is None:
+        return data
+    return rgb + [i for i in data if i not in rgb]
 
 
 def _data_band_count(h: _Header) -> int:
@@ -428,7 +464,8 @@ def _write_vrt(headers: list[_Header], label: str, crs: CRS, workdir: Path | Non
     else:
         gt = (left, xres, 0.0, top, 0.0, yres)
     first = headers[0]
-    bands = [i for i, ci in enumerate(first.colorinterp, start=1) if ci != "alpha"]
+    maps = [_band_map(h) for h in headers]
+    named = any(_rgb_bands(h) is not None for h in headers)
     dtype = _GDAL_TYPES.get(first.dtypes[0], "Byte")
 
     def rects(h: _Header) -> str:
@@ -449,21 +486,22 @@ def _write_vrt(headers: list[_Header], label: str, crs: CRS, workdir: Path | Non
     out = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">',
            f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(crs.to_wkt())}</SRS>',
            f"  <GeoTransform>{', '.join(repr(float(v)) for v in gt)}</GeoTransform>"]
-    for out_band, b in enumerate(bands, start=1):
+    for out_band, b in enumerate(maps[0], start=1):
         out.append(f'  <VRTRasterBand dataType="{dtype}" band="{out_band}">')
         if first.nodata is not None:
             out.append(f"    <NoDataValue>{first.nodata!r}</NoDataValue>")
-        ci = first.colorinterp[b - 1]
+        ci = _RGB[out_band - 1] if named and out_band <= len(_RGB) else first.colorinterp[b - 1]
         if ci and ci != "undefined":
             out.append(f"    <ColorInterp>{ci.capitalize()}</ColorInterp>")
         desc = first.descriptions[b - 1] if b - 1 < len(first.descriptions) else ""
         if desc:
             out.append(f"    <Description>{escape(desc)}</Description>")
-        for h in headers:
+        for h, m in zip(headers, maps, strict=True):
             out.append(
                 "    <ComplexSource>"
                 f'<SourceFilename relativeToVRT="0">{escape(str(h.path.resolve()))}'
-                f"</SourceFilename><SourceBand>{b}</SourceBand>{props(h, dtype)}{rects(h)}"
+                f"</SourceFilename><SourceBand>{m[out_band - 1]}</SourceBand>"
+                f"{props(h, dtype)}{rects(h)}"
                 "<UseMaskBand>true</UseMaskBand></ComplexSource>")
         out.append("  </VRTRasterBand>")
     out.append("  <MaskBand>")
