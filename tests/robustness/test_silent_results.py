@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 
 from idou.inference.contract import METADATA_KEY
 
@@ -23,6 +25,7 @@ from .conftest import (
     parcels_frame,
     run_idou,
     save_model,
+    write_raster,
 )
 from .test_corpus import _warped_to, assert_roofs_found
 
@@ -141,3 +144,44 @@ def test_buildings_outside_the_flights_warn_naming_the_file(good: GoodPair,
     warnings = [ln for ln in run.stderr.splitlines() if ln.startswith("warning:")]
     assert any("buildings_elsewhere.gpkg" in ln and "overlap the flights" in ln
                for ln in warnings), run.stderr
+
+
+# --- a damaged tile in the middle of a flight -------------------------------------------------
+
+def _jpeg_flight(good: GoodPair, path: Path) -> Path:
+    """The later flight as a JPEG-compressed (YCbCr) GeoTIFF in 32 px tiles."""
+    with rasterio.open(good.after) as src:
+        data = src.read()
+    return write_raster(path, data, tiled=True, blockxsize=32, blockysize=32, compress="jpeg",
+                        photometric="ycbcr", jpeg_quality=95)
+
+
+def _damage_tile(path: Path, row: int, col: int, seed: int) -> None:
+    """Overwrite the second half of one tile's compressed bytes (its header stays)."""
+    with rasterio.open(path) as ds:
+        off = int(ds.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1))
+        size = int(ds.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=1))
+    raw = bytearray(path.read_bytes())
+    start = off + size // 2
+    raw[start:off + size] = np.random.default_rng(seed).bytes(off + size - start)
+    path.write_bytes(bytes(raw))
+
+
+def test_jpeg_flight_without_damage_is_handled(good: GoodPair, tmp_path: Path) -> None:
+    """The control: JPEG tiles decode without a word from GDAL, and every roof is found."""
+    after = _jpeg_flight(good, tmp_path / "flight_2025_jpeg.tif")
+    run = _detect(good, good.before, after, tmp_path / "out")
+    assert run.returncode == 0, run.stderr  # type: ignore[attr-defined]
+    assert_roofs_found(tmp_path / "out" / "changes.gpkg")
+
+
+@pytest.mark.parametrize(("row", "col", "seed"), [(2, 5, 1), (5, 2, 2)])
+def test_damaged_jpeg_tile_in_the_middle_of_a_flight_is_refused(
+        row: int, col: int, seed: int, good: GoodPair, tmp_path: Path) -> None:
+    """A tile preflight's samples miss (pixels 64-96 / 160-192): libjpeg only warns ("Corrupt
+    JPEG data"), GDAL returns garbage; the run stops with a sentence instead of scoring it."""
+    after = _jpeg_flight(good, tmp_path / "flight_2025_jpeg.tif")
+    _damage_tile(after, row, col, seed)
+    run = _detect(good, good.before, after, tmp_path / "out")
+    sentence = _refused(run, tmp_path / "out", "flight_2025_jpeg.tif")
+    assert "damaged" in sentence and "re-copy it" in sentence
