@@ -56,7 +56,8 @@ def refuse_decoder_problems(label: str, where: str) -> Iterator[None]:
     """
     _install()
     outer = getattr(_collector.local, "messages", None)
-    _collector.local.messages = messages = []
+    messages: list[str] = []
+    _collector.local.messages = messages
     try:
         yield
     finally:
