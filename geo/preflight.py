@@ -260,8 +260,9 @@ def working_crs(after: RasterSource) -> CRS:
     if after.grid_crs is None or after.grid_crs == after.crs:
         raise UserInputError(
             f"{after.label} is in {problem}, so areas and --min-area would be wrong; pass "
-            f"--crs with the projected CRS to work in ({_ZONE_HINT}) and idou warps it onto "
-            f"that grid, or reproject it yourself with gdalwarp -t_srs EPSG:6677.")
+            f"--crs (in a batch file: crs under [after]) with the projected CRS to work in "
+            f"({_ZONE_HINT}) and idou warps it onto that grid, or reproject it yourself with "
+            "gdalwarp -t_srs EPSG:6677.")
     target_problem = _crs_problem(after.grid_crs, centre)
     if target_problem is not None:
         raise UserInputError(

@@ -82,7 +82,9 @@ class ModelContract:
             tuple(self.band_order), tuple(self.mean), tuple(self.std))
         return ModelContract(**data)
 
-    def validate(self, source: str = "the model") -> None:
+    def validate(self, source: str = "the model",
+                 fix: str = "re-export it with `idou export` or restore the released model"
+                 ) -> None:
         """Check types, ranges and consistency; raise a user error naming ``source`` otherwise.
 
         Ranges keep a damaged or hand-edited contract from running silently wrong (std 0, a NaN
@@ -115,8 +117,7 @@ class ModelContract:
             problems.append("recall_target must lie between 0 and 1")
         if problems:
             raise UserInputError(f"{source} has invalid idou metadata: {'; '.join(problems)}; "
-                                 "re-export it with `idou export` or restore the released "
-                                 "model.")
+                                 f"{fix}.")
 
 
 # Ranges a usable contract lies in: the networks downsample by 32; tiles beyond 4096 px do not
