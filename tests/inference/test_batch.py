@@ -514,3 +514,29 @@ def test_a_sheet_redelivered_at_the_same_path_is_computed_again_on_resume(
     with sqlite3.connect(tmp_path / "resumed" / "journal.sqlite") as con:
         states = dict(con.execute("SELECT state, COUNT(*) FROM blocks GROUP BY state"))
     assert states == {"done": 16}
+
+
+def test_a_flight_in_latitude_longitude_needs_crs_in_the_batch_file(
+        flight_dir: Path, tmp_path: Path) -> None:
+    """Sheets in EPSG:4326: refused without `crs` (the sentence names the key); with
+    `crs = "EPSG:6677"` under [after] they are warped onto that grid and the check passes."""
+    from rasterio.warp import calculate_default_transform, reproject
+
+    with rasterio.open(flight_dir / "mosaic_2025.tif") as src:
+        tr, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height,
+                                               *src.bounds)
+        data = np.zeros((3, h, w), np.uint8)
+        reproject(src.read(), data, src_transform=src.transform, src_crs=src.crs,
+                  dst_transform=tr, dst_crs="EPSG:4326")
+    with rasterio.open(tmp_path / "latlon_2025.tif", "w", driver="GTiff", width=w, height=h,
+                       count=3, dtype="uint8", crs="EPSG:4326", transform=tr) as dst:
+        dst.write(data)
+    after = f'path = "{tmp_path / "latlon_2025.tif"}"'
+    refused = _toml(flight_dir, tmp_path / "o1", name="latlon_no_crs", after=after)
+    with pytest.raises(UserInputError, match=r"latlon_2025\.tif .*crs under \[after\]"):
+        check_flight(load_flight_config(refused))
+    warped = _toml(flight_dir, tmp_path / "o2", name="latlon_crs",
+                   after=after + '\ncrs = "EPSG:6677"')
+    report = check_flight(load_flight_config(warped))
+    assert report.grid_width == pytest.approx(WIDTH, abs=2)
+    assert report.grid_height == pytest.approx(HEIGHT, abs=2)
