@@ -22,18 +22,20 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import rasterio
 import shapely
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from idou.geo.decode_errors import refuse_decoder_problems
+from idou.geo.decode_errors import decoder_messages, refuse_decoder_problems
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
-from idou.geo.sources import RasterSource, describe_error
+from idou.geo.sources import SHEET_SUFFIXES, RasterSource, describe_error
 
 if TYPE_CHECKING:
     from idou.geo.preflight import PreflightReport
@@ -137,7 +139,8 @@ class _SideReader:
         r0, c0 = int(inner.row_off), int(inner.col_off)
         r1, c1 = r0 + int(inner.height), c0 + int(inner.width)
         try:
-            with refuse_decoder_problems(self.source.label, _describe_window(src_win)):
+            with refuse_decoder_problems(lambda: self._sheets_at(src_win),
+                                         _describe_window(src_win)):
                 if self.scaled and self._block_mean_factor(src_win, inner):
                     whole = _rounded(src_win)
                     mask = None if self.all_valid else self._ds.dataset_mask(window=whole) > 0
@@ -182,7 +185,8 @@ class _SideReader:
             out[r0:r1, c0:c1] = True
             return out
         try:
-            with refuse_decoder_problems(self.source.label, _describe_window(src_win)):
+            with refuse_decoder_problems(lambda: self._sheets_at(src_win),
+                                         _describe_window(src_win)):
                 m = self._ds.dataset_mask(window=src_win, out_shape=(r1 - r0, c1 - c0),
                                           resampling=resampling)
         except RasterioError as exc:
@@ -191,6 +195,33 @@ class _SideReader:
                 "the file is truncated or corrupt, re-export or re-copy it.") from exc
         out[r0:r1, c0:c1] = m > 0
         return out
+
+    def _sheets_at(self, src_win: Window) -> str:
+        """The source's label, with the sheets of a mosaic that ``src_win`` touches."""
+        label = self.source.label
+        sheets = [f for f in self.source.files if f.suffix.lower() in SHEET_SUFFIXES]
+        if len(sheets) < 2:
+            return label
+        grid = self.grid if self.warped else self.source.grid
+        try:
+            bounds = transform_bounds(grid.crs, self.source.crs, *grid.window_bounds(src_win))
+            hits, damaged = [], []
+            for f in sheets:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    with rasterio.open(f) as ds:
+                        if not box(*ds.bounds).intersects(box(*bounds)):
+                            continue
+                        hits.append(f.name)
+                        win = ds.window(*bounds).intersection(Window(0, 0, ds.width, ds.height))
+                        with decoder_messages() as messages:
+                            ds.read(window=_rounded(win))
+                        if messages:
+                            damaged.append(f.name)
+        except (RasterioError, ValueError):
+            return label
+        named = damaged or hits
+        return f"{', '.join(named)} (in {label})" if named else label
 
     def close(self) -> None:
         if self._vrt is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from idou.geo.errors import UserInputError
@@ -47,27 +47,34 @@ def _install() -> None:
 
 
 @contextmanager
-def refuse_decoder_problems(label: str, where: str) -> Iterator[None]:
-    """Raise a :class:`UserInputError` when GDAL warned while the block read pixels.
-
-    Args:
-        label: The file as messages name it.
-        where: Where it was read (e.g. a window), for the sentence.
-    """
+def decoder_messages() -> Iterator[list[str]]:
+    """Collect the GDAL warnings and non-fatal errors raised on this thread inside the block."""
     _install()
     outer = getattr(_collector.local, "messages", None)
     messages: list[str] = []
     _collector.local.messages = messages
     try:
-        yield
+        yield messages
     finally:
         _collector.local.messages = outer
-        if outer is not None:
-            outer.extend(messages)
+
+
+@contextmanager
+def refuse_decoder_problems(label: str | Callable[[], str], where: str) -> Iterator[None]:
+    """Raise a :class:`UserInputError` when GDAL warned while the block read pixels.
+
+    Args:
+        label: The file as messages name it, or a function giving it (called only on
+            failure, e.g. to find the sheet of a mosaic).
+        where: Where it was read (e.g. a window), for the sentence.
+    """
+    with decoder_messages() as messages:
+        yield
     if messages:
         reason = _short(messages[0])
+        name = label() if callable(label) else label
         raise UserInputError(
-            f"{label} is damaged at {where}: GDAL could not decode its pixels ({reason}); the "
+            f"{name} is damaged at {where}: GDAL could not decode its pixels ({reason}); the "
             "file is corrupt, re-copy it or ask for it to be delivered again.")
 
 

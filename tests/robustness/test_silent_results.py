@@ -19,12 +19,15 @@ from idou.inference.contract import METADATA_KEY
 
 from .conftest import (
     CONTRACT,
+    GSD,
+    ORIGIN,
     GoodPair,
     build_model,
     error_line,
     parcels_frame,
     run_idou,
     save_model,
+    transform,
     write_raster,
 )
 from .test_corpus import _warped_to, assert_roofs_found
@@ -185,3 +188,20 @@ def test_damaged_jpeg_tile_in_the_middle_of_a_flight_is_refused(
     run = _detect(good, good.before, after, tmp_path / "out")
     sentence = _refused(run, tmp_path / "out", "flight_2025_jpeg.tif")
     assert "damaged" in sentence and "re-copy it" in sentence
+
+
+def test_damaged_jpeg_tile_in_a_sheet_of_a_folder_names_the_sheet(good: GoodPair,
+                                                                  tmp_path: Path) -> None:
+    folder = tmp_path / "ortho_2025"
+    folder.mkdir()
+    with rasterio.open(good.after) as src:
+        data = src.read()
+    for k, name in enumerate(("09LD0001.tif", "09LD0002.tif")):
+        write_raster(folder / name, np.ascontiguousarray(data[:, :, k * 128:(k + 1) * 128]),
+                     tr=transform((ORIGIN[0] + k * 128 * GSD, ORIGIN[1])), tiled=True,
+                     blockxsize=32, blockysize=32, compress="jpeg", photometric="ycbcr",
+                     jpeg_quality=95)
+    _damage_tile(folder / "09LD0002.tif", 2, 1, seed=3)  # mosaic pixels 160-192, 64-96
+    run = _detect(good, good.before, folder, tmp_path / "out")
+    sentence = _refused(run, tmp_path / "out", "09LD0002.tif", "ortho_2025")
+    assert "09LD0001.tif" not in sentence
