@@ -197,31 +197,13 @@ class _SideReader:
         return out
 
     def _sheets_at(self, src_win: Window) -> str:
-        """The source's label, with the sheets of a mosaic that ``src_win`` touches."""
-        label = self.source.label
-        sheets = [f for f in self.source.files if f.suffix.lower() in SHEET_SUFFIXES]
-        if len(sheets) < 2:
-            return label
+        """The source's label, with the damaged sheets of a mosaic under ``src_win``."""
         grid = self.grid if self.warped else self.source.grid
         try:
             bounds = transform_bounds(grid.crs, self.source.crs, *grid.window_bounds(src_win))
-            hits, damaged = [], []
-            for f in sheets:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    with rasterio.open(f) as ds:
-                        if not box(*ds.bounds).intersects(box(*bounds)):
-                            continue
-                        hits.append(f.name)
-                        win = ds.window(*bounds).intersection(Window(0, 0, ds.width, ds.height))
-                        with decoder_messages() as messages:
-                            ds.read(window=_rounded(win))
-                        if messages:
-                            damaged.append(f.name)
         except (RasterioError, ValueError):
-            return label
-        named = damaged or hits
-        return f"{', '.join(named)} (in {label})" if named else label
+            return self.source.label
+        return damaged_sheets_label(self.source, bounds)
 
     def close(self) -> None:
         if self._vrt is not None:
@@ -322,6 +304,37 @@ class AlignedPair:
             t = t @ t.scale(window.width / shape[1], window.height / shape[0])
         part = shapely.clip_by_rect(self._aoi, *bounds)
         return geometry_mask([part], out_shape=shape, transform=t, invert=True)
+
+
+def damaged_sheets_label(source: RasterSource, bounds: tuple[float, float, float, float]
+                         ) -> str:
+    """``source``'s label, naming the sheets of a mosaic under ``bounds`` (in its CRS) that
+    GDAL cannot decode cleanly when read alone (all the sheets there when none does)."""
+    label = source.label
+    sheets = [f for f in source.files if f.suffix.lower() in SHEET_SUFFIXES]
+    if len(sheets) < 2:
+        return label
+    hits, damaged = [], []
+    try:
+        for f in sheets:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(f) as ds:
+                    if not box(*ds.bounds).intersects(box(*bounds)):
+                        continue
+                    hits.append(f.name)
+                    win = ds.window(*bounds).intersection(Window(0, 0, ds.width, ds.height))
+                    try:
+                        with decoder_messages() as messages:
+                            ds.read(window=_rounded(win))
+                    except RasterioError:
+                        messages = ["read failed"]
+                    if messages:
+                        damaged.append(f.name)
+    except (RasterioError, ValueError):
+        return label
+    named = damaged or hits
+    return f"{', '.join(named)} (in {label})" if named else label
 
 
 def _describe_window(window: Window) -> str:

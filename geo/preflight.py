@@ -431,6 +431,8 @@ def sampled_valid_fraction(src: RasterSource) -> float:
     Cheap for any size: overviews when present, else 36 windows of 16 px; when those find
     nothing valid, a decimated read of the whole flight confirms (bounded to sane sizes).
     """
+    from idou.geo.align import damaged_sheets_label
+
     try:
         with src.open() as ds:
             if src.has_overviews:
@@ -439,8 +441,9 @@ def sampled_valid_fraction(src: RasterSource) -> float:
             total = 0.0
             wins = _lattice(src.grid, _SAMPLES_PER_SIDE, _SAMPLE_PX)
             for w in wins:
-                with refuse_decoder_problems(src.label, f"pixel column {w.col_off}, row "
-                                                        f"{w.row_off}"):
+                with refuse_decoder_problems(
+                        lambda w=w: damaged_sheets_label(src, src.grid.window_bounds(w)),
+                        f"pixel column {w.col_off}, row {w.row_off}"):
                     ds.read(window=w)  # reading pixels surfaces truncated or corrupt blocks
                     total += float((ds.dataset_mask(window=w) > 0).mean())
             if total > 0 or src.width * src.height > 4 * 10**9:

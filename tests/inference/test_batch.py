@@ -540,3 +540,39 @@ def test_a_flight_in_latitude_longitude_needs_crs_in_the_batch_file(
     report = check_flight(load_flight_config(warped))
     assert report.grid_width == pytest.approx(WIDTH, abs=2)
     assert report.grid_height == pytest.approx(HEIGHT, abs=2)
+
+
+def test_a_damaged_jpeg_tile_in_a_sheet_fails_its_block_naming_the_sheet(
+        flight_dir: Path, tmp_path: Path) -> None:
+    """GDAL only warns about the corrupt JPEG data; the block fails with a sentence naming the
+    sheet instead of scoring garbage, and no GeoPackage is written."""
+    import shutil
+
+    flights = tmp_path / "flight"
+    shutil.copytree(flight_dir, flights, ignore=shutil.ignore_patterns("*.toml"))
+    sheet = flights / "sheets_2025" / "09LD11.tif"
+    with rasterio.open(sheet) as src:
+        profile = src.profile
+    rng = np.random.default_rng(0)  # textured ground: its damaged tiles decode with warnings
+    coarse = rng.integers(60, 140, size=(3, SHEET // 8, SHEET // 8), dtype=np.uint8)
+    data = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2) + rng.integers(
+        0, 12, size=(3, SHEET, SHEET), dtype=np.uint8)
+    profile.update(compress="jpeg", photometric="ycbcr", blockxsize=32, blockysize=32,
+                   jpeg_quality=95)
+    with rasterio.open(sheet, "w", **profile) as dst:
+        dst.write(data)
+    with rasterio.open(sheet) as ds:  # tile row 2, col 1: not among preflight's samples
+        off = int(ds.get_tag_item("BLOCK_OFFSET_1_2", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_1_2", "TIFF", bidx=1))
+    raw = bytearray(sheet.read_bytes())
+    raw[off + size // 2:off + size] = np.random.default_rng(4).bytes(size - size // 2)
+    sheet.write_bytes(bytes(raw))
+    out = tmp_path / "damaged"
+    run = subprocess.run([sys.executable, "-m", "idou.cli", "batch",
+                          str(_toml(flights, out, extra="max_attempts = 1\n")), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode in (2, 3), run.stderr
+    assert "Traceback" not in run.stderr
+    said = run.stderr + (out / "idou-batch.log").read_text(encoding="utf-8")
+    assert "09LD11.tif" in said and "damaged" in said, said
+    assert not (out / "review.gpkg").exists()
