@@ -542,9 +542,9 @@ def test_a_flight_in_latitude_longitude_needs_crs_in_the_batch_file(
     assert report.grid_height == pytest.approx(HEIGHT, abs=2)
 
 
-def test_a_damaged_jpeg_tile_in_a_sheet_fails_its_block_naming_the_sheet(
+def test_a_damaged_jpeg_tile_in_a_sheet_stops_the_run_naming_the_sheet(
         flight_dir: Path, tmp_path: Path) -> None:
-    """GDAL only warns about the corrupt JPEG data; the block fails with a sentence naming the
+    """GDAL only warns about the corrupt JPEG data; the run stops with a sentence naming the
     sheet instead of scoring garbage, and no GeoPackage is written."""
     import shutil
 
