@@ -47,6 +47,8 @@ LABEL_BY_STATUS = {STATUS_TAXABLE: "positive", STATUS_NOT_TAXABLE: "positive",
                    STATUS_FALSE_ALARM: "negative", STATUS_RECHECK: "ignore"}
 LABEL_PRECEDENCE = ("positive", "ignore", "negative")
 LABEL_COLUMNS = ["channel", "label", "source", "change_id", "異動区分"]
+_CHANNEL_ALIASES = {"new": "new", "demolished": "demolished", "新築": "new", "増築": "new",
+                    "滅失": "demolished"}
 
 
 @dataclass
@@ -97,6 +99,9 @@ def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
             ("missed", missed, "channel", ("new", "demolished"))):
         if frame is not None and column in frame:
             frame[column] = normalise_values(frame[column])
+            if layer == "missed":  # "NEW", "滅失": what staff type in QGIS
+                frame[column] = frame[column].map(
+                    lambda v: _CHANNEL_ALIASES.get(v.lower(), v) if isinstance(v, str) else None)
             found = Counter(v for v in frame[column].dropna() if v not in known)
             if found:
                 unknown[f"{layer}.{column}"] = dict(sorted(found.items()))

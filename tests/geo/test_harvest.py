@@ -126,6 +126,7 @@ def test_review_values_are_compared_after_normalising_whitespace_and_width(
         con.execute("UPDATE changes SET 調査状況 = '誤検出\t' WHERE score_max = 0.55")
         con.execute("UPDATE missed SET channel = 'ｄｅｍｏｌｉｓｈｅｄ ' "
                     "WHERE channel = 'demolished'")
+        con.execute("UPDATE missed SET channel = ' NEW' WHERE channel IS NULL")
     report = harvest(path, tmp_path / "labels")
     assert report.counts == {"confirmed": 2, "false_alarms": 1, "ignored": 1, "missed": 2}
     assert report.precision == pytest.approx(2 / 3, abs=1e-4)
@@ -151,3 +152,16 @@ def test_unknown_review_values_are_reported_never_silently_dropped(
     assert len(sentences) == 2
     assert all(s.startswith("run.gpkg: ") and s.endswith(".") for s in sentences)
     assert "'課税済' (1)" in sentences[0] and "課税対象" in sentences[0]
+
+
+def test_missed_channel_in_japanese_is_understood(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = reviewed(tmp_path)
+    with staff_edit(path) as con:
+        con.execute("UPDATE missed SET channel = '滅失' WHERE channel = 'demolished'")
+        con.execute("UPDATE missed SET channel = '新築' WHERE channel IS NULL")
+    report = harvest(path, tmp_path / "labels")
+    assert report.counts_by_channel["demolished"]["missed"] == 1
+    assert report.counts_by_channel["new"]["missed"] == 1
+    assert report.unknown_values == {}
