@@ -95,10 +95,14 @@ class ModelContract:
         n = len(self.band_order)
         if n not in (3, 4) or len(self.mean) != n or len(self.std) != n:
             problems.append("band_order, mean and std must name 3 or 4 bands alike")
-        if not all(_finite(m) for m in self.mean):
-            problems.append("mean must hold finite numbers")
-        if not all(_finite(s) and s > 0 for s in self.std):
-            problems.append("std must hold finite numbers above 0")
+        if not all(isinstance(b, str) and b for b in self.band_order) or len(
+                set(self.band_order)) != n:
+            problems.append("band_order must name each band once (e.g. red, green, blue)")
+        if not all(_finite(m) and MEAN_RANGE[0] <= m <= MEAN_RANGE[1] for m in self.mean):
+            problems.append(f"mean must hold numbers from {MEAN_RANGE[0]:g} to "
+                            f"{MEAN_RANGE[1]:g} (pixels are scaled to 0..1)")
+        if not all(_finite(s) and STD_RANGE[0] <= s <= STD_RANGE[1] for s in self.std):
+            problems.append(f"std must hold numbers from {STD_RANGE[0]:g} to {STD_RANGE[1]:g}")
         if not (_whole(self.tile_size) and TILE_SIZE_RANGE[0] <= self.tile_size
                 <= TILE_SIZE_RANGE[1] and self.tile_size % TILE_MULTIPLE == 0):
             problems.append(f"tile_size must be a whole number of pixels from "
@@ -121,10 +125,13 @@ class ModelContract:
 
 
 # Ranges a usable contract lies in: the networks downsample by 32; tiles beyond 4096 px do not
-# fit a batch in memory; aerial orthophotos are flown at 2 cm to 10 m per pixel.
+# fit a batch in memory; aerial orthophotos are flown at 1 cm to 10 m per pixel; normalisation
+# keeps pixels (0..1) within a few units.
 TILE_MULTIPLE = 32
 TILE_SIZE_RANGE = (32, 4096)
 GSD_RANGE_M = (0.01, 10.0)
+MEAN_RANGE = (-1.0, 2.0)  # of pixels scaled to 0..1
+STD_RANGE = (0.001, 10.0)
 
 
 def _finite(value: object) -> bool:

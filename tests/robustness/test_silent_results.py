@@ -68,6 +68,9 @@ BAD_CONTRACTS = {
     "gsd_tiny": {"gsd_m": 1e-4},
     "gsd_huge": {"gsd_m": 1000.0},
     "gsd_nan": {"gsd_m": float("nan")},
+    "std_tiny": {"std": [1e-9, 0.224, 0.225]},
+    "mean_huge": {"mean": [255.0, 0.456, 0.406]},
+    "band_order_repeated": {"band_order": ["red", "red", "blue"]},
 }
 
 
