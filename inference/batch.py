@@ -523,7 +523,12 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
             "model_sha256": prepared.model_sha, "flight": str(config.source)})
         sheets = sheet_changes.fingerprint_sources((prepared.report.before,
                                                     prepared.report.after))
+        sheets.update(sheet_changes.fingerprint_paths([config.aoi]))  # the AOI masks blocks
+        vectors = sheet_changes.fingerprint_paths([config.parcels, config.buildings])
+        vectors_changed: list[str] | None = []
         if not fresh:
+            vectors_changed = sheet_changes.changed_files(
+                journal.meta().get(sheet_changes.VECTORS_KEY), vectors)
             changed = sheet_changes.changed_files(journal.meta().get(sheet_changes.META_KEY),
                                                   sheets)
             stale = sheet_changes.stale_blocks(
@@ -541,9 +546,14 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
             log.info("resuming: %d interrupted and %d missing block(s) back to pending",
                      reset, len(missing))
         journal.set_meta(sheet_changes.META_KEY, sheet_changes.dumps(sheets))
+        journal.set_meta(sheet_changes.VECTORS_KEY, sheet_changes.dumps(vectors))
         todo = [r.block for r in journal.records(["pending", "failed"])]
         finished_before = "finished_at" in journal.meta()
-        if todo and finished_before:
+        if finished_before and vectors_changed != []:
+            log.warning("the GeoPackage is written again: %s changed since it was made",
+                        ", ".join(Path(p).name for p in vectors_changed or [])
+                        or "the journal recorded no parcel or building fingerprints")
+        if (todo or vectors_changed != []) and finished_before:
             journal.delete_meta("finished_at")
             finished_before = False
         status.update("running", journal.counts(), journal.done_seconds()[0])

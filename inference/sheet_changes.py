@@ -5,7 +5,8 @@ modification time and a hash of sampled bytes (the header, the end and evenly sp
 chunks between: 256 KiB read per file whatever its size, and a re-exported or re-copied sheet
 changes it). On
 resume, the blocks that overlap a file whose fingerprint changed are computed again, so a sheet
-replaced at the same path never leaves blocks computed from the old one.
+replaced at the same path never leaves blocks computed from the old one. A changed AOI file
+sends every block back; changed parcel or building files make the GeoPackage be written again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import shapely
 from idou.inference.blocks import Block
 
 META_KEY = "sheet_fingerprints"
+VECTORS_KEY = "vector_fingerprints"
 _CHUNK = 1 << 14
 _SAMPLES = 16
 
@@ -51,6 +53,22 @@ def fingerprint_sources(sources: Iterable[Any]) -> dict[str, dict[str, object]]:
             if not str(p).startswith("/vsi") and p.is_file():
                 out[str(p.resolve())] = fingerprint_file(p)
     return out
+
+
+def fingerprint_paths(paths: Iterable[Path | None]) -> dict[str, dict[str, object]]:
+    """Fingerprints of vector files (with their same-stem sidecars: .dbf, .shx, .prj, .cpg)."""
+    out: dict[str, dict[str, object]] = {}
+    for path in paths:
+        if path is None or not Path(path).is_file():
+            continue
+        p = Path(path)
+        for f in [p, *sorted(p.parent.glob(p.stem + ".*"))]:
+            if f.is_file() and f.suffix.lower() in _SIDECARS | {p.suffix.lower()}:
+                out[str(f.resolve())] = fingerprint_file(f)
+    return out
+
+
+_SIDECARS = {".dbf", ".shx", ".prj", ".cpg", ".qix"}
 
 
 def dumps(fingerprints: dict[str, dict[str, object]]) -> str:

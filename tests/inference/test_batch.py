@@ -576,3 +576,21 @@ def test_a_damaged_jpeg_tile_in_a_sheet_stops_the_run_naming_the_sheet(
     said = run.stderr + (out / "idou-batch.log").read_text(encoding="utf-8")
     assert "09LD11.tif" in said and "damaged" in said, said
     assert not (out / "review.gpkg").exists()
+
+
+def test_parcels_redelivered_at_the_same_path_are_joined_again_on_rerun(
+        flight_dir: Path, tmp_path: Path) -> None:
+    """A finished run re-run after the parcel file changed writes the GeoPackage again with
+    the new parcels (it used to say "nothing to do" and keep the old 地番)."""
+    import shutil
+
+    flights = tmp_path / "flight"
+    shutil.copytree(flight_dir, flights, ignore=shutil.ignore_patterns("*.toml"))
+    config = load_flight_config(_toml(flights, tmp_path / "out"))
+    assert run_batch(config, progress=False).exit_code == EXIT_OK
+    parcels = pyogrio.read_dataframe(flights / "parcels.gpkg", layer="parcels")
+    parcels["地番"] = [f"9{c}" for c in parcels["地番"]]
+    pyogrio.write_dataframe(parcels, flights / "parcels.gpkg", layer="parcels")
+    assert run_batch(config, progress=False).exit_code == EXIT_OK
+    joined = pyogrio.read_dataframe(tmp_path / "out" / "review.gpkg", layer="candidate_parcels")
+    assert any(str(c).startswith("9") for c in joined["地番"])  # the new parcels are joined
