@@ -22,17 +22,20 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import rasterio
 import shapely
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from shapely.geometry import box
 
+from idou.geo.decode_errors import decoder_messages, refuse_decoder_problems
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
-from idou.geo.sources import RasterSource, describe_error
+from idou.geo.sources import SHEET_SUFFIXES, RasterSource, describe_error
 
 if TYPE_CHECKING:
     from idou.geo.preflight import PreflightReport
@@ -136,24 +139,26 @@ class _SideReader:
         r0, c0 = int(inner.row_off), int(inner.col_off)
         r1, c1 = r0 + int(inner.height), c0 + int(inner.width)
         try:
-            if self.scaled and self._block_mean_factor(src_win, inner):
-                whole = _rounded(src_win)
-                mask = None if self.all_valid else self._ds.dataset_mask(window=whole) > 0
-                data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1] = _block_mean(
-                    self._ds.read(self.indexes, window=whole), mask, self.factor)
-            elif self.scaled:
-                shape = (r1 - r0, c1 - c0)
-                data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win,
-                                                      out_shape=(len(self.indexes), *shape),
-                                                      resampling=self.resampling)
-                # GDAL averages only valid source pixels (nodata, mask or alpha): a grid pixel
-                # is valid when any source pixel under it is, and holds their mean
-                valid[r0:r1, c0:c1] = self.all_valid or self._ds.dataset_mask(
-                    window=src_win, out_shape=shape, resampling=Resampling.average) > 0
-            else:
-                data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win)
-                valid[r0:r1, c0:c1] = (self.all_valid and not self.warped) or \
-                    self._ds.dataset_mask(window=src_win) > 0
+            with refuse_decoder_problems(lambda: self._sheets_at(src_win),
+                                         _describe_window(src_win)):
+                if self.scaled and self._block_mean_factor(src_win, inner):
+                    whole = _rounded(src_win)
+                    mask = None if self.all_valid else self._ds.dataset_mask(window=whole) > 0
+                    data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1] = _block_mean(
+                        self._ds.read(self.indexes, window=whole), mask, self.factor)
+                elif self.scaled:
+                    shape = (r1 - r0, c1 - c0)
+                    data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win,
+                                                          out_shape=(len(self.indexes), *shape),
+                                                          resampling=self.resampling)
+                    # GDAL averages only valid source pixels (nodata, mask or alpha): a grid
+                    # pixel is valid when any source pixel under it is, and holds their mean
+                    valid[r0:r1, c0:c1] = self.all_valid or self._ds.dataset_mask(
+                        window=src_win, out_shape=shape, resampling=Resampling.average) > 0
+                else:
+                    data[:, r0:r1, c0:c1] = self._ds.read(self.indexes, window=src_win)
+                    valid[r0:r1, c0:c1] = (self.all_valid and not self.warped) or \
+                        self._ds.dataset_mask(window=src_win) > 0
         except RasterioError as exc:
             raise UserInputError(
                 f"{self.source.label} could not be read at {src_win} ({describe_error(exc)}); "
@@ -180,14 +185,25 @@ class _SideReader:
             out[r0:r1, c0:c1] = True
             return out
         try:
-            m = self._ds.dataset_mask(window=src_win, out_shape=(r1 - r0, c1 - c0),
-                                      resampling=resampling)
+            with refuse_decoder_problems(lambda: self._sheets_at(src_win),
+                                         _describe_window(src_win)):
+                m = self._ds.dataset_mask(window=src_win, out_shape=(r1 - r0, c1 - c0),
+                                          resampling=resampling)
         except RasterioError as exc:
             raise UserInputError(
                 f"{self.source.label} could not be read at {src_win} ({describe_error(exc)}); "
                 "the file is truncated or corrupt, re-export or re-copy it.") from exc
         out[r0:r1, c0:c1] = m > 0
         return out
+
+    def _sheets_at(self, src_win: Window) -> str:
+        """The source's label, with the damaged sheets of a mosaic under ``src_win``."""
+        grid = self.grid if self.warped else self.source.grid
+        try:
+            bounds = transform_bounds(grid.crs, self.source.crs, *grid.window_bounds(src_win))
+        except (RasterioError, ValueError):
+            return self.source.label
+        return damaged_sheets_label(self.source, bounds)
 
     def close(self) -> None:
         if self._vrt is not None:
@@ -288,6 +304,42 @@ class AlignedPair:
             t = t @ t.scale(window.width / shape[1], window.height / shape[0])
         part = shapely.clip_by_rect(self._aoi, *bounds)
         return geometry_mask([part], out_shape=shape, transform=t, invert=True)
+
+
+def damaged_sheets_label(source: RasterSource, bounds: tuple[float, float, float, float]
+                         ) -> str:
+    """``source``'s label, naming the sheets of a mosaic under ``bounds`` (in its CRS) that
+    GDAL cannot decode cleanly when read alone (all the sheets there when none does)."""
+    label = source.label
+    sheets = [f for f in source.files if f.suffix.lower() in SHEET_SUFFIXES]
+    if len(sheets) < 2:
+        return label
+    hits, damaged = [], []
+    try:
+        for f in sheets:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(f) as ds:
+                    if not box(*ds.bounds).intersects(box(*bounds)):
+                        continue
+                    hits.append(f.name)
+                    win = ds.window(*bounds).intersection(Window(0, 0, ds.width, ds.height))
+                    try:
+                        with decoder_messages() as messages:
+                            ds.read(window=_rounded(win))
+                    except RasterioError:
+                        messages = ["read failed"]
+                    if messages:
+                        damaged.append(f.name)
+    except (RasterioError, ValueError):
+        return label
+    named = damaged or hits
+    return f"{', '.join(named)} (in {label})" if named else label
+
+
+def _describe_window(window: Window) -> str:
+    return (f"pixel column {int(window.col_off)}, row {int(window.row_off)} "
+            f"({int(window.width)} x {int(window.height)} px)")
 
 
 def _rounded(window: Window) -> Window:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,16 +34,20 @@ import pyogrio
 from idou.geo.errors import UserInputError
 from idou.geo.gpkg_output import read_run_info
 from idou.geo.review_fields import (
+    STATUS,
     STATUS_FALSE_ALARM,
     STATUS_NOT_TAXABLE,
     STATUS_RECHECK,
     STATUS_TAXABLE,
+    STATUS_VALUES,
 )
-from idou.geo.review_status import change_results
+from idou.geo.review_status import change_results, normalise_values
 
 LABEL_BY_STATUS = {STATUS_TAXABLE: "positive", STATUS_NOT_TAXABLE: "positive",
                    STATUS_FALSE_ALARM: "negative", STATUS_RECHECK: "ignore"}
 LABEL_COLUMNS = ["channel", "label", "source", "change_id", "異動区分"]
+_CHANNEL_ALIASES = {"new": "new", "demolished": "demolished", "新築": "new", "増築": "new",
+                    "滅失": "demolished"}
 
 
 @dataclass
@@ -60,6 +65,7 @@ class HarvestReport:
     recall: float | None
     precision_by_channel: dict[str, float | None] = field(default_factory=dict)
     recall_by_channel: dict[str, float | None] = field(default_factory=dict)
+    unknown_values: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
@@ -85,6 +91,19 @@ def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
     missed = pyogrio.read_dataframe(reviewed, layer="missed") if "missed" in layers else None
     info = read_run_info(reviewed) if _has_table(reviewed) else {}
 
+    unknown: dict[str, dict[str, int]] = {}
+    for layer, frame, column, known in (
+            ("changes", changes, STATUS, STATUS_VALUES),
+            ("candidate_parcels", parcels, STATUS, STATUS_VALUES),
+            ("missed", missed, "channel", ("new", "demolished"))):
+        if frame is not None and column in frame:
+            frame[column] = normalise_values(frame[column])
+            if layer == "missed":  # "NEW", "滅失": what staff type in QGIS
+                frame[column] = frame[column].map(
+                    lambda v: _CHANNEL_ALIASES.get(v.lower(), v) if isinstance(v, str) else None)
+            found = Counter(v for v in frame[column].dropna() if v not in known)
+            if found:
+                unknown[f"{layer}.{column}"] = dict(sorted(found.items()))
     reviewed_changes = label_changes(changes, parcels)
     missed_labels = _missed_labels(missed, changes.crs)
     labels = gpd.GeoDataFrame(pd.concat([reviewed_changes, missed_labels], ignore_index=True),
@@ -99,10 +118,26 @@ def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
     os.replace(temp, target)
 
     report = _report(reviewed, info, labels, changes.crs)
+    report.unknown_values = unknown
     (out_dir / "harvest.json").write_text(
         json.dumps(asdict(report), ensure_ascii=False, indent=2), encoding="utf-8")
     _log_mlflow(report)
     return report
+
+
+def unknown_values_sentences(report: HarvestReport, reviewed: Path) -> list[str]:
+    """One warning sentence per column holding values harvest does not know (rows skipped)."""
+    out = []
+    for where, found in report.unknown_values.items():
+        layer, column = where.split(".", 1)
+        known = STATUS_VALUES if column == STATUS else ("new", "demolished")
+        shown = ", ".join(f"'{v}' ({n})" for v, n in list(found.items())[:5])
+        action = ("were not used as labels" if column == STATUS
+                  else "were taken as new")
+        out.append(f"{Path(reviewed).name}: {sum(found.values())} rows of layer {layer} have a "
+                   f"{column} idou does not know ({shown}); they {action}: set one of "
+                   f"{', '.join(known)} and harvest again.")
+    return out
 
 
 def _has_table(path: Path) -> bool:
@@ -216,4 +251,5 @@ def _log_mlflow(report: HarvestReport) -> None:
         mlflow.log_metrics(metrics)
 
 
-__all__ = ["HarvestReport", "harvest", "label_changes"]
+__all__ = ["HarvestReport", "harvest", "label_changes", "normalise_values",
+           "unknown_values_sentences"]

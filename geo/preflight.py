@@ -24,6 +24,7 @@ from rasterio.windows import Window
 from shapely.geometry import mapping, shape
 
 from idou.geo import misregistration as _misreg
+from idou.geo.decode_errors import refuse_decoder_problems
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
 from idou.geo.sources import RasterSource, describe_error
@@ -45,8 +46,9 @@ class PreflightReport:
 
     Attributes:
         before, after: The two flights.
-        grid: The common grid: after's CRS, the model's GSD, the intersection of both footprints
-            (and the AOI), on after's pixel lattice when its GSD is the model's.
+        grid: The common grid: after's CRS (or ``--crs`` when after's is geographic or
+            distorting, see :func:`working_crs`), the model's GSD, the intersection of both
+            footprints (and the AOI), on after's pixel lattice when its GSD is the model's.
         band_indexes_before, band_indexes_after: 1-based source bands feeding the model's
             band order.
         warnings: Things the user should know that may hurt results.
@@ -83,20 +85,24 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelContract
         estimate_misregistration: Measure the shift between the flights (reads a few windows).
 
     Raises:
-        UserInputError: Unusable bands or dtype, a geographic CRS, no overlap, an all-nodata
-            flight, an unreadable file.
+        UserInputError: Unusable bands or dtype, a geographic or distorting CRS without a
+            usable ``--crs``, no overlap, an all-nodata flight, an unreadable file.
     """
     notes: list[str] = []
     warns: list[str] = []
     idx_before = select_bands(before, contract, warns)
     idx_after = select_bands(after, contract, warns)
-    _check_projected(after)
+    crs = working_crs(after)
 
-    fp_after = after.grid.footprint()
-    fp_before = _footprint_in(before, after.crs)
-    if before.crs != after.crs:
-        notes.append(f"{before.label} ({_crs_name(before.crs)}) is warped on the fly onto the "
-                     f"grid of {after.label} ({_crs_name(after.crs)}).")
+    fp_after = _footprint_in(after, crs)
+    fp_before = _footprint_in(before, crs)
+    if after.crs != crs:
+        notes.append(f"{after.label} ({_crs_name(after.crs)}) is warped on the fly onto "
+                     f"{_crs_name(crs)} (--crs).")
+    if before.crs != crs:
+        onto = f"the grid of {after.label}" if after.crs == crs else "that grid"
+        notes.append(f"{before.label} ({_crs_name(before.crs)}) is warped on the fly onto "
+                     f"{onto} ({_crs_name(crs)}).")
     overlap = fp_after.intersection(fp_before)
     gsd = contract.gsd_m
     if overlap.is_empty or overlap.area < gsd * gsd:
@@ -111,16 +117,16 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelContract
     aoi_geom = None
     area = overlap
     if aoi is not None:
-        aoi_geom = load_aoi(aoi, after.crs, notes)
+        aoi_geom = load_aoi(aoi, crs, notes)
         area = overlap.intersection(aoi_geom)
         if area.is_empty or area.area < gsd * gsd:
             raise UserInputError(
                 f"the AOI {aoi.name} does not overlap the area covered by both {before.label} "
                 f"and {after.label}; check the AOI file and its CRS.")
 
-    grid = _common_grid(after, area.bounds, gsd)
+    grid = _common_grid(after, area.bounds, gsd, crs)
     for src in (before, after):
-        src_gsd = _gsd_in(src, after.crs)
+        src_gsd = _gsd_in(src, crs)
         ratio = max(src_gsd, gsd) / min(src_gsd, gsd)
         if ratio > GSD_WARN_RATIO:
             warns.append(f"{src.label} has a pixel size of {src_gsd:.3g} m, {ratio:.1f}x off the "
@@ -232,16 +238,75 @@ def _crs_name(crs: CRS) -> str:
     return f"EPSG:{epsg}" if epsg else (crs.to_string()[:60] or "a custom CRS")
 
 
-def _check_projected(src: RasterSource) -> None:
-    if not src.crs.is_projected:
+# A grid whose ground distances are off by more than this (scale factor) or whose angles are
+# distorted by more than _MAX_ANGLE_DEG is not in ground metres (Web Mercator in Japan: 1.23).
+_MAX_SCALE_ERROR = 0.01
+_MAX_ANGLE_DEG = 0.5
+_ZONE_HINT = "your JGD2011 zone, e.g. EPSG:6677"
+
+
+def working_crs(after: RasterSource) -> CRS:
+    """The CRS of the common grid: the later flight's own when it is in ground metres, else
+    the ``--crs`` the user gave (the flight is then warped onto it).
+
+    Raises:
+        UserInputError: The flight is in latitude/longitude, in a non-metric unit or in a CRS
+            that distorts ground distances (Web Mercator) and no usable ``--crs`` was given.
+    """
+    centre = _lonlat_centre(after)
+    problem = _crs_problem(after.crs, centre)
+    if problem is None:
+        return after.crs
+    if after.grid_crs is None or after.grid_crs == after.crs:
         raise UserInputError(
-            f"{src.label} is in a geographic CRS ({_crs_name(src.crs)}); reproject it to a "
-            "projected CRS in metres, e.g. gdalwarp -t_srs EPSG:6677 (your JGD2011 zone).")
-    units = (src.crs.linear_units or "").lower()
+            f"{after.label} is in {problem}, so areas and --min-area would be wrong; pass "
+            f"--crs (in a batch file: crs under [after]) with the projected CRS to work in "
+            f"({_ZONE_HINT}) and idou warps it onto that grid, or reproject it yourself with "
+            "gdalwarp -t_srs EPSG:6677.")
+    target_problem = _crs_problem(after.grid_crs, centre)
+    if target_problem is not None:
+        raise UserInputError(
+            f"--crs {_crs_name(after.grid_crs)} is {target_problem} at {after.label}; give a "
+            f"projected CRS in metres ({_ZONE_HINT}).")
+    return after.grid_crs
+
+
+def _lonlat_centre(src: RasterSource) -> tuple[float, float] | None:
+    """Longitude and latitude of the source's centre, or None when it cannot be placed."""
+    from rasterio.warp import transform as _transform
+
+    x, y = src.grid.footprint().centroid.coords[0]
+    try:
+        lon, lat = _transform(src.crs, "EPSG:4326", [x], [y])
+    except (RasterioError, ValueError):
+        return None
+    if not (math.isfinite(lon[0]) and math.isfinite(lat[0])):
+        return None
+    return float(lon[0]), float(lat[0])
+
+
+def _crs_problem(crs: CRS, lonlat: tuple[float, float] | None) -> str | None:
+    """Why ``crs`` cannot serve as a grid in ground metres at ``lonlat``, or None."""
+    if not crs.is_projected:
+        return f"a geographic CRS ({_crs_name(crs)}, degrees of latitude and longitude)"
+    units = (crs.linear_units or "").lower()
     if units and units not in ("metre", "meter", "m", "metres", "meters"):
-        raise UserInputError(
-            f"{src.label} is in a CRS measured in {units}; reproject it to one in metres, e.g. "
-            "gdalwarp -t_srs EPSG:6677 (your JGD2011 zone).")
+        return f"a CRS measured in {units} ({_crs_name(crs)})"
+    if lonlat is None:
+        return None
+    import pyproj
+
+    try:
+        factors = pyproj.Proj(pyproj.CRS.from_wkt(crs.to_wkt())).get_factors(*lonlat)
+    except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError, ValueError):
+        return None
+    scale = max(abs(factors.meridional_scale - 1), abs(factors.parallel_scale - 1))
+    if not math.isfinite(scale) or scale > _MAX_SCALE_ERROR or not (
+            factors.angular_distortion <= _MAX_ANGLE_DEG):
+        return (f"{_crs_name(crs)}, whose metres are not ground metres here (distances x"
+                f"{max(factors.meridional_scale, factors.parallel_scale):.2f}, areas x"
+                f"{factors.areal_scale:.2f})")
+    return None
 
 
 def _footprint_in(src: RasterSource, crs: CRS) -> BaseGeometry:
@@ -270,12 +335,13 @@ def _gsd_in(src: RasterSource, crs: CRS) -> float:
 
 
 def _common_grid(after: RasterSource, bounds: tuple[float, float, float, float],
-                 gsd: float) -> Grid:
-    """A north-up grid covering ``bounds`` at ``gsd``; on after's lattice when GSDs match."""
+                 gsd: float, crs: CRS) -> Grid:
+    """A north-up grid in ``crs`` covering ``bounds`` at ``gsd``; on after's lattice when it is
+    in ``crs`` at that GSD."""
     left, bottom, right, top = bounds
     ag = after.grid
-    if ag.is_north_up and math.isclose(ag.res[0], gsd, rel_tol=1e-3) and math.isclose(
-            ag.res[1], gsd, rel_tol=1e-3):
+    if after.crs == crs and ag.is_north_up and math.isclose(
+            ag.res[0], gsd, rel_tol=1e-3) and math.isclose(ag.res[1], gsd, rel_tol=1e-3):
         win = ag.window_from_bounds(bounds)
         win = ag.clip(win) or win
         transform = ag.window_transform(win)
@@ -284,7 +350,7 @@ def _common_grid(after: RasterSource, bounds: tuple[float, float, float, float],
     y0 = math.ceil(top / gsd - 1e-9) * gsd
     width = max(math.ceil((right - x0) / gsd - 1e-9), 1)
     height = max(math.ceil((y0 - bottom) / gsd - 1e-9), 1)
-    return Grid(after.crs, Affine(gsd, 0.0, x0, 0.0, -gsd, y0), width, height)
+    return Grid(crs, Affine(gsd, 0.0, x0, 0.0, -gsd, y0), width, height)
 
 
 def load_aoi(path: Path, crs: CRS, notes: list[str] | None = None) -> BaseGeometry:
@@ -365,6 +431,8 @@ def sampled_valid_fraction(src: RasterSource) -> float:
     Cheap for any size: overviews when present, else 36 windows of 16 px; when those find
     nothing valid, a decimated read of the whole flight confirms (bounded to sane sizes).
     """
+    from idou.geo.align import damaged_sheets_label
+
     try:
         with src.open() as ds:
             if src.has_overviews:
@@ -373,8 +441,11 @@ def sampled_valid_fraction(src: RasterSource) -> float:
             total = 0.0
             wins = _lattice(src.grid, _SAMPLES_PER_SIDE, _SAMPLE_PX)
             for w in wins:
-                ds.read(1, window=w)  # reading pixels surfaces truncated or corrupt blocks
-                total += float((ds.dataset_mask(window=w) > 0).mean())
+                with refuse_decoder_problems(
+                        lambda w=w: damaged_sheets_label(src, src.grid.window_bounds(w)),
+                        f"pixel column {w.col_off}, row {w.row_off}"):
+                    ds.read(window=w)  # reading pixels surfaces truncated or corrupt blocks
+                    total += float((ds.dataset_mask(window=w) > 0).mean())
             if total > 0 or src.width * src.height > 4 * 10**9:
                 return total / len(wins)
             shape_ = (min(256, src.height), min(256, src.width))

@@ -8,6 +8,8 @@ stays 未確認.
 
 from __future__ import annotations
 
+import unicodedata
+
 import geopandas as gpd
 import pandas as pd
 
@@ -42,11 +44,22 @@ def change_results(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None) 
     return own.where(own != STATUS_UNCHECKED, inherited.fillna(STATUS_UNCHECKED))
 
 
+def normalise_values(values: pd.Series) -> pd.Series:
+    """Values as staff meant them: NFKC (full-width → half-width), whitespace removed; empty
+    ones become missing. ``' 課税対象　'`` and ``'課税対象'`` are one value."""
+    def one(value: object) -> object:
+        if value is None or (isinstance(value, float) and value != value):
+            return None
+        text = "".join(unicodedata.normalize("NFKC", str(value)).split())
+        return text or None
+
+    return values.map(one).astype(object)
+
+
 def _status(frame: pd.DataFrame) -> pd.Series:
     if STATUS not in frame:
         return pd.Series(STATUS_UNCHECKED, index=frame.index, dtype=object)
-    status = frame[STATUS].fillna(STATUS_UNCHECKED).astype(str)
-    return status.where(status != "", STATUS_UNCHECKED)
+    return normalise_values(frame[STATUS]).fillna(STATUS_UNCHECKED).astype(str)
 
 
 def _strongest(results: list[str | None]) -> str:
@@ -56,4 +69,4 @@ def _strongest(results: list[str | None]) -> str:
     return STATUS_UNCHECKED
 
 
-__all__ = ["STATUS_PRECEDENCE", "change_results"]
+__all__ = ["STATUS_PRECEDENCE", "change_results", "normalise_values"]

@@ -15,7 +15,7 @@ import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -47,6 +47,9 @@ class RasterSource:
         colorinterp: Colour interpretation names per band ("red", "alpha", ...).
         descriptions: Band descriptions (may be empty strings).
         has_overviews: Whether band 1 has overviews (cheap decimated reads).
+        grid_crs: The ``--crs`` the user gave: the CRS of inputs that record none, and the
+            working grid onto which a flight in a geographic, non-metric or distorting CRS
+            (latitude/longitude, Web Mercator) is warped.
     """
 
     path: str
@@ -62,6 +65,7 @@ class RasterSource:
     colorinterp: tuple[str, ...] = ()
     descriptions: tuple[str, ...] = ()
     has_overviews: bool = False
+    grid_crs: CRS | None = None
 
     @property
     def grid(self) -> Grid:
@@ -86,8 +90,10 @@ def open_source(spec: str | Path | Sequence[str | Path], crs: str | None = None,
         spec: A raster file (GeoTIFF, COG, VRT, TIFF/JPEG/PNG with a world file), a folder of
             sheets, a text file (``.txt``) listing sheets one per line, a glob pattern, or a
             sequence of sheet paths. Several sheets are mosaicked through a VRT.
-        crs: The CRS (e.g. ``"EPSG:6677"``) of inputs that record none (world files only).
-            Ignored for inputs that record a CRS.
+        crs: The CRS (e.g. ``"EPSG:6677"``) of inputs that record none (world files only);
+            for inputs in a geographic, non-metric or distorting CRS, the working grid
+            preflight warps them onto (kept as ``grid_crs``). Inputs in a usable projected CRS
+            keep their own.
         workdir: Where VRTs are written; a temporary folder (removed at exit) by default.
 
     Returns:
@@ -100,8 +106,10 @@ def open_source(spec: str | Path | Sequence[str | Path], crs: str | None = None,
     target_crs = _parse_crs(crs) if crs else None
     sheets, label = _expand(spec)
     if len(sheets) == 1 and not _is_listing(spec):
-        return _open_single(sheets[0], target_crs, workdir)
-    return _open_mosaic(sheets, label, target_crs, workdir)
+        source = _open_single(sheets[0], target_crs, workdir)
+    else:
+        source = _open_mosaic(sheets, label, target_crs, workdir)
+    return replace(source, grid_crs=target_crs)
 
 
 # --- inputs --------------------------------------------------------------------------------
@@ -341,7 +349,9 @@ def _open_mosaic(sheets: list[Path], label: str, crs: CRS | None,
     keys: dict[str, list[str]] = {
         "CRS": [_describe(h.crs or crs) for h in resolved],
         "band count": [str(_data_band_count(h)) for h in resolved],
-        "data type": [h.dtypes[0] for h in resolved],
+        "data type": [", ".join(sorted({h.dtypes[i - 1] for i in _band_map(h)}))
+                      for h in resolved],
+        "colour interpretation": [_colours(h) for h in resolved],
         "pixel size": [_describe(Grid(h.crs or crs, h.transform, 1, 1).res) for h in resolved],
     }
     for what, values in keys.items():
@@ -370,12 +380,46 @@ def _open_mosaic(sheets: list[Path], label: str, crs: CRS | None,
             has_overviews=all(h.has_overviews for h in resolved))
 
 
+def _colours(h: _Header) -> str:
+    """The colours a sheet's data bands carry, in mosaic order (a BGR sheet reads as red,
+    green, blue): sheets must agree."""
+    if _rgb_bands(h) is None:
+        return "none (bands in file order)"
+    return ", ".join(h.colorinterp[i - 1] for i in _band_map(h))
+
+
 def _describe(value: object) -> str:
     if isinstance(value, CRS):
         return value.to_string() or "a custom CRS"
     if isinstance(value, tuple):
         return " x ".join(f"{v:.9g}" for v in value)
     return str(value)
+
+
+_RGB = ("red", "green", "blue")
+
+
+def _rgb_bands(h: _Header) -> list[int] | None:
+    """1-based bands holding red, green and blue by colour interpretation, or None when the
+    sheet does not name each of them exactly once."""
+    found = []
+    for colour in _RGB:
+        hits = [i for i, ci in enumerate(h.colorinterp, start=1) if ci == colour]
+        if len(hits) != 1:
+            return None
+        found.append(hits[0])
+    return found
+
+
+def _band_map(h: _Header) -> list[int]:
+    """The sheet's data bands in mosaic order: red, green, blue first when the sheet names
+    them (a BGR sheet among RGB ones is read by colour, as a single file is), else in file
+    order (bands 1-3 taken as RGB, as for a single file); other data bands follow."""
+    data = [i for i, ci in enumerate(h.colorinterp, start=1) if ci != "alpha"]
+    rgb = _rgb_bands(h)
+    if rgb is None:
+        return data
+    return rgb + [i for i in data if i not in rgb]
 
 
 def _data_band_count(h: _Header) -> int:
@@ -420,7 +464,8 @@ def _write_vrt(headers: list[_Header], label: str, crs: CRS, workdir: Path | Non
     else:
         gt = (left, xres, 0.0, top, 0.0, yres)
     first = headers[0]
-    bands = [i for i, ci in enumerate(first.colorinterp, start=1) if ci != "alpha"]
+    maps = [_band_map(h) for h in headers]
+    named = any(_rgb_bands(h) is not None for h in headers)
     dtype = _GDAL_TYPES.get(first.dtypes[0], "Byte")
 
     def rects(h: _Header) -> str:
@@ -441,21 +486,22 @@ def _write_vrt(headers: list[_Header], label: str, crs: CRS, workdir: Path | Non
     out = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">',
            f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(crs.to_wkt())}</SRS>',
            f"  <GeoTransform>{', '.join(repr(float(v)) for v in gt)}</GeoTransform>"]
-    for out_band, b in enumerate(bands, start=1):
+    for out_band, b in enumerate(maps[0], start=1):
         out.append(f'  <VRTRasterBand dataType="{dtype}" band="{out_band}">')
         if first.nodata is not None:
             out.append(f"    <NoDataValue>{first.nodata!r}</NoDataValue>")
-        ci = first.colorinterp[b - 1]
+        ci = _RGB[out_band - 1] if named and out_band <= len(_RGB) else first.colorinterp[b - 1]
         if ci and ci != "undefined":
             out.append(f"    <ColorInterp>{ci.capitalize()}</ColorInterp>")
         desc = first.descriptions[b - 1] if b - 1 < len(first.descriptions) else ""
         if desc:
             out.append(f"    <Description>{escape(desc)}</Description>")
-        for h in headers:
+        for h, m in zip(headers, maps, strict=True):
             out.append(
                 "    <ComplexSource>"
                 f'<SourceFilename relativeToVRT="0">{escape(str(h.path.resolve()))}'
-                f"</SourceFilename><SourceBand>{b}</SourceBand>{props(h, dtype)}{rects(h)}"
+                f"</SourceFilename><SourceBand>{m[out_band - 1]}</SourceBand>"
+                f"{props(h, dtype)}{rects(h)}"
                 "<UseMaskBand>true</UseMaskBand></ComplexSource>")
         out.append("  </VRTRasterBand>")
     out.append("  <MaskBand>")

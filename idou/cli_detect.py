@@ -50,7 +50,9 @@ def detect_command(
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for the "
                                        "model (default: all cores)."),
     crs: str | None = typer.Option(None, "--crs", help="CRS of inputs that record none "
-                                   "(world files), e.g. EPSG:6677."),
+                                   "(world files), e.g. EPSG:6677; also the grid in metres "
+                                   "that latitude/longitude or Web Mercator flights are "
+                                   "warped onto."),
     encoding: str | None = typer.Option(None, "--encoding", help="Attribute encoding of the "
                                         "parcel and building files, e.g. cp932 (default: "
                                         "from the file)."),

@@ -38,7 +38,9 @@ def preflight_command(
                                  "folder of sheets, or a .txt list of sheets."),
     after: str = typer.Argument(..., help="Later flight (its CRS and pixel grid are kept)."),
     crs: str | None = typer.Option(None, "--crs", help="CRS of inputs that record none "
-                                   "(world files), e.g. EPSG:6677."),
+                                   "(world files), e.g. EPSG:6677; also the grid in metres "
+                                   "that latitude/longitude or Web Mercator flights are "
+                                   "warped onto."),
     model: str = typer.Option("default", "--model", help="default, a path to an .onnx "
                               "model, or models:/NAME@ALIAS."),
     aoi: Path | None = typer.Option(None, "--aoi", help="Vector file limiting the area."),

@@ -13,9 +13,11 @@ def harvest_command(
                              "harvest.json."),
 ) -> None:
     """Turn reviewed outcomes (調査状況) and the `missed` layer into training labels."""
-    from idou.geo.harvest import harvest
+    from idou.geo.harvest import harvest, unknown_values_sentences
 
     report = harvest(reviewed, out)
+    for sentence in unknown_values_sentences(report, reviewed):
+        typer.echo(f"warning: {sentence}", err=True)
     counts = report.counts
     typer.echo(f"labels: {counts['confirmed']} confirmed, {counts['false_alarms']} false "
                f"alarms, {counts['ignored']} to re-check, {counts['missed']} missed → "

@@ -45,6 +45,7 @@ import numpy as np
 import rasterio
 
 from idou.geo.errors import UserInputError
+from idou.inference import sheet_changes
 from idou.inference.batch_config import FlightConfig
 from idou.inference.batch_report import (
     STATUS_NAME,
@@ -551,16 +552,39 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
         fresh = journal.initialise(prepared.blocks, spec.key, {
             "grid": f"{grid.width}x{grid.height}", "crs": str(grid.crs),
             "model_sha256": prepared.model_sha, "flight": str(config.source)})
+        sheets = sheet_changes.fingerprint_sources((prepared.report.before,
+                                                    prepared.report.after))
+        sheets.update(sheet_changes.fingerprint_paths([config.aoi]))  # the AOI masks blocks
+        vectors = sheet_changes.fingerprint_paths([config.parcels, config.buildings])
+        vectors_changed: list[str] | None = []
         if not fresh:
+            vectors_changed = sheet_changes.changed_files(
+                journal.meta().get(sheet_changes.VECTORS_KEY), vectors)
+            changed = sheet_changes.changed_files(journal.meta().get(sheet_changes.META_KEY),
+                                                  sheets)
+            stale = sheet_changes.stale_blocks(
+                [r.block for r in journal.records(["done", "failed"])], grid, changed,
+                (prepared.report.before, prepared.report.after))
+            if stale:
+                journal.mark_pending(stale)
+                log.warning("%d block(s) to compute again: %s changed since they were made",
+                            len(stale), ", ".join(Path(p).name for p in changed or [])
+                            or "the journal recorded no sheet fingerprints")
             reset = journal.reset_interrupted()
             missing = [r.block.id for r in journal.records(["done"])
                        if not block_path(blocks_dir, r.block).is_file()]
             journal.mark_pending(missing)
             log.info("resuming: %d interrupted and %d missing block(s) back to pending",
                      reset, len(missing))
+        journal.set_meta(sheet_changes.META_KEY, sheet_changes.dumps(sheets))
+        journal.set_meta(sheet_changes.VECTORS_KEY, sheet_changes.dumps(vectors))
         todo = [r.block for r in journal.records(["pending", "failed"])]
         finished_before = "finished_at" in journal.meta()
-        if todo and finished_before:
+        if finished_before and vectors_changed != []:
+            log.warning("the GeoPackage is written again: %s changed since it was made",
+                        ", ".join(Path(p).name for p in vectors_changed or [])
+                        or "the journal recorded no parcel or building fingerprints")
+        if (todo or vectors_changed != []) and finished_before:
             journal.delete_meta("finished_at")
             finished_before = False
         _record_sitting(journal, status.update("running", journal.counts(),
@@ -871,4 +895,6 @@ def finish_from_blocks(prepared: _Prepared, mosaic: Path, gpkg: Path, config: Fl
         return finish_from_probabilities(
             probs, coverage, prepared.report, prepared.model, gpkg, parcels=config.parcels,
             buildings=config.buildings, run_info=run_info, force=gpkg.exists(),
-            encoding=config.encoding, chiban_column=config.chiban_column)
+            encoding=config.encoding, chiban_column=config.chiban_column,
+            say=lambda level, message: (log.warning if level == "warning" else log.info)(
+                "%s", message))

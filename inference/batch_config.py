@@ -16,7 +16,8 @@ Example::
 
     [before]
     path = "ortho_2024/"             # a file, a VRT, a folder of sheets or a glob ("*.tif")
-    crs = "EPSG:6677"                # only for sheets without a CRS (TIFF + .tfw)
+    crs = "EPSG:6677"                # sheets without a CRS (TIFF + .tfw); the grid lat/lon
+                                     # or Web Mercator sheets are warped onto
 
     [after]
     paths = ["ortho_2025/09LD123.tif", "ortho_2025/09LD124.tif"]   # or a list of sheets

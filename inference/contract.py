@@ -8,6 +8,7 @@ output ``probabilities`` is ``N×2×H×W`` in [0, 1]: channel 0 = new (新築), 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -81,17 +82,63 @@ class ModelContract:
             tuple(self.band_order), tuple(self.mean), tuple(self.std))
         return ModelContract(**data)
 
-    def validate(self, source: str = "the model") -> None:
-        """Check internal consistency; raise a user error naming ``source`` otherwise."""
-        n = len(self.band_order)
+    def validate(self, source: str = "the model",
+                 fix: str = "re-export it with `idou export` or restore the released model"
+                 ) -> None:
+        """Check types, ranges and consistency; raise a user error naming ``source`` otherwise.
+
+        Ranges keep a damaged or hand-edited contract from running silently wrong (std 0, a NaN
+        threshold), allocating gigabytes (tile_size 60000) or planning billions of tiles
+        (gsd_m 1e-4).
+        """
         problems = []
+        n = len(self.band_order)
         if n not in (3, 4) or len(self.mean) != n or len(self.std) != n:
             problems.append("band_order, mean and std must name 3 or 4 bands alike")
-        if self.tile_size < 32 or not 0 <= self.tile_overlap < self.tile_size // 2:
-            problems.append("tile_size must be >= 32 and tile_overlap below half of it")
-        if self.gsd_m <= 0:
-            problems.append("gsd_m must be positive")
-        if not all(0.0 < t < 1.0 for t in self.thresholds):
+        if not all(isinstance(b, str) and b for b in self.band_order) or len(
+                set(self.band_order)) != n:
+            problems.append("band_order must name each band once (e.g. red, green, blue)")
+        if not all(_finite(m) and MEAN_RANGE[0] <= m <= MEAN_RANGE[1] for m in self.mean):
+            problems.append(f"mean must hold numbers from {MEAN_RANGE[0]:g} to "
+                            f"{MEAN_RANGE[1]:g} (pixels are scaled to 0..1)")
+        if not all(_finite(s) and STD_RANGE[0] <= s <= STD_RANGE[1] for s in self.std):
+            problems.append(f"std must hold numbers from {STD_RANGE[0]:g} to {STD_RANGE[1]:g}")
+        if not (_whole(self.tile_size) and TILE_SIZE_RANGE[0] <= self.tile_size
+                <= TILE_SIZE_RANGE[1] and self.tile_size % TILE_MULTIPLE == 0):
+            problems.append(f"tile_size must be a whole number of pixels from "
+                            f"{TILE_SIZE_RANGE[0]} to {TILE_SIZE_RANGE[1]}, a multiple of "
+                            f"{TILE_MULTIPLE} (got {self.tile_size!r})")
+        elif not (_whole(self.tile_overlap) and 0 <= self.tile_overlap < self.tile_size // 2):
+            problems.append(f"tile_overlap must be a whole number of pixels below half the "
+                            f"tile size (got {self.tile_overlap!r})")
+        if not (_finite(self.gsd_m) and GSD_RANGE_M[0] <= self.gsd_m <= GSD_RANGE_M[1]):
+            problems.append(f"gsd_m must be a pixel size in metres from {GSD_RANGE_M[0]:g} to "
+                            f"{GSD_RANGE_M[1]:g} (got {self.gsd_m!r})")
+        if not all(_finite(t) and 0.0 < t < 1.0 for t in self.thresholds):
             problems.append("thresholds must lie strictly between 0 and 1")
+        if self.recall_target is not None and not (
+                _finite(self.recall_target) and 0.0 < self.recall_target <= 1.0):
+            problems.append("recall_target must lie between 0 and 1")
         if problems:
-            raise UserInputError(f"{source} has invalid idou metadata: {'; '.join(problems)}.")
+            raise UserInputError(f"{source} has invalid idou metadata: {'; '.join(problems)}; "
+                                 f"{fix}.")
+
+
+# Ranges a usable contract lies in: the networks downsample by 32; tiles beyond 4096 px do not
+# fit a batch in memory; aerial orthophotos are flown at 1 cm to 10 m per pixel; normalisation
+# keeps pixels (0..1) within a few units.
+TILE_MULTIPLE = 32
+TILE_SIZE_RANGE = (32, 4096)
+GSD_RANGE_M = (0.01, 10.0)
+MEAN_RANGE = (-1.0, 2.0)  # of pixels scaled to 0..1
+STD_RANGE = (0.001, 10.0)
+
+
+def _finite(value: object) -> bool:
+    """A real number (not bool) that is neither NaN nor infinite."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -302,7 +302,8 @@ def finish_from_probabilities(
         orthophotos: tuple[Path, Path] | None = None, force: bool = False,
         write_project: bool = True, thresholds: tuple[float, float] | None = None,
         min_area_m2: float = 8.0, block_size: int = 2048, progress: ProgressFn | None = None,
-        encoding: str | None = None, chiban_column: str | None = None) -> dict[str, Any]:
+        encoding: str | None = None, chiban_column: str | None = None,
+        say: LogFn | None = None) -> dict[str, Any]:
     """Everything after the probabilities: polygons, classes, parcels, the GeoPackage.
 
     Shared by ``idou detect`` and ``idou batch`` (on its block mosaic), so both give the same
@@ -326,6 +327,7 @@ def finish_from_probabilities(
         progress: progress callback (stage 'vectorize').
         encoding: attribute encoding of parcel and building files (see ``detect``).
         chiban_column: the parcel files' 地番 column when it has another name.
+        say: where warnings about parcel or building files read here go (level, message).
 
     Returns:
         ``{"changes_by_type": {class: count}, "candidate_parcels": n}``.
@@ -340,7 +342,7 @@ def finish_from_probabilities(
             buildings is not None:
         read_p, read_b = _read_vectors(None if parcel_frame is not None else parcels,
                                        None if building_frame is not None else buildings,
-                                       grid.crs, encoding=encoding,
+                                       grid.crs, grid, say, encoding=encoding,
                                        chiban_column=chiban_column)
         parcel_frame = parcel_frame if parcel_frame is not None else read_p
         building_frame = building_frame if building_frame is not None else read_b
@@ -380,8 +382,8 @@ def _read_vectors(parcels: Any, buildings: Any, crs: Any, grid: Any = None,
                   ) -> tuple[gpd.GeoDataFrame | None, gpd.GeoDataFrame | None]:
     """Read parcels and existing buildings in the grid's CRS (before any inference runs).
 
-    With ``say``, repaired or dropped parcels and parcels that all lie outside ``grid`` are
-    reported as warnings.
+    With ``say``, repaired or dropped parcels, and parcels or buildings that all lie outside
+    ``grid``, are reported as warnings.
     """
     parcel_frame = building_frame = None
     if parcels is not None:
@@ -397,6 +399,12 @@ def _read_vectors(parcels: Any, buildings: Any, crs: Any, grid: Any = None,
         from idou.geo.buildings import read_buildings
 
         building_frame = read_buildings(Path(buildings), crs, encoding)
+        if say is not None and grid is not None and len(building_frame) and \
+                not building_frame.intersects(grid.footprint()).any():
+            say("warning", f"none of the {len(building_frame)} buildings in "
+                           f"{Path(buildings).name} overlap the flights, so changes are "
+                           "classified as if no building stood there; check the buildings "
+                           "file and its CRS.")
     return parcel_frame, building_frame
 
 

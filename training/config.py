@@ -214,7 +214,22 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Tra
         setattr(top, key, value)
     if not top.train_data:
         raise UserInputError(f"{path} names no [[train_data]]; add at least one dataset.")
+    _check_contract(top.contract, path)
     return top
+
+
+def _check_contract(c: ContractSection, path: Path) -> None:
+    """Refuse a [contract] inference would refuse, before any training runs."""
+    from idou.inference.contract import ModelContract
+
+    try:
+        contract = ModelContract(band_order=tuple(c.band_order), mean=tuple(c.mean),
+                                 std=tuple(c.std), tile_size=c.tile_size,
+                                 tile_overlap=c.tile_overlap, gsd_m=c.gsd_m)
+    except TypeError as exc:
+        raise UserInputError(f"{path}: [contract] is malformed ({exc}); fix that "
+                             "section.") from exc
+    contract.validate(str(path), fix="fix its [contract] section")
 
 
 def load_config(path: Path) -> TrainConfig:

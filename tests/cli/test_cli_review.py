@@ -40,3 +40,14 @@ def test_missing_file_is_exit_2_without_traceback(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "none.gpkg does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_harvest_warns_about_unknown_review_values(tmp_path: Path) -> None:
+    from ..gpkg_edits import staff_edit
+
+    builders.write_run(tmp_path / "run.gpkg")
+    with staff_edit(tmp_path / "run.gpkg") as con:
+        con.execute("UPDATE changes SET 調査状況 = '課税済'")
+    done = _idou("harvest", str(tmp_path / "run.gpkg"), "-o", str(tmp_path / "labels"))
+    assert done.returncode == 0, done.stderr
+    assert "warning: run.gpkg:" in done.stderr and "'課税済'" in done.stderr

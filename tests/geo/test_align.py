@@ -267,3 +267,30 @@ def test_a_flight_at_a_non_integer_ratio_is_averaged_by_gdal(tmp_path: Path) -> 
         rb, ra, valid = pair.read(pair.grid.full_window)
     assert valid.mean() > 0.9
     assert (rb[:, valid] == 100).all() and (ra[:, valid] == 150).all()
+
+
+def test_a_window_over_a_damaged_jpeg_tile_is_a_user_error_not_garbage(tmp_path: Path) -> None:
+    """libjpeg only warns about corrupt data and GDAL returns garbage pixels; every aligned read
+    (what the engine runs on) raises one sentence naming the file instead."""
+    from idou.geo.errors import UserInputError
+
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(60, 140, size=(3, 16, 16), dtype=np.uint8)
+    data = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2) + rng.integers(
+        0, 12, size=(3, 128, 128), dtype=np.uint8)
+    path = write_raster(tmp_path / "flight_jpeg.tif", data, tiled=True, blockxsize=32,
+                        blockysize=32, compress="jpeg", photometric="ycbcr", jpeg_quality=95)
+    with rasterio.open(path) as ds:
+        off = int(ds.get_tag_item("BLOCK_OFFSET_1_2", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_1_2", "TIFF", bidx=1))
+    raw = bytearray(path.read_bytes())
+    raw[off + size // 2:off + size] = rng.bytes(size - size // 2)
+    path.write_bytes(bytes(raw))
+    src = open_source(path)
+    report = PreflightReport(before=src, after=src, grid=src.grid, band_indexes_before=[1, 2, 3],
+                             band_indexes_after=[1, 2, 3])
+    with AlignedPair(report) as pair:
+        pair.read(Window(64, 0, 64, 64))  # clean tiles read without a word
+        with pytest.raises(UserInputError, match=r"flight_jpeg\.tif is damaged at pixel "
+                                                 r"column 32, row 64 .*Corrupt JPEG data"):
+            pair.read(Window(32, 64, 32, 32))

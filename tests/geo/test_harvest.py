@@ -111,3 +111,57 @@ def test_not_a_review_file_is_one_sentence(tmp_path: Path) -> None:
     builders.parcels().to_file(other, layer="fude")
     with pytest.raises(UserInputError, match=r"other\.gpkg has no 'changes' layer"):
         harvest(other, tmp_path / "out")
+
+
+def test_review_values_are_compared_after_normalising_whitespace_and_width(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trailing space, a full-width space or full-width letters do not drop a row (it used
+    to turn a 2/3 precision into 1/1); the counts equal those of the clean file."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = reviewed(tmp_path)
+    with staff_edit(path) as con:
+        con.execute("UPDATE candidate_parcels SET 調査状況 = '課税対象 ' WHERE parcel_id = 'A町 1'")
+        con.execute("UPDATE candidate_parcels SET 調査状況 = '　要再調査' "
+                    "WHERE parcel_id = 'A町 3'")
+        con.execute("UPDATE changes SET 調査状況 = '誤検出\t' WHERE score_max = 0.55")
+        con.execute("UPDATE missed SET channel = 'ｄｅｍｏｌｉｓｈｅｄ ' "
+                    "WHERE channel = 'demolished'")
+        con.execute("UPDATE missed SET channel = ' NEW' WHERE channel IS NULL")
+    report = harvest(path, tmp_path / "labels")
+    assert report.counts == {"confirmed": 2, "false_alarms": 1, "ignored": 1, "missed": 2}
+    assert report.precision == pytest.approx(2 / 3, abs=1e-4)
+    assert report.counts_by_channel["demolished"]["missed"] == 1
+    assert report.unknown_values == {}
+
+
+def test_unknown_review_values_are_reported_never_silently_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from idou.geo.harvest import unknown_values_sentences
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = reviewed(tmp_path)
+    with staff_edit(path) as con:
+        con.execute("UPDATE changes SET 調査状況 = '課税済' WHERE score_max = 0.55")
+        con.execute("UPDATE missed SET channel = 'gone' WHERE channel = 'demolished'")
+    report = harvest(path, tmp_path / "labels")
+    assert report.unknown_values == {"changes.調査状況": {"課税済": 1},
+                                     "missed.channel": {"gone": 1}}
+    saved = json.loads((tmp_path / "labels" / "harvest.json").read_text(encoding="utf-8"))
+    assert saved["unknown_values"] == report.unknown_values
+    sentences = unknown_values_sentences(report, path)
+    assert len(sentences) == 2
+    assert all(s.startswith("run.gpkg: ") and s.endswith(".") for s in sentences)
+    assert "'課税済' (1)" in sentences[0] and "課税対象" in sentences[0]
+
+
+def test_missed_channel_in_japanese_is_understood(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = reviewed(tmp_path)
+    with staff_edit(path) as con:
+        con.execute("UPDATE missed SET channel = '滅失' WHERE channel = 'demolished'")
+        con.execute("UPDATE missed SET channel = '新築' WHERE channel IS NULL")
+    report = harvest(path, tmp_path / "labels")
+    assert report.counts_by_channel["demolished"]["missed"] == 1
+    assert report.counts_by_channel["new"]["missed"] == 1
+    assert report.unknown_values == {}

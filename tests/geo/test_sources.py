@@ -163,6 +163,8 @@ def test_sheet_alpha_becomes_the_mask(tmp_path: Path) -> None:
     ("band count", {}, texture(20, 20, bands=1)),
     ("pixel size", {"gsd": 0.25}, None),
     ("data type", {}, texture(20, 20).astype(np.uint16)),
+    ("colour interpretation", {"colorinterp": [ColorInterp.gray, ColorInterp.undefined,
+                                               ColorInterp.undefined]}, None),
 ])
 def test_odd_sheet_is_named(tmp_path: Path, what: str, kwargs: dict[str, object],
                             data: np.ndarray | None) -> None:
@@ -172,6 +174,21 @@ def test_odd_sheet_is_named(tmp_path: Path, what: str, kwargs: dict[str, object]
                  origin=(ORIGIN[0] + 12.0, ORIGIN[1]), **kwargs)  # type: ignore[arg-type]
     with pytest.raises(UserInputError, match=rf"odd_one\.tif differs .* in {what}"):
         open_source(tmp_path / "sheets")
+
+
+def test_bgr_sheet_among_rgb_sheets_is_read_by_colour(tmp_path: Path) -> None:
+    """A sheet stored blue, green, red (and saying so) is mosaicked by colour, as a single
+    file is read: the mosaic holds the true colours, not swapped red and blue."""
+    full = texture(40, 60)
+    sheets = _sheets(tmp_path, full, rows=2, cols=3, colorinterp=RGB)
+    part = full[:, 20:40, 20:40]
+    write_raster(sheets[4], np.ascontiguousarray(part[::-1]),
+                 origin=(ORIGIN[0] + 4.0, ORIGIN[1] - 4.0),
+                 colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red])
+    src = open_source(tmp_path / "sheets", workdir=tmp_path / "work")
+    assert src.colorinterp == ("red", "green", "blue")
+    pixels, _ = _read(src.path)
+    assert np.array_equal(pixels, full)
 
 
 def test_sheets_without_crs_use_the_given_crs(tmp_path: Path) -> None:

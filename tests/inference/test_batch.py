@@ -498,3 +498,120 @@ def test_another_config_on_the_same_output_folder_is_refused(
     path.write_text(path.read_text().replace("block_size = 96", "block_size = 192"))
     with pytest.raises(UserInputError, match="other inputs"):
         run_batch(load_flight_config(path), progress=False)
+
+
+def test_a_sheet_redelivered_at_the_same_path_is_computed_again_on_resume(
+        flight_dir: Path, tmp_path: Path) -> None:
+    """The journal fingerprints sheet contents, not only paths: a sheet replaced by one of the
+    same size and modification time (the roof on it is gone) is recomputed on the next run,
+    and the result equals a clean run on the new sheets."""
+    import shutil
+
+    flights = tmp_path / "flight"
+    shutil.copytree(flight_dir, flights, ignore=shutil.ignore_patterns("*.toml"))
+    first = run_batch(load_flight_config(_toml(flights, tmp_path / "resumed")), progress=False)
+    assert first.exit_code == EXIT_OK
+    stale = set(pyogrio.read_dataframe(tmp_path / "resumed" / "review.gpkg",
+                                       layer="changes")["change_id"])
+
+    sheet = flights / "sheets_2025" / "09LD00.tif"  # the roof NEW[0] stands on it
+    stat = sheet.stat()
+    before, _ = _scenes()
+    _write(sheet, np.ascontiguousarray(before[:, :SHEET, :SHEET]), TRANSFORM, CRS)
+    assert sheet.stat().st_size == stat.st_size
+    os.utime(sheet, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    # new processes, as an operator resumes (GDAL keeps the old sheet open in this one)
+    for out in ("resumed", "clean"):
+        run = _idou("batch", str(_toml(flights, tmp_path / out)), "--quiet")
+        assert run.wait(timeout=300) == EXIT_OK, run.stderr.read()  # type: ignore[union-attr]
+    resumed = pyogrio.read_dataframe(tmp_path / "resumed" / "review.gpkg", layer="changes")
+    clean = pyogrio.read_dataframe(tmp_path / "clean" / "review.gpkg", layer="changes")
+    found = resumed[resumed["検出状況"] == "検出"]
+    assert sorted(found["change_id"]) == sorted(clean["change_id"])
+    gone = stale - set(clean["change_id"])
+    assert gone  # the roof of the replaced sheet, kept for review but marked
+    assert set(resumed.loc[resumed["change_id"].isin(gone), "検出状況"]) == {"再実行で未検出"}
+    with sqlite3.connect(tmp_path / "resumed" / "journal.sqlite") as con:
+        states = dict(con.execute("SELECT state, COUNT(*) FROM blocks GROUP BY state"))
+    assert states == {"done": 16}
+
+
+def test_a_flight_in_latitude_longitude_needs_crs_in_the_batch_file(
+        flight_dir: Path, tmp_path: Path) -> None:
+    """Sheets in EPSG:4326: refused without `crs` (the sentence names the key); with
+    `crs = "EPSG:6677"` under [after] they are warped onto that grid and the check passes."""
+    from rasterio.warp import calculate_default_transform, reproject
+
+    with rasterio.open(flight_dir / "mosaic_2025.tif") as src:
+        tr, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height,
+                                               *src.bounds)
+        data = np.zeros((3, h, w), np.uint8)
+        reproject(src.read(), data, src_transform=src.transform, src_crs=src.crs,
+                  dst_transform=tr, dst_crs="EPSG:4326")
+    with rasterio.open(tmp_path / "latlon_2025.tif", "w", driver="GTiff", width=w, height=h,
+                       count=3, dtype="uint8", crs="EPSG:4326", transform=tr) as dst:
+        dst.write(data)
+    after = f'path = "{tmp_path / "latlon_2025.tif"}"'
+    refused = _toml(flight_dir, tmp_path / "o1", name="latlon_no_crs", after=after)
+    with pytest.raises(UserInputError, match=r"latlon_2025\.tif .*crs under \[after\]"):
+        check_flight(load_flight_config(refused))
+    warped = _toml(flight_dir, tmp_path / "o2", name="latlon_crs",
+                   after=after + '\ncrs = "EPSG:6677"')
+    report = check_flight(load_flight_config(warped))
+    assert report.grid_width == pytest.approx(WIDTH, abs=2)
+    assert report.grid_height == pytest.approx(HEIGHT, abs=2)
+
+
+def test_a_damaged_jpeg_tile_in_a_sheet_stops_the_run_naming_the_sheet(
+        flight_dir: Path, tmp_path: Path) -> None:
+    """GDAL only warns about the corrupt JPEG data; the run stops with a sentence naming the
+    sheet instead of scoring garbage, and no GeoPackage is written."""
+    import shutil
+
+    flights = tmp_path / "flight"
+    shutil.copytree(flight_dir, flights, ignore=shutil.ignore_patterns("*.toml"))
+    sheet = flights / "sheets_2025" / "09LD11.tif"
+    with rasterio.open(sheet) as src:
+        profile = src.profile
+    rng = np.random.default_rng(0)  # textured ground: its damaged tiles decode with warnings
+    coarse = rng.integers(60, 140, size=(3, SHEET // 8, SHEET // 8), dtype=np.uint8)
+    data = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2) + rng.integers(
+        0, 12, size=(3, SHEET, SHEET), dtype=np.uint8)
+    profile.update(compress="jpeg", photometric="ycbcr", blockxsize=32, blockysize=32,
+                   jpeg_quality=95)
+    with rasterio.open(sheet, "w", **profile) as dst:
+        dst.write(data)
+    with rasterio.open(sheet) as ds:  # tile row 2, col 1: not among preflight's samples
+        off = int(ds.get_tag_item("BLOCK_OFFSET_1_2", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_1_2", "TIFF", bidx=1))
+    raw = bytearray(sheet.read_bytes())
+    raw[off + size // 2:off + size] = np.random.default_rng(4).bytes(size - size // 2)
+    sheet.write_bytes(bytes(raw))
+    out = tmp_path / "damaged"
+    run = subprocess.run([sys.executable, "-m", "idou.cli", "batch",
+                          str(_toml(flights, out, extra="max_attempts = 1\n")), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode in (2, 3), run.stderr
+    assert "Traceback" not in run.stderr
+    said = run.stderr + (out / "idou-batch.log").read_text(encoding="utf-8")
+    assert "09LD11.tif" in said and "damaged" in said, said
+    assert not (out / "review.gpkg").exists()
+
+
+def test_parcels_redelivered_at_the_same_path_are_joined_again_on_rerun(
+        flight_dir: Path, tmp_path: Path) -> None:
+    """A finished run re-run after the parcel file changed writes the GeoPackage again with
+    the new parcels (it used to say "nothing to do" and keep the old 地番)."""
+    import shutil
+
+    flights = tmp_path / "flight"
+    shutil.copytree(flight_dir, flights, ignore=shutil.ignore_patterns("*.toml"))
+    config = load_flight_config(_toml(flights, tmp_path / "out"))
+    assert run_batch(config, progress=False).exit_code == EXIT_OK
+    parcels = pyogrio.read_dataframe(flights / "parcels.gpkg", layer="parcels")
+    parcels["地番"] = [f"9{c}" for c in parcels["地番"]]
+    pyogrio.write_dataframe(parcels, flights / "parcels.gpkg", layer="parcels")
+    assert run_batch(config, progress=False).exit_code == EXIT_OK
+    joined = pyogrio.read_dataframe(tmp_path / "out" / "review.gpkg", layer="candidate_parcels")
+    assert any(str(c).startswith("9") for c in joined["地番"])  # the new parcels are joined

@@ -326,7 +326,7 @@ def model_missing(good: GoodPair, d: Path) -> Case:
 def geographic_crs(good: GoodPair, d: Path) -> Case:
     """The later flight in latitude/longitude (JGD2011 geographic, EPSG:6668)."""
     return Case(good.before, _warped_to(good.after, d / "flight_2025_latlon.tif", "EPSG:6668"),
-                names="flight_2025_latlon.tif", hint="reproject it to a projected CRS")
+                names="flight_2025_latlon.tif", hint="pass --crs .*EPSG:6677")
 
 
 def bad_crs_option(good: GoodPair, d: Path) -> Case:

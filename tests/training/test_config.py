@@ -50,3 +50,15 @@ def test_idou_train_names_a_missing_config(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", str(tmp_path / "nope.toml")])
     assert isinstance(result.exception, UserInputError)
     assert "nope.toml does not exist" in str(result.exception)
+
+
+@pytest.mark.parametrize(("contract", "field"), [
+    ("tile_size = 100", "tile_size"), ("gsd_m = 0.0001", "gsd_m"),
+    ("std = [0.0, 0.2, 0.2]", "std"), ("tile_overlap = 128", "tile_overlap")])
+def test_contract_inference_would_refuse_is_refused_before_training(
+        tmp_path: Path, contract: str, field: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[[train_data]]\nkind = "synthetic"\n[contract]\n{contract}\n',
+                    encoding="utf-8")
+    with pytest.raises(UserInputError, match=rf"c\.toml has invalid .*{field}.*\[contract\]"):
+        load_config(path)
