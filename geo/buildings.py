@@ -17,7 +17,6 @@ from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as SafeET
 import geopandas as gpd
-import pyogrio
 import shapely
 from defusedxml import DefusedXmlException
 from pyproj import CRS
@@ -26,6 +25,7 @@ from shapely.geometry.base import BaseGeometry
 
 from idou.geo.errors import UserInputError
 from idou.geo.parcels import clean_polygons, detect_shapefile_encoding
+from idou.geo.vector_files import read_vector, vector_exists
 
 GML = "{http://www.opengis.net/gml}"
 BLDG2 = "{http://www.opengis.net/citygml/building/2.0}"
@@ -55,7 +55,7 @@ def read_buildings(path: Path, target_crs: object | None,
         UserInputError: missing/unreadable file, no CRS, no footprints.
     """
     path = Path(path)
-    if not path.exists():
+    if not vector_exists(path):
         raise UserInputError(f"{path} does not exist; check the building file path.")
     if path.suffix.lower() in (".gml", ".xml"):
         frame = read_citygml_buildings(path)
@@ -76,12 +76,8 @@ def read_buildings(path: Path, target_crs: object | None,
 def _read_vector(path: Path, encoding: str | None) -> gpd.GeoDataFrame:
     if encoding is None and path.suffix.lower() == ".shp":
         encoding = detect_shapefile_encoding(path)
-    try:
-        frame = pyogrio.read_dataframe(path, encoding=encoding) if encoding else \
-            pyogrio.read_dataframe(path)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise UserInputError(f"{path} cannot be read as a vector file ({exc}); pass a "
-                             "GeoPackage, Shapefile, GeoJSON or PLATEAU CityGML.") from exc
+    frame = read_vector(path, "building", encoding,
+                        fix="pass a GeoPackage, Shapefile, GeoJSON or PLATEAU CityGML")
     if frame.crs is None:
         raise UserInputError(f"{path} has no CRS (a Shapefile needs its .prj); add one.")
     id_column = next((c for c in ID_CANDIDATES if c in frame.columns), None)

@@ -1,0 +1,184 @@
+"""User errors that once ended in exit 1 or a wrong sentence (issue 16), through the real CLI.
+
+Refused cases follow :mod:`tests.robustness.test_corpus`: exit status 2, one ``error:`` sentence
+naming the file and the fix, no traceback, nothing in the output folder. Handled cases (text
+files as a Japanese office writes them, ``path.gpkg:layer``) exit 0 and find every roof.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+import pytest
+
+from .conftest import GoodPair, parcels_frame, run_idou, with_roofs, write_raster
+from .conftest import texture as ground
+from .test_corpus import Case, _check_refused, assert_roofs_found
+
+# --- refused (exit 2) ------------------------------------------------------------------------
+
+
+def sheet_list_not_text(good: GoodPair, d: Path) -> Case:
+    """A sheet list that is neither UTF-8 nor Shift_JIS (e.g. a spreadsheet saved as .txt)."""
+    listing = d / "sheets_2025.txt"
+    listing.write_bytes(b"\x80\x81\xff\xfe\xfd\x00\x9f\xa0" * 20)
+    return Case(good.before, listing, names="sheets_2025.txt", hint="save it again as UTF-8")
+
+
+def parcels_csv(good: GoodPair, d: Path) -> Case:
+    path = d / "parcels.csv"
+    pd.DataFrame({"地番": ["1-1"], "所在": ["大手町"]}).to_csv(path, index=False)
+    return Case(good.before, good.after, options=["--parcels", str(path)], names="parcels.csv",
+                hint="holds no geometry.*GeoPackage")
+
+
+def parcels_attribute_only_gpkg(good: GoodPair, d: Path) -> Case:
+    path = d / "parcels_table.gpkg"
+    pyogrio.write_dataframe(pd.DataFrame({"地番": ["1-1"]}), path, layer="台帳")
+    return Case(good.before, good.after, options=["--parcels", str(path)],
+                names="parcels_table.gpkg", hint="holds no geometry")
+
+
+def parcels_several_layers(good: GoodPair, d: Path) -> Case:
+    path = d / "parcels_two.gpkg"
+    parcels_frame().to_file(path, layer="筆_2024", driver="GPKG")
+    parcels_frame().to_file(path, layer="筆_2025", driver="GPKG")
+    return Case(good.before, good.after, options=["--parcels", str(path)],
+                names="parcels_two.gpkg", hint=r"筆_2024, 筆_2025.*parcels_two\.gpkg:筆_2024")
+
+
+def parcels_unknown_layer(good: GoodPair, d: Path) -> Case:
+    path = d / "parcels_two.gpkg"
+    parcels_frame().to_file(path, layer="筆", driver="GPKG")
+    return Case(good.before, good.after, options=["--parcels", f"{path}:家屋"],
+                names="parcels_two.gpkg", hint=r"no layer '家屋' \(layers: 筆\)")
+
+
+def buildings_csv(good: GoodPair, d: Path) -> Case:
+    path = d / "buildings.csv"
+    pd.DataFrame({"id": ["B1"], "x": [1.0]}).to_csv(path, index=False)
+    return Case(good.before, good.after, options=["--buildings", str(path)],
+                names="buildings.csv", hint="holds no geometry")
+
+
+def buildings_several_layers(good: GoodPair, d: Path) -> Case:
+    path = d / "kaoku.gpkg"
+    parcels_frame().to_file(path, layer="家屋", driver="GPKG")
+    parcels_frame().to_file(path, layer="附属", driver="GPKG")
+    return Case(good.before, good.after, options=["--buildings", str(path)],
+                names="kaoku.gpkg", hint=r"several layers .*kaoku\.gpkg:")
+
+
+def aoi_csv(good: GoodPair, d: Path) -> Case:
+    path = d / "city_aoi.csv"
+    path.write_text("name\n前橋市\n", encoding="utf-8")
+    return Case(good.before, good.after, options=["--aoi", str(path)], names="city_aoi.csv",
+                hint="holds no geometry")
+
+
+def aoi_several_layers(good: GoodPair, d: Path) -> Case:
+    path = d / "city_aoi.gpkg"
+    parcels_frame().to_file(path, layer="north", driver="GPKG")
+    parcels_frame().to_file(path, layer="south", driver="GPKG")
+    return Case(good.before, good.after, options=["--aoi", str(path)], names="city_aoi.gpkg",
+                hint=r"north, south.*city_aoi\.gpkg:north")
+
+
+def unknown_encoding(good: GoodPair, d: Path) -> Case:
+    return Case(good.before, good.after,
+                options=["--parcels", str(good.parcels), "--encoding", "sjis-win"],
+                names="--encoding sjis-win", hint="use cp932")
+
+
+def wrong_cpg(good: GoodPair, d: Path) -> Case:
+    """A Shapefile in Shift_JIS whose .cpg says UTF-8."""
+    path = d / "parcels_sjis.shp"
+    parcels_frame().to_file(path, encoding="cp932")
+    path.with_suffix(".cpg").write_text("UTF-8", encoding="ascii")
+    return Case(good.before, good.after, options=["--parcels", str(path)],
+                names="parcels_sjis.shp", hint=r"not in the encoding its \.cpg names.*cp932")
+
+
+REFUSED = {f.__name__: f for f in (
+    sheet_list_not_text, parcels_csv, parcels_attribute_only_gpkg, parcels_several_layers,
+    parcels_unknown_layer, buildings_csv, buildings_several_layers, aoi_csv, aoi_several_layers,
+    unknown_encoding, wrong_cpg)}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused(name: str, good: GoodPair, tmp_path: Path) -> None:
+    inputs, out_dir = tmp_path / "inputs", tmp_path / "out"
+    inputs.mkdir()
+    out_dir.mkdir()
+    case = REFUSED[name](good, inputs)
+    run = run_idou("detect", case.before, case.after, "-o", out_dir / "changes.gpkg",
+                   "--model", case.model or good.model, "--quiet", "--threads", "1",
+                   *case.options, cwd=tmp_path)
+    sentence = _check_refused(run, case, out_dir, out_dir / "changes.gpkg")
+    assert "None" not in sentence
+
+
+# --- handled (exit 0) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding,newline", [("cp932", "\r\n"), ("utf-8-sig", "\r\n"),
+                                              ("utf-8-sig", "\n"), ("utf-16", "\r\n")])
+def test_sheet_list_as_an_office_writes_it(encoding: str, newline: str, good: GoodPair,
+                                           tmp_path: Path) -> None:
+    """A sheet list with Japanese names in Shift_JIS, or UTF-8 with a BOM, CRLF line ends."""
+    folder = tmp_path / "オルソ 2025"
+    folder.mkdir()
+    data = with_roofs(ground())
+    half = data.shape[2] // 2
+    from .conftest import GSD, ORIGIN, transform
+
+    names = []
+    for k, name in enumerate(("図郭_09LD1234.tif", "図郭_09LD1235.tif")):
+        write_raster(folder / name, data[:, :, k * half:(k + 1) * half].copy(),
+                     tr=transform((ORIGIN[0] + k * half * GSD, ORIGIN[1])))
+        names.append(f"オルソ 2025/{name}")
+    listing = tmp_path / "図郭一覧_2025.txt"
+    listing.write_bytes(newline.join(["# 2025年度 撮影", *names, ""]).encode(encoding))
+    run = run_idou("detect", good.before, listing, "-o", tmp_path / "changes.gpkg", "--model",
+                   good.model, "--quiet", "--threads", "1", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert_roofs_found(tmp_path / "changes.gpkg")
+
+
+@pytest.mark.parametrize("option", ["--parcels", "--aoi"])
+def test_geopackage_layer_named_after_a_colon(option: str, good: GoodPair,
+                                              tmp_path: Path) -> None:
+    """``path.gpkg:layer`` picks one layer of a GeoPackage with several."""
+    path = tmp_path / "共有データ.gpkg"
+    far = parcels_frame(offset=(50_000.0, 0.0))
+    far.to_file(path, layer="他市", driver="GPKG")
+    parcels_frame().to_file(path, layer="前橋", driver="GPKG")
+    run = run_idou("detect", good.before, good.after, "-o", tmp_path / "changes.gpkg",
+                   "--model", good.model, "--quiet", "--threads", "1", option,
+                   f"{path}:前橋", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert_roofs_found(tmp_path / "changes.gpkg")
+    if option == "--parcels":
+        candidates = gpd.read_file(tmp_path / "changes.gpkg", layer="candidate_parcels")
+        assert sorted(candidates["地番"]) == ["1-1", "1-2", "1-3", "1-4"]
+
+
+def test_z_polygons_print_no_python_warnings(good: GoodPair, tmp_path: Path) -> None:
+    """Parcels with Z coordinates (as CAD exports write them) are read without raw warnings."""
+    import shapely
+
+    frame = parcels_frame()
+    frame["geometry"] = shapely.force_3d(frame.geometry, 12.5)
+    path = tmp_path / "parcels_z.gpkg"
+    frame.to_file(path, driver="GPKG")
+    run = run_idou("detect", good.before, good.after, "-o", tmp_path / "changes.gpkg",
+                   "--model", good.model, "--parcels", path, "--threads", "1", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert not re.search(r"Warning|warnings\.warn|\.py:\d+", run.stderr), run.stderr
+    candidates = gpd.read_file(tmp_path / "changes.gpkg", layer="candidate_parcels")
+    assert sorted(candidates["地番"]) == ["1-1", "1-2", "1-3", "1-4"]
+
