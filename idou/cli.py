@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from idou import __version__
+from idou.cli_text import say
 from idou.geo.errors import UserInputError
 
 app = typer.Typer(
@@ -63,7 +64,7 @@ def main() -> None:
     try:
         app()
     except UserInputError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        say(err, "error:", "bold red", exc)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)
@@ -72,8 +73,8 @@ def main() -> None:
         if exc.errno != errno.ENOSPC:
             _internal_error(err, exc)
         where = f" writing {Path(exc.filename).name}" if exc.filename else ""
-        err.print(f"[bold red]error:[/] the disk is full (no space left{where}); free some "
-                  "space or choose another output folder.", highlight=False, soft_wrap=True)
+        say(err, "error:", "bold red", f"the disk is full (no space left{where}); free some "
+            "space or choose another output folder.")
         sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         _internal_error(err, exc)
@@ -81,8 +82,7 @@ def main() -> None:
 
 def _internal_error(err: Console, exc: BaseException) -> NoReturn:
     """Exit 1 with the one-line description of a bug."""
-    err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False,
-              soft_wrap=True)
+    say(err, "internal error:", "bold red", f"{type(exc).__name__}: {exc}")
     err.print("This is a bug in idou; please report it with the command you ran.")
     sys.exit(1)
 

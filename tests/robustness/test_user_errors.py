@@ -15,7 +15,7 @@ import pandas as pd
 import pyogrio
 import pytest
 
-from .conftest import GoodPair, parcels_frame, run_idou, with_roofs, write_raster
+from .conftest import GoodPair, error_line, parcels_frame, run_idou, with_roofs, write_raster
 from .conftest import texture as ground
 from .test_corpus import Case, _check_refused, assert_roofs_found
 
@@ -182,3 +182,35 @@ def test_z_polygons_print_no_python_warnings(good: GoodPair, tmp_path: Path) -> 
     candidates = gpd.read_file(tmp_path / "changes.gpkg", layer="candidate_parcels")
     assert sorted(candidates["地番"]) == ["1-1", "1-2", "1-3", "1-4"]
 
+
+
+# --- messages are printed literally, never as Rich markup -------------------------------------
+
+
+def test_a_path_that_looks_like_markup_is_printed_literally(good: GoodPair,
+                                                            tmp_path: Path) -> None:
+    """``[/x]`` in a path once crashed the error handler (exit 1): markup closing nothing."""
+    missing = tmp_path / "写真[" / "x]" / "flight_2025.tif"
+    run = run_idou("detect", good.before, missing, "-o", tmp_path / "changes.gpkg", "--model",
+                   good.model, "--quiet", cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert "写真[/x]/flight_2025.tif" in error_line(run.stderr)
+
+
+def test_batch_errors_keep_their_table_names(good: GoodPair, tmp_path: Path) -> None:
+    """``[before]`` once vanished from batch errors (read as a markup tag)."""
+    flight = tmp_path / "flight.toml"
+    flight.write_text(f'output = "out"\nmodel = "{good.model}"\n[before]\npath = "nowhere.tif"\n'
+                      f'[after]\npath = "{good.after}"\n', encoding="utf-8")
+    run = run_idou("batch", flight, "--check", cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert "[before] path" in error_line(run.stderr)
+
+
+def test_warnings_name_files_literally(good: GoodPair, tmp_path: Path) -> None:
+    path = tmp_path / "parcels[bold]elsewhere.gpkg"
+    parcels_frame(offset=(50_000.0, 0.0)).to_file(path, driver="GPKG")
+    run = run_idou("detect", good.before, good.after, "-o", tmp_path / "changes.gpkg",
+                   "--model", good.model, "--parcels", path, "--quiet", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "parcels[bold]elsewhere.gpkg overlap" in run.stderr
