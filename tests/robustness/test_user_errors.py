@@ -8,6 +8,7 @@ files as a Japanese office writes them, ``path.gpkg:layer``) exit 0 and find eve
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import geopandas as gpd
@@ -15,6 +16,7 @@ import pandas as pd
 import pyogrio
 import pytest
 
+from ..mojxml_builder import moj_xml
 from .conftest import GoodPair, error_line, parcels_frame, run_idou, with_roofs, write_raster
 from .conftest import texture as ground
 from .test_corpus import Case, _check_refused, assert_roofs_found
@@ -103,10 +105,102 @@ def wrong_cpg(good: GoodPair, d: Path) -> Case:
                 names="parcels_sjis.shp", hint=r"not in the encoding its \.cpg names.*cp932")
 
 
+def _mojxml_with(d: Path, name: str, old: str, new: str) -> Path:
+    text = moj_xml()
+    assert old in text
+    (d / name).write_text(text.replace(old, new, 1), encoding="utf-8")
+    return d / name
+
+
+def mojxml_empty_coordinate(good: GoodPair, d: Path) -> Case:
+    path = _mojxml_with(d, "map_empty.xml", "<zmn:X>1000.0</zmn:X>", "<zmn:X></zmn:X>")
+    return Case(good.before, good.after, options=["--parcels", str(path)],
+                names="map_empty.xml", hint="re-download the 地図XML file")
+
+
+def mojxml_comma_coordinate(good: GoodPair, d: Path) -> Case:
+    path = _mojxml_with(d, "map_comma.xml", "<zmn:Y>510.0</zmn:Y>", "<zmn:Y>510,0</zmn:Y>")
+    return Case(good.before, good.after, options=["--parcels", str(path)],
+                names="map_comma.xml", hint="re-download the 地図XML file")
+
+
+def _zip_of(path: Path, members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def mojxml_bad_inner_zip(good: GoodPair, d: Path) -> Case:
+    """A 法務省 zip whose inner per-district zip is damaged (cut short)."""
+    inner = _zip_of(d / "inner.zip", {"09201-0101.xml": moj_xml().encode()}).read_bytes()
+    path = _zip_of(d / "09201.zip", {"09201-0101.zip": inner[: len(inner) // 2]})
+    return Case(good.before, good.after, options=["--parcels", str(path)],
+                names="09201.zip:09201-0101.zip", hint="damaged zip.*download")
+
+
+def mojxml_crc_error(good: GoodPair, d: Path) -> Case:
+    """A zip whose member bytes were altered after packing (the CRC no longer matches)."""
+    data = moj_xml().encode()
+    raw = bytearray(_zip_of(d / "09201.zip", {"09201-0101.xml": data},
+                            zipfile.ZIP_STORED).read_bytes())
+    at = raw.index(b"12-3")  # the 地番, inside the stored member
+    raw[at:at + 4] = b"99-9"
+    (d / "09201.zip").write_bytes(bytes(raw))
+    return Case(good.before, good.after, options=["--parcels", str(d / "09201.zip")],
+                names="09201.zip", hint="damaged zip.*download")
+
+
+def mojxml_deflate64(good: GoodPair, d: Path) -> Case:
+    """A zip packed with Deflate64 (method 9, as Windows Explorer packs large folders)."""
+    raw = bytearray(_zip_of(d / "09201.zip", {"09201-0101.xml": moj_xml().encode()},
+                            zipfile.ZIP_STORED).read_bytes())
+    raw[8:10] = (9).to_bytes(2, "little")  # the local header's method
+    central = raw.index(b"PK\x01\x02")
+    raw[central + 10:central + 12] = (9).to_bytes(2, "little")
+    (d / "09201.zip").write_bytes(bytes(raw))
+    return Case(good.before, good.after, options=["--parcels", str(d / "09201.zip")],
+                names="09201.zip", hint="unpack it with 7-Zip")
+
+
+def plateau_gml(path: Path, pos_list: str, dimension: str = "3") -> Path:
+    """One PLATEAU building (LOD0 footprint) in EPSG:6697 with the given posList text."""
+    path.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<core:CityModel xmlns:core="http://www.opengis.net/citygml/2.0" '
+        'xmlns:bldg="http://www.opengis.net/citygml/building/2.0" '
+        'xmlns:gml="http://www.opengis.net/gml"><core:cityObjectMember>'
+        '<bldg:Building gml:id="b1"><bldg:lod0FootPrint><gml:MultiSurface><gml:surfaceMember>'
+        '<gml:Polygon srsName="http://www.opengis.net/def/crs/EPSG/0/6697"><gml:exterior>'
+        f'<gml:LinearRing><gml:posList srsDimension="{dimension}">{pos_list}</gml:posList>'
+        "</gml:LinearRing></gml:exterior></gml:Polygon></gml:surfaceMember></gml:MultiSurface>"
+        "</bldg:lod0FootPrint></bldg:Building></core:cityObjectMember></core:CityModel>",
+        encoding="utf-8")
+    return path
+
+
+SQUARE = ("36.3911 139.0608 0 36.3912 139.0608 0 36.3912 139.0609 0 36.3911 139.0609 0 "
+          "36.3911 139.0608 0")
+
+
+def citygml_comma_decimal(good: GoodPair, d: Path) -> Case:
+    path = plateau_gml(d / "bldg_comma.gml", SQUARE.replace("36.3911", "36,3911"))
+    return Case(good.before, good.after, options=["--buildings", str(path)],
+                names="bldg_comma.gml", hint="decimal point")
+
+
+def citygml_zero_dimension(good: GoodPair, d: Path) -> Case:
+    path = plateau_gml(d / "bldg_dim0.gml", SQUARE, dimension="0")
+    return Case(good.before, good.after, options=["--buildings", str(path)],
+                names="bldg_dim0.gml", hint="as published")
+
+
 REFUSED = {f.__name__: f for f in (
     sheet_list_not_text, parcels_csv, parcels_attribute_only_gpkg, parcels_several_layers,
     parcels_unknown_layer, buildings_csv, buildings_several_layers, aoi_csv, aoi_several_layers,
-    unknown_encoding, wrong_cpg)}
+    unknown_encoding, wrong_cpg, mojxml_empty_coordinate, mojxml_comma_coordinate,
+    mojxml_bad_inner_zip, mojxml_crc_error, mojxml_deflate64, citygml_comma_decimal,
+    citygml_zero_dimension)}
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
