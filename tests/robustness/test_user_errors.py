@@ -308,3 +308,29 @@ def test_warnings_name_files_literally(good: GoodPair, tmp_path: Path) -> None:
                    "--model", good.model, "--parcels", path, "--quiet", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "parcels[bold]elsewhere.gpkg overlap" in run.stderr
+
+
+# --- idou batch ----------------------------------------------------------------------------------
+
+
+def flight_toml(good: GoodPair, folder: Path, extra: str = "") -> Path:
+    """A FLIGHT.toml over the good pair into ``folder / "out"``."""
+    path = folder / "flight.toml"
+    path.write_text(f'output = "out"\nmodel = "{good.model}"\nworkers = 1\nthreads = 1\n'
+                    f'{extra}\n[before]\npath = "{good.before}"\n[after]\npath = "{good.after}"\n',
+                    encoding="utf-8")
+    return path
+
+
+def test_a_damaged_journal_is_a_user_error(good: GoodPair, tmp_path: Path) -> None:
+    """A corrupt journal.sqlite: exit 2 (systemd's RestartPreventExitStatus=2 stops the loop)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "journal.sqlite").write_bytes(b"\x00garbage after a power cut\x00" * 400)
+    flight = flight_toml(good, tmp_path)
+    for extra in ([], ["--check"]):
+        run = run_idou("batch", flight, "--quiet", *extra, cwd=tmp_path)
+        assert run.returncode == 2, run.stderr
+        sentence = error_line(run.stderr)
+        assert "journal.sqlite" in sentence and "move it aside or delete it" in sentence
+    assert (out / "journal.sqlite").read_bytes().startswith(b"\x00garbage")
