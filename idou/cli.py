@@ -70,6 +70,9 @@ def main() -> None:
         err.print("interrupted", highlight=False)
         sys.exit(130)
     except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            say(err, "error:", "bold red", _not_permitted(exc))
+            sys.exit(2)
         if exc.errno != errno.ENOSPC:
             _internal_error(err, exc)
         where = f" writing {Path(exc.filename).name}" if exc.filename else ""
@@ -78,6 +81,22 @@ def main() -> None:
         sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         _internal_error(err, exc)
+
+
+def _not_permitted(exc: OSError) -> str:
+    """One sentence for a file or folder the system does not let idou use."""
+    path = Path(exc.filename) if exc.filename else None
+    if path is None:
+        what = "a file"
+    elif path.name.startswith("."):  # idou's own temporary files: the folder is what matters
+        what = f"files in folder {path.parent}"
+    else:
+        what = str(path)
+    why = ("the disk is mounted read-only" if exc.errno == errno.EROFS
+           else "permission denied: the folder is read-only, locked (immutable) or another "
+                "user's")
+    return (f"idou may not create or change {what} ({why}); fix the folder's permissions or "
+            "choose another output folder.")
 
 
 def _internal_error(err: Console, exc: BaseException) -> NoReturn:

@@ -313,10 +313,10 @@ def test_warnings_name_files_literally(good: GoodPair, tmp_path: Path) -> None:
 # --- idou batch ----------------------------------------------------------------------------------
 
 
-def flight_toml(good: GoodPair, folder: Path, extra: str = "") -> Path:
-    """A FLIGHT.toml over the good pair into ``folder / "out"``."""
+def flight_toml(good: GoodPair, folder: Path, extra: str = "", output: str = "out") -> Path:
+    """A FLIGHT.toml over the good pair into ``folder / output``."""
     path = folder / "flight.toml"
-    path.write_text(f'output = "out"\nmodel = "{good.model}"\nworkers = 1\nthreads = 1\n'
+    path.write_text(f'output = "{output}"\nmodel = "{good.model}"\nworkers = 1\nthreads = 1\n'
                     f'{extra}\n[before]\npath = "{good.before}"\n[after]\npath = "{good.after}"\n',
                     encoding="utf-8")
     return path
@@ -334,3 +334,46 @@ def test_a_damaged_journal_is_a_user_error(good: GoodPair, tmp_path: Path) -> No
         sentence = error_line(run.stderr)
         assert "journal.sqlite" in sentence and "move it aside or delete it" in sentence
     assert (out / "journal.sqlite").read_bytes().startswith(b"\x00garbage")
+
+
+# --- output folders the system does not let idou write --------------------------------------
+
+
+def test_an_immutable_output_folder_is_a_user_error(good: GoodPair, tmp_path: Path) -> None:
+    """chattr +i stops even root (chmod does not): one sentence, exit 2, the folder untouched."""
+    import subprocess
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        run = run_idou("detect", good.before, good.after, "-o", folder / "changes.gpkg",
+                       "--model", good.model, "--quiet", "--threads", "1", cwd=tmp_path)
+        batch = run_idou("batch", flight_toml(good, tmp_path, output=str(folder)), "--quiet",
+                         cwd=tmp_path)
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    for result in (run, batch):
+        assert result.returncode == 2, result.stderr
+        sentence = error_line(result.stderr)
+        assert "locked" in sentence and "choose another output folder" in sentence
+    assert list(folder.iterdir()) == []
+
+
+def test_a_read_only_disk_is_a_user_error(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+    import os
+
+    from idou import cli
+
+    def read_only() -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/nas/2025/changes.gpkg")
+
+    monkeypatch.setattr(cli, "app", read_only)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 2
+    assert "/mnt/nas/2025/changes.gpkg (the disk is mounted read-only)" in error_line(
+        capsys.readouterr().err)
