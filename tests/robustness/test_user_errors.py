@@ -17,7 +17,16 @@ import pyogrio
 import pytest
 
 from ..mojxml_builder import moj_xml
-from .conftest import GoodPair, error_line, parcels_frame, run_idou, with_roofs, write_raster
+from .conftest import (
+    GoodPair,
+    build_model,
+    error_line,
+    parcels_frame,
+    run_idou,
+    save_model,
+    with_roofs,
+    write_raster,
+)
 from .conftest import texture as ground
 from .test_corpus import Case, _check_refused, assert_roofs_found
 
@@ -195,12 +204,46 @@ def citygml_zero_dimension(good: GoodPair, d: Path) -> Case:
                 names="bldg_dim0.gml", hint="as published")
 
 
+def card_with_null_sha256(good: GoodPair, d: Path) -> Case:
+    import json
+    import shutil
+
+    model = d / "model.onnx"
+    shutil.copy(good.model, model)
+    card = json.loads(good.model.with_name("model.card.json").read_text(encoding="utf-8"))
+    (d / "model.card.json").write_text(json.dumps({**card, "sha256": None}), encoding="utf-8")
+    return Case(good.before, good.after, model=model, names="model.card.json",
+                hint="restore it from the model's release")
+
+
+def model_with_custom_op_domain(good: GoodPair, d: Path) -> Case:
+    from onnx import helper
+
+    proto = build_model()
+    proto.opset_import.append(helper.make_opsetid("com.example.idou", 1))
+    node = proto.graph.node[-1]  # Concat → a custom op of the same signature
+    node.op_type, node.domain = "FancyConcat", "com.example.idou"
+    return Case(good.before, good.after, model=save_model(proto, d / "model_custom.onnx"),
+                names="model_custom.onnx", hint="custom domain 'com.example.idou'")
+
+
+def model_with_external_data(good: GoodPair, d: Path) -> Case:
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    proto = build_model()
+    convert_model_to_external_data(proto, all_tensors_to_one_file=True,
+                                   location="model_ext.weights", size_threshold=0)
+    return Case(good.before, good.after, model=save_model(proto, d / "model_ext.onnx"),
+                names="model_ext.onnx", hint="export the model as one file")
+
+
 REFUSED = {f.__name__: f for f in (
     sheet_list_not_text, parcels_csv, parcels_attribute_only_gpkg, parcels_several_layers,
     parcels_unknown_layer, buildings_csv, buildings_several_layers, aoi_csv, aoi_several_layers,
     unknown_encoding, wrong_cpg, mojxml_empty_coordinate, mojxml_comma_coordinate,
     mojxml_bad_inner_zip, mojxml_crc_error, mojxml_deflate64, citygml_comma_decimal,
-    citygml_zero_dimension)}
+    citygml_zero_dimension, card_with_null_sha256, model_with_custom_op_domain,
+    model_with_external_data)}
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
