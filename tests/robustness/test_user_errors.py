@@ -420,3 +420,19 @@ def test_a_read_only_disk_is_a_user_error(monkeypatch: pytest.MonkeyPatch,
     assert stopped.value.code == 2
     assert "/mnt/nas/2025/changes.gpkg (the disk is mounted read-only)" in error_line(
         capsys.readouterr().err)
+
+
+# --- smaller ----------------------------------------------------------------------------------
+
+
+def test_a_registry_model_without_a_store_creates_no_mlflow_db(good: GoodPair,
+                                                               tmp_path: Path) -> None:
+    """``--model models:/...`` without MLFLOW_TRACKING_URI once left an empty mlflow.db."""
+    from .conftest import idou_env
+
+    env = {k: v for k, v in idou_env().items() if k != "MLFLOW_TRACKING_URI"}
+    run = run_idou("detect", good.before, good.after, "-o", tmp_path / "out.gpkg", "--model",
+                   "models:/idou@champion", "--quiet", cwd=tmp_path, env=env)
+    assert run.returncode == 2, run.stderr
+    assert "MLFLOW_TRACKING_URI" in error_line(run.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
