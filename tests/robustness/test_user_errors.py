@@ -436,3 +436,47 @@ def test_a_registry_model_without_a_store_creates_no_mlflow_db(good: GoodPair,
     assert run.returncode == 2, run.stderr
     assert "MLFLOW_TRACKING_URI" in error_line(run.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_survey_date_in_the_japanese_era_survives_a_rerun(good: GoodPair,
+                                                            tmp_path: Path) -> None:
+    """調査日 typed as 令和8年10月1日 (or any text) was read as null, lost on a --force re-run."""
+    from ..gpkg_edits import staff_edit
+
+    out = tmp_path / "changes.gpkg"
+    detect = ("detect", good.before, good.after, "-o", out, "--model", good.model,
+              "--parcels", good.parcels, "--quiet", "--threads", "1")
+    assert run_idou(*detect, cwd=tmp_path).returncode == 0
+    dates = {"1-1": "令和8年10月1日", "1-2": "R8.10.2", "1-3": "10月上旬"}
+    with staff_edit(out) as con:
+        for chiban, date in dates.items():
+            con.execute('UPDATE candidate_parcels SET "調査日" = ? WHERE "地番" = ?',
+                        (date, chiban))
+    run = run_idou(*detect, "--force", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(out)) as con:
+        kept = dict(con.execute('SELECT "地番", "調査日" FROM candidate_parcels').fetchall())
+    assert kept == {"1-1": "2026-10-01", "1-2": "2026-10-02", "1-3": "10月上旬", "1-4": None}
+
+
+def test_evaluate_against_truth_elsewhere_is_refused(good: GoodPair, tmp_path: Path) -> None:
+    """Truth that does not overlap the run once gave recall 1.000 (0/0) and exit 0."""
+    from shapely.geometry import box
+
+    from .conftest import ORIGIN
+
+    out = tmp_path / "changes.gpkg"
+    assert run_idou("detect", good.before, good.after, "-o", out, "--model", good.model,
+                    "--quiet", "--threads", "1", cwd=tmp_path).returncode == 0
+    far = gpd.GeoDataFrame({"channel": ["new", "new"]}, crs="EPSG:6677", geometry=[
+        box(ORIGIN[0] + 20_000, ORIGIN[1] - 20, ORIGIN[0] + 20_010, ORIGIN[1] - 10),
+        box(ORIGIN[0] + 20_020, ORIGIN[1] - 20, ORIGIN[0] + 20_030, ORIGIN[1] - 10)])
+    far.to_file(tmp_path / "truth_other_town.gpkg", layer="truth", driver="GPKG")
+    for inputs in ([out], [good.model, good.before, good.after]):
+        run = run_idou("evaluate", *inputs, "--truth", tmp_path / "truth_other_town.gpkg",
+                       cwd=tmp_path)
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert "none of the 2 truth objects" in error_line(run.stderr)
