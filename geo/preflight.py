@@ -192,6 +192,11 @@ def select_bands(source: RasterSource, contract: ModelContract,
         raise UserInputError(
             f"{label} has {source.count} bands; the model needs {need}; extract them with "
             f"gdal_translate {picks} {label} {_stem(label)}_rgb.tif.")
+    if "palette" in names:
+        raise UserInputError(
+            f"{label} is a paletted image (colours from a colour table); the model needs "
+            f"{need}; expand it to RGB with gdal_translate -expand rgb {label} "
+            f"{_stem(label)}_rgb.tif.")
     if len(data) < len(want):
         raise UserInputError(
             f"{label} has {source.count} band{'s' if source.count > 1 else ''}"

@@ -237,13 +237,26 @@ def model_with_external_data(good: GoodPair, d: Path) -> Case:
                 names="model_ext.onnx", hint="export the model as one file")
 
 
+def paletted_flight(good: GoodPair, d: Path) -> Case:
+    """A 1-band image with a colour table (as some viewers export): told how to expand it."""
+    import rasterio
+    from rasterio.enums import ColorInterp
+
+    path = write_raster(d / "flight_2025_pal.tif", (with_roofs(ground())[:1] // 16))
+    with rasterio.open(path, "r+") as ds:
+        ds.write_colormap(1, {i: (i * 16, i * 16, 255 - i * 16, 255) for i in range(16)})
+        ds.colorinterp = [ColorInterp.palette]
+    return Case(good.before, path, names="flight_2025_pal.tif",
+                hint="gdal_translate -expand rgb")
+
+
 REFUSED = {f.__name__: f for f in (
     sheet_list_not_text, parcels_csv, parcels_attribute_only_gpkg, parcels_several_layers,
     parcels_unknown_layer, buildings_csv, buildings_several_layers, aoi_csv, aoi_several_layers,
     unknown_encoding, wrong_cpg, mojxml_empty_coordinate, mojxml_comma_coordinate,
     mojxml_bad_inner_zip, mojxml_crc_error, mojxml_deflate64, citygml_comma_decimal,
     citygml_zero_dimension, card_with_null_sha256, model_with_custom_op_domain,
-    model_with_external_data)}
+    model_with_external_data, paletted_flight)}
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
