@@ -65,7 +65,10 @@ def detect_command(
     from rich.console import Console
 
     from idou.cli_text import say
+    from idou.geo.vector_files import check_encoding
     from idou.inference.detect import detect
+
+    check_encoding(encoding)  # also when no parcel or building file would have used it
 
     err = Console(stderr=True)
 

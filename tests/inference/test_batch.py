@@ -536,3 +536,41 @@ def test_check_accepts_the_parcels_and_buildings_the_run_accepts(flight_dir: Pat
         f'parcels = "{tmp_path / "09201.xml"}"\nbuildings = "{gml}"'), encoding="utf-8")
     report = check_flight(load_flight_config(path))
     assert report.blocks == 16
+
+
+def test_a_user_error_in_the_final_stage_leaves_status_error_not_finishing(
+        flight_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """status.json once stayed at "finishing" when the last step refused something."""
+    from idou.inference import batch
+
+    out = tmp_path / "final"
+    config = load_flight_config(_toml(flight_dir, out, mosaic=True))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise UserInputError("review.gpkg is open for editing in QGIS; close it and run again.")
+
+    monkeypatch.setattr(batch, "finish_from_blocks", refuse)
+    with pytest.raises(UserInputError, match="open for editing"):
+        run_batch(config, progress=False)
+    status = read_status(out)
+    assert status["state"] == "error" and "open for editing" in status["reason"]
+
+
+def test_a_geopackage_layer_after_a_colon_in_flight_toml(flight_dir: Path, tmp_path: Path
+                                                        ) -> None:
+    """``parcels = "shared.gpkg:layer"`` names one layer of a GeoPackage with several."""
+    import shutil
+
+    shared = tmp_path / "shared.gpkg"
+    shutil.copy(flight_dir / "parcels.gpkg", shared)
+    pyogrio.write_dataframe(pyogrio.read_dataframe(shared, layer="parcels"), shared,
+                            layer="other", append=False)
+    path = _toml(flight_dir, tmp_path / "o", name="layered")
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('parcels = "parcels.gpkg"', f'parcels = "{shared}"'),
+                    encoding="utf-8")
+    with pytest.raises(UserInputError, match=r"several layers \((other, parcels|parcels, other)\)"):
+        check_flight(load_flight_config(path))
+    path.write_text(text.replace('parcels = "parcels.gpkg"', f'parcels = "{shared}:parcels"'),
+                    encoding="utf-8")
+    assert check_flight(load_flight_config(path)).blocks == 16

@@ -105,6 +105,11 @@ def unknown_encoding(good: GoodPair, d: Path) -> Case:
                 names="--encoding sjis-win", hint="use cp932")
 
 
+def unknown_encoding_and_no_vector_file(good: GoodPair, d: Path) -> Case:
+    return Case(good.before, good.after, options=["--encoding", "shift-jis-2004x"],
+                names="--encoding shift-jis-2004x", hint="use cp932")
+
+
 def wrong_cpg(good: GoodPair, d: Path) -> Case:
     """A Shapefile in Shift_JIS whose .cpg says UTF-8."""
     path = d / "parcels_sjis.shp"
@@ -253,10 +258,10 @@ def paletted_flight(good: GoodPair, d: Path) -> Case:
 REFUSED = {f.__name__: f for f in (
     sheet_list_not_text, parcels_csv, parcels_attribute_only_gpkg, parcels_several_layers,
     parcels_unknown_layer, buildings_csv, buildings_several_layers, aoi_csv, aoi_several_layers,
-    unknown_encoding, wrong_cpg, mojxml_empty_coordinate, mojxml_comma_coordinate,
-    mojxml_bad_inner_zip, mojxml_crc_error, mojxml_deflate64, citygml_comma_decimal,
-    citygml_zero_dimension, card_with_null_sha256, model_with_custom_op_domain,
-    model_with_external_data, paletted_flight)}
+    unknown_encoding, unknown_encoding_and_no_vector_file, wrong_cpg, mojxml_empty_coordinate,
+    mojxml_comma_coordinate, mojxml_bad_inner_zip, mojxml_crc_error, mojxml_deflate64,
+    citygml_comma_decimal, citygml_zero_dimension, card_with_null_sha256,
+    model_with_custom_op_domain, model_with_external_data, paletted_flight)}
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
