@@ -72,7 +72,7 @@ def _raw_text(path: Path, layer: str, column: str, fids: pd.Index) -> list[objec
     import sqlite3
     from contextlib import closing
 
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as con:
         rows = dict(con.execute(f'SELECT fid, "{column}" FROM "{layer}"').fetchall())
     return [rows.get(int(fid)) for fid in fids]
 
