@@ -11,13 +11,13 @@ whose first axis is northing or latitude) are read in their axis order and repro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as SafeET
 import geopandas as gpd
-import pyogrio
 import shapely
 from defusedxml import DefusedXmlException
 from pyproj import CRS
@@ -26,6 +26,7 @@ from shapely.geometry.base import BaseGeometry
 
 from idou.geo.errors import UserInputError
 from idou.geo.parcels import clean_polygons, detect_shapefile_encoding
+from idou.geo.vector_files import read_vector, vector_exists
 
 GML = "{http://www.opengis.net/gml}"
 BLDG2 = "{http://www.opengis.net/citygml/building/2.0}"
@@ -55,7 +56,7 @@ def read_buildings(path: Path, target_crs: object | None,
         UserInputError: missing/unreadable file, no CRS, no footprints.
     """
     path = Path(path)
-    if not path.exists():
+    if not vector_exists(path):
         raise UserInputError(f"{path} does not exist; check the building file path.")
     if path.suffix.lower() in (".gml", ".xml"):
         frame = read_citygml_buildings(path)
@@ -76,12 +77,8 @@ def read_buildings(path: Path, target_crs: object | None,
 def _read_vector(path: Path, encoding: str | None) -> gpd.GeoDataFrame:
     if encoding is None and path.suffix.lower() == ".shp":
         encoding = detect_shapefile_encoding(path)
-    try:
-        frame = pyogrio.read_dataframe(path, encoding=encoding) if encoding else \
-            pyogrio.read_dataframe(path)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise UserInputError(f"{path} cannot be read as a vector file ({exc}); pass a "
-                             "GeoPackage, Shapefile, GeoJSON or PLATEAU CityGML.") from exc
+    frame = read_vector(path, "building", encoding,
+                        fix="pass a GeoPackage, Shapefile, GeoJSON or PLATEAU CityGML")
     if frame.crs is None:
         raise UserInputError(f"{path} has no CRS (a Shapefile needs its .prj); add one.")
     id_column = next((c for c in ID_CANDIDATES if c in frame.columns), None)
@@ -108,6 +105,27 @@ def read_citygml_buildings(path: Path) -> gpd.GeoDataFrame:
         raise UserInputError(f"{path} is empty; re-download it.")
     crs = _citygml_crs(root, path)
     lat_first = _northing_first(crs)
+    try:
+        ids, geoms = _footprints(root, lat_first)
+    except ValueError as exc:
+        raise UserInputError(f"{path.name} is not valid CityGML: it has a {exc}; use the "
+                             "PLATEAU file as published (coordinates with a decimal point).") \
+            from exc
+    if not geoms:
+        raise UserInputError(f"{path} has no bldg:Building footprint (lod0 or lod1); "
+                             "pass a PLATEAU bldg file.")
+    frame_crs = CRS.from_epsg(6668) if crs.to_epsg() == 6697 else crs
+    if frame_crs.is_compound:
+        frame_crs = CRS(frame_crs.sub_crs_list[0])
+    return gpd.GeoDataFrame({"building_id": ids}, geometry=geoms, crs=frame_crs)
+
+
+def _footprints(root: Element, lat_first: bool) -> tuple[list[str], list[BaseGeometry]]:
+    """Ids and footprints of the buildings under ``root``.
+
+    Raises:
+        ValueError: a coordinate that is not a number or a bad ``srsDimension``.
+    """
     ids: list[str] = []
     geoms: list[BaseGeometry] = []
     for building in _iter_buildings(root):
@@ -123,13 +141,7 @@ def read_citygml_buildings(path: Path) -> gpd.GeoDataFrame:
             continue
         ids.append(_building_id(building))
         geoms.append(footprint)
-    if not geoms:
-        raise UserInputError(f"{path} has no bldg:Building footprint (lod0 or lod1); "
-                             "pass a PLATEAU bldg file.")
-    frame_crs = CRS.from_epsg(6668) if crs.to_epsg() == 6697 else crs
-    if frame_crs.is_compound:
-        frame_crs = CRS(frame_crs.sub_crs_list[0])
-    return gpd.GeoDataFrame({"building_id": ids}, geometry=geoms, crs=frame_crs)
+    return ids, geoms
 
 
 def _citygml_crs(root: Element, path: Path) -> CRS:
@@ -195,15 +207,29 @@ def _polygons(element: Element, lat_first: bool) -> list[Polygon]:
 def _ring(ring: Element, lat_first: bool) -> list[tuple[float, float]] | None:
     pos_list = ring.find(f"{GML}posList")
     if pos_list is not None and pos_list.text:
-        dim = int(pos_list.get("srsDimension", "3"))
-        values = [float(v) for v in pos_list.text.split()]
+        dim_text = pos_list.get("srsDimension", "3")
+        if dim_text.strip() not in ("2", "3"):
+            raise ValueError(f'srsDimension="{dim_text}" (a posList has 2 or 3 values a point)')
+        dim = int(dim_text)
+        values = [_number(v) for v in pos_list.text.split()]
         coords = [tuple(values[i:i + 2]) for i in range(0, len(values) - dim + 1, dim)]
     else:
-        coords = [tuple(float(v) for v in p.text.split()[:2])
+        coords = [tuple(_number(v) for v in p.text.split()[:2])
                   for p in ring.findall(f"{GML}pos") if p.text]
     if len(coords) < 4:
         return None
     return [(b, a) if lat_first else (a, b) for a, b in coords]
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"coordinate {text!r} that is not a number (a comma as decimal "
+                         "point?)") from None
+    if not math.isfinite(value):
+        raise ValueError(f"coordinate {text!r} that is not a finite number")
+    return value
 
 
 def _building_id(building: Element) -> str:

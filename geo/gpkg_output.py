@@ -58,6 +58,7 @@ from idou.geo.review_merge import (
     read_review_state,
     with_review_fields,
 )
+from idou.geo.survey_dates import survey_dates
 
 GEOMETRY_COLUMN = "geom"
 LAYER_ORDER = ("candidate_parcels", "changes", "existing_buildings", "coverage", "missed")
@@ -362,9 +363,7 @@ def _write_layers(path: Path, layers: Mapping[str, gpd.GeoDataFrame]) -> None:
 
 
 def _date_text(values: pd.Series) -> pd.Series:
-    parsed = pd.to_datetime(values, errors="coerce")
-    return pd.Series([None if pd.isna(v) else v.strftime("%Y-%m-%d") for v in parsed],
-                     index=values.index, dtype=object)
+    return survey_dates(values)
 
 
 def _declare_date_columns(path: Path, tables: list[str]) -> None:

@@ -24,8 +24,11 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -154,7 +157,7 @@ def read_mojxml(paths: Path | Sequence[Path], skipped: list[str] | None = None
 def _xml_documents(path: Path) -> Iterator[tuple[str, bytes]]:
     if zipfile.is_zipfile(path):
         budget = [MAX_ZIP_TOTAL_BYTES]
-        with zipfile.ZipFile(path) as archive:
+        with _zip_errors(path.name), zipfile.ZipFile(path) as archive:
             yield from _zip_documents(archive, path.name, budget, depth=0)
         return
     size = path.stat().st_size
@@ -174,15 +177,32 @@ def _zip_documents(archive: zipfile.ZipFile, label: str, budget: list[int], dept
         if not (lower.endswith(".xml") or lower.endswith(".zip")):
             continue
         name = f"{label}:{info.filename}"
-        data = _read_member_limited(archive, info, name, budget)
+        with _zip_errors(name):
+            data = _read_member_limited(archive, info, name, budget)
         if lower.endswith(".zip"):
             if depth >= 1:
                 raise UserInputError(f"{name} nests zip files more than two levels deep; "
                                      "unpack it and pass the inner files.")
-            with zipfile.ZipFile(io.BytesIO(data)) as inner:
+            with _zip_errors(name), zipfile.ZipFile(io.BytesIO(data)) as inner:
                 yield from _zip_documents(inner, name, budget, depth + 1)
         else:
             yield name, data
+
+
+@contextlib.contextmanager
+def _zip_errors(name: str) -> Iterator[None]:
+    """A damaged zip (bad CRC, truncated, not a zip) or one packed with a method Python cannot
+    unpack (Deflate64, as Windows Explorer packs large folders) → one sentence."""
+    try:
+        yield
+    except NotImplementedError as exc:
+        raise UserInputError(
+            f"{name} is packed with a compression method idou cannot unpack ({exc}; Windows "
+            "Explorer uses Deflate64 for large folders); unpack it with 7-Zip or Explorer and "
+            "pass the .xml files, or zip them again.") from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
+        raise UserInputError(f"{name} is a damaged zip ({exc}); download the 地図XML zip from "
+                             "法務省 again.") from exc
 
 
 def _read_member_limited(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
@@ -244,7 +264,16 @@ def parse_mojxml_bytes(data: bytes, name: str) -> MojFile:
     result = MojFile(name=name, epsg=epsg, municipality=municipality, parcels=[])
     if space is None or themes is None:
         return result
-    geometry = _Geometry(space)
+    try:
+        _read_parcels(_Geometry(space), themes, name, result)
+    except ValueError as exc:
+        raise UserInputError(f"{name} is damaged: a {exc}; re-download the 地図XML file "
+                             "from 法務省.") from exc
+    return result
+
+
+def _read_parcels(geometry: _Geometry, themes: Element, name: str, result: MojFile) -> None:
+    """Append the 筆 of ``themes`` to ``result`` (地区外 and shapeless ones counted as dropped)."""
     for fude in themes.findall("t:筆", NS):
         chiban = (fude.findtext("t:地番", default="", namespaces=NS) or "").strip()
         if chiban.startswith(OUTSIDE_PREFIX):
@@ -267,7 +296,6 @@ def parse_mojxml_bytes(data: bytes, name: str) -> MojFile:
             geometry=polygon,
             source=name,
         ))
-    return result
 
 
 def _text(element: Element, tag: str) -> str:
@@ -382,7 +410,21 @@ def _dist2(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 def _xy(position: Element) -> tuple[float, float]:
-    """(easting, northing) from a 地図XML position: X is northing, Y is easting."""
-    x = float(position.findtext("z:X", default="nan", namespaces=NS))
-    y = float(position.findtext("z:Y", default="nan", namespaces=NS))
+    """(easting, northing) from a 地図XML position: X is northing, Y is easting.
+
+    Raises:
+        ValueError: an empty, missing or non-numeric coordinate (told to the user by
+            :func:`parse_mojxml_bytes`).
+    """
+    x = _number(position.findtext("z:X", default=None, namespaces=NS), "X")
+    y = _number(position.findtext("z:Y", default=None, namespaces=NS), "Y")
     return (y, x)
+
+
+def _number(text: str | None, axis: str) -> float:
+    value = float("nan")
+    with contextlib.suppress(ValueError):
+        value = float((text or "").strip())
+    if not math.isfinite(value):
+        raise ValueError(f"coordinate {axis} = {(text or '').strip()!r} is not a number")
+    return value

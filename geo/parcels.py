@@ -21,7 +21,6 @@ null ones are dropped and counted.
 from __future__ import annotations
 
 import re
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
-import pyogrio
 import shapely
 from pyproj import CRS
 from shapely.geometry import MultiPolygon, Polygon
@@ -37,6 +35,7 @@ from shapely.geometry.base import BaseGeometry
 
 from idou.geo.errors import UserInputError
 from idou.geo.mojxml import read_mojxml
+from idou.geo.vector_files import read_vector
 
 CHIBAN_CANDIDATES = ("地番", "chiban", "tiban", "CHIBAN", "TIBAN", "Chiban", "地番号")
 SHOZAI_CANDIDATES = ("所在", "所在地", "shozai", "SHOZAI", "syozai", "SYOZAI")
@@ -181,21 +180,10 @@ def _join_place(*parts: str) -> str:
 
 def _read_vector(path: Path, encoding: str | None, keep_columns: Sequence[str],
                  chiban_column: str | None, shozai_column: str | None) -> gpd.GeoDataFrame:
-    if not path.exists():
-        raise UserInputError(f"{path} does not exist; check the parcel file path.")
     if encoding is None and path.suffix.lower() == ".shp":
         encoding = detect_shapefile_encoding(path)
-    try:
-        with warnings.catch_warnings():  # GDAL's warnings: the error below says it in one line
-            warnings.simplefilter("ignore", RuntimeWarning)
-            frame = pyogrio.read_dataframe(path, encoding=encoding) if encoding else \
-                pyogrio.read_dataframe(path)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise UserInputError(f"{path} cannot be read as a vector file ({exc}); "
-                             "pass a GeoPackage, Shapefile, GeoJSON or 地図XML.") from exc
-    except UnicodeDecodeError as exc:
-        raise UserInputError(f"{path} attributes are not in {encoding}; pass the right "
-                             "--encoding (e.g. cp932; in FLIGHT.toml: encoding).") from exc
+    frame = read_vector(path, "parcel", encoding,
+                        fix="pass a GeoPackage, Shapefile, GeoJSON or 地図XML")
     if frame.crs is None:
         raise UserInputError(f"{path} has no CRS (a Shapefile needs its .prj); add one or "
                              "convert the file to GeoPackage with its CRS.")

@@ -8,7 +8,6 @@ partial overlap, masks) into notes and warnings of a :class:`PreflightReport`.
 from __future__ import annotations
 
 import math
-import warnings as _warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -199,6 +198,11 @@ def select_bands(source: RasterSource, contract: ModelContract,
         raise UserInputError(
             f"{label} has {source.count} bands; the model needs {need}; extract them with "
             f"gdal_translate {picks} {label} {_stem(label)}_rgb.tif.")
+    if "palette" in names:
+        raise UserInputError(
+            f"{label} is a paletted image (colours from a colour table); the model needs "
+            f"{need}; expand it to RGB with gdal_translate -expand rgb {label} "
+            f"{_stem(label)}_rgb.tif.")
     if len(data) < len(want):
         raise UserInputError(
             f"{label} has {source.count} band{'s' if source.count > 1 else ''}"
@@ -355,18 +359,10 @@ def _common_grid(after: RasterSource, bounds: tuple[float, float, float, float],
 
 def load_aoi(path: Path, crs: CRS, notes: list[str] | None = None) -> BaseGeometry:
     """The union of an AOI file's polygons, in ``crs``."""
-    import pyogrio
+    from idou.geo.vector_files import read_vector, split_layer
 
-    if not Path(path).exists():
-        raise UserInputError(f"AOI file {Path(path).name} does not exist; check the path.")
-    try:
-        with _warnings.catch_warnings():
-            _warnings.simplefilter("ignore")
-            frame = pyogrio.read_dataframe(path)
-    except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise UserInputError(
-            f"AOI file {Path(path).name} is not a readable vector file ({exc}); give a "
-            "GeoPackage, shapefile or GeoJSON.") from exc
+    frame = read_vector(path, "AOI", fix="give a GeoPackage, shapefile or GeoJSON")
+    path = split_layer(path)[0]
     geoms = frame.geometry[frame.geometry.notna() & ~frame.geometry.is_empty]
     if len(geoms) == 0:
         raise UserInputError(f"AOI file {Path(path).name} holds no geometries; draw the area "

@@ -31,6 +31,7 @@ from idou.geo.review_fields import (
     SURVEY_DATE,
     SURVEYOR,
 )
+from idou.geo.survey_dates import survey_dates
 
 
 @dataclass
@@ -59,9 +60,21 @@ def read_review_state(path: Path) -> ReviewState:
     state = ReviewState()
     for layer in ("candidate_parcels", "changes", "missed"):
         if layer in names:
-            frame = pyogrio.read_dataframe(path, layer=layer)
-            setattr(state, layer, frame)
+            frame = pyogrio.read_dataframe(path, layer=layer, fid_as_index=True)
+            if SURVEY_DATE in frame:  # GDAL reads a DATE it cannot parse as null: take the text
+                frame[SURVEY_DATE] = _raw_text(path, layer, SURVEY_DATE, frame.index)
+            setattr(state, layer, frame.reset_index(drop=True))
     return state
+
+
+def _raw_text(path: Path, layer: str, column: str, fids: pd.Index) -> list[object]:
+    """The stored values of ``column`` by fid, as SQLite holds them."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as con:
+        rows = dict(con.execute(f'SELECT fid, "{column}" FROM "{layer}"').fetchall())
+    return [rows.get(int(fid)) for fid in fids]
 
 
 def edited_mask(frame: gpd.GeoDataFrame | pd.DataFrame | None) -> pd.Series:
@@ -104,10 +117,9 @@ def with_review_fields(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def normalise_dates(values: pd.Series) -> pd.Series:
-    """Dates as ``YYYY-MM-DD`` text or None (the GeoPackage DATE encoding)."""
-    parsed = pd.to_datetime(values, errors="coerce")
-    out = [None if pd.isna(v) else v.strftime("%Y-%m-%d") for v in parsed]
-    return pd.Series(out, index=values.index, dtype=object)
+    """Dates as ``YYYY-MM-DD`` text or None (the GeoPackage DATE encoding); text that is no
+    readable date (see :mod:`idou.geo.survey_dates`) is kept as it is."""
+    return survey_dates(values)
 
 
 def merge_review(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame | None, key: str, *,

@@ -27,6 +27,7 @@ from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError, Ra
 
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
+from idou.geo.text_files import read_text
 
 SHEET_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2")
 WORLD_FILE_SUFFIXES = (".tfw", ".tifw", ".tiffw", ".jgw", ".jpgw", ".pgw", ".pngw", ".wld")
@@ -145,7 +146,7 @@ def _expand(spec: str | Path | Sequence[str | Path]) -> tuple[list[Path], str]:
                     "point to the folder with the orthophoto sheets.")
             return sheets, p.name
         if p.suffix.lower() == ".txt":
-            lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+            lines = [ln.strip() for ln in read_text(p, "sheet list").splitlines()]
             sheets = [(p.parent / ln).resolve() for ln in lines if ln and not ln.startswith("#")]
             if not sheets:
                 raise UserInputError(f"sheet list {p.name} names no files; list one per line.")

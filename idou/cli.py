@@ -12,6 +12,7 @@ from rich.console import Console
 
 from idou import __version__
 from idou.cli_help import PlainHelpGroup
+from idou.cli_text import say
 from idou.geo.errors import UserInputError
 
 app = typer.Typer(
@@ -66,26 +67,44 @@ def main() -> None:
     try:
         app()
     except UserInputError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        say(err, "error:", "bold red", exc)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)
         sys.exit(130)
     except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            say(err, "error:", "bold red", _not_permitted(exc))
+            sys.exit(2)
         if exc.errno != errno.ENOSPC:
             _internal_error(err, exc)
         where = f" writing {Path(exc.filename).name}" if exc.filename else ""
-        err.print(f"[bold red]error:[/] the disk is full (no space left{where}); free some "
-                  "space or choose another output folder.", highlight=False, soft_wrap=True)
+        say(err, "error:", "bold red", f"the disk is full (no space left{where}); free some "
+            "space or choose another output folder.")
         sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         _internal_error(err, exc)
 
 
+def _not_permitted(exc: OSError) -> str:
+    """One sentence for a file or folder the system does not let idou use."""
+    path = Path(exc.filename) if exc.filename else None
+    if path is None:
+        what = "a file"
+    elif path.name.startswith("."):  # idou's own temporary files: the folder is what matters
+        what = f"files in folder {path.parent}"
+    else:
+        what = str(path)
+    why = ("the disk is mounted read-only" if exc.errno == errno.EROFS
+           else "permission denied: the folder is read-only, locked (immutable) or another "
+                "user's")
+    return (f"idou may not create or change {what} ({why}); fix the folder's permissions or "
+            "choose another output folder.")
+
+
 def _internal_error(err: Console, exc: BaseException) -> NoReturn:
     """Exit 1 with the one-line description of a bug."""
-    err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False,
-              soft_wrap=True)
+    say(err, "internal error:", "bold red", f"{type(exc).__name__}: {exc}")
     err.print("This is a bug in idou; please report it with the command you ran.")
     sys.exit(1)
 

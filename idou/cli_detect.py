@@ -66,15 +66,19 @@ def detect_command(
     """Find new (新築), extended (増築) and demolished (滅失) buildings; write a GeoPackage."""
     from rich.console import Console
 
+    from idou.cli_text import say
+    from idou.geo.vector_files import check_encoding
     from idou.inference.detect import detect
+
+    check_encoding(encoding)  # also when no parcel or building file would have used it
 
     err = Console(stderr=True)
 
     def log(level: str, message: str) -> None:
         if level == "warning":
-            err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+            say(err, "warning:", "yellow", message)
         elif not quiet:
-            err.print(f"[dim]note:[/] {message}", highlight=False, soft_wrap=True)
+            say(err, "note:", "dim", message)
 
     kwargs: dict[str, Any] = dict(
         parcels=(parcels or None), buildings=buildings, aoi=aoi, model=model,
@@ -139,14 +143,17 @@ class _progress_bar:  # noqa: N801 - used like a function in a with statement
 def _print_summary(summary: DetectSummary) -> None:
     from rich.console import Console
 
+    from idou.cli_text import labelled, plain
+
     console = Console()
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.changes_by_type.items())) or "none"
-    console.print(f"[bold]changes:[/] {counts}; candidate parcels: {summary.candidate_parcels}")
+    console.print(labelled("changes:", "bold", f"{counts}; candidate parcels: "
+                                               f"{summary.candidate_parcels}"))
     console.print(f"{summary.input_megapixels:.1f} Mpx in {summary.seconds:.1f} s "
                   f"({summary.megapixels_per_second:.2f} Mpx/s end to end); "
                   f"tiles run {summary.tiles_run}, skipped {summary.tiles_skipped}")
-    console.print(f"wrote {summary.output}" + (f" and {summary.probabilities}"
-                                               if summary.probabilities else ""))
+    plain(console, f"wrote {summary.output}" + (f" and {summary.probabilities}"
+                                                if summary.probabilities else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from idou.cli_text import plain, say
 from idou.geo.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -122,19 +123,19 @@ def tune(
                          min_area_m2=min_area, device=device, crs=crs,
                          log_mlflow=mlflow_requested(use_mlflow))
     _print_table(_tune_table(outcome.result))
-    _out.print(f"tuned model: {outcome.model}")
+    plain(_out, f"tuned model: {outcome.model}")
     for path in outcome.artifacts:
-        _out.print(f"  {path}")
+        plain(_out, f"  {path}")
     if outcome.mlflow_run_id:
         _out.print(f"mlflow run: {outcome.mlflow_run_id}")
     for c, t in outcome.result.channels.items():
         if t.no_truth:
-            _out.print(f"[yellow]warning:[/] the validation data hold no true {c} object; the "
-                       f"model's {c} threshold {t.threshold:g} was kept (add scenes with such "
-                       "changes).")
+            say(_out, "warning:", "yellow", f"the validation data hold no true {c} object; "
+                f"the model's {c} threshold {t.threshold:g} was kept (add scenes with such "
+                "changes).")
         elif not t.reached:
-            _out.print(f"[yellow]warning:[/] {c}: the recall target was not reached; the "
-                       f"threshold with the best recall ({t.threshold:g}) was kept.")
+            say(_out, "warning:", "yellow", f"{c}: the recall target was not reached; the "
+                f"threshold with the best recall ({t.threshold:g}) was kept.")
 
 
 def evaluate(
@@ -169,7 +170,7 @@ def evaluate(
                                    min_area_m2=min_area, device=device, crs=crs)
     else:
         raise UserInputError("pass RESULT.gpkg, or MODEL BEFORE AFTER, or MODEL VALIDATION.")
-    _out.print(f"evaluated: {result.source}")
+    plain(_out, f"evaluated: {result.source}")
     if result.truth_outside:
         _out.print(f"{result.truth_outside} truth object(s) lie outside the area the run "
                    "processed (coverage layer) and are left out.")
@@ -179,7 +180,7 @@ def evaluate(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n",
                             encoding="utf-8")
-        _out.print(f"saved {json_out}")
+        plain(_out, f"saved {json_out}")
 
 
 def register_cmd(
@@ -198,9 +199,9 @@ def register_cmd(
     from idou.inference.registry import register_model, tracking_uri
 
     version = register_model(model, name=name, alias=alias or None, run_id=run_id)
-    _out.print(f"registered {version.name} version {version.version} "
-               f"(sha256 {version.sha256[:12]}…) in {tracking_uri()}")
-    _out.print(f"use it with: idou detect --model {version.uri}")
+    plain(_out, f"registered {version.name} version {version.version} "
+          f"(sha256 {version.sha256[:12]}…) in {tracking_uri()}")
+    plain(_out, f"use it with: idou detect --model {version.uri}")
 
 
 def register(app: typer.Typer) -> None:

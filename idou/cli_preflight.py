@@ -62,6 +62,9 @@ def print_report(report: PreflightReport) -> None:
     """Print the report as a rich table with notes and warnings below it."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from idou.cli_text import say
 
     console = Console()
     table = Table(title="idou preflight", show_lines=False)
@@ -75,7 +78,7 @@ def print_report(report: PreflightReport) -> None:
         epsg = crs.to_epsg()
         return f"EPSG:{epsg}" if epsg else "custom"
 
-    table.add_row("input", b.label, a.label)
+    table.add_row("input", Text(b.label), Text(a.label))
     table.add_row("files", str(len(b.files)), str(len(a.files)))
     table.add_row("CRS", crs_name(b), crs_name(a))
     table.add_row("size (px)", f"{b.width} x {b.height}", f"{a.width} x {a.height}")
@@ -95,9 +98,9 @@ def print_report(report: PreflightReport) -> None:
     console.print("misregistration: " + ("not measurable" if shift is None else
                                          f"dx {shift[0]:+.2f} px, dy {shift[1]:+.2f} px"))
     for note in report.notes:
-        console.print(f"[cyan]note:[/] {note}", highlight=False)
+        say(console, "note:", "cyan", note)
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        say(console, "warning:", "yellow", warning)
     console.print("[green]ok[/]: the pair can be processed.")
 
 

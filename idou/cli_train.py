@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-_out = Console()
+_out = Console(markup=False)  # user text (paths, names) is printed literally
 
 
 def train_command(

@@ -321,6 +321,8 @@ class _Prepared:
     model_path: Path
     blocks: list[Block]
     spec: RunSpec
+    parcels: Any = None
+    buildings: Any = None
 
 
 def _prepare(config: FlightConfig, out_dir: Path, vrt_dir: Path,
@@ -333,6 +335,9 @@ def _prepare(config: FlightConfig, out_dir: Path, vrt_dir: Path,
         config.after.crs, str(config.aoi) if config.aoi else None, contract, vrt_dir,
         estimate_misregistration=estimate_misregistration)
     grid = report.grid
+    parcels, buildings = _read_vectors(config.parcels, config.buildings, grid.crs,
+                                       encoding=config.encoding,
+                                       chiban_column=config.chiban_column)
     stride = contract.tile_size - contract.tile_overlap
     blocks = plan_blocks(grid.width, grid.height, config.block_size, halo=contract.tile_overlap,
                          stride=stride)
@@ -344,7 +349,17 @@ def _prepare(config: FlightConfig, out_dir: Path, vrt_dir: Path,
                    model_path=str(model.path), model_sha256=model_sha, threads=config.threads,
                    device=config.device)
     return _Prepared(config=config, report=report, model=model, model_sha=model_sha,
-                     model_path=Path(model.path), blocks=blocks, spec=spec)
+                     model_path=Path(model.path), blocks=blocks, spec=spec, parcels=parcels,
+                     buildings=buildings)
+
+
+def _read_vectors(parcels: Path | None, buildings: Path | None, crs: Any, **options: Any
+                  ) -> tuple[Any, Any]:
+    """Parcels and buildings read by `idou detect`'s loaders, before any block runs (so a wrong
+    ``chiban_column`` or ``encoding`` stops `--check` and the run alike, not the last step)."""
+    from idou.inference.detect import _read_vectors as read
+
+    return read(parcels, buildings, crs, **options)
 
 
 @dataclass
@@ -393,8 +408,8 @@ def check_flight(config: FlightConfig) -> CheckReport:
 
     Opens every sheet of both dates (mosaics go to a temporary folder), checks CRS, overlap and
     band layout through preflight, loads the model (hash against its card, metadata), reads the
-    headers of the parcel, building and AOI files, and checks a journal already in the output
-    folder was made by the same inputs.
+    parcel, building and AOI files with the run's own loaders, and checks a journal already in
+    the output folder was made by the same inputs.
 
     Raises:
         UserInputError: the first problem found, as one sentence.
@@ -402,10 +417,6 @@ def check_flight(config: FlightConfig) -> CheckReport:
     with tempfile.TemporaryDirectory(prefix="idou-check-") as tmp:
         prepared = _prepare(config, Path(tmp), Path(tmp) / VRT_DIR,
                             estimate_misregistration=False)
-    for key in ("parcels", "buildings", "aoi"):
-        path = getattr(config, key)
-        if path is not None:
-            _check_vector(path, key)
     _check_output_writable(config.output)
     grid = prepared.report.grid
     done = 0
@@ -434,17 +445,6 @@ def check_flight(config: FlightConfig) -> CheckReport:
         model=f"{name} {version}", model_sha256=prepared.model_sha,
         resumable_blocks_done=done, notes=notes, requested_block_size=config.block_size,
         stride=stride)
-
-
-def _check_vector(path: Path, what: str) -> None:
-    try:
-        import pyogrio
-
-        pyogrio.read_info(path)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is the user's file
-        raise UserInputError(
-            f"{what} file {path.name} cannot be read as vector data ({exc}); "
-            "give a GeoPackage, Shapefile or GeoJSON.") from exc
 
 
 def _check_output_writable(out: Path) -> None:
@@ -483,6 +483,9 @@ def run_batch(config: FlightConfig, workers: int | None = None, scheduler: str |
                                on_block)
         except UserInputError as exc:
             log.error("stopped: %s", exc)
+            if (out_dir / STATUS_NAME).is_file():  # a run that stopped part-way says so
+                with contextlib.suppress(Exception):
+                    _mark_status_stopped(out_dir, "error", str(exc))
             raise
         except BaseException as exc:
             log.exception("stopped: %s", type(exc).__name__)
@@ -893,8 +896,10 @@ def finish_from_blocks(prepared: _Prepared, mosaic: Path, gpkg: Path, config: Fl
     coverage = coverage_from_blocks(config.output, prepared.blocks, prepared.report.grid)
     with MosaicReader(mosaic) as probs:
         return finish_from_probabilities(
-            probs, coverage, prepared.report, prepared.model, gpkg, parcels=config.parcels,
-            buildings=config.buildings, run_info=run_info, force=gpkg.exists(),
+            probs, coverage, prepared.report, prepared.model, gpkg,
+            parcels=config.parcels if prepared.parcels is None else prepared.parcels,
+            buildings=config.buildings if prepared.buildings is None else prepared.buildings,
+            run_info=run_info, force=gpkg.exists(),
             encoding=config.encoding, chiban_column=config.chiban_column,
             say=lambda level, message: (log.warning if level == "warning" else log.info)(
                 "%s", message))

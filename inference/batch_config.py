@@ -35,6 +35,8 @@ from typing import Any
 
 from idou.geo.errors import UserInputError
 from idou.geo.sources import SHEET_SUFFIXES
+from idou.geo.text_files import read_text
+from idou.geo.vector_files import check_encoding, vector_exists
 
 DEFAULT_BLOCK_SIZE = 4096
 MIN_BLOCK_SIZE = 64
@@ -125,7 +127,7 @@ def load_flight_config(path: str | Path) -> FlightConfig:
     if not path.is_file():
         raise UserInputError(f"{path} does not exist; pass the path of a FLIGHT.toml file.")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_text(path, "flight file"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserInputError(f"{path.name} is not valid TOML ({exc}); fix the syntax.") from exc
     base = path.resolve().parent
@@ -164,6 +166,7 @@ def load_flight_config(path: str | Path) -> FlightConfig:
         chiban_column=(_string(raw, "chiban_column", path.name) if "chiban_column" in raw
                        else None),
     )
+    check_encoding(config.encoding)
     if config.output.exists() and not config.output.is_dir():
         raise UserInputError(f"{path.name}: output {config.output} is a file; name a folder.")
     return config
@@ -185,7 +188,7 @@ def _optional_file(raw: dict[str, Any], key: str, base: Path, name: str) -> Path
     if key not in raw:
         return None
     p = _resolve(base, _string(raw, key, name))
-    if not p.exists():
+    if not vector_exists(p):
         raise UserInputError(f"{name}: {key} file {p} does not exist; fix the path.")
     return p
 

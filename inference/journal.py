@@ -65,10 +65,22 @@ class Journal:
     def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
         self.path = Path(path)
         self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-        self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            damage = [row[0] for row in self._db.execute("PRAGMA quick_check").fetchall()]
+            if damage != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(map(str, damage[:2])))
+            self._db.executescript(_SCHEMA)
+        except sqlite3.OperationalError:  # locked or busy: not damage
+            self._db.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise UserInputError(
+                f"the journal {self.path} is damaged ({exc}); move it aside or delete it to "
+                "start this output folder afresh (its blocks are then computed again).") from exc
 
     def close(self) -> None:
         """Close the connection."""

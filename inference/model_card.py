@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,12 +63,42 @@ def read_card(path: str | Path) -> ModelCard:
     except (OSError, ValueError) as exc:
         raise UserInputError(f"model card {path} is not readable JSON ({exc}); restore it from "
                              "the model's release.") from exc
+    if not isinstance(data, dict):
+        raise UserInputError(f"model card {path} is not a JSON object; restore it from the "
+                             "model's release.")
     known = set(ModelCard.__dataclass_fields__)
     try:
-        return ModelCard(**{k: v for k, v in data.items() if k in known})
+        card = ModelCard(**{k: v for k, v in data.items() if k in known})
     except TypeError as exc:
         raise UserInputError(f"model card {path} lacks a required field ({exc}); restore it "
                              "from the model's release.") from exc
+    problem = _card_problem(card)
+    if problem:
+        raise UserInputError(f"model card {path} {problem}; restore it from the model's "
+                             "release (or write it again with `idou export`).")
+    return card
+
+
+def _json(value: Any) -> str:
+    """A value as the card's JSON writes it (``null``, not ``None``)."""
+    return json.dumps(value, ensure_ascii=False)[:60]
+
+
+def _card_problem(card: ModelCard) -> str | None:
+    """What is wrong with a card's field types, or None (``sha256: null`` once crashed)."""
+    if not isinstance(card.sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", card.sha256):
+        return f"has sha256 {_json(card.sha256)}, not the 64 hex digits of the model's hash"
+    for key in ("name", "version", "created", "trained_on", "terms", "notes"):
+        if not isinstance(getattr(card, key), str):
+            return f"has {key} {_json(getattr(card, key))}, not a string"
+    for key in ("metrics", "thresholds"):
+        if not isinstance(getattr(card, key), dict):
+            return f"has {key} {_json(getattr(card, key))}, not an object"
+    numbers = [card.recall_target, *card.thresholds.values()]
+    if not all(v is None and i == 0 or isinstance(v, int | float) and not isinstance(v, bool)
+               for i, v in enumerate(numbers)):
+        return "has a threshold or recall_target that is not a number"
+    return None
 
 
 def _markdown(card: ModelCard) -> str:

@@ -58,6 +58,40 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | str | None]:
     return dims
 
 
+# operator domains ONNX Runtime implements (the empty domain is ai.onnx)
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+
+
+def check_self_contained(model: onnx.ModelProto, source: str) -> None:
+    """Refuse weights kept in another file (ONNX external data) and custom operator domains.
+
+    idou runs the bytes whose hash it checked, so weights must be inside the file, and every
+    operator must be one ONNX Runtime has.
+    """
+    graphs = [model.graph]
+    tensors: list[onnx.TensorProto] = []
+    domains = {o.domain for o in model.opset_import}
+    while graphs:
+        graph = graphs.pop()
+        tensors.extend(graph.initializer)
+        for node in graph.node:
+            domains.add(node.domain)
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    tensors.append(attr.t)
+                graphs.extend([attr.g] if attr.HasField("g") else [])
+                graphs.extend(attr.graphs)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        raise UserInputError(
+            f"{source} keeps its weights in a separate file (ONNX external data), which idou "
+            "does not load; export the model as one file with `idou export`.")
+    custom = sorted(domains - STANDARD_DOMAINS)
+    if custom:
+        raise UserInputError(
+            f"{source} uses operators of the custom domain {', '.join(map(repr, custom))} that "
+            "ONNX Runtime does not have; export it with standard operators (`idou export`).")
+
+
 def check_graph(model: onnx.ModelProto, contract: ModelContract, source: str) -> None:
     """Refuse a graph whose inputs and output do not follow the contract."""
     initializers = {init.name for init in model.graph.initializer}
@@ -133,6 +167,7 @@ def load_model_bytes(data: bytes, path: Path, *, card_required: bool, spec: str 
     if not model.graph.node and not model.graph.input:
         raise UserInputError(f"{name} is not an ONNX model (empty graph); pass an ONNX file "
                              "exported by `idou export`.")
+    check_self_contained(model, name)
     props = {p.key: p.value for p in model.metadata_props}
     contract = ModelContract.from_metadata(props, source=name)
     check_graph(model, contract, name)

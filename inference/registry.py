@@ -203,10 +203,26 @@ def _onnx_in(folder: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
+def _refuse_missing_store(uri: str, store: str) -> None:
+    """A SQLite store that does not exist holds no model: say so instead of creating an empty
+    ``mlflow.db`` (mlflow creates the file on connect) in whatever folder the command ran."""
+    if not store.startswith("sqlite:///"):
+        return
+    path = Path(store.removeprefix("sqlite:///").split("?", 1)[0])
+    if not path.exists():
+        unset = ("" if os.environ.get("MLFLOW_TRACKING_URI")
+                 else "MLFLOW_TRACKING_URI is not set, and ")
+        raise UserInputError(
+            f"{uri} cannot be looked up: {unset}there is no model registry {path} "
+            f"(in {Path.cwd()}); set MLFLOW_TRACKING_URI to the store the model was registered "
+            "in, e.g. sqlite:////srv/idou/mlflow.db.")
+
+
 def resolve_version(uri: str, *, tracking: str | None = None) -> Any:
     """The mlflow ``ModelVersion`` that ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` names.
     """
     name, alias, version = parse_model_uri(uri)
+    _refuse_missing_store(uri, tracking or tracking_uri())
     client = _client(tracking)
     try:
         if alias is not None:

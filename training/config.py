@@ -36,12 +36,17 @@ other key of a data table is passed to the dataset's constructor.
 
 from __future__ import annotations
 
+import collections.abc
 import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from idou.geo.errors import UserInputError
+from idou.geo.text_files import read_text
 
 DATA_KINDS = ("synthetic", "footprints", "levir", "single_date", "reviewed")
 
@@ -177,12 +182,75 @@ class TrainConfig:
 
 
 def _section(cls: type, data: dict[str, Any], where: str, path: Path) -> Any:
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: [{where}] must be a table, not {data!r}.")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UserInputError(f"{path} has unknown key(s) {', '.join(unknown)} in [{where}]; "
                              f"allowed: {', '.join(sorted(known))}.")
+    check_types(data, typing.get_type_hints(cls), f"{path} [{where}]")
     return cls(**data)
+
+
+def check_types(values: dict[str, Any], hints: dict[str, Any], where: str) -> None:
+    """Refuse a value whose TOML type is not its field's (``epochs = "1"``, ``seeds = "9"``).
+
+    Raises:
+        UserInputError: naming the key, the value given and the type it needs.
+    """
+    for key, value in values.items():
+        hint = hints.get(key)
+        if hint is not None and not _fits(value, hint):
+            raise UserInputError(
+                f"{where}: {key} = {value!r} must be {_describe(hint)}; write it so (a number "
+                "without quotes, a list in brackets), e.g. epochs = 20, seeds = [930001].")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a parsed TOML value fits a type hint (unknown hints are not checked)."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str or hint is Path:
+        return isinstance(value, str)
+    if origin in (list, tuple, Sequence, collections.abc.Sequence):
+        if not isinstance(value, list | tuple):
+            return False
+        item = args[0] if args and (origin is not tuple or len(args) == 2 and
+                                    args[1] is Ellipsis) else Any
+        return all(_fits(v, item) for v in value)
+    if origin in (dict, Mapping, collections.abc.Mapping):
+        return isinstance(value, dict) and all(_fits(v, args[1] if args else Any)
+                                               for v in value.values())
+    return True
+
+
+def _describe(hint: Any) -> str:
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string",
+             Path: "a path string", type(None): "left out"}
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint)
+                           if a is not type(None)) or "left out"
+    if origin in (list, tuple, Sequence, collections.abc.Sequence):
+        args = typing.get_args(hint)
+        plural = {int: "whole numbers", float: "numbers", str: "strings", bool: "true/false"}
+        return f"a list of {plural.get(args[0], 'values') if args else 'values'} in [ ]"
+    if origin in (dict, Mapping, collections.abc.Mapping):
+        return "a table"
+    return names.get(hint, str(hint))
 
 
 def _specs(items: Any, role: str, path: Path) -> list[DataSpec]:
@@ -195,6 +263,10 @@ def _specs(items: Any, role: str, path: Path) -> list[DataSpec]:
         if kind not in DATA_KINDS:
             raise UserInputError(f"{path}: each [[{role}]] needs kind = one of "
                                  f"{', '.join(DATA_KINDS)} (got {kind!r}).")
+        from idou.training.loop import _dataset_class, _hints
+
+        check_types(params, _hints(_dataset_class(kind).__init__),
+                    f"{path} [[{role}]] kind = {kind!r}")
         specs.append(DataSpec(kind, params))
     return specs
 
@@ -242,7 +314,7 @@ def load_config(path: Path) -> TrainConfig:
     if not path.is_file():
         raise UserInputError(f"{path} does not exist; pass a TOML training config.")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(path, "training config"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserInputError(f"{path} is not valid TOML ({exc}); fix the file.") from exc
     config = config_from_dict(data, path)

@@ -242,6 +242,13 @@ def predict_pair(loaded: Any, session: Any, before: str | Path, after: str | Pat
     src_b = open_source(before, crs=crs)
     src_a = open_source(after, crs=crs)
     report = preflight(src_b, src_a, loaded.contract, estimate_misregistration=False)
+    footprint = report.grid.footprint()
+    in_grid = truth.to_crs(report.grid.crs) if truth.crs is not None else truth
+    if len(truth) and not in_grid.intersects(footprint).any():
+        raise UserInputError(
+            f"none of the {len(truth)} truth objects lie on the flights {src_b.label} and "
+            f"{src_a.label}, so nothing can be scored (recall would be 0/0); check that the "
+            "truth is for this pair and in the right CRS.")
     with AlignedPair(report) as pair:
         sink = _ArraySink(report.grid.height, report.grid.width)
         predict_grid(pair, session, loaded.contract, sink, batch_size=batch_size)
@@ -371,6 +378,11 @@ def evaluate_geopackage(result: str | Path, truth: str | Path, *,
     assert changes is not None
     truth_gdf, outside = processed_truth(read_truth(truth),
                                          read_layer(result, COVERAGE_LAYER, required=False))
+    if outside and truth_gdf.empty:
+        raise UserInputError(
+            f"none of the {outside} truth objects in {Path(truth).name} lie in the area "
+            f"{Path(result).name} processed, so nothing can be scored (recall would be 0/0); "
+            "check that the truth is for this flight and in the right CRS.")
     evaluation = Evaluation(
         source=str(result),
         channels=metrics.channel_scores(changes, truth_gdf, min_area_m2=min_area_m2, cover=cover),

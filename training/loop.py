@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import typing
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from idou.geo.errors import UserInputError
 from idou.models.siamese import NetworkConfig, SiameseChangeNet
 from idou.training.augment import PairedAugment
 from idou.training.collate import Collate
-from idou.training.config import DataSpec, TrainConfig
+from idou.training.config import DataSpec, TrainConfig, check_types
 from idou.training.losses import ChangeLoss
 from idou.training.sampling import BalancedSampler
 
@@ -72,34 +73,48 @@ class TrainResult:
 def build_dataset(spec: DataSpec, contract_gsd: float) -> Any:
     """The dataset a ``[[train_data]]``/``[[val_data]]`` table names."""
     params = dict(spec.params)
+    cls = _dataset_class(spec.kind)
+    check_types(params, _hints(cls.__init__), f"the [[{spec.kind}]] data table")
+    if spec.kind in ("synthetic", "footprints", "reviewed"):
+        params.setdefault("gsd_m", contract_gsd)
     try:
-        if spec.kind == "synthetic":
-            from idou.training.datasets.synthetic import SyntheticChipDataset
-
-            params.setdefault("gsd_m", contract_gsd)
-            return SyntheticChipDataset(**params)
-        if spec.kind == "footprints":
-            from idou.training.datasets.footprints import FootprintChipDataset
-
-            params.setdefault("gsd_m", contract_gsd)
-            return FootprintChipDataset(**params)
-        if spec.kind == "levir":
-            from idou.training.datasets.levir import LevirCDDataset
-
-            return LevirCDDataset(**params)
-        if spec.kind == "single_date":
-            from idou.training.datasets.single_date import SingleDateChangeDataset
-
-            return SingleDateChangeDataset(**params)
-        if spec.kind == "reviewed":
-            from idou.training.datasets.reviewed import ReviewedDataset
-
-            params.setdefault("gsd_m", contract_gsd)
-            return ReviewedDataset(**params)
+        return cls(**params)
     except TypeError as exc:
         raise UserInputError(f"the [[{spec.kind}]] data table has a wrong key ({exc}); see "
                              "the dataset's documentation.") from exc
-    raise UserInputError(f"unknown dataset kind {spec.kind!r}.")
+
+
+def _hints(function: Any) -> dict[str, Any]:
+    """The resolved type hints of ``function`` ({} when a name only exists for type checkers)."""
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - NameError and friends: then nothing is checked
+        return {}
+
+
+def _dataset_class(kind: str) -> Any:
+    """The dataset class of a ``kind`` (imported only when used)."""
+    if kind == "synthetic":
+        from idou.training.datasets.synthetic import SyntheticChipDataset
+
+        return SyntheticChipDataset
+    if kind == "footprints":
+        from idou.training.datasets.footprints import FootprintChipDataset
+
+        return FootprintChipDataset
+    if kind == "levir":
+        from idou.training.datasets.levir import LevirCDDataset
+
+        return LevirCDDataset
+    if kind == "single_date":
+        from idou.training.datasets.single_date import SingleDateChangeDataset
+
+        return SingleDateChangeDataset
+    if kind == "reviewed":
+        from idou.training.datasets.reviewed import ReviewedDataset
+
+        return ReviewedDataset
+    raise UserInputError(f"unknown dataset kind {kind!r}.")
 
 
 def change_flags(dataset: Any) -> list[bool]:

@@ -615,3 +615,100 @@ def test_parcels_redelivered_at_the_same_path_are_joined_again_on_rerun(
     assert run_batch(config, progress=False).exit_code == EXIT_OK
     joined = pyogrio.read_dataframe(tmp_path / "out" / "review.gpkg", layer="candidate_parcels")
     assert any(str(c).startswith("9") for c in joined["地番"])  # the new parcels are joined
+
+
+def test_a_block_failing_with_a_user_error_is_not_retried(flight_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """A user error (a sheet idou refuses) fails the same way on every try: tried once."""
+    from idou.inference import batch
+
+    out = tmp_path / "refused_sheet"
+    config = load_flight_config(_toml(flight_dir, out, extra="max_attempts = 3\n"))
+    real = batch._WorkerEngine.predict
+
+    def refusing(self: object, block: batch.Block, stats: object = None) -> object:
+        if block.id == "r0001_c0002":
+            raise UserInputError("09LD11.tif has a damaged tile; copy the sheet again.")
+        return real(self, block, stats)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch._WorkerEngine, "predict", refusing)
+    result = run_batch(config, progress=False)
+    assert result.exit_code == 3 and result.blocks_failed == 1
+    row = sqlite3.connect(out / "journal.sqlite").execute(
+        "SELECT state, attempts, error FROM blocks WHERE id = 'r0001_c0002'").fetchone()
+    assert row == ("failed", 1, "09LD11.tif has a damaged tile; copy the sheet again.")
+    assert read_status(out)["state"] == "failed"
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("chiban_column", '"CHIBAN_X"', "column 'CHIBAN_X' is not in the parcel file"),
+    ("encoding", '"utf-16"', "not in --encoding utf-16"),
+])
+def test_check_and_run_refuse_what_the_final_stage_would(flight_dir: Path, tmp_path: Path,
+                                                         key: str, value: str,
+                                                         message: str) -> None:
+    """A wrong chiban_column or encoding once passed --check, and the run failed after every
+    block with status.json left at "finishing": both now stop before any block."""
+    out = tmp_path / "o"
+    path = _toml(flight_dir, out, extra=f"{key} = {value}\n", name=f"wrong_{key}")
+    with pytest.raises(UserInputError, match=message):
+        check_flight(load_flight_config(path))
+    with pytest.raises(UserInputError, match=message):
+        run_batch(load_flight_config(path), progress=False)
+    _assert_nothing_ran(out)
+    assert read_status(out).get("state") in (None, "error")
+
+
+def test_check_accepts_the_parcels_and_buildings_the_run_accepts(flight_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """地図XML parcels and PLATEAU CityGML buildings: --check once refused both."""
+    from ..mojxml_builder import moj_xml
+    from ..robustness.test_user_errors import SQUARE, plateau_gml
+
+    (tmp_path / "09201.xml").write_text(moj_xml(), encoding="utf-8")
+    gml = plateau_gml(tmp_path / "53394611_bldg_6697_op.gml", SQUARE)
+    path = _toml(flight_dir, tmp_path / "o", name="moj_plateau")
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        'parcels = "parcels.gpkg"',
+        f'parcels = "{tmp_path / "09201.xml"}"\nbuildings = "{gml}"'), encoding="utf-8")
+    report = check_flight(load_flight_config(path))
+    assert report.blocks == 16
+
+
+def test_a_user_error_in_the_final_stage_leaves_status_error_not_finishing(
+        flight_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """status.json once stayed at "finishing" when the last step refused something."""
+    from idou.inference import batch
+
+    out = tmp_path / "final"
+    config = load_flight_config(_toml(flight_dir, out, mosaic=True))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise UserInputError("review.gpkg is open for editing in QGIS; close it and run again.")
+
+    monkeypatch.setattr(batch, "finish_from_blocks", refuse)
+    with pytest.raises(UserInputError, match="open for editing"):
+        run_batch(config, progress=False)
+    status = read_status(out)
+    assert status["state"] == "error" and "open for editing" in status["reason"]
+
+
+def test_a_geopackage_layer_after_a_colon_in_flight_toml(flight_dir: Path, tmp_path: Path
+                                                        ) -> None:
+    """``parcels = "shared.gpkg:layer"`` names one layer of a GeoPackage with several."""
+    import shutil
+
+    shared = tmp_path / "shared.gpkg"
+    shutil.copy(flight_dir / "parcels.gpkg", shared)
+    pyogrio.write_dataframe(pyogrio.read_dataframe(shared, layer="parcels"), shared,
+                            layer="other", append=False)
+    path = _toml(flight_dir, tmp_path / "o", name="layered")
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('parcels = "parcels.gpkg"', f'parcels = "{shared}"'),
+                    encoding="utf-8")
+    with pytest.raises(UserInputError, match=r"several layers \((other, parcels|parcels, other)\)"):
+        check_flight(load_flight_config(path))
+    path.write_text(text.replace('parcels = "parcels.gpkg"', f'parcels = "{shared}:parcels"'),
+                    encoding="utf-8")
+    assert check_flight(load_flight_config(path)).blocks == 16

@@ -62,3 +62,42 @@ def test_contract_inference_would_refuse_is_refused_before_training(
                     encoding="utf-8")
     with pytest.raises(UserInputError, match=rf"c\.toml has invalid .*{field}.*\[contract\]"):
         load_config(path)
+
+
+@pytest.mark.parametrize("section,line,key", [
+    ("[train]", 'epochs = "1"', "epochs"),
+    ("[train]", "lr = true", "lr"),
+    ("[model]", 'decoder_channels = "8, 8"', "decoder_channels"),
+    ("[contract]", 'mean = ["0.4", 0.4, 0.4]', "mean"),
+])
+def test_a_value_of_the_wrong_type_is_refused(tmp_path: Path, section: str, line: str,
+                                              key: str) -> None:
+    """A quoted number or a string for a list is one sentence, not a crash mid-training."""
+    path = tmp_path / "quoted.toml"
+    path.write_text(f'{section}\n{line}\n\n[[train_data]]\nkind = "synthetic"\nseeds = [1]\n',
+                    encoding="utf-8")
+    with pytest.raises(UserInputError, match=rf"quoted\.toml.*{key} = .* must be"):
+        load_config(path)
+
+
+def test_seeds_as_a_string_are_not_read_digit_by_digit(tmp_path: Path) -> None:
+    """``seeds = "930001"`` once trained on the seeds 9, 3, 0, 0, 0, 1."""
+    from typer.testing import CliRunner
+
+    from idou.cli import app
+
+    path = tmp_path / "seeds.toml"
+    path.write_text('[[train_data]]\nkind = "synthetic"\nseeds = "930001"\n', encoding="utf-8")
+    with pytest.raises(UserInputError, match=r"seeds\.toml .*seeds = '930001' must be a list"):
+        load_config(path)
+    result = CliRunner().invoke(app, ["train", str(path)])
+    assert isinstance(result.exception, UserInputError)
+
+
+def test_config_with_a_bom_and_shift_jis_comments_loads(tmp_path: Path) -> None:
+    """A config saved by Notepad (UTF-8 with BOM) or in Shift_JIS, with Japanese comments."""
+    text = '# 前橋市 2025年度\r\n[[train_data]]\r\nkind = "synthetic"\r\nseeds = [1]\r\n'
+    for encoding in ("utf-8-sig", "cp932"):
+        path = tmp_path / f"{encoding}.toml"
+        path.write_bytes(text.encode(encoding))
+        assert load_config(path).train_data[0].params["seeds"] == [1]
