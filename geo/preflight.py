@@ -26,6 +26,7 @@ from shapely.geometry import mapping, shape
 from idou.geo import misregistration as _misreg
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
+from idou.geo.network import check_local_source
 from idou.geo.sources import RasterSource, describe_error
 
 if TYPE_CHECKING:
@@ -291,6 +292,7 @@ def load_aoi(path: Path, crs: CRS, notes: list[str] | None = None) -> BaseGeomet
     """The union of an AOI file's polygons, in ``crs``."""
     import pyogrio
 
+    check_local_source(path, "the AOI")
     if not Path(path).exists():
         raise UserInputError(f"AOI file {Path(path).name} does not exist; check the path.")
     try:
