@@ -112,9 +112,18 @@ def check_replaceable(path: Path, *, force: bool, what: str,
 
 
 def is_review_geopackage(path: Path) -> bool:
-    """Whether ``path`` is a review GeoPackage idou wrote (it has the ``run_info`` table)."""
+    """Whether ``path`` is a review GeoPackage idou wrote (it has the ``run_info`` table).
+
+    Raises:
+        UserInputError: another program holds the file locked (QGIS editing it).
+    """
     try:
         return _sqlite_header(path) and "run_info" in _tables(path)
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            raise UserInputError(f"{path} is open in another program ({exc}); save and close "
+                                 "it in QGIS, then run again.") from exc
+        return False
     except (OSError, sqlite3.DatabaseError):
         return False
 

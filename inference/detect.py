@@ -145,7 +145,7 @@ def _input_files(src_before: Any, src_after: Any, parcels: Any, buildings: Any, 
 
 
 def _check_outputs(output: Path, prob_path: Path | None, force: bool, write_project: bool,
-                   workdir: Path, inputs: list[Path]) -> None:
+                   inputs: list[Path]) -> None:
     """Every file this run will write may be written (before any pixel is computed)."""
     from idou.geo import owned_outputs as owned
 
@@ -265,7 +265,7 @@ def detect(before: Source, after: Source, output: str | Path, *,
         thresholds = resolve_thresholds(contract, threshold, threshold_new, threshold_demolished)
         src_before = open_source(before, crs=crs, workdir=workdir)
         src_after = open_source(after, crs=crs, workdir=workdir)
-        _check_outputs(output, prob_path, force, write_project, workdir,
+        _check_outputs(output, prob_path, force, write_project,
                        _input_files(src_before, src_after, parcels, buildings, aoi, model))
         report = preflight(src_before, src_after, contract,
                            aoi=Path(aoi) if aoi is not None else None)

@@ -197,7 +197,9 @@ def export_checkpoint(checkpoint: Path, output: Path, config: TrainConfig | None
         ExportError: ONNX Runtime disagrees with torch (the file is removed).
         UserInputError: the output (or its card) exists and may not be replaced.
     """
-    check_export_targets(Path(output), force, card, [Path(checkpoint)])
+    from idou.training.owned_models import check_model_targets
+
+    check_model_targets(Path(output), force, card, [Path(checkpoint)])
     ckpt = load_checkpoint(checkpoint)
     if config is None and "config" in ckpt:
         config = config_from_dict(_without_source(ckpt["config"]), Path(checkpoint))
@@ -223,46 +225,6 @@ def export_checkpoint(checkpoint: Path, output: Path, config: TrainConfig | None
             output, contract, trained_on or describe_training(config),
             {**checks, **(card_metrics or {})}, notes)
     return result
-
-
-def check_export_targets(output: Path, force: bool, card: bool, inputs: list[Path]) -> None:
-    """The model and card files may be written: new, or idou's own with ``force``."""
-    from idou.geo.owned_outputs import check_replaceable
-    from idou.inference.model_card import card_paths
-
-    check_replaceable(output, force=force, what="-o", inputs=inputs, is_ours=onnx_is_ours)
-    if card:
-        for path in card_paths(output):
-            check_replaceable(path, force=force, what="-o", inputs=inputs,
-                              is_ours=card_is_ours)
-
-
-def onnx_is_ours(path: Path) -> bool:
-    """Whether ``path`` is an ONNX model idou exported (its metadata holds the contract)."""
-    from idou.inference.contract import METADATA_KEY
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - any unreadable file is simply not ours
-        return False
-    return any(p.key == METADATA_KEY for p in proto.metadata_props)
-
-
-def card_is_ours(path: Path) -> bool:
-    """Whether ``path`` is a model card idou wrote (JSON fields, or the Markdown heading)."""
-    import json
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return False
-    if path.suffix == ".md":
-        return text.startswith("# Model card: ") and "| sha256 |" in text
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and {"name", "version", "sha256", "metrics"} <= set(data)
 
 
 def _without_source(data: dict[str, Any]) -> dict[str, Any]:

@@ -159,29 +159,39 @@ def test_samples_make_never_overwrites_without_force_nor_foreign_files(tmp_path:
                     cwd=tmp_path).returncode == 0
 
 
+def test_tune_never_writes_over_a_file_idou_did_not_write(good: GoodPair,
+                                                          tmp_path: Path) -> None:
+    users = tmp_path / "flight_2024.tif"
+    shutil.copy(good.before, users)
+    before = users.read_bytes()
+    run = run_idou("tune", good.model, tmp_path, "--recall", "0.9", "-o", users, cwd=tmp_path)
+    assert "not written by idou" in _refused(run, "flight_2024.tif")
+    assert users.read_bytes() == before
+
+
 def test_export_replaces_only_a_model_idou_exported(good: GoodPair, tmp_path: Path) -> None:
-    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
     from idou.geo.errors import UserInputError
-    from idou.training.export import check_export_targets
+    from idou.training.owned_models import check_model_targets
 
     ckpt = tmp_path / "best.ckpt"
     ckpt.write_bytes(b"checkpoint")
     users = tmp_path / "users.onnx"
     users.write_bytes(b"someone else's model")
     with pytest.raises(UserInputError, match="already exists; pass --force"):
-        check_export_targets(users, False, False, [ckpt])
+        check_model_targets(users, False, False, [ckpt])
     with pytest.raises(UserInputError, match="not written by idou"):
-        check_export_targets(users, True, False, [ckpt])
+        check_model_targets(users, True, False, [ckpt])
     with pytest.raises(UserInputError, match="input of this run"):
-        check_export_targets(ckpt, True, False, [ckpt])
+        check_model_targets(ckpt, True, False, [ckpt])
     ours = tmp_path / "model.onnx"
     shutil.copy(good.model, ours)  # an idou model (its contract in the metadata) and its card
     for name in ("card.json", "card.md"):
         shutil.copy(good.model.with_name(f"model.{name}"), tmp_path / f"model.{name}")
-    check_export_targets(ours, True, True, [ckpt])
+    check_model_targets(ours, True, True, [ckpt])
     (tmp_path / "model.card.md").write_text("notes of the ML team\n", encoding="utf-8")
     with pytest.raises(UserInputError, match=r"model\.card\.md was not written by idou"):
-        check_export_targets(ours, True, True, [ckpt])
+        check_model_targets(ours, True, True, [ckpt])
 
 
 # --- parcels: identity by outline, never by row order -----------------------------------------
