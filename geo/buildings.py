@@ -25,6 +25,7 @@ from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from idou.geo.errors import UserInputError
+from idou.geo.network import check_local_source
 from idou.geo.parcels import clean_polygons, detect_shapefile_encoding
 from idou.geo.vector_files import read_vector, vector_exists
 
@@ -75,6 +76,7 @@ def read_buildings(path: Path, target_crs: object | None,
 
 
 def _read_vector(path: Path, encoding: str | None) -> gpd.GeoDataFrame:
+    check_local_source(path, "the buildings")
     if encoding is None and path.suffix.lower() == ".shp":
         encoding = detect_shapefile_encoding(path)
     frame = read_vector(path, "building", encoding,

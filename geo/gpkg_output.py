@@ -39,6 +39,7 @@ from shapely.geometry.base import BaseGeometry
 
 from idou.geo.errors import UserInputError
 from idou.geo.leftovers import make_work_folder, remove_stale_work_folders
+from idou.geo.owned_outputs import check_replaceable, idou_qgis_project
 from idou.geo.qgis_styles import write_layer_styles
 from idou.geo.review_fields import (
     ALIASES,
@@ -62,6 +63,12 @@ from idou.geo.survey_dates import survey_dates
 
 GEOMETRY_COLUMN = "geom"
 LAYER_ORDER = ("candidate_parcels", "changes", "existing_buildings", "coverage", "missed")
+PARCEL_MIN_IOU = 0.9
+"""A parcel whose key changed (e.g. a file from before geometry keys) keeps its review only
+when the old outline covers the new one almost exactly."""
+PARCEL_KEY_MIN_IOU = 0.1
+"""A parcel whose key matches keeps the review only when the outlines overlap at least this
+much: the same key on a parcel elsewhere is another parcel."""
 MISSED_COLUMNS = ("channel", SURVEYOR, SURVEY_DATE, NOTE)
 #: Columns every ``changes`` layer has, first, in this order (text or float).
 CHANGE_SCHEMA: dict[str, type] = {
@@ -113,7 +120,7 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
     """
     target = Path(target)
     _check_folder(target)
-    state = ReviewState()
+    state, stamp = ReviewState(), None
     existed = target.exists()
     if existed:
         if not force:
@@ -125,11 +132,11 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
             raise UserInputError(
                 f"{target} is not a review GeoPackage written by idou (it has no run_info "
                 "table), so --force will not overwrite it; choose another output path.")
-        try:
-            state = read_review_state(target)
-        except pyogrio.errors.DataSourceError as exc:
-            raise UserInputError(f"{target} exists but is not a readable GeoPackage ({exc}); "
-                                 "move it away or choose another output path.") from exc
+    if write_project:
+        check_replaceable(target.with_suffix(".qgz"), force=force, what="output",
+                          is_ours=idou_qgis_project)
+    if existed:
+        state, stamp = _read_state(target)
     crs = changes.crs or candidate_parcels.crs or coverage.crs
     info = dict(run_info)
     if orthophotos is not None:
@@ -143,18 +150,48 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
              *credits.values()]))
     result = WriteResult(path=target, project=None, layers={}, merged=existed)
 
+    remove_stale_work_folders(target)
+    for _attempt in range(MERGE_ATTEMPTS):
+        layers = _merged_layers(result, state, changes, candidate_parcels, existing_buildings,
+                                coverage, crs)
+        if _write_and_replace(target, layers, info, credits, stamp):
+            break
+        # staff committed an edit while this run wrote: merge against the file as it is now
+        state, stamp = _read_state(target)
+    else:
+        raise UserInputError(f"{target} kept being edited while idou wrote it, so it was left "
+                             "as it is; save and close it in QGIS, then run again.")
+    result.layers = {name: len(frame) for name, frame in layers.items()}
+    if write_project:
+        from idou.geo.qgis_project import write_qgis_project
+
+        result.project = write_qgis_project(
+            target.with_suffix(".qgz"), gpkg=target, layers=list(layers),
+            crs=crs, orthophotos=orthophotos, extent=_extent(layers))
+    return result
+
+
+MERGE_ATTEMPTS = 5
+"""How often the merge is redone when staff keep committing edits while the run writes."""
+
+
+def _merged_layers(result: WriteResult, state: ReviewState, changes: gpd.GeoDataFrame,
+                   candidate_parcels: gpd.GeoDataFrame,
+                   existing_buildings: gpd.GeoDataFrame | None, coverage: gpd.GeoDataFrame,
+                   crs: object) -> dict[str, gpd.GeoDataFrame]:
+    """The layers to write: the new run with the staff's review in ``state`` merged in."""
     parcels_layer, stats = merge_review(_with_schema(_prepare(candidate_parcels, crs),
                                                      PARCEL_SCHEMA),
-                                        state.candidate_parcels, "parcel_id")
+                                        state.candidate_parcels, "parcel_id",
+                                        match_by_overlap=True, min_iou=PARCEL_MIN_IOU,
+                                        key_min_iou=PARCEL_KEY_MIN_IOU)
     result.merge["candidate_parcels"] = stats
     changes_layer, stats = merge_review(_with_schema(_prepare(changes, crs), CHANGE_SCHEMA),
                                         state.changes, "change_id", match_by_overlap=True)
     result.merge["changes"] = stats
-    changes_layer = _column_order(changes_layer)
-    parcels_layer = _column_order(parcels_layer)
     layers: dict[str, gpd.GeoDataFrame] = {
-        "candidate_parcels": parcels_layer,
-        "changes": changes_layer,
+        "candidate_parcels": _column_order(parcels_layer),
+        "changes": _column_order(changes_layer),
     }
     if existing_buildings is not None:
         layers["existing_buildings"] = _prepare(existing_buildings[["building_id", "geometry"]]
@@ -162,8 +199,17 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
                                                 else existing_buildings, crs)
     layers["coverage"] = _prepare(coverage, crs)
     layers["missed"] = _missed_layer(state.missed, crs)
+    return layers
 
-    remove_stale_work_folders(target)
+
+def _write_and_replace(target: Path, layers: Mapping[str, gpd.GeoDataFrame],
+                       info: Mapping[str, object], credits: Mapping[str, str],
+                       stamp: tuple[object, ...] | None) -> bool:
+    """Write a temporary GeoPackage and move it over ``target`` unless ``target`` changed.
+
+    Returns False (nothing replaced) when ``target`` is no longer the file whose review was
+    merged (``stamp``): staff committed an edit meanwhile.
+    """
     work: Path | None = None
     temp = target  # until the work folder exists
     try:
@@ -175,7 +221,7 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
         _write_descriptions(temp, credits)
         write_layer_styles(temp, dict.fromkeys(layers, GEOMETRY_COLUMN))
         _check_integrity(temp)
-        os.replace(temp, target)
+        return _replace_unless_changed(temp, target, stamp)
     except PermissionError as exc:
         raise UserInputError(f"{target} cannot be written ({exc.strerror}); close it in QGIS "
                              "or choose a folder you can write to.") from exc
@@ -188,14 +234,72 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
-    result.layers = {name: len(frame) for name, frame in layers.items()}
-    if write_project:
-        from idou.geo.qgis_project import write_qgis_project
 
-        result.project = write_qgis_project(
-            target.with_suffix(".qgz"), gpkg=target, layers=list(layers),
-            crs=crs, orthophotos=orthophotos, extent=_extent(layers))
-    return result
+
+def _stamp(fd: int, target: Path) -> tuple[object, ...]:
+    """What changes when anyone commits to ``target``: its SQLite change counter and stat."""
+    st = os.fstat(fd)
+    return (os.pread(fd, 4, 24), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _read_state(target: Path) -> tuple[ReviewState, tuple[object, ...]]:
+    """The staff's review in ``target`` and the stamp of the file it was read from."""
+    for _ in range(MERGE_ATTEMPTS):
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            before = _stamp(fd, target)
+            try:
+                state = read_review_state(target)
+            except pyogrio.errors.DataSourceError as exc:
+                raise UserInputError(f"{target} exists but is not a readable GeoPackage "
+                                     f"({exc}); move it away or choose another output "
+                                     "path.") from exc
+            if _stamp(fd, target) == before:
+                return state, before
+        finally:
+            os.close(fd)
+    raise UserInputError(f"{target} kept being edited while idou read it; save and close it in "
+                         "QGIS, then run again.")
+
+
+def _replace_unless_changed(temp: Path, target: Path, stamp: tuple[object, ...] | None) -> bool:
+    """``os.replace(temp, target)`` while no one can commit to ``target``, if unchanged.
+
+    The old file is held with an exclusive SQLite lock from the comparison to the rename, so
+    an edit is either in the merged state or waits and then fails on the replaced file's old
+    copy (never silently lost). The descriptor used for the stamp stays open until the lock is
+    released: closing it earlier would drop the lock (POSIX).
+    """
+    if stamp is None:
+        if target.exists():
+            raise UserInputError(f"{target} appeared while idou ran, so it was left as it is; "
+                                 "move it away or run again with --force.")
+        os.replace(temp, target)
+        return True
+    if Path(f"{target}-wal").exists() or Path(f"{target}-shm").exists():
+        raise UserInputError(f"{target} was opened for editing while idou ran (its -wal/-shm "
+                             "files exist); save and close it in QGIS, then run again.")
+    try:
+        fd = os.open(target, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        con = sqlite3.connect(target, timeout=10.0)
+        try:
+            con.execute("BEGIN EXCLUSIVE")
+            if _stamp(fd, target) != stamp:
+                con.rollback()
+                return False
+            os.replace(temp, target)
+            con.rollback()
+            return True
+        except sqlite3.OperationalError as exc:
+            raise UserInputError(f"{target} is open in another program ({exc}); save and "
+                                 "close it in QGIS, then run again.") from exc
+        finally:
+            con.close()
+    finally:
+        os.close(fd)
 
 
 def _disk_full(temp: Path, exc: BaseException) -> bool:

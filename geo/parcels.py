@@ -2,8 +2,9 @@
 
 Every reader returns the same survey columns and nothing else:
 
-* ``parcel_id`` — stable key ``"{所在} {地番}"`` (a ``#2``, ``#3`` suffix only when the
-  same key repeats in the input), used to keep staff's review across re-runs;
+* ``parcel_id`` — stable key ``"{所在} {地番}"`` (where the same key repeats in the input,
+  e.g. 地番 empty, ``@x,y`` of the outline's centroid is added: never the row order), used to
+  keep staff's review across re-runs;
 * ``地番``, ``所在`` (大字名/丁目名/小字名 joined), ``地区`` (大字/町丁目 without the 小字:
   the unit of the per-district summary), ``geometry`` (in ``target_crs``);
 * from 地図XML also ``精度区分`` and ``注記`` (``別図`` when the outline is on a separate
@@ -35,6 +36,7 @@ from shapely.geometry.base import BaseGeometry
 
 from idou.geo.errors import UserInputError
 from idou.geo.mojxml import read_mojxml
+from idou.geo.network import check_local_source
 from idou.geo.vector_files import read_vector
 
 CHIBAN_CANDIDATES = ("地番", "chiban", "tiban", "CHIBAN", "TIBAN", "Chiban", "地番号")
@@ -135,7 +137,7 @@ def read_parcels(path: Path | Sequence[Path], target_crs: object | None,
     if merged.empty:
         raise UserInputError(f"{paths[0]} has no usable parcel geometry "
                              f"({dict(result.dropped)}); check the parcel file.")
-    merged.insert(0, "parcel_id", _stable_ids(merged["所在"], merged["地番"]))
+    merged.insert(0, "parcel_id", _stable_ids(merged["所在"], merged["地番"], merged.geometry))
     columns = SURVEY_COLUMNS + [c for c in ("精度区分", "注記") if c in merged.columns]
     columns += [c for c in keep_columns if c in merged.columns and c not in columns]
     result.frame = gpd.GeoDataFrame(merged[columns + ["geometry"]], geometry="geometry",
@@ -180,6 +182,7 @@ def _join_place(*parts: str) -> str:
 
 def _read_vector(path: Path, encoding: str | None, keep_columns: Sequence[str],
                  chiban_column: str | None, shozai_column: str | None) -> gpd.GeoDataFrame:
+    check_local_source(path, "the parcels")
     if encoding is None and path.suffix.lower() == ".shp":
         encoding = detect_shapefile_encoding(path)
     frame = read_vector(path, "parcel", encoding,
@@ -296,11 +299,34 @@ def _polygonal(geom: BaseGeometry | None) -> BaseGeometry | None:
     return shapely.union_all(parts)
 
 
-def _stable_ids(shozai: pd.Series, chiban: pd.Series) -> list[str]:
-    seen: Counter[str] = Counter()
-    ids = []
-    for place, number in zip(shozai, chiban, strict=True):
-        key = f"{place} {number}".strip()
-        seen[key] += 1
-        ids.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+def _stable_ids(shozai: pd.Series, chiban: pd.Series,
+                geometry: gpd.GeoSeries | None = None) -> list[str]:
+    """``"{所在} {地番}"``; where that repeats (e.g. 地番 empty), the outline's centroid is added.
+
+    A key never depends on row order: the same parcels in another order get the same ids, so
+    a re-run carries each review to the right parcel. Identical rows (same key and outline)
+    are numbered ``#2``, ``#3`` in the order of their outline's WKB.
+    """
+    keys = [f"{place} {number}".strip() for place, number in zip(shozai, chiban, strict=True)]
+    counts = Counter(keys)
+    if geometry is None or all(n == 1 for n in counts.values()):
+        seen: Counter[str] = Counter()
+        ids = []
+        for key in keys:
+            seen[key] += 1
+            ids.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+        return ids
+    centroids = shapely.centroid(geometry.to_numpy())
+    ids = [key if counts[key] == 1 else
+           f"{key}@{shapely.get_x(c):.1f},{shapely.get_y(c):.1f}"
+           for key, c in zip(keys, centroids, strict=True)]
+    repeats = Counter(ids)
+    wkb = shapely.to_wkb(geometry.to_numpy(), hex=True)
+    order = sorted(range(len(ids)), key=lambda i: (ids[i], wkb[i]))
+    numbered: Counter[str] = Counter()
+    for i in order:
+        if repeats[ids[i]] > 1:
+            numbered[ids[i]] += 1
+            if numbered[ids[i]] > 1:
+                ids[i] = f"{ids[i]}#{numbered[ids[i]]}"
     return ids

@@ -26,6 +26,7 @@ from idou.geo import misregistration as _misreg
 from idou.geo.decode_errors import refuse_decoder_problems
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
+from idou.geo.network import check_local_source
 from idou.geo.sources import RasterSource, describe_error
 
 if TYPE_CHECKING:
@@ -361,6 +362,7 @@ def load_aoi(path: Path, crs: CRS, notes: list[str] | None = None) -> BaseGeomet
     """The union of an AOI file's polygons, in ``crs``."""
     from idou.geo.vector_files import read_vector, split_layer
 
+    check_local_source(path, "the AOI")
     frame = read_vector(path, "AOI", fix="give a GeoPackage, shapefile or GeoJSON")
     path = split_layer(path)[0]
     geoms = frame.geometry[frame.geometry.notna() & ~frame.geometry.is_empty]

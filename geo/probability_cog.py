@@ -23,6 +23,7 @@ from rasterio.windows import Window
 from idou.geo.errors import UserInputError
 from idou.geo.file_mode import give_usual_mode
 from idou.geo.grid import Grid
+from idou.geo.owned_outputs import marker_tags
 
 BAND_NAMES = ("new", "demolished")
 
@@ -76,7 +77,7 @@ class ProbabilityWriter:
             raise
         for i, name in enumerate(BAND_NAMES, start=1):
             self._ds.set_band_description(i, name)
-        self._ds.update_tags(idou_scale="probability = value / 255")
+        self._ds.update_tags(idou_scale="probability = value / 255", **marker_tags())
 
     def __enter__(self) -> ProbabilityWriter:
         return self

@@ -19,6 +19,7 @@ from xml.etree import ElementTree as ET
 
 from pyproj import CRS
 
+from idou.geo.owned_outputs import MARKER_KEY, MARKER_VALUE, QGZ_COMMENT
 from idou.geo.qgis_styles import QGIS_VERSION, load_qml
 
 DISPLAY_NAMES = {
@@ -94,6 +95,8 @@ def write_qgis_project(target: Path, *, gpkg: Path, layers: Sequence[str], crs: 
     ET.SubElement(paths, "Absolute", {"type": "bool"}).text = "false"
     spatial = ET.SubElement(properties, "SpatialRefSys")
     ET.SubElement(spatial, "ProjectionsEnabled", {"type": "int"}).text = "1"
+    marker = ET.SubElement(properties, "idou")  # kept when staff save the project in QGIS
+    ET.SubElement(marker, MARKER_KEY, {"type": "QString"}).text = MARKER_VALUE
     if extent is not None:
         canvas = ET.SubElement(root, "mapcanvas", {"name": "theMapCanvas"})
         ET.SubElement(canvas, "units").text = "meters"
@@ -109,6 +112,7 @@ def write_qgis_project(target: Path, *, gpkg: Path, layers: Sequence[str], crs: 
     try:
         with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(f"{target.stem}.qgs", xml.encode("utf-8"))
+            archive.comment = QGZ_COMMENT
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)

@@ -122,9 +122,16 @@ def normalise_dates(values: pd.Series) -> pd.Series:
     return survey_dates(values)
 
 
+def _iou(a: object, b: object) -> float:
+    if a is None or b is None:
+        return 0.0
+    union = float(shapely.area(shapely.union(a, b)))
+    return float(shapely.area(shapely.intersection(a, b))) / union if union else 0.0
+
+
 def merge_review(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame | None, key: str, *,
-                 match_by_overlap: bool = False, min_iou: float = 0.5
-                 ) -> tuple[gpd.GeoDataFrame, MergeStats]:
+                 match_by_overlap: bool = False, min_iou: float = 0.5,
+                 key_min_iou: float = 0.0) -> tuple[gpd.GeoDataFrame, MergeStats]:
     """Carry old review fields onto ``new`` rows and append vanished old rows.
 
     Args:
@@ -133,6 +140,9 @@ def merge_review(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame | None, key: str, 
         key: the stable key column (``parcel_id`` or ``change_id``).
         match_by_overlap: match rows whose key changed by geometry overlap (IoU).
         min_iou: least intersection-over-union for an overlap match.
+        key_min_iou: least intersection-over-union for a match by key: rows with the same key
+            whose outlines do not overlap this much are different features (a key that
+            repeats in the input must never move a review to another place).
 
     Returns:
         (merged layer, statistics)
@@ -154,6 +164,10 @@ def merge_review(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame | None, key: str, 
     match = np.full(len(merged), -1)
     for i, k in enumerate(merged[key].astype(str)):
         match[i] = old_row_by_key.get(k, -1)
+    if key_min_iou > 0:
+        for row in np.flatnonzero(match >= 0).tolist():
+            if _iou(merged.geometry.iloc[row], old.geometry.iloc[int(match[row])]) < key_min_iou:
+                match[row] = -1
     stats.matched = int((match >= 0).sum())
     if match_by_overlap and (match < 0).any():
         used = set(match[match >= 0].tolist())

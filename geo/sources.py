@@ -27,6 +27,8 @@ from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError, Ra
 
 from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
+from idou.geo.network import check_local_source
+from idou.geo.owned_outputs import vrt_marker_xml
 from idou.geo.text_files import read_text
 
 SHEET_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2")
@@ -105,7 +107,11 @@ def open_source(spec: str | Path | Sequence[str | Path], crs: str | None = None,
             ``crs`` was given, or its sheets disagree in CRS, band count, dtype or resolution.
     """
     target_crs = _parse_crs(crs) if crs else None
+    for given in [spec] if isinstance(spec, str | Path) else spec:
+        check_local_source(given, "a flight")
     sheets, label = _expand(spec)
+    for sheet in sheets:
+        check_local_source(sheet, "a flight sheet")
     if len(sheets) == 1 and not _is_listing(spec):
         source = _open_single(sheets[0], target_crs, workdir)
     else:
@@ -147,6 +153,9 @@ def _expand(spec: str | Path | Sequence[str | Path]) -> tuple[list[Path], str]:
             return sheets, p.name
         if p.suffix.lower() == ".txt":
             lines = [ln.strip() for ln in read_text(p, "sheet list").splitlines()]
+            for ln in lines:
+                if ln and not ln.startswith("#"):
+                    check_local_source(ln, f"listed in {p.name}")
             sheets = [(p.parent / ln).resolve() for ln in lines if ln and not ln.startswith("#")]
             if not sheets:
                 raise UserInputError(f"sheet list {p.name} names no files; list one per line.")
@@ -486,7 +495,8 @@ def _write_vrt(headers: list[_Header], label: str, crs: CRS, workdir: Path | Non
 
     out = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">',
            f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(crs.to_wkt())}</SRS>',
-           f"  <GeoTransform>{', '.join(repr(float(v)) for v in gt)}</GeoTransform>"]
+           f"  <GeoTransform>{', '.join(repr(float(v)) for v in gt)}</GeoTransform>",
+           vrt_marker_xml()]
     for out_band, b in enumerate(maps[0], start=1):
         out.append(f'  <VRTRasterBand dataType="{dtype}" band="{out_band}">')
         if first.nodata is not None:

@@ -61,12 +61,17 @@ def detect_command(
     min_area: float = typer.Option(8.0, "--min-area", help="Smallest change kept, in m²."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notes."),
     force: bool = typer.Option(False, "--force", help="Re-run into an existing output "
-                               "(review edits in it are kept)."),
+                               "(review edits in it are kept; only files idou wrote are "
+                               "replaced)."),
+    allow_network: bool = typer.Option(False, "--allow-network", help="Accept inputs read "
+                                       "from the network (/vsicurl/, URLs, VRTs and OGR VRTs "
+                                       "that lead there); refused by default."),
 ) -> None:
     """Find new (新築), extended (増築) and demolished (滅失) buildings; write a GeoPackage."""
     from rich.console import Console
 
     from idou.cli_text import say
+    from idou.geo.network import allow_network_sources
     from idou.geo.vector_files import check_encoding
     from idou.inference.detect import detect
 
@@ -87,11 +92,12 @@ def detect_command(
         crs=crs, force=force, min_area_m2=min_area, encoding=encoding,
         chiban_column=chiban_column, log=log)
     flights = (_flight(before, before_sheets, "before"), _flight(after, after_sheets, "after"))
-    if quiet:
-        summary = detect(*flights, output, **kwargs)
-    else:
-        with _progress_bar(err) as progress:
-            summary = detect(*flights, output, progress=progress, **kwargs)
+    with allow_network_sources(allow_network):
+        if quiet:
+            summary = detect(*flights, output, **kwargs)
+        else:
+            with _progress_bar(err) as progress:
+                summary = detect(*flights, output, progress=progress, **kwargs)
     if not quiet:
         _print_summary(summary)
 

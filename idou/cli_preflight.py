@@ -44,15 +44,19 @@ def preflight_command(
     model: str = typer.Option("default", "--model", help="default, a path to an .onnx "
                               "model, or models:/NAME@ALIAS."),
     aoi: Path | None = typer.Option(None, "--aoi", help="Vector file limiting the area."),
+    allow_network: bool = typer.Option(False, "--allow-network", help="Accept inputs read "
+                                       "from the network; refused by default."),
 ) -> None:
     """Check two flights against the model: CRS, pixel size, overlap, bands, masks, shift."""
+    from idou.geo.network import allow_network_sources
     from idou.geo.preflight import preflight
     from idou.geo.sources import open_source
 
     contract, model_note = load_contract(model)
-    src_before = open_source(before, crs=crs)
-    src_after = open_source(after, crs=crs)
-    report = preflight(src_before, src_after, contract, aoi=aoi)
+    with allow_network_sources(allow_network):
+        src_before = open_source(before, crs=crs)
+        src_after = open_source(after, crs=crs)
+        report = preflight(src_before, src_after, contract, aoi=aoi)
     if model_note:
         report.notes.insert(0, model_note)
     print_report(report)

@@ -15,6 +15,8 @@ def make(
     out_dir: Path = typer.Argument(..., help="Folder to write the flight pair into."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same pair."),
     size: int = typer.Option(2048, "--size", help="Width and height of each flight in pixels."),
+    force: bool = typer.Option(False, "--force", help="Replace sample files idou wrote "
+                               "before (other files are never replaced)."),
 ) -> None:
     """Write two flights (2024, 2025), parcels, building footprints and the truth of changes."""
     from idou.geo.errors import UserInputError
@@ -25,7 +27,7 @@ def make(
     if size < 256:
         raise UserInputError(f"--size {size} is too small; pass --size 256 or more.")
     check_out_dir(out_dir)
-    for name, path, note in make_samples(out_dir, seed=seed, size=size):
+    for name, path, note in make_samples(out_dir, seed=seed, size=size, force=force):
         typer.echo(f"{name:15s} {path}  {note}")
 
 

@@ -74,13 +74,15 @@ def export_command(
                                        help="Training config (default: the checkpoint's)."),
     card: bool = typer.Option(True, "--card/--no-card",
                               help="Write <stem>.card.json and <stem>.card.md beside it."),
+    force: bool = typer.Option(False, "--force", help="Replace a model (and card) idou "
+                               "exported before; other files are never replaced."),
 ) -> None:
     """Export a checkpoint to single-file ONNX with its contract; checks parity with torch."""
     from idou.training.config import load_config
     from idou.training.export import export_checkpoint
 
     cfg = load_config(config) if config is not None else None
-    result = export_checkpoint(checkpoint, output, config=cfg, card=card)
+    result = export_checkpoint(checkpoint, output, config=cfg, card=card, force=force)
     checks = ", ".join(f"{k.removeprefix('parity_max_abs_diff_')} {v:.1e}"
                        for k, v in result.parity.items())
     _out.print(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, sha256 "

@@ -45,6 +45,8 @@ import numpy as np
 import rasterio
 
 from idou.geo.errors import UserInputError
+from idou.geo.network import allow_network_sources
+from idou.geo.output_lock import output_lock
 from idou.inference import sheet_changes
 from idou.inference.batch_config import FlightConfig
 from idou.inference.batch_report import (
@@ -414,6 +416,11 @@ def check_flight(config: FlightConfig) -> CheckReport:
     Raises:
         UserInputError: the first problem found, as one sentence.
     """
+    with allow_network_sources(config.allow_network):
+        return _check_flight(config)
+
+
+def _check_flight(config: FlightConfig) -> CheckReport:
     with tempfile.TemporaryDirectory(prefix="idou-check-") as tmp:
         prepared = _prepare(config, Path(tmp), Path(tmp) / VRT_DIR,
                             estimate_misregistration=False)
@@ -476,7 +483,8 @@ def run_batch(config: FlightConfig, workers: int | None = None, scheduler: str |
         UserInputError: a problem with the inputs, the model or the output folder.
     """
     out_dir = config.output
-    with _run_lock(out_dir):
+    with _run_lock(out_dir), output_lock(out_dir / GPKG_NAME), \
+            allow_network_sources(config.allow_network):
         handler = setup_run_log(out_dir)
         try:
             return _run_locked(config, out_dir, workers or config.workers, scheduler, progress,
@@ -594,7 +602,7 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
                                                journal.done_seconds()[0]))
         log.info("%d block(s) planned, %d to compute", len(prepared.blocks), len(todo))
         failed = _compute_blocks(spec, todo, journal, status, workers, scheduler,
-                                 config.max_attempts, progress, on_block)
+                                 config.max_attempts, progress, on_block, config.dashboard)
         counts = journal.counts()
         done_px = journal.done_seconds()[0]
         failures = [(r.block.id, r.error or "") for r in journal.records(["failed"])]
@@ -694,8 +702,13 @@ def _run_info(config: FlightConfig, prepared: _Prepared, status: StatusFile,
 
 
 @contextlib.contextmanager
-def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
-    """A Dask client: the given scheduler, or a local cluster of ``workers`` processes."""
+def _client(workers: int, scheduler: str | None, dashboard: str | None = None
+            ) -> Iterator[Any]:
+    """A Dask client: the given scheduler, or a local cluster of ``workers`` processes.
+
+    The local cluster listens on 127.0.0.1 only and serves no dashboard unless ``dashboard``
+    (an address, from FLIGHT.toml) asks for one: nothing is reachable from the LAN.
+    """
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -710,12 +723,15 @@ def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
             client.close()
         return
     # One worker runs in-process (threads): no process start-up, dies with the driver.
+    # tcp on 127.0.0.1 also for the in-process worker: its default (inproc) leaves the HTTP
+    # servers of scheduler and worker on every interface
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=workers > 1,
-                           dashboard_address=":0", silence_logs=logging.ERROR)
+                           protocol="tcp://", host="127.0.0.1", dashboard_address=dashboard,
+                           silence_logs=logging.ERROR)
     try:
         with Client(cluster) as client:
-            log.info("local Dask cluster: %d worker(s), dashboard %s", workers,
-                     client.dashboard_link)
+            log.info("local Dask cluster: %d worker(s) on 127.0.0.1, dashboard %s", workers,
+                     client.dashboard_link if dashboard else "off")
             yield client
     finally:
         cluster.close()
@@ -723,7 +739,8 @@ def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
 
 def _compute_blocks(spec: RunSpec, todo: list[Block], journal: Journal, status: StatusFile,
                     workers: int, scheduler: str | None, max_attempts: int, progress: bool,
-                    on_block: Callable[[dict[str, Any]], None] | None) -> int:
+                    on_block: Callable[[dict[str, Any]], None] | None,
+                    dashboard: str | None = None) -> int:
     """Run ``todo`` on Dask, recording each result; returns how many blocks failed.
 
     At most two blocks per worker thread are handed out at a time, so the journal's
@@ -738,7 +755,7 @@ def _compute_blocks(spec: RunSpec, todo: list[Block], journal: Journal, status: 
     tries: dict[str, int] = {}
     failed = 0
     bar = _Progress(len(todo), enabled=progress)
-    with _client(workers, scheduler) as client, bar:
+    with _client(workers, scheduler, dashboard) as client, bar:
         shared = client.scatter(spec, broadcast=True, hash=False)  # the preflight, sent once
         slots = max(2, 2 * sum(client.nthreads().values()))
         waiting = iter(todo)

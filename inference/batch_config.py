@@ -13,6 +13,8 @@ Example::
     block_size = 4096                # pixels per work unit side (plus the model's overlap as halo)
     threads = 2                      # ONNX Runtime threads per worker (default: cores / workers)
     workers = 1                      # local worker processes (overridden by --workers)
+    dashboard = "127.0.0.1:8787"     # optional: the local Dask dashboard (default: none)
+    allow_network = false            # optional: allow /vsicurl/ and other network sources
 
     [before]
     path = "ortho_2024/"             # a file, a VRT, a folder of sheets or a glob ("*.tif")
@@ -43,7 +45,8 @@ MIN_BLOCK_SIZE = 64
 
 _TOP_KEYS = {
     "before", "after", "output", "model", "parcels", "buildings", "aoi", "block_size",
-    "threads", "workers", "device", "max_attempts", "encoding", "chiban_column",
+    "threads", "workers", "device", "max_attempts", "encoding", "chiban_column", "dashboard",
+    "allow_network",
 }
 _SIDE_KEYS = {"path", "paths", "crs"}
 
@@ -84,6 +87,8 @@ class FlightConfig:
     max_attempts: int = 2
     encoding: str | None = None
     chiban_column: str | None = None
+    dashboard: str | None = None
+    allow_network: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
@@ -165,6 +170,8 @@ def load_flight_config(path: str | Path) -> FlightConfig:
         encoding=_string(raw, "encoding", path.name) if "encoding" in raw else None,
         chiban_column=(_string(raw, "chiban_column", path.name) if "chiban_column" in raw
                        else None),
+        dashboard=_dashboard(raw, path.name),
+        allow_network=_bool(raw, "allow_network", path.name),
     )
     check_encoding(config.encoding)
     if config.output.exists() and not config.output.is_dir():
@@ -205,6 +212,26 @@ def _device(raw: dict[str, Any], name: str) -> str:
     if value not in ("cpu", "cuda"):
         raise UserInputError(f"{name}: device must be \"cpu\" or \"cuda\", not {value!r}.")
     return str(value)
+
+
+def _dashboard(raw: dict[str, Any], name: str) -> str | None:
+    """The local Dask dashboard's address: none unless asked; a bare port means 127.0.0.1."""
+    value = raw.get("dashboard")
+    if value is None or value is False:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
+        return f"127.0.0.1:{value}"
+    if not isinstance(value, str) or not value.strip() or value.strip().startswith(":"):
+        raise UserInputError(f"{name}: dashboard must be an address like \"127.0.0.1:8787\" "
+                             "(or leave it out for no dashboard).")
+    return value.strip()
+
+
+def _bool(raw: dict[str, Any], key: str, name: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise UserInputError(f"{name}: {key} must be true or false (without quotes).")
+    return value
 
 
 def _side(table: Any, side: str, base: Path, name: str) -> FlightSide:

@@ -126,6 +126,47 @@ def _check_target(path: Path, force: bool, what: str) -> None:
                              f"another {what} path.")
 
 
+def _input_files(src_before: Any, src_after: Any, parcels: Any, buildings: Any, aoi: Any,
+                 model: str) -> list[Path]:
+    """Every file this run reads (flights' sheets, vectors, a model file), to never overwrite."""
+    files = [Path(f) for src in (src_before, src_after) for f in (*src.files, src.path)]
+    named = [] if parcels is None else [parcels] if isinstance(parcels, str | Path) \
+        else list(parcels)
+    named += [p for p in (buildings, aoi) if p is not None]
+    if not model.startswith("models:/") and model != "default":
+        named.append(model)
+    for item in map(Path, named):
+        files.append(item)
+        if item.is_dir():
+            files.extend(p for p in item.iterdir() if p.is_file())
+        elif item.suffix.lower() == ".shp":
+            files.extend(item.with_suffix(s) for s in (".dbf", ".shx", ".prj", ".cpg"))
+    return files
+
+
+def _check_outputs(output: Path, prob_path: Path | None, force: bool, write_project: bool,
+                   inputs: list[Path]) -> None:
+    """Every file this run will write may be written (before any pixel is computed)."""
+    from idou.geo import owned_outputs as owned
+
+    targets: list[tuple[Path, str, Callable[[Path], bool]]] = [
+        (output, "output (-o)", owned.is_review_geopackage)]
+    if prob_path is not None:
+        targets.append((prob_path, "--prob", owned.idou_geotiff))
+    if write_project:
+        targets.append((output.with_suffix(".qgz"), "output (-o)", owned.idou_qgis_project))
+        targets += [(output.with_name(f"{output.stem}.{which}.vrt"), "output (-o)",
+                     owned.idou_vrt) for which in ("before", "after")]
+    seen: dict[Path, str] = {}
+    for path, what, is_ours in targets:
+        resolved = path.resolve()
+        if resolved in seen:
+            raise UserInputError(f"{path} would be written twice ({seen[resolved]} and {what}); "
+                                 "give each output its own path.")
+        seen[resolved] = what
+        owned.check_replaceable(path, force=force, what=what, inputs=inputs, is_ours=is_ours)
+
+
 def detect(before: Source, after: Source, output: str | Path, *,
            parcels: str | Path | Sequence[str | Path] | None = None,
            buildings: str | Path | None = None, aoi: str | Path | None = None,
@@ -198,10 +239,17 @@ def detect(before: Source, after: Source, output: str | Path, *,
                              "it like changes.gpkg.")
 
     from idou.geo.leftovers import make_work_folder, remove_stale_work_folders
+    from idou.geo.output_lock import acquire, lock_path, release
 
-    for stale in remove_stale_work_folders(output):
-        say("note", f"removed {stale.name}, left by an interrupted run.")
-    workdir = make_work_folder(output)
+    lock = lock_path(output)
+    acquire(lock, output)  # one writer per output, held until the output is in place
+    try:
+        for stale in remove_stale_work_folders(output):
+            say("note", f"removed {stale.name}, left by an interrupted run.")
+        workdir = make_work_folder(output)
+    except BaseException:
+        release(lock)
+        raise
     prob_existed = prob_path is not None and prob_path.exists()
     prob_written = False
     created: list[Path] = []  # files beside the output this run made (removed on failure)
@@ -217,6 +265,8 @@ def detect(before: Source, after: Source, output: str | Path, *,
         thresholds = resolve_thresholds(contract, threshold, threshold_new, threshold_demolished)
         src_before = open_source(before, crs=crs, workdir=workdir)
         src_after = open_source(after, crs=crs, workdir=workdir)
+        _check_outputs(output, prob_path, force, write_project,
+                       _input_files(src_before, src_after, parcels, buildings, aoi, model))
         report = preflight(src_before, src_after, contract,
                            aoi=Path(aoi) if aoi is not None else None)
         for note in report.notes:
@@ -294,6 +344,7 @@ def detect(before: Source, after: Source, output: str | Path, *,
     finally:
         env.__exit__(None, None, None)
         shutil.rmtree(workdir, ignore_errors=True)
+        release(lock)
 
 
 def finish_from_probabilities(

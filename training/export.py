@@ -177,7 +177,8 @@ def export_checkpoint(checkpoint: Path, output: Path, config: TrainConfig | None
                       mlflow_run_id: str | None = None, card: bool = True,
                       real_pairs: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
                       card_metrics: dict[str, Any] | None = None,
-                      trained_on: str | None = None, notes: str = "") -> ExportResult:
+                      trained_on: str | None = None, notes: str = "",
+                      force: bool = False) -> ExportResult:
     """Checkpoint → ONNX with metadata, parity-checked, optionally with a model card.
 
     Args:
@@ -190,10 +191,15 @@ def export_checkpoint(checkpoint: Path, output: Path, config: TrainConfig | None
         card_metrics: measured figures for the card.
         trained_on: the card's training-data statement (default: from the config).
         notes: extra card notes.
+        force: replace an existing model (and card) that idou exported; nothing else.
 
     Raises:
         ExportError: ONNX Runtime disagrees with torch (the file is removed).
+        UserInputError: the output (or its card) exists and may not be replaced.
     """
+    from idou.training.owned_models import check_model_targets
+
+    check_model_targets(Path(output), force, card, [Path(checkpoint)])
     ckpt = load_checkpoint(checkpoint)
     if config is None and "config" in ckpt:
         config = config_from_dict(_without_source(ckpt["config"]), Path(checkpoint))

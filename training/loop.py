@@ -612,7 +612,7 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
 
         onnx_path = run_path / "model.onnx"
         export_checkpoint(run_path / "best.ckpt", onnx_path, config=config,
-                          mlflow_run_id=run_id, card=False)
+                          mlflow_run_id=run_id, card=False, force=True)
         result.onnx_path = onnx_path
         if mlflow:
             mlflow.log_artifact(str(onnx_path), artifact_path="model")

@@ -400,6 +400,10 @@ def tune_model(model: str | Path, validation: str | Path, recall_target: float, 
     if not in_place and target.resolve() == src.resolve():
         raise UserInputError(f"-o {target} is the model itself; pass --in-place to overwrite "
                              "it, or another -o path.")
+    if not in_place:  # a tuned model (and card) idou wrote may be replaced, nothing else
+        from idou.training.owned_models import check_model_targets
+
+        check_model_targets(target, True, True, [src, Path(validation)])
     scenes = find_scenes(validation)
     loaded, session = load_model(str(src), device=device)
     result = tune_predictions(

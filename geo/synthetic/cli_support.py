@@ -7,7 +7,7 @@ from pathlib import Path
 
 from idou.geo.errors import UserInputError
 from idou.geo.synthetic.flight import make_flight_pair
-from idou.geo.synthetic.writer import write_flight_pair
+from idou.geo.synthetic.writer import check_sample_targets, write_flight_pair
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -23,11 +23,16 @@ def check_out_dir(out_dir: Path) -> None:
         raise UserInputError(f"{out_dir} is not writable; pass an OUT_DIR you can write to.")
 
 
-def make_samples(out_dir: Path, seed: int, size: int) -> list[tuple[str, Path, str]]:
-    """Generate and write a flight pair; return (name, path, what it holds) per file."""
+def make_samples(out_dir: Path, seed: int, size: int, force: bool = False
+                 ) -> list[tuple[str, Path, str]]:
+    """Generate and write a flight pair; return (name, path, what it holds) per file.
+
+    Files of the same names are replaced only with ``force`` and only when idou wrote them.
+    """
+    check_sample_targets(out_dir, force)
     pair = make_flight_pair(seed, size)
     try:
-        paths = write_flight_pair(pair, out_dir)
+        paths = write_flight_pair(pair, out_dir, force=force)
     except OSError as exc:
         raise UserInputError(f"{out_dir} is not writable ({exc.strerror}); pass an OUT_DIR "
                              "you can write to.") from exc

@@ -10,6 +10,7 @@ import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
 
+from idou.geo.owned_outputs import check_replaceable, marker_tags
 from idou.geo.synthetic.flight import FlightPair
 
 OVERVIEWS = (2, 4, 8)
@@ -44,26 +45,43 @@ def write_orthophoto(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: 
 def _write_gpkg(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> None:
     if path.exists():
         path.unlink()
-    gdf.to_file(path, layer=layer, driver="GPKG", engine="pyogrio")
+    gdf.to_file(path, layer=layer, driver="GPKG", engine="pyogrio", metadata=marker_tags())
 
 
-def write_flight_pair(pair: FlightPair, out_dir: Path) -> dict[str, Path]:
+def sample_paths(out_dir: Path) -> dict[str, Path]:
+    """The files a flight pair is written to, by name."""
+    return {name: Path(out_dir) / f"{name}{suffix}" for name, suffix in (
+        ("flight_2024", ".tif"), ("flight_2025", ".tif"), ("parcels", ".gpkg"),
+        ("buildings_2024", ".gpkg"), ("buildings_2025", ".gpkg"), ("truth", ".gpkg"))}
+
+
+def check_sample_targets(out_dir: Path, force: bool) -> dict[str, Path]:
+    """Refuse (UserInputError) files of the samples' names unless ``force`` and idou's own."""
+    paths = sample_paths(out_dir)
+    for path in paths.values():
+        check_replaceable(path, force=force, what="OUT_DIR")
+    return paths
+
+
+def write_flight_pair(pair: FlightPair, out_dir: Path, force: bool = False) -> dict[str, Path]:
     """Write the pair's rasters and vectors into ``out_dir`` (created if missing).
+
+    Args:
+        pair: the generated flight pair.
+        out_dir: the folder to write into.
+        force: replace files of the same names that idou wrote (others are never replaced).
 
     Returns:
         Paths by name: flight_2024, flight_2025, parcels, buildings_2024, buildings_2025, truth.
+
+    Raises:
+        UserInputError: a file of the same name exists (without ``force``, or not idou's).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "flight_2024": out_dir / "flight_2024.tif",
-        "flight_2025": out_dir / "flight_2025.tif",
-        "parcels": out_dir / "parcels.gpkg",
-        "buildings_2024": out_dir / "buildings_2024.gpkg",
-        "buildings_2025": out_dir / "buildings_2025.gpkg",
-        "truth": out_dir / "truth.gpkg",
-    }
-    tags = {"IDOU_SYNTHETIC": "yes: made by idou.geo.synthetic, not a real photo"}
+    paths = check_sample_targets(out_dir, force)
+    tags = {"IDOU_SYNTHETIC": "yes: made by idou.geo.synthetic, not a real photo",
+            **marker_tags()}
     tags.update({f"IDOU_{k.upper()}": str(v) for k, v in pair.info.items()})
     write_orthophoto(paths["flight_2024"], pair.before, pair.before_valid, pair.before_transform,
                      pair.crs, tags={**tags, "IDOU_FLIGHT": "2024"})

@@ -101,7 +101,25 @@ def test_duplicate_keys_get_a_stable_suffix(tmp_path: Path) -> None:
     path = tmp_path / "dup.gpkg"
     gpd.GeoDataFrame({"地番": ["5", "5"], "所在": ["A町", "A町"]},
                      geometry=[box(0, 0, 1, 1), box(1, 0, 2, 1)], crs=6677).to_file(path)
-    assert read_parcels(path, None).frame["parcel_id"].tolist() == ["A町 5", "A町 5#2"]
+    assert read_parcels(path, None).frame["parcel_id"].tolist() == ["A町 5@0.5,0.5",
+                                                                    "A町 5@1.5,0.5"]
+
+
+def test_parcel_ids_do_not_depend_on_row_order(tmp_path: Path) -> None:
+    """Empty 地番 (the key repeats): each parcel keeps its id when the file's rows are
+    re-ordered, so a re-run carries a review to the same parcel (issue 16)."""
+    rows = gpd.GeoDataFrame({"地番": ["", "", "", "7"], "所在": ["A町"] * 4},
+                            geometry=[box(0, 0, 10, 10), box(340, 0, 350, 10),
+                                      box(0, 0, 10, 10), box(20, 0, 30, 10)], crs=6677)
+    ids = {}
+    for name, frame in (("a", rows), ("b", rows.iloc[::-1])):
+        path = tmp_path / f"{name}.gpkg"
+        frame.to_file(path)
+        parcels = read_parcels(path, None).frame
+        ids[name] = dict(zip(parcels["parcel_id"], parcels.geometry.centroid.x, strict=True))
+        assert parcels["parcel_id"].is_unique
+    assert ids["a"] == ids["b"]
+    assert ids["a"]["A町 7"] == 25.0
 
 
 def test_mojxml_through_read_parcels(shared_data: Path) -> None:

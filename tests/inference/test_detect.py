@@ -70,7 +70,9 @@ def test_a_failing_detect_leaves_nothing_at_the_output(flights: dict[str, Path],
 def test_a_failure_after_inference_leaves_an_existing_output_untouched(
         flights: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "changes.gpkg"
-    out.write_bytes(b"the previous run")
+    detect(flights["flight_2024"], flights["flight_2025"], out, model=str(flights["model"]),
+           threads=1, write_project=False)  # the previous run (--force replaces only idou's)
+    previous = out.read_bytes()
     prob = tmp_path / "prob.tif"
 
     def broken(*args: object, **kwargs: object) -> None:
@@ -80,7 +82,7 @@ def test_a_failure_after_inference_leaves_an_existing_output_untouched(
     with pytest.raises(RuntimeError, match="disk full"):
         detect(flights["flight_2024"], flights["flight_2025"], out, model=str(flights["model"]),
                prob=prob, force=True, threads=1)
-    assert out.read_bytes() == b"the previous run"
+    assert out.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["changes.gpkg"]
 
 
