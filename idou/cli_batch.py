@@ -15,8 +15,9 @@ BATCH_HELP = "\n\n".join([
     "Exit status, for cron, systemd or a job runner:",
     "0 = all blocks done and the GeoPackage written.",
     "1 = internal error (a bug; OUT/idou-batch.log says where).",
-    "2 = user error: bad FLIGHT.toml, missing or unreadable sheet, CRS, model, or another run "
-    "holds the output folder; nothing was computed.",
+    "2 = user error: bad FLIGHT.toml, missing or unreadable sheet, parcel or building file, "
+    "CRS, model, a damaged journal.sqlite (move it aside), an output folder idou may not "
+    "write, or another run holds the output folder.",
     "3 = finished, but some blocks failed after their retries (see status.json and the "
     "journal); run the same command again to retry only those.",
     "130 = interrupted (Ctrl-C or SIGTERM); run again to resume.",
