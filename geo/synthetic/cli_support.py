@@ -23,9 +23,10 @@ def check_out_dir(out_dir: Path) -> None:
         raise UserInputError(f"{out_dir} is not writable; pass an OUT_DIR you can write to.")
 
 
-def make_samples(out_dir: Path, seed: int, size: int) -> list[tuple[str, Path, str]]:
+def make_samples(out_dir: Path, seed: int, size: int, style: str | None = None
+                 ) -> list[tuple[str, Path, str]]:
     """Generate and write a flight pair; return (name, path, what it holds) per file."""
-    pair = make_flight_pair(seed, size)
+    pair = make_flight_pair(seed, size, style=style)
     try:
         paths = write_flight_pair(pair, out_dir)
     except OSError as exc:
