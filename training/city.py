@@ -41,12 +41,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from shapely.geometry import box
 
+from idou.geo.buildings import read_buildings
 from idou.geo.errors import UserInputError
-from idou.training.datasets.footprints import (
-    _read_footprints,
-    match_footprints,
-    rasterize_footprints,
-)
+from idou.training.datasets.footprints import match_footprints, rasterize_footprints
 
 SIDES = ("east", "west", "north", "south")
 CONFIG_NAME = "city-finetune.toml"
@@ -344,7 +341,7 @@ def _prepare(out_dir: Path, final: Path, *, before: Path, before_map: Path, chec
              chips_per_epoch: int, max_minutes: float, lr: float, threads: int, name: str
              ) -> CityPrepared:
     """The work of :func:`prepare_city` in ``out_dir``; paths in the config name ``final``."""
-    map_now = _read_footprints(Path(before_map), crs)
+    map_now = read_buildings(Path(before_map), crs)
     train = out_dir / "train"
     tiles_dir = train / "tiles"
     before_train = train / "before.tif"
@@ -357,7 +354,7 @@ def _prepare(out_dir: Path, final: Path, *, before: Path, before_map: Path, chec
     holdout: Path | None = None
     counts: dict[str, int] = {}
     if past_before is not None and past_before_map is not None:
-        map_past = _read_footprints(Path(past_before_map), crs)
+        map_past = read_buildings(Path(past_before_map), crs)
         write_region(Path(past_before), train / "past_before.tif", train_b, gsd, crs)
         past = {"before_image": str((final / "train" / "past_before.tif").resolve()),
                 "after_image": str((final / "train" / "before.tif").resolve()),
