@@ -61,6 +61,36 @@ def prepare(
     _out.print(f"next: idou train {done.config}", highlight=False)
 
 
+@finetune_app.command("compare")
+def compare(
+    reports: list[Path] = typer.Argument(..., help="Two or more .tune.json files of idou tune "
+                                         "on the same held-back strip (before, after)."),
+    recall: list[float] = typer.Option([0.6, 0.7, 0.8, 0.9], "--recall",
+                                       help="Recall levels to compare at (repeatable)."),
+) -> None:
+    """Object precision of each model at equal recall, from idou tune's threshold sweeps."""
+    from rich.table import Table
+
+    from idou.training.city import precision_at_recall, read_tune_report
+
+    loaded = [read_tune_report(p) for p in reports]
+    table = Table(title="best object precision at object recall >= r (threshold)")
+    table.add_column("channel")
+    table.add_column("recall >=", justify="right")
+    for path in reports:
+        table.add_column(path.name.removesuffix(".tune.json"), justify="right")
+    for channel in ("new", "demolished"):
+        for r in recall:
+            cells = []
+            for report in loaded:
+                point = precision_at_recall(report, channel, r)
+                cells.append("not reached" if point is None else
+                             f"{point['precision']:.2f} (R {point['recall']:.2f}, "
+                             f"t {point['threshold']:.2f})")
+            table.add_row(channel, f"{r:.2f}", *cells)
+    _out.print(table)
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's subcommands to the `idou` application."""
     app.add_typer(finetune_app, name="finetune")

@@ -383,3 +383,36 @@ def _prepare(out_dir: Path, final: Path, *, before: Path, before_map: Path, chec
     (out_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
     return CityPrepared(final, final / CONFIG_NAME, final / "holdout" if holdout else None,
                         n_tiles, train_b, hold_b, counts)
+
+
+def precision_at_recall(tune_report: dict[str, Any], channel: str, recall: float
+                        ) -> dict[str, float] | None:
+    """The point of an ``idou tune`` curve with the best precision among recall >= ``recall``.
+
+    Args:
+        tune_report: the contents of a ``.tune.json`` written by ``idou tune``.
+        channel: ``"new"`` or ``"demolished"``.
+        recall: the object recall to reach.
+
+    Returns:
+        ``{"threshold", "recall", "precision", ...}`` of that point, or None if no threshold of
+        the sweep reaches ``recall``.
+    """
+    curve = tune_report["channels"][channel]["curve"]
+    reached = [point for point in curve if point["recall"] >= recall]
+    if not reached:
+        return None
+    return dict(max(reached, key=lambda p: (p["precision"], p["threshold"])))
+
+
+def read_tune_report(path: Path) -> dict[str, Any]:
+    """A ``.tune.json`` of ``idou tune``; a missing or foreign file is a user error."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        for channel in ("new", "demolished"):
+            report["channels"][channel]["curve"]  # noqa: B018 - the keys must be there
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserInputError(f"{path} is not a .tune.json written by idou tune ({exc}); pass "
+                             "the <model>.tune.json beside a tuned model.") from exc
+    return dict(report)

@@ -115,6 +115,35 @@ def test_recipe_end_to_end_on_a_tiny_generated_flight(tmp_path: Path) -> None:
     assert tuned.exit_code == 0, tuned.output
     assert (tmp_path / "city.onnx").is_file()
 
+    # before and after on the held-back strip, compared at equal recall
+    exported = runner.invoke(app, ["export", str(ckpt), "-o", str(tmp_path / "start.onnx")])
+    assert exported.exit_code == 0, exported.output
+    start = runner.invoke(app, ["tune", str(tmp_path / "start.onnx"), str(out / "holdout"),
+                                "--recall", "0.5", "-o", str(tmp_path / "start.tuned.onnx")])
+    assert start.exit_code == 0, start.output
+    compared = runner.invoke(app, ["finetune", "compare", str(tmp_path / "start.tuned.tune.json"),
+                                   str(tmp_path / "city.tune.json"), "--recall", "0.5"])
+    assert compared.exit_code == 0, compared.output
+    assert "start.tuned" in compared.output and "demolished" in compared.output
+
+
+def test_precision_at_equal_recall_from_a_tune_report(tmp_path: Path) -> None:
+    from idou.training.city import precision_at_recall, read_tune_report
+
+    curve = [{"threshold": 0.1, "recall": 0.95, "precision": 0.2},
+             {"threshold": 0.3, "recall": 0.9, "precision": 0.5},
+             {"threshold": 0.5, "recall": 0.7, "precision": 0.9}]
+    report = {"channels": {"new": {"curve": curve}, "demolished": {"curve": curve[:1]}}}
+    assert precision_at_recall(report, "new", 0.9)["threshold"] == 0.3
+    assert precision_at_recall(report, "new", 0.6)["precision"] == 0.9
+    assert precision_at_recall(report, "new", 0.99) is None
+    path = tmp_path / "m.tune.json"
+    path.write_text(json.dumps(report))
+    assert read_tune_report(path) == report
+    path.write_text("{}")
+    with pytest.raises(UserInputError, match="not a .tune.json"):
+        read_tune_report(path)
+
 
 def test_prepare_refuses_a_used_folder_and_half_a_past_pair(tmp_path: Path) -> None:
     from idou.training.city import prepare_city
