@@ -46,6 +46,7 @@ def _register_stages() -> None:
     from idou import (
         cli_batch,
         cli_detect,
+        cli_finetune,
         cli_models,
         cli_preflight,
         cli_review,
@@ -54,7 +55,7 @@ def _register_stages() -> None:
     )
 
     for module in (cli_samples, cli_preflight, cli_detect, cli_train, cli_models, cli_review,
-                   cli_batch):
+                   cli_batch, cli_finetune):
         module.register(app)
 
 

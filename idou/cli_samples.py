@@ -17,6 +17,9 @@ def make(
     size: int = typer.Option(2048, "--size", help="Width and height of each flight in pixels."),
     force: bool = typer.Option(False, "--force", help="Replace sample files idou wrote "
                                "before (other files are never replaced)."),
+    style: str | None = typer.Option(None, "--style",
+                                     help="Another look for the same town: autumn (other "
+                                     "roofs, season, vegetation, a low sun). Default: none."),
 ) -> None:
     """Write two flights (2024, 2025), parcels, building footprints and the truth of changes."""
     from idou.geo.errors import UserInputError
@@ -26,8 +29,14 @@ def make(
         raise UserInputError(f"--seed {seed} is negative; pass --seed 0 or more.")
     if size < 256:
         raise UserInputError(f"--size {size} is too small; pass --size 256 or more.")
+    from idou.geo.synthetic.style import style_names
+
+    if style is not None and style not in style_names():
+        raise UserInputError(f"--style {style} is not a style; pass one of "
+                             f"{', '.join(style_names())}, or leave --style out.")
     check_out_dir(out_dir)
-    for name, path, note in make_samples(out_dir, seed=seed, size=size, force=force):
+    for name, path, note in make_samples(out_dir, seed=seed, size=size, force=force,
+                                          style=style):
         typer.echo(f"{name:15s} {path}  {note}")
 
 

@@ -34,7 +34,7 @@ FENCE = re.compile(r"^```bash(?P<flags>[^\n]*)\n(?P<body>.*?)^```\s*$", re.M | r
 # words after which a command starts (torchrun --no-python runs the next word as the program)
 SEPARATORS = {"&&", "||", ";", "|", "then", "do", "timeout", "exec", "!", "--no-python"}
 ENV_ASSIGN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-GROUPS = {"samples"}  # subcommands that are groups: their first word is a subcommand too
+GROUPS = {"samples", "finetune"}  # groups: their first word is a subcommand too
 
 
 def blocks(path: Path) -> list[tuple[bool, str]]:

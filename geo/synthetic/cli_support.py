@@ -23,14 +23,14 @@ def check_out_dir(out_dir: Path) -> None:
         raise UserInputError(f"{out_dir} is not writable; pass an OUT_DIR you can write to.")
 
 
-def make_samples(out_dir: Path, seed: int, size: int, force: bool = False
-                 ) -> list[tuple[str, Path, str]]:
+def make_samples(out_dir: Path, seed: int, size: int, force: bool = False,
+                 style: str | None = None) -> list[tuple[str, Path, str]]:
     """Generate and write a flight pair; return (name, path, what it holds) per file.
 
     Files of the same names are replaced only with ``force`` and only when idou wrote them.
     """
     check_sample_targets(out_dir, force)
-    pair = make_flight_pair(seed, size)
+    pair = make_flight_pair(seed, size, style=style)
     try:
         paths = write_flight_pair(pair, out_dir, force=force)
     except OSError as exc:

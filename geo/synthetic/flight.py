@@ -12,8 +12,9 @@ from shapely.geometry import Polygon, box
 
 from idou.geo.synthetic.changes import make_second_epoch, target_counts
 from idou.geo.synthetic.layout import make_layout
-from idou.geo.synthetic.render import Canvas, render_epoch, static_layers
+from idou.geo.synthetic.render import GROUND_ALBEDO, Canvas, render_epoch, static_layers
 from idou.geo.synthetic.scene import Camera, Sun, place_cars, populate
+from idou.geo.synthetic.style import apply_style, get_style
 
 CRS = "EPSG:6677"
 GENERATOR_VERSION = "1.0"
@@ -57,19 +58,23 @@ class FlightPair:
     info: dict[str, float | int | str] = field(default_factory=dict)
 
 
-def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2) -> FlightPair:
+def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2,
+                     style: str | None = None) -> FlightPair:
     """Generate a deterministic flight pair.
 
     Args:
-        seed: Random seed; the same (seed, size, gsd) gives the same pair.
+        seed: Random seed; the same (seed, size, gsd, style) gives the same pair.
         size: Width and height of each flight in pixels.
         gsd: Ground sampling distance in metres per pixel.
+        style: None for the default look, or a name of :mod:`idou.geo.synthetic.style` (same
+            town, buildings and changes as the default, other roofs, season and vegetation).
 
     Returns:
         The two images with their grids and masks, parcels, footprints and truth.
     """
     if size < 128:
         raise ValueError(f"size must be at least 128 pixels, got {size}")
+    look = get_style(style) if style is not None else None
     rng = np.random.default_rng([seed, size])
     # grids: the 2025 flight is shifted by 5-15 % each way, on the same pixel lattice
     x0 = ORIGIN[0] + float(rng.integers(-400, 400)) * 5.0
@@ -112,6 +117,9 @@ def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2) -> FlightPai
         epoch.camera = Camera(mid_x + float(rng.uniform(-0.25, 0.25)) * size * gsd,
                               mid_y + float(rng.uniform(-0.25, 0.25)) * size * gsd,
                               float(rng.uniform(1800, 2600)))
+    if look is not None:  # after the default's draws, from its own stream: same scene
+        apply_style(look, seed, [base.epoch, epoch2], GROUND_ALBEDO)
+        sun1, sun2 = base.epoch.sun, epoch2.sun
     static = static_layers(rng, canvas, layout, base.uses)
     canvas1 = render_epoch(canvas, layout, base.epoch, static)
     canvas2 = render_epoch(canvas, layout, epoch2, static)
@@ -162,7 +170,8 @@ def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2) -> FlightPai
               "sun_elevation_2025": round(sun2.elevation, 3),
               "shift_x_px": sx, "shift_y_px": sy,
               "misregistration_row_px": round(float(mis[0]), 4),
-              "misregistration_col_px": round(float(mis[1]), 4)})
+              "misregistration_col_px": round(float(mis[1]), 4),
+              **({"style": look.name} if look is not None else {})})
 
 
 def _bounds(tr: Affine, size: int) -> tuple[float, float, float, float]:

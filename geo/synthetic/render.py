@@ -295,7 +295,7 @@ def _ground(canvas: Canvas, layout: Layout, epoch: Epoch, static: StaticLayers) 
     nb = static.noise
     amp = GROUND_TEXTURE[mat]
     fac = 1.0 + amp[..., 0] * nb.fine + amp[..., 1] * nb.mid + amp[..., 2] * nb.coarse
-    alb = GROUND_ALBEDO[mat]
+    alb = (GROUND_ALBEDO if epoch.ground_albedo is None else epoch.ground_albedo)[mat]
     alb *= static.tone[static.parcel_id] * fac[..., None]
 
     # grass: green where lush, brown-yellow where dry, patchy

@@ -85,6 +85,7 @@ class Epoch:
     lawn_tone: float = 0.0  # seasonal: -1 dry/brown .. +1 lush
     camera: Camera | None = None  # None: a true orthophoto
     carports: list[Rect] = field(default_factory=list)  # translucent roofs, not buildings
+    ground_albedo: np.ndarray | None = None  # a style's materials; None: render's default
 
 
 @dataclass
