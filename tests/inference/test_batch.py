@@ -594,3 +594,16 @@ def test_parcels_redelivered_at_the_same_path_are_joined_again_on_rerun(
     assert run_batch(config, progress=False).exit_code == EXIT_OK
     joined = pyogrio.read_dataframe(tmp_path / "out" / "review.gpkg", layer="candidate_parcels")
     assert any(str(c).startswith("9") for c in joined["地番"])  # the new parcels are joined
+
+
+def test_buildings_that_miss_the_flight_are_a_warning_in_the_batch_log(
+        flight_dir: Path, tmp_path: Path) -> None:
+    far = tmp_path / "buildings_elsewhere.gpkg"
+    frame = pyogrio.read_dataframe(flight_dir / "parcels.gpkg", layer="parcels")[["geometry"]]
+    pyogrio.write_dataframe(frame.set_geometry(frame.translate(5000.0, 0.0)), far)
+    out = tmp_path / "out"
+    config = load_flight_config(_toml(flight_dir, out, extra=f'buildings = "{far}"\n',
+                                      name="far_buildings"))
+    assert run_batch(config, progress=False).exit_code == EXIT_OK
+    log = (out / "idou-batch.log").read_text(encoding="utf-8")
+    assert "WARNING" in log and "buildings_elsewhere.gpkg" in log and "overlap the flights" in log
