@@ -289,3 +289,20 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
             open_source(path)
     finally:
         path.chmod(0o644)
+
+
+def test_sheets_with_different_nodata_keep_each_sheets_own_mask(tmp_path: Path) -> None:
+    """Sheet A marks nodata with 0, sheet B with 255: each sheet's own value is masked, and
+    B's real black pixels stay valid (the mosaic's mask is the union of the sheets' masks)."""
+    folder = tmp_path / "sheets"
+    folder.mkdir()
+    a, b = texture(20, 20), texture(20, 20)
+    a[:, :, :3] = 0
+    b[:, :, :3] = 255
+    b[:, :5, 10:] = 0  # real black roof pixels in B
+    write_raster(folder / "a.tif", a, nodata=0, colorinterp=RGB)
+    write_raster(folder / "b.tif", b, nodata=255, colorinterp=RGB,
+                 origin=(ORIGIN[0] + 4.0, ORIGIN[1]))
+    _, mask = _read(open_source(folder, workdir=tmp_path / "work").path)
+    assert not mask[:, :3].any() and not mask[:, 20:23].any()
+    assert mask[:, 3:20].all() and mask[:, 23:].all()

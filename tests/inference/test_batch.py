@@ -712,3 +712,16 @@ def test_a_geopackage_layer_after_a_colon_in_flight_toml(flight_dir: Path, tmp_p
     path.write_text(text.replace('parcels = "parcels.gpkg"', f'parcels = "{shared}:parcels"'),
                     encoding="utf-8")
     assert check_flight(load_flight_config(path)).blocks == 16
+
+
+def test_buildings_that_miss_the_flight_are_a_warning_in_the_batch_log(
+        flight_dir: Path, tmp_path: Path) -> None:
+    far = tmp_path / "buildings_elsewhere.gpkg"
+    frame = pyogrio.read_dataframe(flight_dir / "parcels.gpkg", layer="parcels")[["geometry"]]
+    pyogrio.write_dataframe(frame.set_geometry(frame.translate(5000.0, 0.0)), far)
+    out = tmp_path / "out"
+    config = load_flight_config(_toml(flight_dir, out, extra=f'buildings = "{far}"\n',
+                                      name="far_buildings"))
+    assert run_batch(config, progress=False).exit_code == EXIT_OK
+    log = (out / "idou-batch.log").read_text(encoding="utf-8")
+    assert "WARNING" in log and "buildings_elsewhere.gpkg" in log and "overlap the flights" in log
