@@ -129,8 +129,9 @@ def chip_grid(chip: Chip, gsd: float | None, crs: str | None = None) -> Grid:
                              "metres per pixel (e.g. --gsd 0.5 for LEVIR-CD).")
     if not gsd > 0:
         raise UserInputError(f"--gsd {gsd} is not a pixel size; pass metres per pixel, e.g. 0.5.")
-    return Grid(CRS.from_user_input(crs or DEFAULT_CRS), Affine(gsd, 0.0, 0.0, 0.0, -gsd, 0.0),
-                width, height)
+    # the top edge at y = height x gsd: never the (flipped) identity GDAL would drop
+    return Grid(CRS.from_user_input(crs or DEFAULT_CRS),
+                Affine(gsd, 0.0, 0.0, 0.0, -gsd, height * gsd), width, height)
 
 
 def _wrap(path: Path, grid: Grid, folder: Path) -> Path:
