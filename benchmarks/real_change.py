@@ -191,8 +191,11 @@ def run_set(root: Path, args: argparse.Namespace) -> list[Row]:
 def _table(root: Path, rows: list[Row], n_chips: int, min_area: float) -> Any:
     from rich.table import Table
 
+    n_peers = max((r.pairs for r in rows if r.scope == "peers"), default=0)
     table = Table(title=f"{root} — {n_chips} pairs, objects >= {min_area:g} m², found at >= 25% "
-                        "cover, false alarm under 25% overlap")
+                        "cover, false alarm under 25% overlap",
+                  caption=(f"below the line: the {n_peers} pairs the peer masks cover"
+                           if n_peers else None))
     for col in ("model / peer", "pairs", "thresholds", "found/true", "false/pred",
                 "obj recall", "obj precision", "obj F1", "pixel F1", "pixel IoU"):
         table.add_column(col, justify="left" if col == "model / peer" else "right")
