@@ -9,7 +9,9 @@ cover, the masks of published peers (one folder of PNG masks per network, named 
 chips), and the trivial "everything changed" baseline (one object per crop). One table per set.
 
 Untyped labels judge the ``new`` channel; a second row per model, ``any change``, scores new or
-demolished (what an untyped peer mask predicts) against the same labels.
+demolished (what an untyped peer mask predicts) against the same labels. The last column counts
+the model's new objects that overlap one of its demolished objects (both channels claiming one
+house).
 
 The default set, ``shared/data/real_change/levir_samples`` (11 LEVIR-CD pairs, 0.5 m), is for
 measuring only: never train, tune thresholds or choose checkpoints on it. Its default minimum
@@ -66,11 +68,28 @@ class Row:
     objects: Any  # ObjectScores
     pixels: Any  # PixelScores
     thresholds: dict[str, float] | None = None
+    both: int | None = None  # new objects overlapping a demolished object (models only)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "scope": self.scope, "pairs": self.pairs,
                 "objects": self.objects.as_dict(), "pixels": self.pixels.as_dict(),
-                "thresholds": self.thresholds}
+                "thresholds": self.thresholds, "new_objects_also_demolished": self.both}
+
+
+def new_also_demolished(preds: list[Any], thresholds: dict[str, float], min_area: float) -> int:
+    """How many new-channel objects overlap a demolished-channel object (one house claimed by
+    both channels; on pairs whose changes are all new buildings, each is a mistake)."""
+    import shapely
+
+    count = 0
+    for pred in preds:
+        changes = pred.changes(thresholds, min_area)
+        new = changes.geometry[changes["channel"] == "new"].to_numpy()
+        dem = changes.geometry[changes["channel"] == "demolished"].to_numpy()
+        if len(new) and len(dem):
+            union = shapely.union_all(dem)
+            count += int((shapely.area(shapely.intersection(new, union)) > 0).sum())
+    return count
 
 
 def _any_change(pred: Any, thresholds: dict[str, float]) -> Any:
@@ -163,6 +182,7 @@ def run_set(root: Path, args: argparse.Namespace) -> list[Row]:
             mine = [p for p in preds if p.name in names]
             rows.append(_score(f"{label}: new", "model", scope, mine, thresholds, args.min_area,
                                thresholds))
+            rows[-1].both = new_also_demolished(mine, thresholds, args.min_area)
             rows.append(_score(f"{label}: any change", "model", scope,
                                [_any_change(p, thresholds) for p in mine], half, args.min_area,
                                thresholds))
@@ -197,7 +217,8 @@ def _table(root: Path, rows: list[Row], n_chips: int, min_area: float) -> Any:
                   caption=(f"below the line: the {n_peers} pairs the peer masks cover"
                            if n_peers else None))
     for col in ("model / peer", "pairs", "thresholds", "found/true", "false/pred",
-                "obj recall", "obj precision", "obj F1", "pixel F1", "pixel IoU"):
+                "obj recall", "obj precision", "obj F1", "pixel F1", "pixel IoU",
+                "new ∩ dem."):
         table.add_column(col, justify="left" if col == "model / peer" else "right")
     for scope in ("all", "peers"):
         chosen = [r for r in rows if r.scope == scope]
@@ -210,7 +231,8 @@ def _table(root: Path, rows: list[Row], n_chips: int, min_area: float) -> Any:
                   else f"{r.thresholds['new']:g}/{r.thresholds['demolished']:g}")
             table.add_row(r.name, str(r.pairs), th, f"{o.n_found}/{o.n_true}",
                           f"{o.n_false_alarm}/{o.n_pred}", f"{o.recall:.3f}",
-                          f"{o.precision:.3f}", f"{o.f1:.3f}", f"{p.f1:.3f}", f"{p.iou:.3f}")
+                          f"{o.precision:.3f}", f"{o.f1:.3f}", f"{p.f1:.3f}", f"{p.iou:.3f}",
+                          "—" if r.both is None else f"{r.both}/{o.n_pred}")
     return table
 
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -202,3 +203,43 @@ def test_tune_on_a_chip_folder(tmp_path: Path) -> None:
     assert contract.threshold_new == pytest.approx(0.39)    # 100/255 = 0.392 still passes
     assert contract.threshold_demolished == 0.5            # untyped labels: kept
     assert "no true demolished object" in run.stdout
+
+
+def _benchmark() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "real_change.py"
+    spec = importlib.util.spec_from_file_location("real_change", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_real_change_benchmark_rows(tmp_path: Path, model: Path) -> None:
+    """Model, a peer on the crops it covers, and the everything-changed baseline side by side."""
+    chips = chip_set(tmp_path / "chips")
+    peer = tmp_path / "peers" / "perfect"
+    peer.mkdir(parents=True)
+    for name in ("p1", "p2"):                      # the peer covers two of the three pairs
+        label = read_change_label(next((chips / "label").glob(f"{name}.*")))
+        _save(peer / f"{name}.png", (label * 255).astype(np.uint8))
+    out = tmp_path / "rc.json"
+    bench = _benchmark()
+    rc = bench.main(["--set", str(chips), "--model", str(model), "--peers", str(peer),
+                     "--gsd", "1", "--min-area", "8", "--json", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text(encoding="utf-8"))["sets"][str(chips)]["rows"]
+    got = {(r["name"], r["scope"]): (r["pairs"], r["objects"]["n_true"], r["objects"]["n_found"],
+                                     r["objects"]["n_pred"], r["objects"]["n_false_alarm"])
+           for r in rows}
+    assert got[("m: new", "all")] == (3, 3, 2, 3, 1)
+    assert got[("m: new", "peers")] == (2, 3, 2, 3, 1)
+    assert got[("peer perfect", "peers")] == (2, 3, 3, 3, 0)
+    assert got[("everything changed", "all")] == (3, 3, 3, 3, 3)   # no crop is 25% change
+    assert got[("everything changed", "peers")] == (2, 3, 3, 2, 2)
+    new_row = next(r for r in rows if r["name"] == "m: new" and r["scope"] == "all")
+    assert new_row["thresholds"] == {"new": 0.5, "demolished": 0.5}
+    assert new_row["new_objects_also_demolished"] == 0
+    assert bench.main(["--set", str(tmp_path / "peers"), "--model", str(model)]) == 2
