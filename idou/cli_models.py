@@ -157,6 +157,8 @@ def evaluate(
     if gsd is not None and not chips:
         raise UserInputError("--gsd is for chip folders (A/, B/, label/); flights carry their "
                              "own pixel size, so leave --gsd out.")
+    if chips and truth is not None:
+        raise UserInputError("a chip folder carries its truth in label/; leave --truth out.")
     if chips:
         result = evaluate_chip_folder(inputs[0], inputs[1], gsd=gsd, min_area_m2=min_area,
                                       device=device, crs=crs)

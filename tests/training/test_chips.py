@@ -164,10 +164,13 @@ def test_find_chips_refusals(tmp_path: Path) -> None:
         find_chips(empty)
 
 
-def test_gsd_on_flights_is_refused(tmp_path: Path, model: Path) -> None:
+def test_gsd_on_flights_and_truth_on_chips_are_refused(tmp_path: Path, model: Path) -> None:
     (tmp_path / "scene").mkdir()
     run = _idou("evaluate", str(model), str(tmp_path / "scene"), "--gsd", "0.5")
     assert run.returncode == 2 and "chip folders" in run.stderr + run.stdout
+    chips = chip_set(tmp_path / "chips")
+    run = _idou("evaluate", str(model), str(chips), "--gsd", "1", "--truth", "t.gpkg")
+    assert run.returncode == 2 and "label/" in run.stderr + run.stdout
 
 
 def test_label_values_and_masks(tmp_path: Path) -> None:
