@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     sets = args.sets or [DEFAULT_SET]
-    console = Console(width=140)
+    console = Console(width=160)
     report: dict[str, Any] = {"min_area_m2": args.min_area, "gsd": args.gsd, "sets": {}}
     try:
         for root in sets:
