@@ -27,6 +27,8 @@ UNKNOWN_TERMS = ("terms unknown: the training config does not give them (add ter
 SHIP_WARNING = ("Not to be shipped: trained on data whose terms forbid it or are unknown. "
                 "Cities MUST retrain on their own orthophotos and building maps before "
                 "production use.")
+GIVEN_NOTE = ("Whether it may be shipped follows from the terms of its data, as the training "
+              "config gives them:")
 DEMO_NOTE = ("A demonstration and starting point: cities MUST retrain on their own orthophotos "
              "and building maps (idou train) before production use.")
 _LICENCE_NAMES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "COPYING")
@@ -62,17 +64,18 @@ def _is_agpl(licence: Path) -> bool:
     return "AFFERO GENERAL PUBLIC LICENSE" in head.upper()
 
 
-def spec_terms(spec: DataSpec) -> tuple[str, bool]:
-    """``(terms, shippable)`` of one dataset (see the module docstring)."""
+def spec_terms(spec: DataSpec) -> tuple[str, str]:
+    """``(terms, status)`` of one dataset; status is ``given`` (the table's ``terms``),
+    ``generator``, ``agpl`` or ``unknown`` (see the module docstring)."""
     if spec.terms:
-        return spec.terms, False
+        return spec.terms, "given"
     if spec.kind == "synthetic":
-        return GENERATOR_TERMS, True
+        return GENERATOR_TERMS, "generator"
     for path in data_paths(spec):
         licence = _licence_file(path)
         if licence is not None and _is_agpl(licence):
-            return AGPL_TERMS.format(licence=licence), False
-    return UNKNOWN_TERMS, False
+            return AGPL_TERMS.format(licence=licence), "agpl"
+    return UNKNOWN_TERMS, "unknown"
 
 
 def _roles(config: TrainConfig) -> list[tuple[str, DataSpec]]:
@@ -102,17 +105,19 @@ def describe_training(config: TrainConfig) -> str:
 def training_terms(config: TrainConfig) -> str:
     """The card's terms: each distinct dataset's terms, and whether the model may be shipped."""
     seen: dict[str, list[str]] = {}
-    shippable = True
+    statuses = set()
     for role, spec in _roles(config):
-        terms, ok = spec_terms(spec)
-        shippable &= ok
+        terms, status = spec_terms(spec)
+        statuses.add(status)
         where = ", ".join(data_paths(spec)) if spec.kind != "synthetic" else "generator"
         seen.setdefault(terms, []).append(f"{role} {spec.kind} ({where})"
                                           if where else f"{role} {spec.kind}")
     lines = [f"{terms} — {'; '.join(users)}" for terms, users in seen.items()]
-    if shippable:
+    if statuses == {"generator"}:
         return "Apache-2.0, like idou. " + " ".join(lines) + ". " + DEMO_NOTE
-    return SHIP_WARNING + " Data terms: " + " | ".join(lines) + "."
+    if statuses & {"agpl", "unknown"}:
+        return SHIP_WARNING + " Data terms: " + " | ".join(lines) + "."
+    return GIVEN_NOTE + " " + " | ".join(lines) + ". " + DEMO_NOTE
 
 
 def card_facts(config: TrainConfig) -> dict[str, Any]:
