@@ -134,9 +134,12 @@ def chip_grid(chip: Chip, gsd: float | None, crs: str | None = None) -> Grid:
                 Affine(gsd, 0.0, 0.0, 0.0, -gsd, height * gsd), width, height)
 
 
-def _wrap(path: Path, grid: Grid, folder: Path) -> Path:
+def _wrap(path: Path, grid: Grid, folder: Path, bands: int) -> Path:
     """``path`` as is when georeferenced, else a GeoTIFF copy on ``grid`` in ``folder``."""
     with open_chip(path) as src:
+        if src.count < bands:
+            raise UserInputError(f"{path} has {src.count} band(s) but the model reads {bands}; "
+                                 "use colour chips.")
         if _georeferenced(src):
             return path
         if (src.height, src.width) != (grid.height, grid.width):
@@ -169,11 +172,12 @@ def predict_chips(loaded: Any, session: Any, chips: list[Chip], *, gsd: float | 
     """The model's prediction on each chip pair, through detect's engine (one pair at a time)."""
     from idou.training.evaluate import predict_pair
 
+    bands = len(loaded.contract.band_order)
     with tempfile.TemporaryDirectory(prefix="idou-chips-") as tmp:
         for chip in chips:
             grid = chip_grid(chip, gsd, crs)
-            before = _wrap(chip.before, grid, Path(tmp))
-            after = _wrap(chip.after, grid, Path(tmp))
+            before = _wrap(chip.before, grid, Path(tmp), bands)
+            after = _wrap(chip.after, grid, Path(tmp), bands)
             truth = truth_objects(read_change_label(chip.label), grid)
             yield predict_pair(loaded, session, before, after, truth, name=chip.name,
                                crs=grid.crs.to_string(), batch_size=batch_size)

@@ -152,11 +152,16 @@ def test_find_chips_refusals(tmp_path: Path) -> None:
     assert [c.name for c in find_chips(chips)] == ["p1", "p2", "p3"]
     assert find_chips(chips)[1].label.suffix == ".tif"
     _save(chips / "label" / "p1.png", np.zeros((SIZE, SIZE + 1), np.uint8))
-    from idou.training.chips import chip_grid
+    from idou.training.chips import chip_grid, evaluate_chip_folder
     with pytest.raises(UserInputError, match="pixel for pixel"):
         chip_grid(find_chips(chips)[0], 1.0)
     with pytest.raises(UserInputError, match="pixel size"):
         chip_grid(find_chips(chips)[2], -1.0)
+    grey = chip_set(tmp_path / "grey")
+    _save(grey / "B" / "p3.png", np.zeros((SIZE, SIZE), np.uint8))
+    with pytest.raises(UserInputError, match=r"p3.png has 1 band\(s\) but the model reads 3"):
+        evaluate_chip_folder(str(passthrough_model(tmp_path / "m.onnx", CONTRACT)), grey,
+                             gsd=1.0)
     empty = tmp_path / "empty"
     for name in ("A", "B", "label"):
         (empty / name).mkdir(parents=True)
