@@ -9,7 +9,10 @@ cover, false alarm under 25% overlap, objects under the minimum area left out) p
 on pairs made from the ``evaluation`` split.
 
 The data carries AGPL-3.0 terms: the model trained here is a measurement, never shipped; it is
-written only under ``--out`` (default /tmp) and nothing of it belongs in the repository.
+written only under ``--out`` (default /tmp) and nothing of it belongs in the repository. Its
+checkpoint, ``OUT/real_buildings.ckpt``, carries the run's training config, so
+``idou export OUT/real_buildings.ckpt -o OUT/real_buildings.onnx`` exports it with a card that
+names the robosat paths and their AGPL-3.0 terms.
 
 Example (1 CPU thread, 15 minutes of training)::
 
@@ -235,6 +238,40 @@ def per_kind(probs: list[np.ndarray], targets: list[np.ndarray], kinds: list[str
     return table
 
 
+def run_config(args: argparse.Namespace) -> Any:
+    """The run as an idou training config (stored in the checkpoint; its card reads it)."""
+    from idou.training.config import ContractSection, DataSpec, ModelSection, TrainConfig
+
+    decoder = [int(c) for c in args.decoder_channels.split(",")]
+    return TrainConfig(
+        name="idou-real-buildings", seed=args.seed, run_dir=str(args.out),
+        experiment="idou-real-buildings",
+        model=ModelSection(backbone=args.backbone, decoder_channels=decoder, aux_buildings=True),
+        contract=ContractSection(mean=list(MEAN), std=list(STD), gsd_m=GSD_M, tile_size=256,
+                                 tile_overlap=32, model_name="idou-real-buildings",
+                                 model_version="0.0.0+measurement"),
+        train_data=[DataSpec("single_date", {"root": str(args.data / "training"),
+                                             "pairs_per_tile": args.pairs_per_tile,
+                                             "seed": args.seed})],
+        val_data=[DataSpec("single_date", {"root": str(args.data / "validation"),
+                                           "pairs_per_tile": args.eval_pairs_per_tile,
+                                           "weights": dict(EVAL_WEIGHTS), "seed": 10_000})])
+
+
+def save_checkpoint(net: Any, args: argparse.Namespace, info: dict[str, Any]) -> Path:
+    """``OUT/real_buildings.ckpt`` in ``idou train``'s format, so ``idou export`` takes it."""
+    import torch
+
+    from idou.training.loop import CHECKPOINT_FORMAT, _plain
+
+    path = args.out / "real_buildings.ckpt"
+    torch.save({"format": CHECKPOINT_FORMAT, "network": net.config.to_dict(),
+                "model": {k: v.cpu() for k, v in net.state_dict().items()},
+                "epoch": int(info.get("epochs_started", 0)), "metrics": {},
+                "mlflow_run_id": None, "config": _plain(run_config(args).to_dict())}, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
@@ -248,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pairs: train {len(train_ds)} ({sum(train_ds.has_change)} with change), "
           f"validation {len(val_ds)}, evaluation {len(test_ds)}", flush=True)
     net, info = train(args, train_ds)
+    checkpoint = save_checkpoint(net, args, info)
+    print(f"checkpoint: {checkpoint} (export: idou export {checkpoint} -o "
+          f"{args.out / 'real_buildings.onnx'})", flush=True)
     min_area_px = min_area_pixels(args.min_area_m2, GSD_M)
 
     val_scores = score(*predict(net, val_ds, args.device), min_area_px)
@@ -290,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluation_by_kind": per_kind(test_probs, test_targets, test_ds.kinds, thresholds,
                                        min_area_px),
         "total_minutes": (time.monotonic() - t0) / 60,
+        "checkpoint": str(checkpoint),
     }
     (args.out / "real_buildings.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     (args.out / "real_buildings.md").write_text(markdown(report), encoding="utf-8")

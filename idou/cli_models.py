@@ -97,7 +97,7 @@ def tune(
     model: Path = typer.Argument(..., help="The ONNX model (its card beside it is updated)."),
     validation: Path = typer.Argument(
         ..., help="A folder with two flights (flight_*.tif, or before.tif/after.tif) and "
-                  "truth.gpkg, or a folder of such folders."),
+                  "truth.gpkg, or a folder of such folders, or a chip folder (A/, B/, label/)."),
     recall: float = typer.Option(..., "--recall", help="Object recall each channel must reach."),
     output: Path | None = typer.Option(
         None, "-o", "--output",
@@ -106,6 +106,8 @@ def tune(
     min_area: float = typer.Option(8.0, "--min-area", help="Minimum object area in m²."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (ONNX Runtime)."),
     crs: str | None = typer.Option(None, "--crs", help="CRS of flights that record none."),
+    gsd: float | None = typer.Option(
+        None, "--gsd", help="Metres per pixel of chips without georeferencing (chip folders)."),
     use_mlflow: bool = typer.Option(
         False, "--mlflow",
         help="Log to mlflow (sqlite:///mlflow.db unless MLFLOW_TRACKING_URI is set). Logging is "
@@ -115,12 +117,13 @@ def tune(
 
     Runs the model with detect's engine on the validation flights, sweeps thresholds
     0.05..0.95 per channel (new, demolished) and saves the tuned model, its card, a PR curve
-    PNG per channel and a JSON report beside the output.
+    PNG per channel and a JSON report beside the output. On a chip folder (untyped change
+    labels) only the new channel is tuned; the demolished threshold is kept.
     """
     from idou.training.tune import mlflow_requested, tune_model
 
     outcome = tune_model(model, validation, recall, output=output, in_place=in_place,
-                         min_area_m2=min_area, device=device, crs=crs,
+                         min_area_m2=min_area, device=device, crs=crs, gsd=gsd,
                          log_mlflow=mlflow_requested(use_mlflow))
     _print_table(_tune_table(outcome.result))
     plain(_out, f"tuned model: {outcome.model}")
@@ -142,7 +145,8 @@ def evaluate(
     inputs: list[str] = typer.Argument(
         ..., metavar="(RESULT.gpkg | MODEL BEFORE AFTER | MODEL VALIDATION)",
         help="A detection GeoPackage, or a model (file, 'default' or models:/NAME@ALIAS) with "
-             "a flight pair, or a model with a validation folder."),
+             "a flight pair, or a model with a validation folder or a chip folder (A/, B/, "
+             "label/)."),
     truth: Path | None = typer.Option(
         None, "--truth", help="Truth GeoPackage (needed except with a validation folder)."),
     min_area: float = typer.Option(8.0, "--min-area", help="Minimum object area in m²."),
@@ -150,12 +154,27 @@ def evaluate(
     json_out: Path | None = typer.Option(None, "--json", help="Also save the figures as JSON."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (for a model)."),
     crs: str | None = typer.Option(None, "--crs", help="CRS of flights that record none."),
+    gsd: float | None = typer.Option(
+        None, "--gsd", help="Metres per pixel of chips without georeferencing (chip folders)."),
 ) -> None:
-    """Object, per-type, pixel and parcel recall/precision against truth."""
+    """Object, per-type, pixel and parcel recall/precision against truth.
+
+    A chip folder's untyped change labels score the new channel only.
+    """
     from idou.training import evaluate as ev
+    from idou.training.chips import evaluate_chip_folder, is_chip_folder
 
     result: Any
-    if len(inputs) == 1:
+    chips = len(inputs) == 2 and is_chip_folder(inputs[1])
+    if gsd is not None and not chips:
+        raise UserInputError("--gsd is for chip folders (A/, B/, label/); flights carry their "
+                             "own pixel size, so leave --gsd out.")
+    if chips and truth is not None:
+        raise UserInputError("a chip folder carries its truth in label/; leave --truth out.")
+    if chips:
+        result = evaluate_chip_folder(inputs[0], inputs[1], gsd=gsd, min_area_m2=min_area,
+                                      device=device, crs=crs)
+    elif len(inputs) == 1:
         if truth is None:
             raise UserInputError("evaluating a GeoPackage needs --truth truth.gpkg.")
         result = ev.evaluate_geopackage(inputs[0], truth, min_area_m2=min_area,

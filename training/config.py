@@ -53,10 +53,12 @@ DATA_KINDS = ("synthetic", "footprints", "levir", "single_date", "reviewed")
 
 @dataclass
 class DataSpec:
-    """One dataset: its kind and the keyword arguments of its constructor."""
+    """One dataset: its kind, the keyword arguments of its constructor, and its licence terms
+    when the table gives them (``terms = "..."``; the model card reports them)."""
 
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
+    terms: str | None = None
 
 
 @dataclass
@@ -260,6 +262,7 @@ def _specs(items: Any, role: str, path: Path) -> list[DataSpec]:
     for item in items:
         params = dict(item)
         kind = params.pop("kind", None)
+        terms = params.pop("terms", None)
         if kind not in DATA_KINDS:
             raise UserInputError(f"{path}: each [[{role}]] needs kind = one of "
                                  f"{', '.join(DATA_KINDS)} (got {kind!r}).")
@@ -267,7 +270,10 @@ def _specs(items: Any, role: str, path: Path) -> list[DataSpec]:
 
         check_types(params, _hints(_dataset_class(kind).__init__),
                     f"{path} [[{role}]] kind = {kind!r}")
-        specs.append(DataSpec(kind, params))
+        if terms is not None and not isinstance(terms, str):
+            raise UserInputError(f"{path}: terms in [[{role}]] must be text, e.g. "
+                                 "terms = \"CC-BY-4.0\".")
+        specs.append(DataSpec(kind, params, terms))
     return specs
 
 

@@ -12,7 +12,7 @@ A folder of such folders is a set of scenes. Nothing here imports torch or mlflo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,8 @@ def find_scenes(validation: str | Path) -> list[Scene]:
               if sub.is_dir() and (sub / TRUTH_FILE).is_file()]
     if not scenes:
         raise UserInputError(f"{root} holds no {TRUTH_FILE} (nor do its subfolders); a "
-                             "validation scene is a folder with two flights and truth.gpkg.")
+                             "validation scene is a folder with two flights and truth.gpkg "
+                             "(or pass a chip folder with A/, B/ and label/).")
     return scenes
 
 
@@ -397,14 +398,16 @@ def evaluate_geopackage(result: str | Path, truth: str | Path, *,
 
 def score_predictions(predictions: Iterable[ScenePrediction], thresholds: dict[str, float], *,
                       min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
-                      cover: float = metrics.DEFAULT_COVER, source: str = "") -> Evaluation:
+                      cover: float = metrics.DEFAULT_COVER, source: str = "",
+                      channels: Sequence[str] = CHANNELS) -> Evaluation:
     """Scores of probability rasters at fixed thresholds, pooled over scenes.
 
     Objects are detect's own polygons (:meth:`ScenePrediction.changes`) scored like a finished
-    GeoPackage; pixel scores compare the thresholded raster with the rasterised truth.
+    GeoPackage; pixel scores compare the thresholded raster with the rasterised truth. Only
+    ``channels`` are scored (e.g. ``("new",)`` where the truth cannot judge demolitions).
     """
-    objects = {c: ObjectScores(0, 0, 0, 0) for c in CHANNELS}
-    pixels = {c: PixelScores(0, 0, 0) for c in CHANNELS}
+    objects = {c: ObjectScores(0, 0, 0, 0) for c in channels}
+    pixels = {c: PixelScores(0, 0, 0) for c in channels}
     types: dict[str, ObjectScores] = {}
     names = []
     for pred in predictions:
@@ -412,16 +415,19 @@ def score_predictions(predictions: Iterable[ScenePrediction], thresholds: dict[s
         changes = pred.changes(thresholds, min_area_m2)
         for c, s in metrics.channel_scores(changes, pred.truth, min_area_m2=min_area_m2,
                                            cover=cover).items():
-            objects[c] = objects[c] + s
+            if c in objects:
+                objects[c] = objects[c] + s
         for kind, s in metrics.change_type_recall(changes, pred.truth, min_area_m2=min_area_m2,
                                                   cover=cover).items():
             types[kind] = types.get(kind, ObjectScores(0, 0, 0, 0)) + s
         for k, c in enumerate(CHANNELS):
+            if c not in pixels:
+                continue
             mask = metrics.threshold_mask(pred.probs[k], thresholds[c])
             pixels[c] = pixels[c] + metrics.pixel_scores(mask, pred.truth_mask(c), ~pred.valid)
     return Evaluation(source=source, channels=objects, change_types=dict(sorted(types.items())),
-                      pixels=pixels, thresholds=dict(thresholds), min_area_m2=min_area_m2,
-                      cover=cover, scenes=names)
+                      pixels=pixels, thresholds={c: thresholds[c] for c in channels},
+                      min_area_m2=min_area_m2, cover=cover, scenes=names)
 
 
 def evaluate_model(spec: str, *, scenes: list[Scene] | None = None,

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 import torch
 
+from idou.geo.errors import UserInputError
 from idou.inference.contract import (
     INPUT_AFTER,
     INPUT_BEFORE,
@@ -204,7 +205,8 @@ def export_checkpoint(checkpoint: Path, output: Path, config: TrainConfig | None
     if config is None and "config" in ckpt:
         config = config_from_dict(_without_source(ckpt["config"]), Path(checkpoint))
     if config is None:
-        raise ExportError(f"{checkpoint} carries no training config; pass --config.")
+        raise UserInputError(f"{checkpoint} carries no training config; pass --config with the "
+                             "TOML it was trained with.")
     net = network_from_checkpoint(ckpt)
     run_id = mlflow_run_id or ckpt.get("mlflow_run_id")
     contract = contract_from_config(config, run_id, extra={"epoch": int(ckpt.get("epoch", 0))})
@@ -221,9 +223,13 @@ def export_checkpoint(checkpoint: Path, output: Path, config: TrainConfig | None
 
     result = ExportResult(output, contract, sha256_file(output), output.stat().st_size, checks)
     if card:
+        from idou.training.card import card_facts, training_terms
+        from idou.training.card import describe_training as describe_run
+
         result.card_paths = write_model_card(
-            output, contract, trained_on or describe_training(config),
-            {**checks, **(card_metrics or {})}, notes)
+            output, contract, trained_on or describe_run(config),
+            {**card_facts(config), **checks, **(card_metrics or {})}, notes,
+            terms=training_terms(config))
     return result
 
 
@@ -231,7 +237,8 @@ def _without_source(data: dict[str, Any]) -> dict[str, Any]:
     data = dict(data)
     data.pop("source", None)
     for role in ("train_data", "val_data"):
-        data[role] = [{"kind": s["kind"], **s.get("params", {})} for s in data.get(role, [])]
+        data[role] = [{"kind": s["kind"], **({"terms": s["terms"]} if s.get("terms") else {}),
+                       **s.get("params", {})} for s in data.get(role, [])]
     return data
 
 

@@ -371,14 +371,15 @@ def tune_model(model: str | Path, validation: str | Path, recall_target: float, 
                min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
                cover: float = metrics.DEFAULT_COVER,
                thresholds: Sequence[float] = DEFAULT_THRESHOLDS, device: str = "cpu",
-               crs: str | None = None, batch_size: int = 4, log_mlflow: bool = False
-               ) -> TuneOutcome:
+               crs: str | None = None, batch_size: int = 4, log_mlflow: bool = False,
+               gsd: float | None = None) -> TuneOutcome:
     """Tune a model file on validation scenes and write the tuned model, card and curves.
 
     Args:
         model: the ``.onnx`` file (its card, when beside it, is checked and carried over).
         validation: a scene folder or a folder of them (see :func:`~idou.training.evaluate.
-            find_scenes`).
+            find_scenes`), or a chip folder (see :mod:`idou.training.chips`; its untyped
+            labels tune the new channel only).
         recall_target: object recall each channel must reach.
         output: where to write the tuned model; default ``<stem>.tuned.onnx`` beside it.
         in_place: overwrite ``model`` (and its card) instead.
@@ -389,7 +390,9 @@ def tune_model(model: str | Path, validation: str | Path, recall_target: float, 
         crs: CRS of flights that record none.
         batch_size: tiles per model call.
         log_mlflow: log the run to mlflow.
+        gsd: metres per pixel of chips without georeferencing (chip folders only).
     """
+    from idou.training.chips import chip_grid, find_chips, is_chip_folder, predict_chips
     from idou.training.evaluate import find_scenes, load_model, predict_scenes
 
     _check_target(recall_target)
@@ -404,10 +407,21 @@ def tune_model(model: str | Path, validation: str | Path, recall_target: float, 
         from idou.training.owned_models import check_model_targets
 
         check_model_targets(target, True, True, [src, Path(validation)])
-    scenes = find_scenes(validation)
+    chips = is_chip_folder(validation)
+    if gsd is not None and not chips:
+        raise UserInputError("--gsd is for chip folders (A/, B/, label/); flights carry their "
+                             "own pixel size, so leave --gsd out.")
+    if chips:
+        chip_pairs = find_chips(validation)
+        chip_grid(chip_pairs[0], gsd, crs)  # refuse a missing --gsd before loading the model
+    else:
+        scenes = find_scenes(validation)
     loaded, session = load_model(str(src), device=device)
+    predictions = (predict_chips(loaded, session, chip_pairs, gsd=gsd, crs=crs,
+                                 batch_size=batch_size) if chips else
+                   predict_scenes(loaded, session, scenes, crs=crs, batch_size=batch_size))
     result = tune_predictions(
-        predict_scenes(loaded, session, scenes, crs=crs, batch_size=batch_size), recall_target,
+        predictions, recall_target,
         thresholds=thresholds, min_area_m2=min_area_m2, cover=cover,
         current=dict(zip(CHANNELS, loaded.contract.thresholds, strict=True)))
     written = write_tuned_model(loaded, result, target, source_label=Path(validation).name)
