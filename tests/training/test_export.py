@@ -114,6 +114,9 @@ def test_presence_heads_are_exported_as_a_declared_output(tmp_path: Path) -> Non
     assert [o.name for o in proto.graph.output] == ["probabilities", "presence"]
     contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
     assert contract.extra_outputs == ("presence",)
+    from idou.inference.model_source import check_graph
+
+    check_graph(proto, contract, str(out))  # inference accepts the graph as it is
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).normal(size=(2, 3, 64, 96)).astype(np.float32)
     probs, presence = session.run(None, {"before": x, "after": x[::-1].copy()})
