@@ -94,6 +94,8 @@ class TrainSection:
             ``min(small_object_boost, small_object_m2 / area)`` per pixel in the loss, so small
             extensions (増築) count closer to their share of the objects (0 = off).
         small_object_boost: the largest of those weights.
+        exclusive_weight: weight of the loss term against new and demolished firing on the same
+            pixel outside rebuilds (0 = off; see ``idou.training.losses.ChangeLoss``).
         val_threshold: probability threshold for the validation metrics.
         min_area_m2: objects smaller than this are left out of the object metrics.
     """
@@ -115,6 +117,7 @@ class TrainSection:
     aux_weight: float = 0.2
     small_object_m2: float = 0.0
     small_object_boost: float = 4.0
+    exclusive_weight: float = 0.0
     val_threshold: float = 0.5
     min_area_m2: float = 8.0
     sample_images: int = 4

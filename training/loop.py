@@ -456,7 +456,8 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     loss_fn = ChangeLoss(tc.pos_weight, tc.dice_weight, tc.aux_weight if net.aux else 0.0,
                          small_object_px=tc.small_object_m2 / config.contract.gsd_m ** 2,
-                         small_object_boost=tc.small_object_boost)
+                         small_object_boost=tc.small_object_boost,
+                         exclusive_weight=tc.exclusive_weight)
 
     start_epoch, batch_in_epoch, global_step = 0, 0, 0
     best = {"epoch": -1, "score": (-1.0, -1.0), "metrics": {}}
