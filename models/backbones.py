@@ -9,6 +9,7 @@ Weights are never downloaded: every backbone is built with ``weights=None`` (tim
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -67,8 +68,9 @@ def _stages(name: str, net: nn.Module) -> tuple[list[nn.Module], list[int]]:
     if name in TIMM_BACKBONES:
         # timm EfficientNet-Lite: blocks[0] ends at stride 2, [1] 4, [2] 8, [3:5] 16, [5:7] 32;
         # conv_head, bn2 and the classifier are dropped
-        b = net.blocks  # type: ignore[union-attr]
-        return ([nn.Sequential(net.conv_stem, net.bn1, b[0]), b[1], b[2],  # type: ignore[union-attr]
+        timm_net: Any = net
+        b = timm_net.blocks
+        return ([nn.Sequential(timm_net.conv_stem, timm_net.bn1, b[0]), b[1], b[2],
                  nn.Sequential(b[3], b[4]), nn.Sequential(b[5], b[6])], [16, 24, 40, 112, 320])
     f = net.features  # type: ignore[union-attr]
     assert isinstance(f, nn.Sequential)
