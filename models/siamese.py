@@ -9,6 +9,10 @@ bilinearly to the input size.
 
 An optional auxiliary head segments buildings on each date from the stride-4 features; it only
 serves training (footprints are available for free) and is not part of the exported model.
+With ``presence_head`` it becomes a small multi-scale building-presence head (strides 4, 8 and
+16) that *is* exported: :class:`ProbabilityModel` then returns a second output, ``presence``
+(N×2×H×W: channel 0 = a building stands there in BEFORE, 1 = in AFTER), declared in the
+contract's ``extra_outputs``.
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ class NetworkConfig:
         decoder_channels: decoder width at strides 32, 16, 8, 4, 2 (five values).
         aux_buildings: add the per-date building head (training only).
         in_channels: bands per date (3 = RGB; 4 adapts the first conv).
+        presence_head: per-date building-presence head from strides 4-16, exported as the
+            ``presence`` output (replaces the stride-4 auxiliary head).
     """
 
     backbone: str = "mobilenet_v3_large"
     decoder_channels: tuple[int, ...] = (96, 64, 48, 32, 16)
     aux_buildings: bool = True
     in_channels: int = 3
+    presence_head: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for checkpoints and mlflow."""
@@ -83,6 +90,23 @@ class DecoderBlock(nn.Module):
         return self.conv(torch.cat([x, skip], 1))
 
 
+class PresenceHead(nn.Module):
+    """Building logits of one date from its stride-4, 8 and 16 features (N×1 at stride 4)."""
+
+    def __init__(self, channels: list[int], width: int = 32) -> None:
+        super().__init__()
+        self.project = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
+        self.mix = _conv_bn_relu(width, width, 3)
+        self.out = nn.Conv2d(width, 1, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[0].shape[-2:]
+        x = self.project[0](feats[0])
+        for project, f in zip(self.project[1:], feats[1:], strict=True):
+            x = x + F.interpolate(project(f), size=size, mode="bilinear", align_corners=False)
+        return self.out(self.mix(x))
+
+
 class SiameseChangeNet(nn.Module):
     """The change network; ``forward(before, after)`` returns N×2×H×W logits.
 
@@ -91,12 +115,12 @@ class SiameseChangeNet(nn.Module):
     """
 
     def __init__(self, config: NetworkConfig | None = None,
-                 init_weights: Path | None = None) -> None:
+                 init_weights: Path | None = None, pretrained: bool = False) -> None:
         super().__init__()
         self.config = config or NetworkConfig()
         if len(self.config.decoder_channels) != 5:
             raise ValueError("decoder_channels needs five values (strides 32, 16, 8, 4, 2)")
-        self.encoder = build_encoder(self.config.backbone, init_weights)
+        self.encoder = build_encoder(self.config.backbone, init_weights, pretrained)
         if self.config.in_channels != 3:
             _adapt_first_conv(self.encoder, self.config.in_channels)
         enc = self.encoder.channels  # strides 2, 4, 8, 16, 32
@@ -107,7 +131,9 @@ class SiameseChangeNet(nn.Module):
         self.head = nn.Conv2d(dec[4], 2, 1)
         assert self.head.bias is not None
         nn.init.constant_(self.head.bias, -2.0)  # start near the prior: change is rare
-        self.aux = nn.Conv2d(enc[1], 1, 1) if self.config.aux_buildings else None
+        self.aux: nn.Module | None = (
+            PresenceHead(enc[1:4]) if self.config.presence_head
+            else nn.Conv2d(enc[1], 1, 1) if self.config.aux_buildings else None)
 
     def forward(self, before: torch.Tensor, after: torch.Tensor, return_aux: bool = False
                 ) -> Any:
@@ -124,19 +150,32 @@ class SiameseChangeNet(nn.Module):
             return logits
         if self.aux is None:
             return logits, None, None
-        aux = F.interpolate(self.aux(feats[1]), size=size, mode="bilinear", align_corners=False)
+        aux = self.aux(feats[1:4]) if self.config.presence_head else self.aux(feats[1])
+        aux = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
         return logits, aux[:n], aux[n:]
 
 
 class ProbabilityModel(nn.Module):
-    """What is exported: ``(before, after) → sigmoid(logits)``, N×2×H×W in [0, 1]."""
+    """What is exported: ``(before, after) → sigmoid(logits)``, N×2×H×W in [0, 1].
+
+    With a presence head it returns ``(probabilities, presence)``, presence N×2×H×W in [0, 1]
+    (channel 0 = building in BEFORE, 1 = in AFTER).
+    """
 
     def __init__(self, net: SiameseChangeNet) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(before, after))
+    @property
+    def extra_outputs(self) -> tuple[str, ...]:
+        """Names of the outputs after ``probabilities`` (see the model contract)."""
+        return ("presence",) if self.net.config.presence_head else ()
+
+    def forward(self, before: torch.Tensor, after: torch.Tensor) -> Any:
+        if not self.net.config.presence_head:
+            return torch.sigmoid(self.net(before, after))
+        logits, presence_b, presence_a = self.net(before, after, return_aux=True)
+        return torch.sigmoid(logits), torch.sigmoid(torch.cat([presence_b, presence_a], 1))
 
 
 def _adapt_first_conv(encoder: nn.Module, in_channels: int) -> None:

@@ -7,6 +7,12 @@ independently for each date, as two flights never share radiometry. Each date is
 independently by up to ``max_shift_px`` (sub-pixel, misregistration between flights), while the
 masks stay put.
 
+``realism`` swaps the photometric set for a stronger date-to-date one made for real photographs
+(:func:`realism_transform`: season and colour temperature, tone, sun and shadow, haze, JPEG,
+blur or sharpening, sensor noise, and a local warp of up to about a pixel standing in for
+building lean). ``swap_p`` swaps the two dates of an item, and with them the channels of the
+target (new ↔ demolished) and the building masks: the temporal-symmetry augmentation.
+
 Acts on the dataset item dict described in :mod:`idou.training.datasets.footprints`.
 """
 
@@ -43,6 +49,39 @@ def photometric_transform(seed: int | None = None) -> A.Compose:
     ], seed=seed)
 
 
+def realism_transform(seed: int | None = None) -> A.Compose:
+    """Date-to-date differences of real flights for one date; draw it separately for each date.
+
+    Masks are not passed through it: the warp (lean, up to about 1 px) is the image's own.
+    """
+    return A.Compose([
+        A.PlanckianJitter(mode="blackbody", p=0.3),  # colour temperature: sun, season
+        A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.8),
+        A.HueSaturationValue(hue_shift_limit=12, sat_shift_limit=25, val_shift_limit=15,
+                             p=0.6),  # season, vegetation
+        A.RandomToneCurve(scale=0.15, p=0.3),
+        A.RandomGamma(gamma_limit=(75, 135), p=0.3),
+        A.RandomShadow(num_shadows_limit=(1, 3), shadow_dimension=5, p=0.25),
+        A.RandomFog(fog_coef_range=(0.05, 0.2), alpha_coef=0.08, p=0.1),  # haze
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.Sharpen(alpha=(0.1, 0.3)),
+                 A.Downscale(scale_range=(0.5, 0.9))], p=0.35),
+        A.GaussNoise(std_range=(0.01, 0.04), p=0.2),
+        A.GridDistortion(num_steps=4, distort_limit=(-0.03, 0.03), p=0.2),  # lean
+        A.ImageCompression(quality_range=(40, 95), p=0.4),
+    ], seed=seed)
+
+
+def swap_dates(item: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same pair with before and after exchanged: new and demolished swap channels."""
+    out = dict(item)
+    out["before"], out["after"] = item["after"], item["before"]
+    out["target"] = np.ascontiguousarray(item["target"][::-1])
+    if "buildings_before" in item and "buildings_after" in item:
+        out["buildings_before"] = item["buildings_after"]
+        out["buildings_after"] = item["buildings_before"]
+    return out
+
+
 def shift_image(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
     """Translate an H×W×C image by (dx, dy) pixels, bilinear, edges reflected."""
     h, w = image.shape[:2]
@@ -61,19 +100,26 @@ class PairedAugment:
         photometric: apply per-date photometric changes.
         scale_rotate: include the small scale-rotate in the geometric transform.
         seed: seed of all random draws (None = random).
+        realism: use :func:`realism_transform` instead of the milder photometric set.
+        swap_p: probability of swapping the dates (:func:`swap_dates`).
     """
 
     def __init__(self, max_shift_px: float = 2.0, shift_p: float = 0.5, photometric: bool = True,
-                 scale_rotate: bool = True, seed: int | None = None) -> None:
+                 scale_rotate: bool = True, seed: int | None = None, realism: bool = False,
+                 swap_p: float = 0.0) -> None:
         self.rng = np.random.default_rng(seed)
         self.geometric = geometric_transform(scale_rotate, seed)
-        self.photo = ([photometric_transform(None if seed is None else seed + 1),
-                       photometric_transform(None if seed is None else seed + 2)]
+        make = realism_transform if realism else photometric_transform
+        self.photo = ([make(None if seed is None else seed + 1),
+                       make(None if seed is None else seed + 2)]
                       if photometric else None)
         self.max_shift_px = max_shift_px
         self.shift_p = shift_p
+        self.swap_p = swap_p
 
     def __call__(self, item: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.swap_p > 0 and self.rng.random() < self.swap_p:
+            item = swap_dates(item)
         target = item["target"]
         layers = [target[0], target[1]] + [item[k] for k in _MASK_KEYS if k in item]
         masks = np.stack(layers, axis=-1)

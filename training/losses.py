@@ -95,12 +95,16 @@ class ChangeLoss(nn.Module):
         small_object_px: change objects under this many pixels get heavier pixels (0 = off;
             see :func:`small_object_weights`).
         small_object_boost: the largest of those weights.
+        exclusive_weight: weight of a term that penalises new and demolished firing on the same
+            pixel (mean of their probabilities' product) where the target is not both (a
+            rebuild, 建替), so one standing house does not light both channels (0 = off).
     """
 
     def __init__(self, pos_weight: float = 3.0, dice_weight: float = 1.0,
                  aux_weight: float = 0.2, small_object_px: float = 0.0,
-                 small_object_boost: float = 4.0) -> None:
+                 small_object_boost: float = 4.0, exclusive_weight: float = 0.0) -> None:
         super().__init__()
+        self.exclusive_weight = exclusive_weight
         self.pos_weight = pos_weight
         self.dice_weight = dice_weight
         self.aux_weight = aux_weight
@@ -119,6 +123,13 @@ class ChangeLoss(nn.Module):
                                  pixel_weight=pixel_weight)
         total = change
         parts = {"loss_change": float(change.detach())}
+        if self.exclusive_weight > 0 and logits.shape[1] == 2:
+            p = torch.sigmoid(logits.float())
+            rebuilt = (target[:, 0] == 1) & (target[:, 1] == 1)
+            both = (p[:, 0] * p[:, 1])[~rebuilt]
+            exclusive = both.mean() if both.numel() else logits.sum() * 0.0
+            total = total + self.exclusive_weight * exclusive
+            parts["loss_exclusive"] = float(exclusive.detach())
         if self.aux_weight > 0:
             aux_losses = [masked_bce_dice(a, b, 1.0, 0.0) for a, b in zip(aux, buildings,
                                                                           strict=True)

@@ -28,3 +28,13 @@ def test_invalid_thresholds_are_refused() -> None:
     bad = ModelContract(threshold_new=1.5).to_metadata()
     with pytest.raises(UserInputError, match="thresholds"):
         ModelContract.from_metadata(bad, source="m.onnx")
+
+
+def test_declared_extra_outputs_round_trip_and_unknown_ones_are_refused() -> None:
+    contract = ModelContract(extra_outputs=("presence",))
+    back = ModelContract.from_metadata(contract.to_metadata())
+    assert back.extra_outputs == ("presence",) and back == contract
+    assert ModelContract.from_metadata(ModelContract().to_metadata()).extra_outputs == ()
+    with pytest.raises(UserInputError, match="unknown output.*heatmap"):
+        ModelContract.from_metadata(ModelContract(extra_outputs=("heatmap",)).to_metadata(),
+                                    source="m.onnx")

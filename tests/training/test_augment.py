@@ -7,7 +7,12 @@ import pytest
 
 pytest.importorskip("albumentations")
 
-from idou.training.augment import PairedAugment, shift_image  # noqa: E402
+from idou.training.augment import (  # noqa: E402
+    PairedAugment,
+    realism_transform,
+    shift_image,
+    swap_dates,
+)
 
 
 def _marked_item(size: int = 32) -> dict[str, np.ndarray]:
@@ -82,3 +87,37 @@ def test_shift_image_moves_content_by_whole_pixels() -> None:
     img[4, 4] = 200
     out = shift_image(img, dx=2.0, dy=-1.0)
     assert out[3, 6, 0] == 200
+
+
+def test_swapping_the_dates_swaps_new_and_demolished() -> None:
+    item = _marked_item()
+    item["after"][0, 0] = 30  # tell the dates apart
+    item["target"][1] = 0  # the marker is new only
+    item["buildings_before"][:] = 0
+    swapped = swap_dates(item)
+    assert np.array_equal(swapped["before"], item["after"])
+    assert np.array_equal(swapped["after"], item["before"])
+    assert np.array_equal(swapped["target"][1], item["target"][0])
+    assert not swapped["target"][0].any()
+    assert np.array_equal(swapped["buildings_before"], item["buildings_after"])
+    always = PairedAugment(max_shift_px=0, photometric=False, scale_rotate=False, seed=0,
+                           swap_p=1.0)(item)
+    spot = _where(always["target"][1] == 1)
+    assert always["buildings_before"][spot] == 1 and not always["target"][0].any()
+
+
+def test_realism_changes_each_date_but_never_the_labels() -> None:
+    rng = np.random.default_rng(0)
+    item = _marked_item(64)
+    item["before"] = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    item["after"] = item["before"].copy()
+    aug = PairedAugment(max_shift_px=0, photometric=True, scale_rotate=False, seed=2,
+                        realism=True)
+    differs = 0
+    for _ in range(6):
+        out = aug(item)
+        assert out["before"].dtype == np.uint8 and out["before"].shape == (64, 64, 3)
+        assert (out["target"] == 1).sum() == 2 and out["buildings_before"].sum() == 1
+        differs += int(not np.array_equal(out["before"], out["after"]))
+    assert differs >= 4
+    assert realism_transform(0)(image=item["before"])["image"].shape == (64, 64, 3)

@@ -1,4 +1,4 @@
-"""Single-date building masks become change pairs: removal, paste, tile pairs, no change."""
+"""Single-date building masks become change pairs: removal, paste, STAR pairs, no change."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from idou.geo.errors import UserInputError
 from idou.training.datasets.single_date import (
     PAIR_KINDS,
     SingleDateChangeDataset,
-    mask_difference_target,
+    object_change_target,
     remove_buildings,
 )
 
@@ -56,7 +56,7 @@ def _roof(image: np.ndarray) -> np.ndarray:
 def test_every_kind_yields_the_item_contract(tiles: Path) -> None:
     ds = SingleDateChangeDataset(tiles, pairs_per_tile=6, seed=3)
     assert len(ds) == 18
-    assert {"unchanged", "tile_pair"} <= set(ds.kinds) <= set(PAIR_KINDS)
+    assert {"unchanged", "star_pair"} <= set(ds.kinds) <= set(PAIR_KINDS)
     for i in range(len(ds)):
         item = ds[i]
         assert item["before"].shape == (SIZE, SIZE, 3) and item["before"].dtype == np.uint8
@@ -114,23 +114,41 @@ def test_paste_adds_donor_roofs_on_open_ground(tiles: Path) -> None:
         assert not item["buildings_before"][new].any()
 
 
-def test_tile_pair_change_is_the_mask_difference(tiles: Path) -> None:
-    ds = SingleDateChangeDataset(tiles, pairs_per_tile=2, weights={"tile_pair": 1}, seed=1)
+def test_star_pairs_label_whole_buildings_never_the_scene(tiles: Path) -> None:
+    ds = SingleDateChangeDataset(tiles, pairs_per_tile=4, weights={"star_pair": 1}, seed=1)
+    assert set(ds.kinds) == {"star_pair"}
+    seen_change = False
     for i in range(len(ds)):
         item = ds[i]
         before = item["buildings_before"].astype(bool)
         after = item["buildings_after"].astype(bool)
-        assert np.array_equal(item["target"][0].astype(bool), after & ~before)
-        assert np.array_equal(item["target"][1].astype(bool), before & ~after)
-        assert ds.has_change[i] == bool((before ^ after).any())
+        new, demolished = item["target"][0] == 1, item["target"][1] == 1
+        # two different tiles: the pictures differ nearly everywhere, the labels do not
+        assert (item["before"] != item["after"]).any(-1).mean() > 0.9
+        assert np.array_equal(new, after & ~before & new) and not (new & before).any()
+        assert np.array_equal(demolished, before & ~after & demolished)
+        assert not (item["target"] == 1).all(0).any()  # never both channels on one pixel
+        assert (item["target"] == 0).mean() > 0.5  # most of the tile is "no change"
+        assert ds.has_change[i] == bool(new.any() or demolished.any())
+        seen_change |= ds.has_change[i]
+    assert seen_change
 
 
-def test_mask_difference_target_splits_xor() -> None:
-    before = np.array([[1, 1, 0, 0]], np.uint8)
-    after = np.array([[1, 0, 1, 0]], np.uint8)
-    target = mask_difference_target(before, after)
-    assert target[0].tolist() == [[0, 0, 1, 0]]
-    assert target[1].tolist() == [[0, 1, 0, 0]]
+def test_object_change_target_takes_whole_buildings_and_swaps_with_the_dates() -> None:
+    before = np.zeros((20, 20), np.uint8)
+    after = np.zeros((20, 20), np.uint8)
+    before[2:6, 2:6] = 1  # stands in both dates (partly moved): neither new nor demolished
+    after[3:7, 3:8] = 1
+    after[10:15, 10:16] = 1  # new
+    before[14:18, 1:5] = 1  # demolished
+    after[0:2, 18:20] = 1  # new but under min_pixels: ignored
+    target = object_change_target(before, after, min_pixels=5, margin_px=1)
+    assert target[0][10:15, 10:16].all() and (target[0] == 1).sum() == 30
+    assert target[1][14:18, 1:5].all() and (target[1] == 1).sum() == 16
+    assert (target[0][3:7, 3:8] == 255).all() and (target[1][2:6, 2:6] == 255).all()
+    assert (target[0][0:2, 18:20] == 255).all()
+    assert target[0][9, 12] == 255 and target[0][8, 12] == 0  # the margin band
+    assert np.array_equal(object_change_target(after, before, 5, 1), target[::-1])
 
 
 def test_remove_buildings_fills_from_ground_sources() -> None:

@@ -20,17 +20,18 @@ from idou.training.export import ExportError, export_checkpoint  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _checkpoint(tmp_path: Path) -> Path:
+def _checkpoint(tmp_path: Path, presence: bool = False) -> Path:
     from idou.models.siamese import NetworkConfig, SiameseChangeNet
     from idou.training.loop import _plain
 
     config = config_from_dict({
-        "name": "tiny", "model": {"decoder_channels": [8, 8, 8, 8, 8]},
+        "name": "tiny", "model": {"decoder_channels": [8, 8, 8, 8, 8],
+                                  "presence_head": presence},
         "train_data": [{"kind": "synthetic", "seeds": [1], "scene_size": 256}],
         "contract": {"gsd_m": 0.4, "tile_size": 64, "tile_overlap": 8,
                      "model_name": "tiny", "model_version": "9.9.9"}})
     torch.manual_seed(0)
-    net_config = NetworkConfig(decoder_channels=(8, 8, 8, 8, 8))
+    net_config = NetworkConfig(decoder_channels=(8, 8, 8, 8, 8), presence_head=presence)
     net = SiameseChangeNet(net_config)
     with torch.no_grad():  # non-trivial batch-norm statistics
         net.train()
@@ -102,3 +103,32 @@ def test_idou_export_command(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert out.is_file() and "max |diff|" in result.output
     assert not (tmp_path / "cli.card.json").exists()
+
+
+def test_presence_heads_are_exported_as_a_declared_output(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path, presence=True)
+    out = tmp_path / "p.onnx"
+    result = export_checkpoint(ckpt, out, real_pairs=_real_pairs(), card=False)
+    assert result.parity["parity_max_abs_diff_real"] <= 1e-4  # both outputs compared
+    proto = onnx.load(str(out))
+    assert [o.name for o in proto.graph.output] == ["probabilities", "presence"]
+    contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+    assert contract.extra_outputs == ("presence",)
+    from idou.inference.model_source import check_graph
+
+    check_graph(proto, contract, str(out))  # inference accepts the graph as it is
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).normal(size=(2, 3, 64, 96)).astype(np.float32)
+    probs, presence = session.run(None, {"before": x, "after": x[::-1].copy()})
+    assert probs.shape == presence.shape == (2, 2, 64, 96)
+    assert presence.min() >= 0.0 and presence.max() <= 1.0
+    # channel 0 is BEFORE's buildings, 1 AFTER's: the same image gives the same presence
+    same, = session.run(["presence"], {"before": x[:1], "after": x[:1]})
+    np.testing.assert_allclose(same[0, 0], same[0, 1], atol=1e-6)
+
+
+def test_a_model_without_presence_declares_no_extra_output(tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    result = export_checkpoint(_checkpoint(tmp_path), out, real_pairs=_real_pairs(), card=False)
+    assert result.contract.extra_outputs == ()
+    assert [o.name for o in onnx.load(str(out)).graph.output] == ["probabilities"]

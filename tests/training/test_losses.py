@@ -81,3 +81,21 @@ def test_missing_a_small_object_costs_more_with_the_boost() -> None:
     assert float(boosted(miss_small, target)[0]) > 1.5 * float(plain(miss_small, target)[0])
     assert float(boosted(miss_large, target)[0]) == pytest.approx(
         float(plain(miss_large, target)[0]), rel=0.02)
+
+
+def test_new_and_demolished_on_one_house_cost_more_unless_it_was_rebuilt() -> None:
+    target = torch.zeros(1, 2, 4, 4, dtype=torch.uint8)
+    target[0, 0, :2] = 1  # new only
+    target[0, :, 2:] = 1  # rebuilt (建替): both channels are right
+    one = torch.full((1, 2, 4, 4), -4.0)
+    one[0, 0, :2] = 4.0
+    one[0, :, 2:] = 4.0
+    both = one.clone()
+    both[0, 1, :2] = 4.0  # demolished fires on the new house too
+    loss = ChangeLoss(dice_weight=0.0, aux_weight=0.0, exclusive_weight=1.0)
+    plain = ChangeLoss(dice_weight=0.0, aux_weight=0.0)
+    gap = loss(both, target)[0] - loss(one, target)[0]
+    plain_gap = plain(both, target)[0] - plain(one, target)[0]
+    assert gap > plain_gap + 0.3  # the product term adds about half of the 8 pixels' worth
+    _, parts = loss(one, target)
+    assert parts["loss_exclusive"] < 0.02  # rebuilt pixels (product 0.96) are left out

@@ -12,9 +12,11 @@ A city with one flight and its building map, or a public single-date set such as
   that still has them shows them new / demolished.
 - ``new_by_paste`` / ``demolished_by_paste``: buildings cut from another tile (with a small
   margin) are pasted onto open ground of one date.
-- ``tile_pair``: two different tiles as before and after; change is the difference of their masks
-  (new = after and not before, demolished = before and not after). The whole scene changes, which
-  no real flight pair does, so it gets a low default weight.
+- ``star_pair`` (after STAR, Zheng et al. 2021): two different tiles as before and after, labelled
+  by *objects*, never by pixels: new = a building of after with no building of before at that
+  place, demolished = the reverse (:func:`object_change_target`). Buildings that overlap one of
+  the other date, and buildings under ``min_building_px``, are ignored (255); the rest of the
+  scene, different as it is, is "no change". Swapping the two tiles swaps the channels.
 
 Around every changed building the changed channel holds an ignore band (255) ``margin_px`` wide,
 where the synthetic edit blends into the scene. Labels are read as building where > 0.
@@ -39,10 +41,10 @@ from idou.geo.errors import UserInputError
 IGNORE = 255
 IMAGE_SUFFIXES = (".webp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 PAIR_KINDS = ("unchanged", "new_by_removal", "demolished_by_removal", "new_by_paste",
-              "demolished_by_paste", "tile_pair")
+              "demolished_by_paste", "star_pair")
 DEFAULT_WEIGHTS: dict[str, float] = {
     "unchanged": 0.25, "new_by_removal": 0.2, "demolished_by_removal": 0.2,
-    "new_by_paste": 0.125, "demolished_by_paste": 0.125, "tile_pair": 0.1,
+    "new_by_paste": 0.125, "demolished_by_paste": 0.125, "star_pair": 0.1,
 }
 
 
@@ -59,7 +61,7 @@ class Tile:
 class _Plan:
     kind: str
     tile: int
-    partner: int  # donor (paste, texture) or the other date (tile_pair); -1 when unused
+    partner: int  # donor (paste, texture) or the other date (star_pair); -1 when unused
     has_change: bool
 
 
@@ -100,12 +102,33 @@ def read_mask(path: Path) -> np.ndarray:
         return np.asarray(im) > 0
 
 
-def mask_difference_target(buildings_before: np.ndarray, buildings_after: np.ndarray
-                           ) -> np.ndarray:
-    """The 2×H×W change target of two masks: new = after and not before; demolished the reverse."""
+def object_change_target(buildings_before: np.ndarray, buildings_after: np.ndarray,
+                         min_pixels: int = 1, margin_px: int = 0) -> np.ndarray:
+    """The 2×H×W object-level change target of two building masks (0/1, 255 = ignore).
+
+    A building (8-connected component) of ``after`` that touches no building of ``before`` is
+    new (channel 0); one of ``before`` that touches none of ``after`` is demolished (channel 1).
+    Buildings that overlap one of the other date (the same house, or a rebuild) and buildings
+    under ``min_pixels`` are ignored in their channel, as is a band ``margin_px`` wide around
+    each changed building. Swapping the dates swaps the channels.
+    """
     before = buildings_before.astype(bool)
     after = buildings_after.astype(bool)
-    return np.stack([after & ~before, before & ~after]).astype(np.uint8)
+    target = np.zeros((2, *before.shape), np.uint8)
+    for channel, (mine, other) in enumerate(((after, before), (before, after))):
+        labels, count = ndimage.label(mine, structure=np.ones((3, 3), bool))
+        if count == 0:
+            continue
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        touched = np.bincount(labels[other], minlength=count + 1) > 0
+        changed = (sizes >= min_pixels) & ~touched
+        changed[0] = False
+        is_changed = changed[labels]
+        unsure = mine & ~is_changed
+        band = _dilate(is_changed, margin_px) & ~is_changed & ~other
+        target[channel][band | unsure] = IGNORE
+        target[channel][is_changed] = 1
+    return target
 
 
 def building_components(mask: np.ndarray, min_pixels: int) -> list[np.ndarray]:
@@ -309,17 +332,17 @@ class SingleDateChangeDataset:
                 kind = kind.replace("_by_paste", "_by_removal")
                 if not self._eligible[tile]:
                     kind = "unchanged"
-            if kind == "tile_pair" and n < 2:
+            if kind == "star_pair" and n < 2:
                 kind = "unchanged"
             partner = -1
-            if kind == "tile_pair":
+            if kind == "star_pair":
                 partner = int((tile + rng.integers(1, n)) % n)
             elif kind != "unchanged" and donors.size:
                 partner = int(rng.choice(donors))
-            if kind == "tile_pair":
+            if kind == "star_pair":
                 b = masks[tile]
                 a = _fit(masks[partner], b.shape, nearest=True)
-                change = bool((a != b).any())
+                change = bool((object_change_target(b, a, self.min_building_px) == 1).any())
             else:
                 change = kind != "unchanged"
             plans.append(_Plan(kind, tile, partner, change))
@@ -343,9 +366,10 @@ class SingleDateChangeDataset:
         partner = self.tiles[plan.partner]
         partner_image = _fit(read_image(partner.image), mask.shape, nearest=False)
         partner_mask = _fit(read_mask(partner.label), mask.shape, nearest=True)
-        if plan.kind == "tile_pair":
+        if plan.kind == "star_pair":
             return _item(image, partner_image, mask, partner_mask,
-                         mask_difference_target(mask, partner_mask))
+                         object_change_target(mask, partner_mask, self.min_building_px,
+                                              self.margin_px))
         channel = 0 if plan.kind.startswith("new") else 1
         if plan.kind.endswith("_by_removal"):
             edited, edited_mask, changed, unsure = self._remove(image, mask, partner_image,
