@@ -50,6 +50,7 @@ from idou.geo.output_lock import output_lock
 from idou.inference import sheet_changes
 from idou.inference.batch_config import FlightConfig
 from idou.inference.batch_report import (
+    LOG_NAME,
     STATUS_NAME,
     SUMMARY_NAME,
     StatusFile,
@@ -330,6 +331,7 @@ class _Prepared:
 def _prepare(config: FlightConfig, out_dir: Path, vrt_dir: Path,
              estimate_misregistration: bool = True) -> _Prepared:
     """Resolve the model, open and align the flights, plan the blocks."""
+    _check_outputs_are_not_inputs(config)
     model = _resolve_model(config.model)
     contract = model.contract
     report = open_pair_report(
@@ -452,6 +454,29 @@ def _check_flight(config: FlightConfig) -> CheckReport:
         model=f"{name} {version}", model_sha256=prepared.model_sha,
         resumable_blocks_done=done, notes=notes, requested_block_size=config.block_size,
         stride=stride)
+
+
+def _check_outputs_are_not_inputs(config: FlightConfig) -> None:
+    """No file or folder the batch writes in its output folder is one of its inputs."""
+    from idou.geo.owned_outputs import same_file
+    from idou.geo.vector_files import split_layer
+
+    out = config.output
+    written = [out / name for name in (GPKG_NAME, Path(GPKG_NAME).with_suffix(".qgz").name,
+                                       JOURNAL_NAME, STATUS_NAME, SUMMARY_NAME, LOG_NAME,
+                                       MOSAIC_NAME)]
+    inputs = [*config.before.sheets, *config.after.sheets]
+    inputs += [split_layer(p)[0] for p in (config.parcels, config.buildings, config.aoi) if p]
+    if config.model != "default" and not config.model.startswith("models:/"):
+        inputs.append(Path(config.model))
+    for source in inputs:
+        inside = any(Path(source).resolve().is_relative_to((out / d).resolve())
+                     for d in (BLOCKS_DIR, VRT_DIR))
+        if inside or any(same_file(target, source) for target in written):
+            raise UserInputError(
+                f"{source} is an input of {config.source.name} but lies where the batch writes "
+                f"its own files in {out}; idou never overwrites its inputs, so move it or "
+                "choose another output folder.")
 
 
 def _check_output_writable(out: Path) -> None:

@@ -725,3 +725,23 @@ def test_buildings_that_miss_the_flight_are_a_warning_in_the_batch_log(
     assert run_batch(config, progress=False).exit_code == EXIT_OK
     log = (out / "idou-batch.log").read_text(encoding="utf-8")
     assert "WARNING" in log and "buildings_elsewhere.gpkg" in log and "overlap the flights" in log
+
+
+def test_an_input_where_the_batch_writes_its_own_files_is_refused(flight_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """Parcels kept as OUT/review.gpkg would be replaced by the run's GeoPackage: refused by
+    --check and the run alike, and the file is untouched."""
+    import shutil
+
+    out = tmp_path / "o"
+    out.mkdir()
+    shutil.copy(flight_dir / "parcels.gpkg", out / "review.gpkg")
+    before = (out / "review.gpkg").read_bytes()
+    path = _toml(flight_dir, out, name="parcels_in_output")
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        'parcels = "parcels.gpkg"', f'parcels = "{out / "review.gpkg"}"'), encoding="utf-8")
+    with pytest.raises(UserInputError, match=r"review\.gpkg is an input .* never overwrites"):
+        check_flight(load_flight_config(path))
+    with pytest.raises(UserInputError, match=r"review\.gpkg is an input"):
+        run_batch(load_flight_config(path), progress=False)
+    assert (out / "review.gpkg").read_bytes() == before
