@@ -50,6 +50,7 @@ from idou.geo.review_fields import (
     STATUS_VALUES,
     SURVEY_DATE,
     SURVEYOR,
+    UNMAPPED_LAYER,
 )
 from idou.geo.review_merge import (
     MergeStats,
@@ -60,7 +61,8 @@ from idou.geo.review_merge import (
 )
 
 GEOMETRY_COLUMN = "geom"
-LAYER_ORDER = ("candidate_parcels", "changes", "existing_buildings", "coverage", "missed")
+LAYER_ORDER = ("candidate_parcels", "changes", "existing_buildings", UNMAPPED_LAYER, "coverage",
+               "missed")
 MISSED_COLUMNS = ("channel", SURVEYOR, SURVEY_DATE, NOTE)
 #: Columns every ``changes`` layer has, first, in this order (text or float).
 CHANGE_SCHEMA: dict[str, type] = {
@@ -91,7 +93,8 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
                             existing_buildings: gpd.GeoDataFrame | None,
                             coverage: gpd.GeoDataFrame, run_info: Mapping[str, object],
                             orthophotos: tuple[Path, Path] | None = None,
-                            force: bool = False, write_project: bool = True) -> WriteResult:
+                            force: bool = False, write_project: bool = True,
+                            unmapped_buildings: gpd.GeoDataFrame | None = None) -> WriteResult:
     """Write (or re-run into) the review GeoPackage, atomically.
 
     Args:
@@ -105,6 +108,8 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
         orthophotos: (before, after) rasters for the QGIS project.
         force: re-run into an existing ``target``, merging the staff's edits.
         write_project: also write ``target.with_suffix('.qgz')``.
+        unmapped_buildings: buildings the building map lacks (未評価家屋の候補), written as the
+            ``unmapped_buildings`` layer (also when empty); None: no such layer.
 
     Raises:
         UserInputError: folder missing or not writable, target exists without ``force``,
@@ -159,6 +164,8 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
         layers["existing_buildings"] = _prepare(existing_buildings[["building_id", "geometry"]]
                                                 if "building_id" in existing_buildings
                                                 else existing_buildings, crs)
+    if unmapped_buildings is not None:
+        layers[UNMAPPED_LAYER] = _prepare(unmapped_buildings, crs)
     layers["coverage"] = _prepare(coverage, crs)
     layers["missed"] = _missed_layer(state.missed, crs)
 

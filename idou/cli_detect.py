@@ -57,6 +57,12 @@ def detect_command(
     chiban_column: str | None = typer.Option(None, "--chiban-column", help="The parcels' 地番 "
                                              "column when it has another name."),
     min_area: float = typer.Option(8.0, "--min-area", help="Smallest change kept, in m²."),
+    keep_unmatched: bool = typer.Option(False, "--keep-unmatched", help="With --buildings: "
+                                        "change the building map does not support "
+                                        "(その他の変化) also makes its parcels candidates."),
+    threshold_footprint: float | None = typer.Option(
+        None, "--threshold-footprint", help="With --buildings: the demolished score a "
+        "registered footprint needs to be 滅失 (default: the model's)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notes."),
     force: bool = typer.Option(False, "--force", help="Re-run into an existing output "
                                "(review edits in it are kept)."),
@@ -79,7 +85,8 @@ def detect_command(
         threshold=threshold, threshold_new=threshold_new,
         threshold_demolished=threshold_demolished, prob=prob, device=device, threads=threads,
         crs=crs, force=force, min_area_m2=min_area, encoding=encoding,
-        chiban_column=chiban_column, log=log)
+        chiban_column=chiban_column, keep_unmatched=keep_unmatched,
+        threshold_footprint=threshold_footprint, log=log)
     flights = (_flight(before, before_sheets, "before"), _flight(after, after_sheets, "after"))
     if quiet:
         summary = detect(*flights, output, **kwargs)

@@ -3,6 +3,8 @@
 A model carries every parameter inference needs; nothing is guessed. Inputs ``before`` and
 ``after`` are float32 ``N×C×H×W`` normalised as ``(pixel / 255 - mean) / std`` per band; the
 output ``probabilities`` is ``N×2×H×W`` in [0, 1]: channel 0 = new (新築), 1 = demolished (滅失).
+A model may declare further outputs in ``extra_outputs``: ``presence`` is float32 ``N×2×H×W``
+in [0, 1], channel 0 = a building stands there in BEFORE, 1 = in AFTER.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ INPUT_BEFORE = "before"
 INPUT_AFTER = "after"
 OUTPUT_PROBABILITIES = "probabilities"
 CHANNELS = ("new", "demolished")
+OUTPUT_PRESENCE = "presence"
+EXTRA_OUTPUTS = (OUTPUT_PRESENCE,)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class ModelContract:
     training_data: str = ""
     architecture: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    extra_outputs: tuple[str, ...] = ()
 
     @property
     def thresholds(self) -> tuple[float, float]:
@@ -61,6 +66,8 @@ class ModelContract:
             data = json.loads(raw)
             for key in ("band_order", "mean", "std"):
                 data[key] = tuple(data[key])
+            if "extra_outputs" in data:
+                data["extra_outputs"] = tuple(str(v) for v in data["extra_outputs"])
             known = {f for f in cls.__dataclass_fields__}
             contract = cls(**{k: v for k, v in data.items() if k in known})
         except (ValueError, TypeError, KeyError) as exc:
@@ -79,6 +86,7 @@ class ModelContract:
                     recall_target=recall_target)
         data["band_order"], data["mean"], data["std"] = (
             tuple(self.band_order), tuple(self.mean), tuple(self.std))
+        data["extra_outputs"] = tuple(self.extra_outputs)
         return ModelContract(**data)
 
     def validate(self, source: str = "the model") -> None:
@@ -93,5 +101,9 @@ class ModelContract:
             problems.append("gsd_m must be positive")
         if not all(0.0 < t < 1.0 for t in self.thresholds):
             problems.append("thresholds must lie strictly between 0 and 1")
+        unknown = [o for o in self.extra_outputs if o not in EXTRA_OUTPUTS]
+        if unknown:
+            problems.append(f"extra_outputs {unknown} are unknown (known: "
+                            f"{', '.join(EXTRA_OUTPUTS)})")
         if problems:
             raise UserInputError(f"{source} has invalid idou metadata: {'; '.join(problems)}.")
