@@ -93,9 +93,10 @@ def footprint_scores(probabilities: ProbabilityReader, grid: Grid, footprints: g
     shapes = _scored_shapes(geoms, inset_m, 4 * px_area)
     bounds = shapely.bounds(shapes)
     inv = ~grid.transform
-    cols, rows = inv * (bounds[:, 0], bounds[:, 3])
-    key = (np.floor(np.asarray(rows) / block_size).astype(np.int64) * 1_000_003
-           + np.floor(np.asarray(cols) / block_size).astype(np.int64))
+    x, y = bounds[:, 0], bounds[:, 3]
+    cols, rows = inv.a * x + inv.b * y + inv.c, inv.d * x + inv.e * y + inv.f
+    key = (np.floor(rows / block_size).astype(np.int64) * 1_000_003
+           + np.floor(cols / block_size).astype(np.int64))
     for block in np.unique(key):
         members = np.flatnonzero((key == block) & ~shapely.is_empty(shapes))
         if members.size == 0:

@@ -110,6 +110,15 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
     return out
 
 
+def candidate_changes(classified: gpd.GeoDataFrame, keep_unmatched: bool = False
+                      ) -> gpd.GeoDataFrame:
+    """The classified changes that make their parcels candidates: all but ``other``
+    (その他の変化, change the building map does not support) unless ``keep_unmatched``."""
+    if keep_unmatched or "change_type" not in classified:
+        return classified
+    return classified[classified["change_type"] != "other"]
+
+
 def _snap_demolished(out: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame,
                      footprint_cover: float) -> np.ndarray:
     """Mark demolished footprints, snap demolished changes to them; return standing mask."""

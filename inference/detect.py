@@ -475,7 +475,7 @@ def _write_output(output: Path, changes: gpd.GeoDataFrame, parcels: gpd.GeoDataF
                   write_project: bool, evidence: BuildingEvidence | None = None
                   ) -> dict[str, Any]:
     """Classify, join to parcels and write the review GeoPackage (atomically)."""
-    from idou.geo.classify import classify_changes
+    from idou.geo.classify import candidate_changes, classify_changes
     from idou.geo.gpkg_output import write_review_geopackage
     from idou.geo.parcel_join import join_parcels
 
@@ -483,8 +483,7 @@ def _write_output(output: Path, changes: gpd.GeoDataFrame, parcels: gpd.GeoDataF
     classified = classify_changes(changes, buildings, parcels, footprints=evidence.scores,
                                   footprint_threshold=evidence.threshold,
                                   min_area_m2=float(str(run_info.get("min_area_m2", 8.0))))
-    joined = classified if evidence.keep_unmatched else \
-        classified[classified["change_type"] != "other"]
+    joined = candidate_changes(classified, evidence.keep_unmatched)
     if parcels is not None:
         candidates = join_parcels(joined, parcels)
     else:
