@@ -28,3 +28,16 @@ def test_invalid_thresholds_are_refused() -> None:
     bad = ModelContract(threshold_new=1.5).to_metadata()
     with pytest.raises(UserInputError, match="thresholds"):
         ModelContract.from_metadata(bad, source="m.onnx")
+
+
+def test_declared_extra_outputs_round_trip_as_a_tuple() -> None:
+    contract = ModelContract(extra_outputs=("presence",))
+    read = ModelContract.from_metadata(contract.to_metadata())
+    assert read.extra_outputs == ("presence",) and read == contract
+    assert ModelContract.from_metadata(ModelContract().to_metadata()).extra_outputs == ()
+
+
+def test_unknown_extra_outputs_are_refused() -> None:
+    bad = ModelContract(extra_outputs=("height",)).to_metadata()
+    with pytest.raises(UserInputError, match="extra_outputs"):
+        ModelContract.from_metadata(bad, source="m.onnx")
