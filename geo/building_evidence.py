@@ -9,11 +9,12 @@
   making a parcel a candidate unless asked.
 - **増築 / 新築 against standing footprints.** New change is measured outside the standing
   footprints: if it comes within ``tolerance_m`` of none of them it is 新築; if the part outside
-  them, less slivers narrower than twice ``tolerance_m`` (:func:`outside_part`), reaches
+  them, less misregistration slivers (:func:`outside_part`), reaches
   ``min_area_m2`` it is 増築 (its geometry: that part); otherwise it lies on a standing house and
   is ``other``.
-- **建替** follows in :mod:`idou.geo.classify`: new change over a footprint that scored
-  demolished (or on the same parcel).
+- **建替**: new change over a footprint that scored demolished (rule 4 of
+  :mod:`idou.geo.classify`, or on the same parcel), or a house rebuilt on the same spot: new
+  change over most of a footprint with demolished change on it too (:func:`rebuilt_in_place`).
 - **Buildings the map lacks** (未評価家屋の候補): from a model's per-date building presence,
   buildings present in both photos on no footprint (:func:`unmapped_buildings`).
 
@@ -41,6 +42,7 @@ DEFAULT_TOLERANCE_M = 1.0
 DEFAULT_FOOTPRINT_THRESHOLD = 0.5
 DEFAULT_PRESENCE_THRESHOLD = 0.5
 QUANTILE = 0.5  # the median: half the footprint must read demolished
+REBUILT_COVER = 0.5
 REASON = "判定理由"
 OTHER = "other"
 
@@ -147,27 +149,61 @@ def _ids(buildings: gpd.GeoDataFrame) -> np.ndarray:
     return np.array([str(i) for i in range(len(buildings))], dtype=object)
 
 
-def outside_part(change: BaseGeometry, footprints: np.ndarray, tolerance_m: float
-                 ) -> BaseGeometry:
+def outside_part(change: BaseGeometry, footprints: np.ndarray, tolerance_m: float,
+                 min_area_m2: float = 8.0) -> BaseGeometry:
     """The part of a new change outside the footprints, less misregistration slivers.
 
     The change minus the footprints, opened (shrunk, then grown back) by ``tolerance_m``: a
-    band under ``2 tolerance_m`` wide along a footprint's edge (the same house drawn 1-2 m off,
-    or leaning) goes, while an added wing wider than that keeps its whole area.
+    band under twice that wide along a footprint's edge (the same house drawn 1-2 m off, or
+    leaning) goes, while a wing wider than that keeps its whole area. A change lying mostly
+    outside the footprints is opened by half as much, so a narrow wing is not lost.
     """
     rest = shapely.difference(change, shapely.union_all(footprints))
     if tolerance_m <= 0:
         return rest
-    opened = shapely.buffer(shapely.buffer(rest, -tolerance_m, join_style="mitre"),
-                            tolerance_m, join_style="mitre")
+    opened = _opening(rest, tolerance_m)
+    if shapely.area(opened) < min_area_m2 and \
+            shapely.area(rest) >= 0.5 * shapely.area(change):
+        opened = _opening(rest, tolerance_m / 2)
     return shapely.intersection(opened, rest)
+
+
+def _opening(geom: BaseGeometry, radius: float) -> BaseGeometry:
+    return shapely.buffer(shapely.buffer(geom, -radius, join_style="mitre"), radius,
+                          join_style="mitre")
+
+
+def rebuilt_in_place(changes: gpd.GeoDataFrame, footprints: np.ndarray, candidates: np.ndarray,
+                     cover: float = 0.5) -> np.ndarray:
+    """Footprints (among ``candidates``) rebuilt on the same spot: new change covers at least
+    ``cover`` of the footprint and demolished change lies on it too.
+
+    A house rebuilt where it stood keeps much of its outline, so its footprint's demolished
+    score stays low (a building stands there in both photos); both channels agreeing on it is
+    the evidence instead. A repainted or re-seen house flags at most one channel.
+    """
+    out = np.zeros(len(footprints), dtype=bool)
+    channel = changes["channel"].astype(str).to_numpy()
+    geoms = np.asarray(changes.geometry.values, dtype=object)
+    new, old = geoms[channel == "new"], geoms[channel == "demolished"]
+    if not len(new) or not len(old) or not candidates.any():
+        return out
+    new_tree, old_tree = shapely.STRtree(new), shapely.STRtree(old)
+    for f in np.flatnonzero(candidates):
+        footprint = footprints[f]
+        hits = new_tree.query(footprint, predicate="intersects")
+        if not hits.size or not old_tree.query(footprint, predicate="intersects").size:
+            continue
+        covered = shapely.area(shapely.intersection(footprint, shapely.union_all(new[hits])))
+        out[f] = covered >= cover * shapely.area(footprint)
+    return out
 
 
 def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame,
                             scores: FootprintScores, *,
                             threshold: float = DEFAULT_FOOTPRINT_THRESHOLD,
-                            tolerance_m: float = DEFAULT_TOLERANCE_M, min_area_m2: float = 8.0
-                            ) -> gpd.GeoDataFrame:
+                            tolerance_m: float = DEFAULT_TOLERANCE_M, min_area_m2: float = 8.0,
+                            rebuilt_cover: float = REBUILT_COVER) -> gpd.GeoDataFrame:
     """Decide demolished, new and extension change against the registered footprints.
 
     Args:
@@ -178,6 +214,8 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
         threshold: footprint score that makes a 滅失 candidate.
         tolerance_m: gap between map and photo still counted as on a footprint.
         min_area_m2: smallest new built area outside standing footprints that is 増築.
+        rebuilt_cover: share of a footprint new change must cover (with demolished change on
+            it too) for the footprint to be rebuilt in place (see :func:`rebuilt_in_place`).
 
     Returns:
         A new frame: one ``demolished`` row per footprint that scored (geometry: the
@@ -191,7 +229,8 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
     footprints = np.asarray(buildings.geometry.values, dtype=object)
     ids = _ids(buildings)
     score = np.nan_to_num(scores.score, nan=0.0)
-    demolished = score >= threshold
+    rebuilt = rebuilt_in_place(out, footprints, score < threshold, rebuilt_cover)
+    demolished = (score >= threshold) | rebuilt
     standing_tree = shapely.STRtree(footprints[~demolished])
     standing_ids = ids[~demolished]
     standing_geoms = footprints[~demolished]
@@ -221,7 +260,7 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
             types[row] = "new"
             out.at[row, REASON] = "登録家屋から離れた新しい建物"
             continue
-        outside = outside_part(geoms[row], standing_geoms[near], tolerance_m)
+        outside = outside_part(geoms[row], standing_geoms[near], tolerance_m, min_area_m2)
         area = float(shapely.area(outside))
         names = ",".join(standing_ids[sorted(near)])
         out.at[row, "building_ids"] = names
@@ -238,12 +277,14 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
     out = out[out["change_type"] != "absorbed"]
     rows = np.flatnonzero(demolished)
     footprint_rows = gpd.GeoDataFrame({
-        "channel": "demolished", "change_type": "demolished",
+        "channel": "demolished",
+        "change_type": np.where(rebuilt[rows], "rebuilt", "demolished").astype(object),
         "area_m2": shapely.area(footprints[rows]).round(2),
         "score_max": scores.score_max[rows], "score_mean": scores.score_mean[rows],
         "building_ids": ids[rows], "footprint_score": np.round(score[rows], 3),
-        REASON: [f"登録家屋 {i} の滅失スコア {s:.2f} が閾値 {threshold:.2f} 以上" for i, s in
-                 zip(ids[rows], score[rows], strict=True)],
+        REASON: [f"登録家屋 {i} の屋根の大半に新築反応、滅失反応もあり建替（滅失スコア {s:.2f}）"
+                 if r else f"登録家屋 {i} の滅失スコア {s:.2f} が閾値 {threshold:.2f} 以上"
+                 for i, s, r in zip(ids[rows], score[rows], rebuilt[rows], strict=True)],
     }, geometry=gpd.GeoSeries(footprints[rows], crs=out.crs), crs=out.crs)
     merged = pd.concat([out, footprint_rows], ignore_index=True)
     return gpd.GeoDataFrame(merged, geometry=out.geometry.name, crs=out.crs)

@@ -120,7 +120,9 @@ NOTHING = Raster([], [])
     (box(40, 40, 54, 48).difference(box(50, 40, 54, 42)).difference(box(50, 46, 54, 48)),
      "extension", 16.0),  # the house and a 4 m x 4 m wing
     (box(60, 40, 68, 48), "new", 64.0),  # away from every footprint
-], ids=["same_house_misregistered", "wing_outside", "away"])
+    (box(49.8, 41, 51.4, 48), "extension", 9.8),  # a narrow (1.4 m) wing, seen alone
+    (box(38, 40, 50, 48), "other", None),  # the house re-seen 2 m off to the west
+], ids=["same_house_misregistered", "wing_outside", "away", "narrow_wing", "two_metres_off"])
 def test_extension_needs_new_area_outside_the_standing_house(change: object, expected: str,
                                                             area: float | None) -> None:
     scores = footprint_scores(NOTHING, GRID, STANDING.geometry)
@@ -169,3 +171,16 @@ def test_without_presence_outputs_the_layer_is_empty_and_run_info_says_why() -> 
     assert list(evidence.unmapped.columns) == list(empty_unmapped(CRS_JGD).columns)
     assert "declares no building-presence output" in str(evidence.run_info["unmapped_buildings"])
     assert building_evidence(DEMOLISHED, None, GRID, contract, None).scores is None
+
+
+def test_a_house_rebuilt_on_the_same_spot_is_rebuilt_when_both_channels_agree() -> None:
+    old = frame([box(10, 40, 20, 48)], building_id=["R"])
+    scores = footprint_scores(NOTHING, GRID, old.geometry)  # its demolished score stays low
+    new_roof = box(10.5, 40.5, 19.5, 47.5)
+    agree = classify_changes(changes(("new", new_roof), ("demolished", box(12, 42, 15, 45))),
+                             old, None, footprints=scores)
+    assert sorted(agree["change_type"]) == ["rebuilt", "rebuilt"]
+    row = agree[agree["channel"] == "demolished"]
+    assert row["building_ids"].iloc[0] == "R" and row.geometry.iloc[0].equals(old.geometry[0])
+    alone = classify_changes(changes(("new", new_roof)), old, None, footprints=scores)
+    assert list(alone["change_type"]) == ["other"]  # a repainted roof flags one channel only
