@@ -278,7 +278,7 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
     rows = np.flatnonzero(demolished)
     footprint_rows = gpd.GeoDataFrame({
         "channel": "demolished",
-        "change_type": np.where(rebuilt[rows], "rebuilt", "demolished").astype(object),
+        "change_type": "demolished",  # rule 4 of classify makes it 建替 with the new change
         "area_m2": shapely.area(footprints[rows]).round(2),
         "score_max": scores.score_max[rows], "score_mean": scores.score_mean[rows],
         "building_ids": ids[rows], "footprint_score": np.round(score[rows], 3),

@@ -102,7 +102,7 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
         _mark_rebuilt_by_parcel(out, on_parcels)
         _annotate_parcels(out, parcels, on_parcels)
     if REASON in out:
-        rebuilt = out["change_type"] == "rebuilt"
+        rebuilt = (out["change_type"] == "rebuilt") & ~out[REASON].astype(str).str.contains("建替")
         out.loc[rebuilt, REASON] = "滅失と新築が同じ場所または同じ筆にあるため建替"
     out["異動区分"] = out["change_type"].map(CLASS_JA).astype(object)
     out.insert(0, "change_id", pd.Series(change_ids(out.geometry, out["change_type"]),
