@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--robosat-root", type=Path, default=ROBOSAT)
     p.add_argument("--robosat-seed", type=int, default=1)
     p.add_argument("--model", default="default")
+    p.add_argument("--footprint-thresholds", type=float, nargs="*", default=[],
+                   help="footprint thresholds to score with the map (default: the model's)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
@@ -59,16 +61,21 @@ def _zero() -> Any:
 
 
 class Tally:
-    """Pooled object counts per variant and channel, the 滅失 sweep, and parcel counts."""
+    """Pooled object counts per variant and channel, the 滅失 sweep, and parcel counts.
 
-    def __init__(self) -> None:
+    Variants: ``without`` the map, and ``with@T`` for each footprint threshold T.
+    """
+
+    def __init__(self, fp_thresholds: list[float]) -> None:
+        self.fp_thresholds = fp_thresholds
+        self.variants = ["without", *(f"with@{t:g}" for t in fp_thresholds)]
         self.objects: dict[str, dict[str, Any]] = {v: {"new": _zero(), "demolished": _zero()}
-                                                   for v in ("without", "with")}
+                                                   for v in self.variants}
         self.sweep = [_zero() for _ in SWEEP]
-        self.parcels = {v: [0, 0] for v in ("without", "with")}
+        self.parcels = {v: [0, 0] for v in self.variants}
         self.pairs = 0
 
-    def add(self, pred: Any, thresholds: dict[str, float], fp_threshold: float,
+    def add(self, pred: Any, thresholds: dict[str, float],
             parcels: gpd.GeoDataFrame | None) -> None:
         from idou.geo import metrics
         from idou.geo.classify import candidate_changes, classify_changes
@@ -76,11 +83,12 @@ class Tally:
 
         self.pairs += 1
         changes = pred.changes(thresholds)
-        plain = classify_changes(changes, None, parcels)
-        mapped = candidate_changes(classify_changes(
-            changes, pred.buildings, parcels, footprints=pred.footprint_scores(),
-            footprint_threshold=fp_threshold))
-        for variant, frame in (("without", plain), ("with", mapped)):
+        frames = [("without", classify_changes(changes, None, parcels))]
+        for t in self.fp_thresholds:
+            frames.append((f"with@{t:g}", candidate_changes(classify_changes(
+                changes, pred.buildings, parcels, footprints=pred.footprint_scores(),
+                footprint_threshold=t))))
+        for variant, frame in frames:
             for c, s in metrics.channel_scores(frame, pred.truth).items():
                 self.objects[variant][c] = self.objects[variant][c] + s
             if parcels is not None:
@@ -93,9 +101,9 @@ class Tally:
             self.sweep[k] = self.sweep[k] + metrics.object_scores_from_polygons(
                 pred.buildings[score >= t], truth)
 
-    def report(self, fp_threshold: float) -> dict[str, Any]:
-        out: dict[str, Any] = {"pairs": self.pairs, "threshold_footprint": fp_threshold}
-        for variant in ("without", "with"):
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pairs": self.pairs}
+        for variant in self.variants:
             out[variant] = {c: s.as_dict() for c, s in self.objects[variant].items()}
             if self.parcels[variant][0]:
                 n, found = self.parcels[variant]
@@ -184,18 +192,19 @@ def main(argv: list[str] | None = None) -> int:
 
     loaded, session = load_model(args.model, threads=args.threads)
     thresholds = dict(zip(("new", "demolished"), loaded.contract.thresholds, strict=True))
-    fp = footprint_threshold(loaded.contract)
+    fps = args.footprint_thresholds or [footprint_threshold(loaded.contract)]
     result: dict[str, Any] = {"model": f"{loaded.contract.model_name} "
                                        f"{loaded.contract.model_version}",
-                              "thresholds": thresholds}
+                              "thresholds": thresholds,
+                              "model_threshold_footprint": footprint_threshold(loaded.contract)}
     sets = [("generated", scene_predictions)] if args.scenes else []
     if args.robosat:
         sets.append(("robosat", robosat_predictions))
     for name, source in sets:
-        tally = Tally()
+        tally = Tally(fps)
         for pred, parcels in source(args, loaded, session):
-            tally.add(pred, thresholds, fp, parcels)
-        result[name] = tally.report(fp)
+            tally.add(pred, thresholds, parcels)
+        result[name] = tally.report()
         print(json.dumps({name: result[name]}, indent=1, ensure_ascii=False), flush=True)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n",

@@ -513,13 +513,13 @@ class BuildingEvidence:
 
 def footprint_threshold(contract: ModelContract, override: float | None = None) -> float:
     """The footprint demolished score that makes 滅失: ``override``, else the model's tuned one
-    (``extra["building_map"]["threshold_demolished"]``, written by ``idou tune``), else 0.5."""
-    from idou.geo.building_evidence import DEFAULT_FOOTPRINT_THRESHOLD
-
+    (``extra["building_map"]["threshold_demolished"]``, written by ``idou tune``), else the
+    demolished channel's threshold (half the footprint must pass what makes a change polygon).
+    """
     value = override
     if value is None:
         value = (contract.extra.get("building_map") or {}).get("threshold_demolished",
-                                                               DEFAULT_FOOTPRINT_THRESHOLD)
+                                                               contract.threshold_demolished)
     if not 0.0 < float(value) < 1.0:
         raise UserInputError(f"--threshold-footprint {value} is not a probability; pass a value "
                              "strictly between 0 and 1.")
