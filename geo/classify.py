@@ -225,7 +225,8 @@ def _mark_rebuilt_by_parcel(out: gpd.GeoDataFrame, on_parcels: pd.DataFrame) -> 
     })
     per_parcel = links.groupby("parcel")[["old", "new"]].any()
     both = per_parcel.index[per_parcel["old"] & per_parcel["new"]]
-    rebuilt = np.unique(links.loc[links["parcel"].isin(both), "row"].to_numpy())
+    on_both = links["parcel"].isin(both) & (links["old"] | links["new"])  # never その他の変化
+    rebuilt = np.unique(links.loc[on_both, "row"].to_numpy())
     if rebuilt.size:
         column = out["change_type"].to_numpy().copy()
         column[rebuilt] = "rebuilt"

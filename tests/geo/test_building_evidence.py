@@ -184,3 +184,15 @@ def test_a_house_rebuilt_on_the_same_spot_is_rebuilt_when_both_channels_agree() 
     assert row["building_ids"].iloc[0] == "R" and row.geometry.iloc[0].equals(old.geometry[0])
     alone = classify_changes(changes(("new", new_roof)), old, None, footprints=scores)
     assert list(alone["change_type"]) == ["other"]  # a repainted roof flags one channel only
+
+
+def test_change_off_the_map_stays_other_on_a_parcel_with_a_rebuilt_house() -> None:
+    old = frame([box(10, 40, 20, 48)], building_id=["R"])
+    raster = Raster([], [(box(10, 40, 20, 48), 0.8)])
+    parcel = frame([box(5, 35, 40, 60)], parcel_id=["p"], 地番=["3-1"], 所在=["本町"])
+    out = classify_changes(changes(("demolished", box(10, 40, 20, 48)),
+                                   ("new", box(25, 40, 33, 48)),  # new house on the same lot
+                                   ("demolished", box(30, 52, 36, 58))),  # a tree felled
+                           old, parcel, footprints=footprint_scores(raster, GRID, old.geometry))
+    by_type = out.groupby("change_type")["channel"].apply(sorted).to_dict()
+    assert by_type == {"rebuilt": ["demolished", "new"], "other": ["demolished"]}
