@@ -32,7 +32,10 @@ import geopandas as gpd
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-ROBOSAT = REPO.parent / "shared" / "data" / "real_buildings" / "robosat" / "evaluation"
+ROBOSAT = next((base / "shared" / "data" / "real_buildings" / "robosat" / "evaluation"
+                for base in (REPO.parent, REPO.parent.parent)
+                if (base / "shared" / "data").is_dir()),
+               REPO.parent / "shared" / "data" / "real_buildings" / "robosat" / "evaluation")
 ROBOSAT_GSD_M = 0.54
 EVAL_WEIGHTS = {"unchanged": 0.25, "new_by_removal": 0.25, "demolished_by_removal": 0.25,
                 "new_by_paste": 0.125, "demolished_by_paste": 0.125}
