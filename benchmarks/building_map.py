@@ -90,7 +90,7 @@ class Tally:
         for t in self.fp_thresholds:
             frames.append((f"with@{t:g}", candidate_changes(classify_changes(
                 changes, pred.buildings, parcels, footprints=pred.footprint_scores(),
-                footprint_threshold=t))))
+                footprint_threshold=t, demolished_threshold=thresholds["demolished"]))))
         for variant, frame in frames:
             for c, s in metrics.channel_scores(frame, pred.truth).items():
                 self.objects[variant][c] = self.objects[variant][c] + s

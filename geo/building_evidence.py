@@ -174,25 +174,31 @@ def _opening(geom: BaseGeometry, radius: float) -> BaseGeometry:
 
 
 def rebuilt_in_place(changes: gpd.GeoDataFrame, footprints: np.ndarray, candidates: np.ndarray,
-                     cover: float = 0.5) -> np.ndarray:
+                     cover: float = 0.5, score_max: np.ndarray | None = None,
+                     channel_threshold: float | None = None) -> np.ndarray:
     """Footprints (among ``candidates``) rebuilt on the same spot: new change covers at least
     ``cover`` of the footprint and demolished change lies on it too.
 
     A house rebuilt where it stood keeps much of its outline, so its footprint's demolished
     score stays low (a building stands there in both photos); both channels agreeing on it is
-    the evidence instead. A repainted or re-seen house flags at most one channel.
+    the evidence instead: demolished change on it, or (``score_max``, ``channel_threshold``) a
+    demolished probability inside the footprint reaching the demolished channel's threshold.
     """
     out = np.zeros(len(footprints), dtype=bool)
     channel = changes["channel"].astype(str).to_numpy()
     geoms = np.asarray(changes.geometry.values, dtype=object)
     new, old = geoms[channel == "new"], geoms[channel == "demolished"]
-    if not len(new) or not len(old) or not candidates.any():
+    if not len(new) or not candidates.any():
         return out
     new_tree, old_tree = shapely.STRtree(new), shapely.STRtree(old)
+    responds = np.zeros(len(footprints), dtype=bool)
+    if score_max is not None and channel_threshold is not None:
+        responds = np.nan_to_num(score_max, nan=0.0) >= channel_threshold
     for f in np.flatnonzero(candidates):
         footprint = footprints[f]
         hits = new_tree.query(footprint, predicate="intersects")
-        if not hits.size or not old_tree.query(footprint, predicate="intersects").size:
+        if not hits.size or not (responds[f] or
+                                 old_tree.query(footprint, predicate="intersects").size):
             continue
         covered = shapely.area(shapely.intersection(footprint, shapely.union_all(new[hits])))
         out[f] = covered >= cover * shapely.area(footprint)
@@ -203,7 +209,8 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
                             scores: FootprintScores, *,
                             threshold: float = DEFAULT_FOOTPRINT_THRESHOLD,
                             tolerance_m: float = DEFAULT_TOLERANCE_M, min_area_m2: float = 8.0,
-                            rebuilt_cover: float = REBUILT_COVER) -> gpd.GeoDataFrame:
+                            rebuilt_cover: float = REBUILT_COVER,
+                            channel_threshold: float | None = None) -> gpd.GeoDataFrame:
     """Decide demolished, new and extension change against the registered footprints.
 
     Args:
@@ -216,6 +223,8 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
         min_area_m2: smallest new built area outside standing footprints that is 増築.
         rebuilt_cover: share of a footprint new change must cover (with demolished change on
             it too) for the footprint to be rebuilt in place (see :func:`rebuilt_in_place`).
+        channel_threshold: the demolished channel's threshold: a footprint with a pixel
+            reaching it counts as demolished change on it for :func:`rebuilt_in_place`.
 
     Returns:
         A new frame: one ``demolished`` row per footprint that scored (geometry: the
@@ -230,6 +239,9 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
     ids = _ids(buildings)
     score = np.nan_to_num(scores.score, nan=0.0)
     rebuilt = rebuilt_in_place(out, footprints, score < threshold, rebuilt_cover)
+    # a weaker sign (a demolished pixel, no change polygon): the new change alone is 建替
+    weak = rebuilt_in_place(out, footprints, score < threshold, rebuilt_cover,
+                            scores.score_max, channel_threshold) & ~rebuilt
     demolished = (score >= threshold) | rebuilt
     standing_tree = shapely.STRtree(footprints[~demolished])
     standing_ids = ids[~demolished]
@@ -268,6 +280,11 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
             types[row] = "extension"
             new_geoms[row] = outside
             out.at[row, REASON] = f"登録家屋 {names} の外側に {area:.0f}㎡ の増築部分"
+        elif weak[~demolished][near].any():
+            best = standing_ids[near[weak[~demolished][near]]][0]
+            types[row] = "rebuilt"
+            out.at[row, REASON] = (f"登録家屋 {best} の屋根の大半に新築反応、弱い滅失反応もあり"
+                                   "建替の可能性")
         else:
             types[row] = OTHER
             out.at[row, REASON] = (f"登録家屋 {names} の上の反応で、外側の部分 {area:.0f}㎡ が"

@@ -47,7 +47,8 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
                      touch_tolerance_m: float = 0.5, on_parcel_share: float = 0.2,
                      footprints: FootprintScores | None = None,
                      footprint_threshold: float = 0.5, tolerance_m: float = 1.0,
-                     min_area_m2: float = 8.0) -> gpd.GeoDataFrame:
+                     min_area_m2: float = 8.0, demolished_threshold: float | None = None
+                     ) -> gpd.GeoDataFrame:
     """Classify change polygons from the vectoriser.
 
     Args:
@@ -63,6 +64,8 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
         footprint_threshold: footprint score that makes a 滅失 candidate.
         tolerance_m: misregistration between map and photo tolerated for 増築.
         min_area_m2: smallest new built area outside standing footprints that is 増築.
+        demolished_threshold: the demolished channel's threshold (evidence of a house rebuilt
+            on its spot, see :func:`idou.geo.building_evidence.rebuilt_in_place`).
 
     Returns:
         A copy with ``change_id``, ``change_type``, ``異動区分``, ``building_ids``, ``地番``,
@@ -85,7 +88,8 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
         if footprints is not None:
             out = apply_building_evidence(out, buildings, footprints,
                                           threshold=footprint_threshold,
-                                          tolerance_m=tolerance_m, min_area_m2=min_area_m2)
+                                          tolerance_m=tolerance_m, min_area_m2=min_area_m2,
+                                          channel_threshold=demolished_threshold)
         else:
             standing = _snap_demolished(out, buildings, footprint_cover)
             _mark_extensions(out, buildings[standing], touch_tolerance_m)

@@ -482,7 +482,9 @@ def _write_output(output: Path, changes: gpd.GeoDataFrame, parcels: gpd.GeoDataF
     evidence = evidence or BuildingEvidence()
     classified = classify_changes(changes, buildings, parcels, footprints=evidence.scores,
                                   footprint_threshold=evidence.threshold,
-                                  min_area_m2=float(str(run_info.get("min_area_m2", 8.0))))
+                                  min_area_m2=float(str(run_info.get("min_area_m2", 8.0))),
+                                  demolished_threshold=float(str(
+                                      run_info.get("threshold_demolished", 0.5))))
     joined = candidate_changes(classified, evidence.keep_unmatched)
     if parcels is not None:
         candidates = join_parcels(joined, parcels)

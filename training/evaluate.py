@@ -228,7 +228,8 @@ class ScenePrediction:
         classified = classify_changes(self.changes(thresholds, min_area_m2), self.buildings,
                                       None, footprints=self.footprint_scores(),
                                       footprint_threshold=footprint_threshold,
-                                      min_area_m2=min_area_m2)
+                                      min_area_m2=min_area_m2,
+                                      demolished_threshold=thresholds["demolished"])
         return candidate_changes(classified)
 
 

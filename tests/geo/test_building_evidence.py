@@ -173,7 +173,7 @@ def test_without_presence_outputs_the_layer_is_empty_and_run_info_says_why() -> 
     assert building_evidence(DEMOLISHED, None, GRID, contract, None).scores is None
 
 
-def test_a_house_rebuilt_on_the_same_spot_is_rebuilt_when_both_channels_agree() -> None:
+def test_a_house_rebuilt_on_the_same_spot_is_rebuilt() -> None:
     old = frame([box(10, 40, 20, 48)], building_id=["R"])
     scores = footprint_scores(NOTHING, GRID, old.geometry)  # its demolished score stays low
     new_roof = box(10.5, 40.5, 19.5, 47.5)
@@ -182,8 +182,18 @@ def test_a_house_rebuilt_on_the_same_spot_is_rebuilt_when_both_channels_agree() 
     assert sorted(agree["change_type"]) == ["rebuilt", "rebuilt"]
     row = agree[agree["channel"] == "demolished"]
     assert row["building_ids"].iloc[0] == "R" and row.geometry.iloc[0].equals(old.geometry[0])
-    alone = classify_changes(changes(("new", new_roof)), old, None, footprints=scores)
+    alone = classify_changes(changes(("new", new_roof)), old, None, footprints=scores,
+                             demolished_threshold=0.16)
     assert list(alone["change_type"]) == ["other"]  # a repainted roof flags one channel only
+    # a weak demolished response inside (a pixel over the channel's threshold, no polygon):
+    # the new change is a 建替 candidate, the footprint is not called demolished
+    weak = footprint_scores(Raster([], [(box(14, 43, 16, 45), 0.3)]), GRID, old.geometry)
+    some = classify_changes(changes(("new", new_roof)), old, None, footprints=weak,
+                            demolished_threshold=0.16)
+    assert list(some["change_type"]) == ["rebuilt"] and list(some["channel"]) == ["new"]
+    part = classify_changes(changes(("new", box(10.5, 40.5, 14.5, 47.5))), old, None,
+                            footprints=weak, demolished_threshold=0.16)
+    assert list(part["change_type"]) == ["other"]  # a small part of the roof: re-seen
 
 
 def test_change_off_the_map_stays_other_on_a_parcel_with_a_rebuilt_house() -> None:
