@@ -179,13 +179,12 @@ def robosat_predictions(args: argparse.Namespace, loaded: Any, session: Any) -> 
             truth = gpd.GeoDataFrame({"channel": [c for c, _ in rows]},
                                      geometry=[g for _, g in rows], crs=crs)
             footprints = _polygons(item["buildings_before"] > 0, transform)
-            buildings = gpd.GeoDataFrame(
+            pred = predict_pair(loaded, session, paths[0], paths[1], truth,
+                                name=f"robosat{index}")
+            pred.buildings = gpd.GeoDataFrame(  # the map may be empty: then nothing is 滅失
                 {"building_id": [f"R{k}" for k in range(len(footprints))]},
-                geometry=footprints, crs=crs)
-            map_path = Path(tmp) / "buildings.gpkg"
-            buildings.to_file(map_path, driver="GPKG")
-            yield predict_pair(loaded, session, paths[0], paths[1], truth,
-                               name=f"robosat{index}", buildings=map_path), None
+                geometry=gpd.GeoSeries(footprints, crs=crs), crs=crs).to_crs(pred.grid.crs)
+            yield pred, None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,10 +82,11 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
         raise ValueError(f"unknown channel values {sorted(set(channel[bad]))}")
     out["change_type"] = np.where(channel == "new", "new", "demolished").astype(object)
     out["building_ids"] = ""
-    if buildings is not None and not buildings.empty and not out.empty:
+    if buildings is not None and (not buildings.empty or footprints is not None) \
+            and not out.empty:
         if buildings.crs is not None and out.crs is not None and buildings.crs != out.crs:
             buildings = buildings.to_crs(out.crs)
-        if footprints is not None:
+        if footprints is not None:  # an empty map leaves every change unsupported
             out = apply_building_evidence(out, buildings, footprints,
                                           threshold=footprint_threshold,
                                           tolerance_m=tolerance_m, min_area_m2=min_area_m2,

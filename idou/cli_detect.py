@@ -147,6 +147,11 @@ def _print_summary(summary: DetectSummary) -> None:
     console = Console()
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.changes_by_type.items())) or "none"
     console.print(f"[bold]changes:[/] {counts}; candidate parcels: {summary.candidate_parcels}")
+    other = summary.changes_by_type.get("other", 0)
+    if other:
+        console.print(f"{other} change(s) the building map does not support (その他の変化, see "
+                      "判定理由) are kept in the changes layer but make no candidate parcel; "
+                      "pass --keep-unmatched to list their parcels too.")
     console.print(f"{summary.input_megapixels:.1f} Mpx in {summary.seconds:.1f} s "
                   f"({summary.megapixels_per_second:.2f} Mpx/s end to end); "
                   f"tiles run {summary.tiles_run}, skipped {summary.tiles_skipped}")
