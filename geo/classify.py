@@ -35,9 +35,14 @@ import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from idou.geo.building_evidence import REASON, FootprintScores, apply_building_evidence
+from idou.geo.building_evidence import (
+    OTHER,
+    REASON,
+    FootprintScores,
+    apply_building_evidence,
+)
 from idou.geo.parcels import district_of
-from idou.geo.review_fields import CLASS_JA
+from idou.geo.review_fields import CLASS_JA, OTHER_CLASS_JA
 
 REQUIRED = ("channel", "geometry")
 
@@ -109,7 +114,7 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
     if REASON in out:
         rebuilt = (out["change_type"] == "rebuilt") & ~out[REASON].astype(str).str.contains("建替")
         out.loc[rebuilt, REASON] = "滅失と新築が同じ場所または同じ筆にあるため建替"
-    out["異動区分"] = out["change_type"].map(CLASS_JA).astype(object)
+    out["異動区分"] = out["change_type"].map({**CLASS_JA, OTHER: OTHER_CLASS_JA}).astype(object)
     out.insert(0, "change_id", pd.Series(change_ids(out.geometry, out["change_type"]),
                                          index=out.index, dtype=object))
     return out

@@ -10,11 +10,11 @@ as Japanese text has a Japanese name (``地番``, ``所在``, ``異動区分``, 
 from __future__ import annotations
 
 CHANGE_TYPES = ("new", "extension", "demolished", "rebuilt")
-CLASS_JA = {"new": "新築", "extension": "増築", "demolished": "滅失", "rebuilt": "建替",
-            "other": "その他の変化"}
+CLASS_JA = {"new": "新築", "extension": "増築", "demolished": "滅失", "rebuilt": "建替"}
 CLASS_ORDER_JA = ("建替", "新築", "増築", "滅失")
 CLASS_COLOURS = {"新築": "#e31a1c", "増築": "#ff7f00", "滅失": "#1f78b4", "建替": "#6a3d9a"}
-#: Change the building map does not support (with ``--buildings``): kept, not a candidate.
+#: Change the building map does not support (with ``--buildings``, change_type ``other``):
+#: kept, not a candidate.
 OTHER_CLASS_JA = "その他の変化"
 OTHER_COLOUR = "#969696"
 #: The layer of buildings present in both photos that the building map lacks.
