@@ -206,3 +206,17 @@ def test_change_off_the_map_stays_other_on_a_parcel_with_a_rebuilt_house() -> No
                            old, parcel, footprints=footprint_scores(raster, GRID, old.geometry))
     by_type = out.groupby("change_type")["channel"].apply(sorted).to_dict()
     assert by_type == {"rebuilt": ["demolished", "new"], "other": ["demolished"]}
+
+
+def test_a_presence_model_run_without_kept_presence_says_so() -> None:
+    from idou.inference.contract import ModelContract
+    from idou.inference.detect import building_evidence
+
+    contract = ModelContract(extra_outputs=("presence",))
+    evidence = building_evidence(DEMOLISHED, None, GRID, contract, MAP)
+    assert evidence.unmapped is not None and evidence.unmapped.empty
+    assert "idou batch" in str(evidence.run_info["unmapped_buildings"])
+    presence = Raster([(box(10, 60, 20, 70), 0.9)], [(box(10, 60, 20, 70), 0.9)])
+    found = building_evidence(DEMOLISHED, presence, GRID, contract, MAP)
+    assert found.unmapped is not None and len(found.unmapped) == 1
+    assert "1 buildings present in both photos" in str(found.run_info["unmapped_buildings"])
