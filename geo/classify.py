@@ -12,8 +12,14 @@ Rules (in this order):
    parcel (a change lies on the parcel holding most of it and on every other one holding at
    least ``on_parcel_share`` of its area or 10 m²), → both ``rebuilt`` (建替).
 
-Without buildings only rules 1 and 4 apply. ``change_id`` is a stable hash of the geometry
-(rounded to 0.5 m, normalised) and the class, so a re-run on the same result gives the same ids.
+Without buildings only rules 1 and 4 apply. With buildings *and* their footprint scores
+(:func:`idou.geo.building_evidence.footprint_scores`), rules 2 and 3 are replaced by the
+building map as evidence (:func:`idou.geo.building_evidence.apply_building_evidence`): 滅失 is
+decided per footprint, 増築 needs new built area outside the standing footprints, and change the
+map does not support becomes ``other`` (その他の変化), which rule 4 ignores.
+
+``change_id`` is a stable hash of the geometry (rounded to 0.5 m, normalised) and the class, so
+a re-run on the same result gives the same ids.
 With parcels the output also carries ``地番`` (every parcel the change lies on, comma-joined),
 ``所在`` and ``地区`` (大字/町丁目) of the main parcel, and ``parcel_ids``.
 """
@@ -29,15 +35,24 @@ import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from idou.geo.building_evidence import (
+    OTHER,
+    REASON,
+    FootprintScores,
+    apply_building_evidence,
+)
 from idou.geo.parcels import district_of
-from idou.geo.review_fields import CLASS_JA
+from idou.geo.review_fields import CLASS_JA, OTHER_CLASS_JA
 
 REQUIRED = ("channel", "geometry")
 
 
 def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | None,
                      parcels: gpd.GeoDataFrame | None, *, footprint_cover: float = 0.5,
-                     touch_tolerance_m: float = 0.5, on_parcel_share: float = 0.2
+                     touch_tolerance_m: float = 0.5, on_parcel_share: float = 0.2,
+                     footprints: FootprintScores | None = None,
+                     footprint_threshold: float = 0.5, tolerance_m: float = 1.0,
+                     min_area_m2: float = 8.0, demolished_threshold: float | None = None
                      ) -> gpd.GeoDataFrame:
     """Classify change polygons from the vectoriser.
 
@@ -49,6 +64,13 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
         footprint_cover: share of a footprint that demolished change must cover.
         touch_tolerance_m: gap still counted as touching a footprint (extension).
         on_parcel_share: share of a change's area that puts it on a parcel.
+        footprints: demolished scores of ``buildings`` (same order); with them the building
+            map decides 滅失 / 増築 / 新築 (see the module docstring).
+        footprint_threshold: footprint score that makes a 滅失 candidate.
+        tolerance_m: misregistration between map and photo tolerated for 増築.
+        min_area_m2: smallest new built area outside standing footprints that is 増築.
+        demolished_threshold: the demolished channel's threshold (evidence of a house rebuilt
+            on its spot, see :func:`idou.geo.building_evidence.rebuilt_in_place`).
 
     Returns:
         A copy with ``change_id``, ``change_type``, ``異動区分``, ``building_ids``, ``地番``,
@@ -65,11 +87,18 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
         raise ValueError(f"unknown channel values {sorted(set(channel[bad]))}")
     out["change_type"] = np.where(channel == "new", "new", "demolished").astype(object)
     out["building_ids"] = ""
-    if buildings is not None and not buildings.empty and not out.empty:
+    if buildings is not None and (not buildings.empty or footprints is not None) \
+            and not out.empty:
         if buildings.crs is not None and out.crs is not None and buildings.crs != out.crs:
             buildings = buildings.to_crs(out.crs)
-        standing = _snap_demolished(out, buildings, footprint_cover)
-        _mark_extensions(out, buildings[standing], touch_tolerance_m)
+        if footprints is not None:  # an empty map leaves every change unsupported
+            out = apply_building_evidence(out, buildings, footprints,
+                                          threshold=footprint_threshold,
+                                          tolerance_m=tolerance_m, min_area_m2=min_area_m2,
+                                          channel_threshold=demolished_threshold)
+        else:
+            standing = _snap_demolished(out, buildings, footprint_cover)
+            _mark_extensions(out, buildings[standing], touch_tolerance_m)
     out["area_m2"] = out.geometry.area.round(2)
     _mark_rebuilt_by_overlap(out)
     out["地番"] = ""
@@ -82,10 +111,22 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
         on_parcels = changes_on_parcels(out, parcels, on_parcel_share)
         _mark_rebuilt_by_parcel(out, on_parcels)
         _annotate_parcels(out, parcels, on_parcels)
-    out["異動区分"] = out["change_type"].map(CLASS_JA).astype(object)
+    if REASON in out:
+        rebuilt = (out["change_type"] == "rebuilt") & ~out[REASON].astype(str).str.contains("建替")
+        out.loc[rebuilt, REASON] = "滅失と新築が同じ場所または同じ筆にあるため建替"
+    out["異動区分"] = out["change_type"].map({**CLASS_JA, OTHER: OTHER_CLASS_JA}).astype(object)
     out.insert(0, "change_id", pd.Series(change_ids(out.geometry, out["change_type"]),
                                          index=out.index, dtype=object))
     return out
+
+
+def candidate_changes(classified: gpd.GeoDataFrame, keep_unmatched: bool = False
+                      ) -> gpd.GeoDataFrame:
+    """The classified changes that make their parcels candidates: all but ``other``
+    (その他の変化, change the building map does not support) unless ``keep_unmatched``."""
+    if keep_unmatched or "change_type" not in classified:
+        return classified
+    return classified[classified["change_type"] != "other"]
 
 
 def _snap_demolished(out: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame,
@@ -194,7 +235,8 @@ def _mark_rebuilt_by_parcel(out: gpd.GeoDataFrame, on_parcels: pd.DataFrame) -> 
     })
     per_parcel = links.groupby("parcel")[["old", "new"]].any()
     both = per_parcel.index[per_parcel["old"] & per_parcel["new"]]
-    rebuilt = np.unique(links.loc[links["parcel"].isin(both), "row"].to_numpy())
+    on_both = links["parcel"].isin(both) & (links["old"] | links["new"])  # never その他の変化
+    rebuilt = np.unique(links.loc[on_both, "row"].to_numpy())
     if rebuilt.size:
         column = out["change_type"].to_numpy().copy()
         column[rebuilt] = "rebuilt"

@@ -51,6 +51,7 @@ from idou.geo.review_fields import (
     STATUS_VALUES,
     SURVEY_DATE,
     SURVEYOR,
+    UNMAPPED_LAYER,
 )
 from idou.geo.review_merge import (
     MergeStats,
@@ -62,7 +63,8 @@ from idou.geo.review_merge import (
 from idou.geo.survey_dates import survey_dates
 
 GEOMETRY_COLUMN = "geom"
-LAYER_ORDER = ("candidate_parcels", "changes", "existing_buildings", "coverage", "missed")
+LAYER_ORDER = ("candidate_parcels", "changes", "existing_buildings", UNMAPPED_LAYER, "coverage",
+               "missed")
 PARCEL_MIN_IOU = 0.9
 """A parcel whose key changed (e.g. a file from before geometry keys) keeps its review only
 when the old outline covers the new one almost exactly."""
@@ -99,7 +101,8 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
                             existing_buildings: gpd.GeoDataFrame | None,
                             coverage: gpd.GeoDataFrame, run_info: Mapping[str, object],
                             orthophotos: tuple[Path, Path] | None = None,
-                            force: bool = False, write_project: bool = True) -> WriteResult:
+                            force: bool = False, write_project: bool = True,
+                            unmapped_buildings: gpd.GeoDataFrame | None = None) -> WriteResult:
     """Write (or re-run into) the review GeoPackage, atomically.
 
     Args:
@@ -113,6 +116,8 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
         orthophotos: (before, after) rasters for the QGIS project.
         force: re-run into an existing ``target``, merging the staff's edits.
         write_project: also write ``target.with_suffix('.qgz')``.
+        unmapped_buildings: buildings the building map lacks (未評価家屋の候補), written as the
+            ``unmapped_buildings`` layer (also when empty); None: no such layer.
 
     Raises:
         UserInputError: folder missing or not writable, target exists without ``force``,
@@ -153,7 +158,7 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
     remove_stale_work_folders(target)
     for _attempt in range(MERGE_ATTEMPTS):
         layers = _merged_layers(result, state, changes, candidate_parcels, existing_buildings,
-                                coverage, crs)
+                                coverage, crs, unmapped_buildings)
         if _write_and_replace(target, layers, info, credits, stamp):
             break
         # staff committed an edit while this run wrote: merge against the file as it is now
@@ -178,7 +183,8 @@ MERGE_ATTEMPTS = 5
 def _merged_layers(result: WriteResult, state: ReviewState, changes: gpd.GeoDataFrame,
                    candidate_parcels: gpd.GeoDataFrame,
                    existing_buildings: gpd.GeoDataFrame | None, coverage: gpd.GeoDataFrame,
-                   crs: object) -> dict[str, gpd.GeoDataFrame]:
+                   crs: object, unmapped_buildings: gpd.GeoDataFrame | None = None
+                   ) -> dict[str, gpd.GeoDataFrame]:
     """The layers to write: the new run with the staff's review in ``state`` merged in."""
     parcels_layer, stats = merge_review(_with_schema(_prepare(candidate_parcels, crs),
                                                      PARCEL_SCHEMA),
@@ -197,6 +203,8 @@ def _merged_layers(result: WriteResult, state: ReviewState, changes: gpd.GeoData
         layers["existing_buildings"] = _prepare(existing_buildings[["building_id", "geometry"]]
                                                 if "building_id" in existing_buildings
                                                 else existing_buildings, crs)
+    if unmapped_buildings is not None:
+        layers[UNMAPPED_LAYER] = _prepare(unmapped_buildings, crs)
     layers["coverage"] = _prepare(coverage, crs)
     layers["missed"] = _missed_layer(state.missed, crs)
     return layers

@@ -15,7 +15,7 @@ import pandas as pd
 
 from idou.geo.classify import changes_on_parcels
 from idou.geo.parcels import district_of
-from idou.geo.review_fields import CLASS_ORDER_JA, MAIN_CLASS
+from idou.geo.review_fields import CLASS_ORDER_JA, MAIN_CLASS, OTHER_CLASS_JA
 
 CANDIDATE_COLUMNS = ["parcel_id", "地番", "所在", "地区", "異動区分", MAIN_CLASS, "n_changes",
                      "changed_area_m2", "score_max", "priority", "shares", "change_ids"]
@@ -68,8 +68,9 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
         area_by_class: dict[str, float] = {}
         for c, a in zip(classes[change_rows], group["area_m2"], strict=True):
             area_by_class[c] = area_by_class.get(c, 0.0) + float(a)
-        ordered = [c for c in CLASS_ORDER_JA if c in area_by_class]
-        main = max(ordered, key=lambda c: (area_by_class[c], -CLASS_ORDER_JA.index(c)))
+        order = (*CLASS_ORDER_JA, OTHER_CLASS_JA)  # その他の変化: only with --keep-unmatched
+        ordered = [c for c in order if c in area_by_class]
+        main = max(ordered, key=lambda c: (area_by_class[c], -order.index(c)))
         shares = "; ".join(
             f"{ids[r]}:{classes[r]}:{a:.1f}㎡({s * 100:.0f}%)"
             for r, a, s in zip(change_rows, group["area_m2"], group["share"], strict=True))

@@ -26,6 +26,7 @@ DISPLAY_NAMES = {
     "candidate_parcels": "調査対象の筆 (candidate_parcels)",
     "changes": "異動 (changes)",
     "existing_buildings": "既存家屋 (existing_buildings)",
+    "unmapped_buildings": "未評価家屋の候補 (unmapped_buildings)",
     "coverage": "判読範囲 (coverage)",
     "missed": "見逃し入力 (missed)",
     "run_info": "実行情報 (run_info)",

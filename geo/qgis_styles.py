@@ -29,6 +29,8 @@ from idou.geo.review_fields import (
     DETECTION,
     MAIN_CLASS,
     NOTE,
+    OTHER_CLASS_JA,
+    OTHER_COLOUR,
     STATUS,
     STATUS_FALSE_ALARM,
     STATUS_NOT_TAXABLE,
@@ -38,6 +40,7 @@ from idou.geo.review_fields import (
     STATUS_VALUES,
     SURVEY_DATE,
     SURVEYOR,
+    UNMAPPED_LAYER,
 )
 
 QGIS_VERSION = "3.22.16-Białowieża"
@@ -110,16 +113,22 @@ _PROGRESS_CATEGORIES = (
 LABEL_FONTS = ("Yu Gothic", "Meiryo", "MS Gothic", "Noto Sans CJK JP", "IPAexGothic",
                "Sans Serif")
 
+# building map (--buildings): change the map does not support, kept but not a candidate
+_OTHER_CHANGE = Category(OTHER_CLASS_JA, "その他の変化（候補外）", _rgba(OTHER_COLOUR, 60),
+                         _rgba(OTHER_COLOUR, 255), 0.4, "dash")
+
 LAYER_STYLES: dict[str, LayerStyle] = {
     "candidate_parcels": LayerStyle(
         layer="candidate_parcels", category_field=PARCEL_PROGRESS,
-        categories=_class_categories(0.8, 25) + _PROGRESS_CATEGORIES, default_symbol=_GREY,
+        categories=(*_class_categories(0.8, 25), _OTHER_CHANGE, *_PROGRESS_CATEGORIES),
+        default_symbol=_GREY,
         label_field="地番", label_expression=PARCEL_LABEL,
         value_maps={STATUS: _STATUS_MAP}, date_fields=(SURVEY_DATE,),
         defaults={STATUS: STATUS_UNCHECKED}, read_only=_PARCEL_FIELDS,
         aliases={**ALIASES, **_REVIEW_ALIASES, MAIN_CLASS: MAIN_CLASS}),
     "changes": LayerStyle(
-        layer="changes", category_field="異動区分", categories=_class_categories(0.4, 110),
+        layer="changes", category_field="異動区分",
+        categories=(*_class_categories(0.4, 110), _OTHER_CHANGE),
         default_symbol=_GREY, label_field=None,
         value_maps={STATUS: _STATUS_MAP}, date_fields=(SURVEY_DATE,),
         defaults={STATUS: STATUS_UNCHECKED}, read_only=_DETECTION_FIELDS,
@@ -128,6 +137,13 @@ LAYER_STYLES: dict[str, LayerStyle] = {
         layer="existing_buildings", category_field=None, categories=(),
         default_symbol=Category("", "既存家屋", "0,0,0,0", "255,235,60,230", 0.3, "dash"),
         aliases={"building_id": "家屋ID"}),
+    UNMAPPED_LAYER: LayerStyle(
+        layer=UNMAPPED_LAYER, category_field=None, categories=(),
+        default_symbol=Category("", "未評価家屋の候補（家屋現況図にない建物）", "255,255,0,60",
+                                "230,0,180,255", 0.8, "dot"),
+        read_only=("candidate_id", "area_m2", "score_max", "score_mean", "判定理由"),
+        aliases={"candidate_id": "候補ID", "area_m2": "面積㎡", "score_max": "確信度",
+                 "score_mean": "平均確信度", "判定理由": "判定理由"}),
     "coverage": LayerStyle(
         layer="coverage", category_field="status",
         categories=(

@@ -13,6 +13,12 @@ CHANGE_TYPES = ("new", "extension", "demolished", "rebuilt")
 CLASS_JA = {"new": "新築", "extension": "増築", "demolished": "滅失", "rebuilt": "建替"}
 CLASS_ORDER_JA = ("建替", "新築", "増築", "滅失")
 CLASS_COLOURS = {"新築": "#e31a1c", "増築": "#ff7f00", "滅失": "#1f78b4", "建替": "#6a3d9a"}
+#: Change the building map does not support (with ``--buildings``, change_type ``other``):
+#: kept, not a candidate.
+OTHER_CLASS_JA = "その他の変化"
+OTHER_COLOUR = "#969696"
+#: The layer of buildings present in both photos that the building map lacks.
+UNMAPPED_LAYER = "unmapped_buildings"
 
 STATUS = "調査状況"
 SURVEYOR = "調査者"
@@ -50,4 +56,6 @@ ALIASES: dict[str, str] = {
     "building_id": "家屋ID",
     "status": "処理状況",
     "label": "教師ラベル",
+    "footprint_score": "滅失スコア",
+    "candidate_id": "候補ID",
 }

@@ -59,6 +59,12 @@ def detect_command(
     chiban_column: str | None = typer.Option(None, "--chiban-column", help="The parcels' 地番 "
                                              "column when it has another name."),
     min_area: float = typer.Option(8.0, "--min-area", help="Smallest change kept, in m²."),
+    keep_unmatched: bool = typer.Option(False, "--keep-unmatched", help="With --buildings: "
+                                        "change the building map does not support "
+                                        "(その他の変化) also makes its parcels candidates."),
+    threshold_footprint: float | None = typer.Option(
+        None, "--threshold-footprint", help="With --buildings: the demolished score a "
+        "registered footprint needs to be 滅失 (default: the model's)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notes."),
     force: bool = typer.Option(False, "--force", help="Re-run into an existing output "
                                "(review edits in it are kept; only files idou wrote are "
@@ -90,7 +96,8 @@ def detect_command(
         threshold=threshold, threshold_new=threshold_new,
         threshold_demolished=threshold_demolished, prob=prob, device=device, threads=threads,
         crs=crs, force=force, min_area_m2=min_area, encoding=encoding,
-        chiban_column=chiban_column, log=log)
+        chiban_column=chiban_column, keep_unmatched=keep_unmatched,
+        threshold_footprint=threshold_footprint, log=log)
     flights = (_flight(before, before_sheets, "before"), _flight(after, after_sheets, "after"))
     with allow_network_sources(allow_network):
         if quiet:
@@ -155,6 +162,11 @@ def _print_summary(summary: DetectSummary) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.changes_by_type.items())) or "none"
     console.print(labelled("changes:", "bold", f"{counts}; candidate parcels: "
                                                f"{summary.candidate_parcels}"))
+    other = summary.changes_by_type.get("other", 0)
+    if other:
+        console.print(f"{other} change(s) the building map does not support (その他の変化, see "
+                      "判定理由) are kept in the changes layer but make no candidate parcel; "
+                      "pass --keep-unmatched to list their parcels too.", markup=False)
     console.print(f"{summary.input_megapixels:.1f} Mpx in {summary.seconds:.1f} s "
                   f"({summary.megapixels_per_second:.2f} Mpx/s end to end); "
                   f"tiles run {summary.tiles_run}, skipped {summary.tiles_skipped}")

@@ -70,6 +70,15 @@ def _evaluation_tables(ev: Evaluation) -> list[Table]:
             row.insert(1, f"{ev.thresholds[c]:g}")
         objects.add_row(*row)
     tables = [objects]
+    if ev.with_map is not None:
+        mapped = Table(title=f"objects with the building map (candidates only, footprint "
+                             f"threshold {ev.footprint_threshold:g})")
+        for col in ("channel", "recall", "precision", "found/true", "false alarms"):
+            mapped.add_column(col, justify="left" if col == "channel" else "right")
+        for c, s in ev.with_map.items():
+            mapped.add_row(c, _pct(s.recall), _pct(s.precision), f"{s.n_found}/{s.n_true}",
+                           f"{s.n_false_alarm}/{s.n_pred}")
+        tables.append(mapped)
     if ev.change_types:
         types = Table(title="recall per change type")
         for col in ("change type", "recall", "found/true"):
@@ -118,7 +127,9 @@ def tune(
     Runs the model with detect's engine on the validation flights, sweeps thresholds
     0.05..0.95 per channel (new, demolished) and saves the tuned model, its card, a PR curve
     PNG per channel and a JSON report beside the output. On a chip folder (untyped change
-    labels) only the new channel is tuned; the demolished threshold is kept.
+    labels) only the new channel is tuned; the demolished threshold is kept. Scenes holding a
+    building map (buildings_*.gpkg) also tune the footprint threshold of `idou detect
+    --buildings`.
     """
     from idou.training.tune import mlflow_requested, tune_model
 
@@ -126,6 +137,13 @@ def tune(
                          min_area_m2=min_area, device=device, crs=crs, gsd=gsd,
                          log_mlflow=mlflow_requested(use_mlflow))
     _print_table(_tune_table(outcome.result))
+    fp = outcome.result.building_map
+    if fp is not None:
+        plain(_out, f"building map (buildings_*.gpkg in the scenes): footprint threshold "
+                    f"{fp.threshold:g}, 滅失 recall {fp.scores.recall:.3f}, precision "
+                    f"{fp.scores.precision:.3f} ({fp.scores.n_found}/{fp.scores.n_true} found, "
+                    f"{fp.scores.n_false_alarm} false alarms)"
+                    + ("" if fp.reached else " (recall target not reached)"))
     plain(_out, f"tuned model: {outcome.model}")
     for path in outcome.artifacts:
         plain(_out, f"  {path}")
@@ -156,8 +174,12 @@ def evaluate(
     crs: str | None = typer.Option(None, "--crs", help="CRS of flights that record none."),
     gsd: float | None = typer.Option(
         None, "--gsd", help="Metres per pixel of chips without georeferencing (chip folders)."),
+    buildings: Path | None = typer.Option(
+        None, "--buildings", help="With MODEL BEFORE AFTER: also score with this building map "
+        "(a validation folder's buildings_*.gpkg is used by itself)."),
 ) -> None:
-    """Object, per-type, pixel and parcel recall/precision against truth.
+    """Object, per-type, pixel and parcel recall/precision against truth (and with the
+    building map when one is at hand).
 
     A chip folder's untyped change labels score the new channel only.
     """
@@ -186,13 +208,17 @@ def evaluate(
         if truth is None:
             raise UserInputError("evaluating a model on a flight pair needs --truth truth.gpkg.")
         result = ev.evaluate_model(inputs[0], pair=(inputs[1], inputs[2], truth),
-                                   min_area_m2=min_area, device=device, crs=crs)
+                                   min_area_m2=min_area, device=device, crs=crs,
+                                   buildings=buildings)
     else:
         raise UserInputError("pass RESULT.gpkg, or MODEL BEFORE AFTER, or MODEL VALIDATION.")
     plain(_out, f"evaluated: {result.source}")
     if result.truth_outside:
         _out.print(f"{result.truth_outside} truth object(s) lie outside the area the run "
                    "processed (coverage layer) and are left out.")
+    if result.not_candidates:
+        _out.print(f"{result.not_candidates} その他の変化 row(s) (change the building map does "
+                   "not support) are not candidates and are left out.")
     for table in _evaluation_tables(result):
         _print_table(table)
     if json_out is not None:

@@ -176,6 +176,7 @@ def detect(before: Source, after: Source, output: str | Path, *,
            crs: str | None = None, force: bool = False, min_area_m2: float = 8.0,
            block_size: int = 1024, batch_size: int = 4, write_project: bool = True,
            encoding: str | None = None, chiban_column: str | None = None,
+           keep_unmatched: bool = False, threshold_footprint: float | None = None,
            progress: ProgressFn | None = None, log: LogFn | None = None) -> DetectSummary:
     """Find new and demolished buildings between two flights and write the review GeoPackage.
 
@@ -202,6 +203,10 @@ def detect(before: Source, after: Source, output: str | Path, *,
         encoding: text encoding of the parcel and building files' attributes (default: read
             from the file, e.g. a Shapefile's .cpg, else CP932 for Shapefiles).
         chiban_column: the parcel files' 地番 column when it has another name.
+        keep_unmatched: with ``buildings``, change the building map does not support
+            (その他の変化) also makes its parcels candidates.
+        threshold_footprint: the footprint demolished score that makes 滅失 (default: the
+            model's tuned one, see :func:`footprint_threshold`).
         progress: progress callback (see ``ProgressFn``).
         log: receives notes and warnings as they arise.
 
@@ -293,8 +298,11 @@ def detect(before: Source, after: Source, output: str | Path, *,
         t_infer = time.perf_counter()
         store_path = workdir / "probabilities.u8"
         with ProbabilityStore(store_path, grid.height, grid.width) as store, \
-                AlignedPair(report) as pair:
+                AlignedPair(report) as pair, \
+                _presence_store(contract, workdir, grid) as presence:
             sinks: list[Any] = [store, coverage]
+            if presence is not None:
+                sinks.append(presence)
             writer = None
             if prob_path is not None:
                 from idou.geo.probability_cog import ProbabilityWriter
@@ -322,7 +330,8 @@ def detect(before: Source, after: Source, output: str | Path, *,
                 buildings=building_frame, run_info=run_info, orthophotos=orthophotos,
                 force=force,
                 write_project=write_project, thresholds=thresholds, min_area_m2=min_area_m2,
-                block_size=block_size, progress=progress)
+                block_size=block_size, progress=progress, presence=presence,
+                keep_unmatched=keep_unmatched, threshold_footprint=threshold_footprint)
         summary = DetectSummary(
             output=output, probabilities=prob_path, model=loaded.spec,
             model_sha256=loaded.sha256, thresholds=thresholds,
@@ -354,7 +363,8 @@ def finish_from_probabilities(
         write_project: bool = True, thresholds: tuple[float, float] | None = None,
         min_area_m2: float = 8.0, block_size: int = 2048, progress: ProgressFn | None = None,
         encoding: str | None = None, chiban_column: str | None = None,
-        say: LogFn | None = None) -> dict[str, Any]:
+        say: LogFn | None = None, presence: Any = None, keep_unmatched: bool = False,
+        threshold_footprint: float | None = None) -> dict[str, Any]:
     """Everything after the probabilities: polygons, classes, parcels, the GeoPackage.
 
     Shared by ``idou detect`` and ``idou batch`` (on its block mosaic), so both give the same
@@ -379,6 +389,10 @@ def finish_from_probabilities(
         encoding: attribute encoding of parcel and building files (see ``detect``).
         chiban_column: the parcel files' 地番 column when it has another name.
         say: where warnings about parcel or building files read here go (level, message).
+        presence: uint8 ``(2, H, W)`` building presence (before, after) when the model
+            declares it, else None.
+        keep_unmatched: change the building map does not support also makes candidates.
+        threshold_footprint: footprint score that makes 滅失 (default: the model's).
 
     Returns:
         ``{"changes_by_type": {class: count}, "candidate_parcels": n}``.
@@ -407,10 +421,14 @@ def finish_from_probabilities(
                                          progress=vector_progress)
     info = {**(run_info or {}), "threshold_new": thresholds[0],
             "threshold_demolished": thresholds[1], "min_area_m2": min_area_m2}
+    evidence = building_evidence(probabilities, presence, grid, model.contract, building_frame,
+                                 threshold_footprint=threshold_footprint,
+                                 min_area_m2=min_area_m2, keep_unmatched=keep_unmatched)
+    info.update(evidence.run_info)
     if orthophotos is None:
         orthophotos = (Path(report.before.path), Path(report.after.path))
     return _write_output(output, changes, parcel_frame, building_frame, coverage, info,
-                         orthophotos, force, write_project)
+                         orthophotos, force, write_project, evidence)
 
 
 def _lasting(source: Any, which: str, output: Path, workdir: Path, created: list[Path]
@@ -512,22 +530,108 @@ def _run_info(loaded: Any, contract: ModelContract, thresholds: tuple[float, flo
 def _write_output(output: Path, changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None,
                   buildings: gpd.GeoDataFrame | None, coverage: gpd.GeoDataFrame,
                   run_info: dict[str, object], orthophotos: tuple[Path, Path], force: bool,
-                  write_project: bool) -> dict[str, Any]:
+                  write_project: bool, evidence: BuildingEvidence | None = None
+                  ) -> dict[str, Any]:
     """Classify, join to parcels and write the review GeoPackage (atomically)."""
-    from idou.geo.classify import classify_changes
+    from idou.geo.classify import candidate_changes, classify_changes
     from idou.geo.gpkg_output import write_review_geopackage
     from idou.geo.parcel_join import join_parcels
 
-    classified = classify_changes(changes, buildings, parcels)
+    evidence = evidence or BuildingEvidence()
+    classified = classify_changes(changes, buildings, parcels, footprints=evidence.scores,
+                                  footprint_threshold=evidence.threshold,
+                                  min_area_m2=float(str(run_info.get("min_area_m2", 8.0))),
+                                  demolished_threshold=float(str(
+                                      run_info.get("threshold_demolished", 0.5))))
+    joined = candidate_changes(classified, evidence.keep_unmatched)
     if parcels is not None:
-        candidates = join_parcels(classified, parcels)
+        candidates = join_parcels(joined, parcels)
     else:
-        candidates = join_parcels(classified, gpd.GeoDataFrame(
+        candidates = join_parcels(joined, gpd.GeoDataFrame(
             {"parcel_id": [], "地番": [], "所在": []}, geometry=gpd.GeoSeries([]),
             crs=changes.crs))
     write_review_geopackage(output, changes=classified, candidate_parcels=candidates,
                             existing_buildings=buildings, coverage=coverage, run_info=run_info,
-                            orthophotos=orthophotos, force=force, write_project=write_project)
+                            orthophotos=orthophotos, force=force, write_project=write_project,
+                            unmapped_buildings=evidence.unmapped)
     counts = classified["change_type"].value_counts().to_dict() if len(classified) else {}
     return {"changes_by_type": {str(k): int(v) for k, v in counts.items()},
             "candidate_parcels": len(candidates)}
+
+
+@dataclass
+class BuildingEvidence:
+    """What the building map adds to a run: footprint scores, its threshold, unmapped buildings.
+    """
+
+    scores: Any = None  # idou.geo.building_evidence.FootprintScores, or None without a map
+    threshold: float = 0.5
+    keep_unmatched: bool = False
+    unmapped: gpd.GeoDataFrame | None = None  # None: no layer (no building map given)
+    run_info: dict[str, object] = field(default_factory=dict)
+
+
+def footprint_threshold(contract: ModelContract, override: float | None = None) -> float:
+    """The footprint demolished score that makes 滅失: ``override``, else the model's tuned one
+    (``extra["building_map"]["threshold_demolished"]``, written by ``idou tune``), else the
+    demolished channel's threshold (half the footprint must pass what makes a change polygon).
+    """
+    value = override
+    if value is None:
+        value = (contract.extra.get("building_map") or {}).get("threshold_demolished",
+                                                               contract.threshold_demolished)
+    if not 0.0 < float(value) < 1.0:
+        raise UserInputError(f"--threshold-footprint {value} is not a probability; pass a value "
+                             "strictly between 0 and 1.")
+    return float(value)
+
+
+def building_evidence(probabilities: Any, presence: Any, grid: Any, contract: ModelContract,
+                      buildings: gpd.GeoDataFrame | None, *,
+                      threshold_footprint: float | None = None, min_area_m2: float = 8.0,
+                      keep_unmatched: bool = False) -> BuildingEvidence:
+    """Score the registered footprints and find buildings the map lacks (with a building map).
+    """
+    from idou.geo import building_evidence as be
+
+    threshold = footprint_threshold(contract, threshold_footprint)
+    if buildings is None:
+        return BuildingEvidence(threshold=threshold)
+    scores = be.footprint_scores(probabilities, grid, buildings.geometry)
+    info: dict[str, object] = {"threshold_footprint": threshold,
+                               "keep_unmatched": keep_unmatched,
+                               "footprint_inset_m": be.DEFAULT_INSET_M,
+                               "tolerance_m": be.DEFAULT_TOLERANCE_M}
+    if presence is None:
+        from idou.inference.contract import OUTPUT_PRESENCE
+
+        unmapped = be.empty_unmapped(grid.crs)
+        info["unmapped_buildings"] = (
+            "empty: this run kept no building presence (idou batch does not store it yet); "
+            "run idou detect for this layer" if OUTPUT_PRESENCE in contract.extra_outputs else
+            f"empty: the model ({contract.model_name} {contract.model_version}) declares no "
+            "building-presence output, so buildings missing from the map cannot be found")
+    else:
+        unmapped = be.unmapped_buildings(presence, grid, buildings, min_area_m2=min_area_m2)
+        info["unmapped_buildings"] = (f"{len(unmapped)} buildings present in both photos on no "
+                                      "registered footprint (model output 'presence')")
+    return BuildingEvidence(scores=scores, threshold=threshold, keep_unmatched=keep_unmatched,
+                            unmapped=unmapped, run_info=info)
+
+
+class _NoPresence:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _presence_store(contract: ModelContract, workdir: Path, grid: Any) -> Any:
+    """A disk store for the model's blended building presence, when its contract declares it."""
+    from idou.inference.contract import OUTPUT_PRESENCE
+    from idou.inference.probability_store import PresenceStore
+
+    if OUTPUT_PRESENCE not in contract.extra_outputs:
+        return _NoPresence()
+    return PresenceStore(workdir / "presence.u8", grid.height, grid.width)

@@ -106,10 +106,31 @@ def model_batch_size(session: Any, wanted: int) -> int:
     return fixed_batch_size(session) or max(1, int(wanted))
 
 
-def run_model(session: Any, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Run the model on one batch: float32 ``(N, C, T, T)`` twice → ``(N, 2, T, T)`` float32."""
-    out = session.run([OUTPUT_PROBABILITIES], {INPUT_BEFORE: before, INPUT_AFTER: after})[0]
-    return np.asarray(out, dtype=np.float32)
+def run_model(session: Any, before: np.ndarray, after: np.ndarray,
+              extra_outputs: Sequence[str] = ()) -> np.ndarray:
+    """Run the model on one batch: float32 ``(N, C, T, T)`` twice → ``(N, 2, T, T)`` float32,
+    or ``(N, 2 + 2 k, T, T)`` with the ``k`` declared extra outputs after the probabilities."""
+    outs = session.run([OUTPUT_PROBABILITIES, *extra_outputs],
+                       {INPUT_BEFORE: before, INPUT_AFTER: after})
+    if len(outs) == 1:
+        return np.asarray(outs[0], dtype=np.float32)
+    return np.concatenate([np.asarray(o, dtype=np.float32) for o in outs], axis=1)
+
+
+def _channels(contract: ModelContract) -> int:
+    """Blended channels: the two probabilities, then two per declared extra output."""
+    return 2 + 2 * len(contract.extra_outputs)
+
+
+def _write_sinks(sinks: Sequence[Any], window: Window, probs: np.ndarray,
+                 valid: np.ndarray) -> None:
+    """Probabilities to every sink; building presence (channels 2-3) to sinks that take it."""
+    for sink in sinks:
+        if getattr(sink, "takes_presence", False):
+            if probs.shape[0] >= 4:
+                sink.write(window, probs[2:4], valid)
+        else:
+            sink.write(window, probs[:2], valid)
 
 
 # --- producer side: read blocks and cut them into normalised batches --------------------------
@@ -241,7 +262,7 @@ class _BlockResult:
 
 
 def _blocks(events: Iterator[_Event], session: Any, weights: BlendWeights, stats: EngineStats,
-            fixed_batch: int) -> Iterator[_BlockResult]:
+            fixed_batch: int, extra_outputs: Sequence[str] = ()) -> Iterator[_BlockResult]:
     """Run the batches of each block through the model and yield the block's sums."""
     current: _BlockStart | None = None
     acc: np.ndarray | None = None
@@ -249,7 +270,8 @@ def _blocks(events: Iterator[_Event], session: Any, weights: BlendWeights, stats
         if isinstance(event, _BlockStart):
             current = event
             fp = event.footprint
-            acc = np.zeros((2, int(fp.height), int(fp.width)), dtype=np.int32)
+            acc = np.zeros((2 + 2 * len(extra_outputs), int(fp.height), int(fp.width)),
+                           dtype=np.int32)
         elif isinstance(event, _Batch):
             assert current is not None and acc is not None
             before, after = event.before, event.after
@@ -258,7 +280,7 @@ def _blocks(events: Iterator[_Event], session: Any, weights: BlendWeights, stats
                 pad = ((0, fixed_batch - n), (0, 0), (0, 0), (0, 0))
                 before, after = np.pad(before, pad), np.pad(after, pad)
             t0 = time.perf_counter()
-            probs = run_model(session, before, after)
+            probs = run_model(session, before, after, extra_outputs)
             stats.model_seconds += time.perf_counter() - t0
             stats.batches += 1
             stats.tiles_run += n
@@ -284,7 +306,7 @@ def _window_sums(pair: PairReader, session: Any, contract: ModelContract, window
     """Fixed-point sums int32 ``(2, h, w)`` and valid ``(h, w)`` of a window (0 / False outside)."""
     plan = _plan(pair, contract)
     h, w = int(window.height), int(window.width)
-    sums = np.zeros((2, h, w), dtype=np.int32)
+    sums = np.zeros((_channels(contract), h, w), dtype=np.int32)
     valid = np.zeros((h, w), dtype=bool)
     tiles = plan.tiles_for_window(window)
     if not tiles:
@@ -295,7 +317,8 @@ def _window_sums(pair: PairReader, session: Any, contract: ModelContract, window
     if prefetch_depth > 0:
         events = prefetch(events, prefetch_depth)
     weights = BlendWeights(plan)
-    for result in _blocks(events, session, weights, stats, fixed_batch_size(session)):
+    for result in _blocks(events, session, weights, stats, fixed_batch_size(session),
+                          contract.extra_outputs):
         fp = result.footprint
         r0, c0 = int(window.row_off - fp.row_off), int(window.col_off - fp.col_off)
         # the window may reach past the footprint only where it leaves the grid
@@ -334,7 +357,7 @@ def predict_window(pair: PairReader, session: Any, contract: ModelContract, wind
     probs, _ = _window_probabilities(pair, session, contract, window, to_probabilities,
                                      batch_size=batch_size, stats=stats,
                                      prefetch_depth=prefetch_depth, precheck=precheck)
-    return probs
+    return probs[:2]
 
 
 def predict_window_uint8(pair: PairReader, session: Any, contract: ModelContract,
@@ -346,9 +369,10 @@ def predict_window_uint8(pair: PairReader, session: Any, contract: ModelContract
     Bit-identical to ``to_uint8(predict_window(...))`` and to what ``predict_grid`` writes,
     with no float temporaries (for large blocks).
     """
-    return _window_probabilities(pair, session, contract, window, sums_to_uint8,
-                                 batch_size=batch_size, stats=stats,
-                                 prefetch_depth=prefetch_depth, precheck=precheck)
+    probs, valid = _window_probabilities(pair, session, contract, window, sums_to_uint8,
+                                         batch_size=batch_size, stats=stats,
+                                         prefetch_depth=prefetch_depth, precheck=precheck)
+    return probs[:2], valid
 
 
 def _window_probabilities(pair: PairReader, session: Any, contract: ModelContract,
@@ -409,12 +433,11 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
         total = sum(int(w.height) * int(w.width) for w in todo)
         done = 0
         for window in todo:
-            probs, valid = predict_window_uint8(pair, session, contract, window,
-                                                batch_size=batch_size, stats=stats,
-                                                prefetch_depth=prefetch_depth,
-                                                precheck=precheck)
-            for sink in sinks:
-                sink.write(window, probs, valid)
+            probs, valid = _window_probabilities(pair, session, contract, window,
+                                                 sums_to_uint8, batch_size=batch_size,
+                                                 stats=stats, prefetch_depth=prefetch_depth,
+                                                 precheck=precheck)
+            _write_sinks(sinks, window, probs, valid)
             done += int(window.height) * int(window.width)
             if progress:
                 progress(done, total)
@@ -443,7 +466,8 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
     carry_prev: np.ndarray | None = None  # sums of earlier block rows on this row's top band
     carry_next: np.ndarray | None = None
     carry_left: np.ndarray | None = None  # own sums of the left block on this block's left band
-    for result in _blocks(events, session, weights, stats, fixed_batch_size(session)):
+    for result in _blocks(events, session, weights, stats, fixed_batch_size(session),
+                          contract.extra_outputs):
         gi, gj = result.key
         fp = result.footprint
         fr0, fc0 = int(fp.row_off), int(fp.col_off)
@@ -455,7 +479,8 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
         if gj == 0:
             carry_prev, carry_next, carry_left = carry_next, None, None
             if not last_row:
-                carry_next = np.zeros((2, fr1 - next_r0, lattice_width), dtype=np.int32)
+                carry_next = np.zeros((own.shape[0], fr1 - next_r0, lattice_width),
+                                      dtype=np.int32)
         # hand this block's own sums on to the blocks that share its bands
         if carry_next is not None:
             carry_next[:, :, fc0:fc1] += own[:, next_r0 - fr0:, :]
@@ -474,8 +499,7 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
             valid = (np.zeros(probs.shape[1:], dtype=bool) if result.valid is None
                      else result.valid[:r1 - fr0, :c1 - fc0])
             probs *= valid[None]
-            for sink in sinks:
-                sink.write(region, probs, valid)
+            _write_sinks(sinks, region, probs, valid)
             done += (r1 - fr0) * (c1 - fc0)
         if progress:
             progress(done, total)

@@ -126,10 +126,14 @@ def check_graph(model: onnx.ModelProto, contract: ModelContract, source: str) ->
         if problems:
             raise UserInputError(f"{source}: input '{name}' {'; '.join(problems)}; re-export it "
                                  "with `idou export`.")
-    out_dims = _dims(outputs[OUTPUT_PROBABILITIES])
-    if len(out_dims) != 4 or (isinstance(out_dims[1], int) and out_dims[1] != 2):
-        raise UserInputError(f"{source}: output '{OUTPUT_PROBABILITIES}' must be N x 2 x H x W; "
-                             "re-export it with `idou export`.")
+    for name in (OUTPUT_PROBABILITIES, *contract.extra_outputs):
+        if name not in outputs:
+            raise UserInputError(f"{source} declares the output '{name}' in its metadata but "
+                                 "its graph has none; re-export it with `idou export`.")
+        out_dims = _dims(outputs[name])
+        if len(out_dims) != 4 or (isinstance(out_dims[1], int) and out_dims[1] != 2):
+            raise UserInputError(f"{source}: output '{name}' must be N x 2 x H x W; "
+                                 "re-export it with `idou export`.")
 
 
 def load_model_bytes(data: bytes, path: Path, *, card_required: bool, spec: str = ""

@@ -81,3 +81,10 @@ class ProbabilityStore:
                 buf = os.pread(self._fd, c1 - c0, base + row * self.width + c0)
                 out[ch, k] = np.frombuffer(buf, dtype=np.uint8)
         return out
+
+
+class PresenceStore(ProbabilityStore):
+    """The same store for a model's building presence (before, after): the engine writes the
+    ``presence`` output's blended channels here (see ``engine._write_sinks``)."""
+
+    takes_presence = True

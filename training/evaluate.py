@@ -49,6 +49,16 @@ class Scene:
     before: Path
     after: Path
     truth: Path
+    buildings: Path | None = None  # the building map (家屋現況図) of the before flight
+
+
+def scene_buildings(folder: Path) -> Path | None:
+    """A scene's building map: ``buildings.gpkg``, else the first ``buildings_*.gpkg`` by name
+    (``buildings_2024.gpkg``: the map held at the time of the before flight)."""
+    if (folder / "buildings.gpkg").is_file():
+        return folder / "buildings.gpkg"
+    maps = sorted(folder.glob("buildings_*.gpkg"))
+    return maps[0] if maps else None
 
 
 def _scene_in(folder: Path) -> Scene:
@@ -63,7 +73,8 @@ def _scene_in(folder: Path) -> Scene:
                 f"{folder} holds {len(flights)} flight_*.tif files; a validation scene needs "
                 "exactly two (before, after by name) or before.tif and after.tif, plus truth.gpkg.")
         before, after = flights
-    return Scene(name=folder.name, before=before, after=after, truth=truth)
+    return Scene(name=folder.name, before=before, after=after, truth=truth,
+                 buildings=scene_buildings(folder))
 
 
 def find_scenes(validation: str | Path) -> list[Scene]:
@@ -170,6 +181,8 @@ class ScenePrediction:
     valid: np.ndarray  # bool (H, W): both flights hold data
     truth: gpd.GeoDataFrame
     truth_labels: dict[str, np.ndarray] = field(default_factory=dict)  # per channel
+    buildings: gpd.GeoDataFrame | None = None  # the building map, in the grid's CRS
+    _footprints: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.truth_labels:
@@ -197,6 +210,29 @@ class ScenePrediction:
         return vectorize(self, self.grid, (thresholds["new"], thresholds["demolished"]),
                          min_area_m2=min_area_m2)
 
+    def footprint_scores(self) -> Any:
+        """Demolished scores of the building map's footprints (computed once)."""
+        from idou.geo.building_evidence import footprint_scores
+
+        if self.buildings is None:
+            return None
+        if self._footprints is None:
+            self._footprints = footprint_scores(self, self.grid, self.buildings.geometry)
+        return self._footprints
+
+    def changes_with_map(self, thresholds: dict[str, float], footprint_threshold: float,
+                         min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2
+                         ) -> gpd.GeoDataFrame:
+        """The change ``idou detect --buildings`` lists as candidates (その他の変化 left out)."""
+        from idou.geo.classify import candidate_changes, classify_changes
+
+        classified = classify_changes(self.changes(thresholds, min_area_m2), self.buildings,
+                                      None, footprints=self.footprint_scores(),
+                                      footprint_threshold=footprint_threshold,
+                                      min_area_m2=min_area_m2,
+                                      demolished_threshold=thresholds["demolished"])
+        return candidate_changes(classified)
+
 
 def detect_clean(mask: np.ndarray) -> np.ndarray:
     """The morphological clean-up ``idou detect`` applies to a thresholded mask.
@@ -223,7 +259,7 @@ def _valid_mask(pair: Any, block: int = 2048) -> np.ndarray:
 
 def predict_pair(loaded: Any, session: Any, before: str | Path, after: str | Path,
                  truth: gpd.GeoDataFrame, *, name: str = "", crs: str | None = None,
-                 batch_size: int = 4) -> ScenePrediction:
+                 batch_size: int = 4, buildings: str | Path | None = None) -> ScenePrediction:
     """Run a loaded model on one flight pair with detect's engine.
 
     Args:
@@ -234,8 +270,10 @@ def predict_pair(loaded: Any, session: Any, before: str | Path, after: str | Pat
         name: scene name for reports.
         crs: CRS of inputs that record none.
         batch_size: tiles per model call.
+        buildings: the building map (家屋現況図) to score with, if any.
     """
     from idou.geo.align import AlignedPair
+    from idou.geo.buildings import read_buildings
     from idou.geo.preflight import preflight
     from idou.geo.sources import open_source
     from idou.inference.engine import predict_grid
@@ -254,8 +292,10 @@ def predict_pair(loaded: Any, session: Any, before: str | Path, after: str | Pat
         sink = _ArraySink(report.grid.height, report.grid.width)
         predict_grid(pair, session, loaded.contract, sink, batch_size=batch_size)
         valid = sink.valid if sink.complete_mask else _valid_mask(pair)
+    building_map = (read_buildings(Path(buildings), report.grid.crs) if buildings is not None
+                    else None)
     return ScenePrediction(name=name or Path(str(after)).stem, grid=report.grid,
-                           probs=sink.probs, valid=valid, truth=truth)
+                           probs=sink.probs, valid=valid, truth=truth, buildings=building_map)
 
 
 def predict_scenes(loaded: Any, session: Any, scenes: list[Scene], *, crs: str | None = None,
@@ -263,7 +303,8 @@ def predict_scenes(loaded: Any, session: Any, scenes: list[Scene], *, crs: str |
     """:func:`predict_pair` over validation scenes, one at a time (memory: one scene)."""
     for scene in scenes:
         yield predict_pair(loaded, session, scene.before, scene.after, read_truth(scene.truth),
-                           name=scene.name, crs=crs, batch_size=batch_size)
+                           name=scene.name, crs=crs, batch_size=batch_size,
+                           buildings=scene.buildings)
 
 
 def load_model(spec: str, device: str = "cpu", threads: int | None = None) -> tuple[Any, Any]:
@@ -291,6 +332,9 @@ class Evaluation:
     cover: float = metrics.DEFAULT_COVER
     scenes: list[str] = field(default_factory=list)
     truth_outside: int = 0  # truth rows left out: outside the run's processed coverage
+    with_map: dict[str, ObjectScores] | None = None  # candidates with the building map
+    footprint_threshold: float | None = None
+    not_candidates: int = 0  # その他の変化 rows of a GeoPackage, left out of the scores
 
     @property
     def parcel_recall(self) -> float | None:
@@ -318,6 +362,11 @@ class Evaluation:
         if self.parcels is not None:
             out["parcels"] = {"n_changed": self.parcels[0], "n_found": self.parcels[1],
                               "recall": self.parcel_recall}
+        if self.with_map is not None:
+            out["objects_with_building_map"] = {c: s.as_dict() for c, s in self.with_map.items()}
+            out["threshold_footprint"] = self.footprint_threshold
+        if self.not_candidates:
+            out["other_changes_left_out"] = self.not_candidates
         return out
 
     def flat_metrics(self) -> dict[str, float]:
@@ -333,6 +382,9 @@ class Evaluation:
             flat[f"recall_type_{t}"] = s.recall
         if self.parcel_recall is not None:
             flat["parcel_recall"] = self.parcel_recall
+        for c, s in (self.with_map or {}).items():
+            flat[f"map_object_recall_{c}"] = s.recall
+            flat[f"map_object_precision_{c}"] = s.precision
         return flat
 
 
@@ -377,6 +429,10 @@ def evaluate_geopackage(result: str | Path, truth: str | Path, *,
     """
     changes = _this_run(read_layer(result, CHANGES_LAYER, what="detection GeoPackage"))
     assert changes is not None
+    others = 0
+    if "change_type" in changes.columns:  # その他の変化 (building map): not candidates
+        other = changes["change_type"].astype(str) == "other"
+        changes, others = changes[~other], int(other.sum())
     truth_gdf, outside = processed_truth(read_truth(truth),
                                          read_layer(result, COVERAGE_LAYER, required=False))
     if outside and truth_gdf.empty:
@@ -389,7 +445,7 @@ def evaluate_geopackage(result: str | Path, truth: str | Path, *,
         channels=metrics.channel_scores(changes, truth_gdf, min_area_m2=min_area_m2, cover=cover),
         change_types=metrics.change_type_recall(changes, truth_gdf, min_area_m2=min_area_m2,
                                                 cover=cover),
-        min_area_m2=min_area_m2, cover=cover, truth_outside=outside)
+        min_area_m2=min_area_m2, cover=cover, truth_outside=outside, not_candidates=others)
     candidates = _this_run(read_layer(result, PARCELS_LAYER, required=False))
     if candidates is not None and parcels_key in truth_gdf.columns:
         evaluation.parcels = metrics.parcel_counts(candidates, truth_gdf, parcels_key)
@@ -399,14 +455,19 @@ def evaluate_geopackage(result: str | Path, truth: str | Path, *,
 def score_predictions(predictions: Iterable[ScenePrediction], thresholds: dict[str, float], *,
                       min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
                       cover: float = metrics.DEFAULT_COVER, source: str = "",
-                      channels: Sequence[str] = CHANNELS) -> Evaluation:
+                      channels: Sequence[str] = CHANNELS,
+                      footprint_threshold: float | None = None) -> Evaluation:
     """Scores of probability rasters at fixed thresholds, pooled over scenes.
 
     Objects are detect's own polygons (:meth:`ScenePrediction.changes`) scored like a finished
     GeoPackage; pixel scores compare the thresholded raster with the rasterised truth. Only
     ``channels`` are scored (e.g. ``("new",)`` where the truth cannot judge demolitions).
+    Scenes with a building map are also scored as ``idou detect --buildings`` lists candidates
+    (``with_map``, at ``footprint_threshold``; 0.5 when not given).
     """
     objects = {c: ObjectScores(0, 0, 0, 0) for c in channels}
+    with_map: dict[str, ObjectScores] | None = None
+    fp_threshold = 0.5 if footprint_threshold is None else footprint_threshold
     pixels = {c: PixelScores(0, 0, 0) for c in channels}
     types: dict[str, ObjectScores] = {}
     names = []
@@ -417,6 +478,13 @@ def score_predictions(predictions: Iterable[ScenePrediction], thresholds: dict[s
                                            cover=cover).items():
             if c in objects:
                 objects[c] = objects[c] + s
+        if pred.buildings is not None:
+            with_map = with_map or {c: ObjectScores(0, 0, 0, 0) for c in channels}
+            mapped = pred.changes_with_map(thresholds, fp_threshold, min_area_m2)
+            for c, s in metrics.channel_scores(mapped, pred.truth, min_area_m2=min_area_m2,
+                                               cover=cover).items():
+                if c in with_map:
+                    with_map[c] = with_map[c] + s
         for kind, s in metrics.change_type_recall(changes, pred.truth, min_area_m2=min_area_m2,
                                                   cover=cover).items():
             types[kind] = types.get(kind, ObjectScores(0, 0, 0, 0)) + s
@@ -427,7 +495,8 @@ def score_predictions(predictions: Iterable[ScenePrediction], thresholds: dict[s
             pixels[c] = pixels[c] + metrics.pixel_scores(mask, pred.truth_mask(c), ~pred.valid)
     return Evaluation(source=source, channels=objects, change_types=dict(sorted(types.items())),
                       pixels=pixels, thresholds={c: thresholds[c] for c in channels},
-                      min_area_m2=min_area_m2, cover=cover, scenes=names)
+                      min_area_m2=min_area_m2, cover=cover, scenes=names, with_map=with_map,
+                      footprint_threshold=fp_threshold if with_map is not None else None)
 
 
 def evaluate_model(spec: str, *, scenes: list[Scene] | None = None,
@@ -435,21 +504,28 @@ def evaluate_model(spec: str, *, scenes: list[Scene] | None = None,
                    thresholds: dict[str, float] | None = None,
                    min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
                    cover: float = metrics.DEFAULT_COVER, device: str = "cpu",
-                   crs: str | None = None, batch_size: int = 4) -> Evaluation:
+                   crs: str | None = None, batch_size: int = 4,
+                   buildings: str | Path | None = None) -> Evaluation:
     """Scores of a model on validation ``scenes`` or on one ``(before, after, truth)`` pair.
 
-    Thresholds default to the model's own (its contract), as ``idou detect`` would use them.
+    Thresholds default to the model's own (its contract), as ``idou detect`` would use them,
+    the footprint threshold too. Scenes with a building map (a scene folder's
+    ``buildings_*.gpkg``, or ``buildings`` for a pair) are scored with and without it.
     """
+    from idou.inference.detect import footprint_threshold
+
     loaded, session = load_model(spec, device=device)
     if thresholds is None:
         thresholds = dict(zip(CHANNELS, loaded.contract.thresholds, strict=True))
     if pair is not None:
         before, after, truth = pair
         predictions: Iterator[ScenePrediction] | list[ScenePrediction] = [predict_pair(
-            loaded, session, before, after, read_truth(truth), crs=crs, batch_size=batch_size)]
+            loaded, session, before, after, read_truth(truth), crs=crs, batch_size=batch_size,
+            buildings=buildings)]
     elif scenes:
         predictions = predict_scenes(loaded, session, scenes, crs=crs, batch_size=batch_size)
     else:
         raise ValueError("give scenes or a pair")
     return score_predictions(predictions, thresholds, min_area_m2=min_area_m2, cover=cover,
-                             source=spec)
+                             source=spec,
+                             footprint_threshold=footprint_threshold(loaded.contract))

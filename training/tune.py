@@ -12,6 +12,7 @@ matplotlib are imported only when used.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from idou.geo import metrics
 from idou.geo.errors import UserInputError
@@ -57,6 +60,23 @@ class ChannelTuning:
 
 
 @dataclass
+class FootprintTuning:
+    """The building map's footprint threshold: 滅失 object scores of the footprints that reach
+    each threshold, and the one picked by the same recall-first rule as the channels."""
+
+    curve: list[tuple[float, ObjectScores]]
+    threshold: float
+    scores: ObjectScores
+    reached: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, curve included."""
+        return {"threshold": self.threshold, "objects": self.scores.as_dict(),
+                "reached": self.reached,
+                "curve": [{"threshold": t, **s.as_dict()} for t, s in self.curve]}
+
+
+@dataclass
 class TuneResult:
     """Thresholds picked per channel for a recall target."""
 
@@ -65,6 +85,7 @@ class TuneResult:
     min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2
     cover: float = metrics.DEFAULT_COVER
     scenes: list[str] = field(default_factory=list)
+    building_map: FootprintTuning | None = None  # when the scenes hold a building map
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -86,6 +107,10 @@ class TuneResult:
             out[f"objects_true_{c}"] = float(t.final.n_true)
             for key in ("precision", "recall", "f1", "iou"):
                 out[f"pixel_{key}_{c}"] = float(getattr(t.pixels, key))
+        if self.building_map is not None:
+            out["threshold_footprint"] = self.building_map.threshold
+            out["map_object_recall_demolished"] = self.building_map.scores.recall
+            out["map_object_precision_demolished"] = self.building_map.scores.precision
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +127,7 @@ class TuneResult:
                              "pixel_curve": [{"threshold": th, **p.as_dict()}
                                              for th, p in t.pixel_curve]}
                          for c, t in self.channels.items()},
+            **({"building_map": self.building_map.to_dict()} if self.building_map else {}),
         }
 
 
@@ -178,7 +204,39 @@ def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: floa
                         cover=cover, scenes=[p.name for p in preds])
     if confirm:
         _confirm_with_detect(preds, result, ts, max_confirm_steps)
+    result.building_map = tune_footprints(preds, recall_target, ts, min_area_m2=min_area_m2,
+                                          cover=cover)
     return result
+
+
+def tune_footprints(preds: Sequence[ScenePrediction], recall_target: float,
+                    thresholds: Sequence[float], *,
+                    min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2,
+                    cover: float = metrics.DEFAULT_COVER) -> FootprintTuning | None:
+    """The highest footprint threshold whose 滅失 object recall (pooled over the scenes that
+    hold a building map) reaches ``recall_target``; None without such scenes or true 滅失.
+
+    With the map, the 滅失 candidates are exactly the footprints whose demolished score reaches
+    the threshold (:mod:`idou.geo.building_evidence`), so each threshold is scored on those.
+    """
+    mapped = [p for p in preds if p.buildings is not None]
+    if not mapped:
+        return None
+    curve = [ObjectScores(0, 0, 0, 0)] * len(thresholds)
+    for pred in mapped:
+        assert pred.buildings is not None
+        score = np.nan_to_num(pred.footprint_scores().score, nan=0.0)
+        truth = pred.truth[pred.truth["channel"].astype(str) == "demolished"]
+        for k, t in enumerate(thresholds):
+            rows = pred.buildings[score >= t]
+            curve[k] = curve[k] + metrics.object_scores_from_polygons(
+                rows, truth, min_area_m2=min_area_m2, cover=cover)
+    pairs = list(zip(thresholds, curve, strict=True))
+    if pairs[0][1].n_true == 0:
+        return None
+    t, s = metrics.pick_threshold(pairs, recall_target)
+    return FootprintTuning(curve=pairs, threshold=t, scores=s,
+                           reached=metrics.reaches(s, recall_target))
 
 
 def _detect_scores(preds: list[ScenePrediction], thresholds: dict[str, float],
@@ -246,6 +304,13 @@ def write_tuned_model(loaded: Any, result: TuneResult, output: str | Path, *,
     contract = loaded.contract.with_thresholds(result.thresholds["new"],
                                                result.thresholds["demolished"],
                                                result.recall_target)
+    if result.building_map is not None:
+        from idou.geo.building_evidence import DEFAULT_INSET_M
+
+        contract = dataclasses.replace(contract, extra={
+            **contract.extra, "building_map": {
+                "threshold_demolished": result.building_map.threshold,
+                "recall_target": result.recall_target, "inset_m": DEFAULT_INSET_M}})
     model = onnx.load_model_from_string(loaded.data)
     props = {p.key: p.value for p in model.metadata_props}
     props.update(contract.to_metadata())

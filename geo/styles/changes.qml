@@ -6,7 +6,8 @@
    <category render="true" symbol="1" value="増築" label="増築"/>
    <category render="true" symbol="2" value="滅失" label="滅失"/>
    <category render="true" symbol="3" value="建替" label="建替"/>
-   <category render="true" symbol="4" value="" label="その他"/>
+   <category render="true" symbol="4" value="その他の変化" label="その他の変化（候補外）"/>
+   <category render="true" symbol="5" value="" label="その他"/>
   </categories>
   <symbols>
    <symbol name="0" type="fill" alpha="1" clip_to_extent="1" force_rhr="0">
@@ -106,6 +107,30 @@
     </layer>
    </symbol>
    <symbol name="4" type="fill" alpha="1" clip_to_extent="1" force_rhr="0">
+    <layer class="SimpleFill" enabled="1" locked="0" pass="0">
+     <Option type="Map">
+      <Option name="color" type="QString" value="150,150,150,60"/>
+      <Option name="outline_color" type="QString" value="150,150,150,255"/>
+      <Option name="outline_style" type="QString" value="dash"/>
+      <Option name="outline_width" type="QString" value="0.4"/>
+      <Option name="outline_width_unit" type="QString" value="MM"/>
+      <Option name="style" type="QString" value="solid"/>
+      <Option name="joinstyle" type="QString" value="miter"/>
+      <Option name="offset" type="QString" value="0,0"/>
+      <Option name="offset_unit" type="QString" value="MM"/>
+     </Option>
+     <prop k="color" v="150,150,150,60"/>
+     <prop k="outline_color" v="150,150,150,255"/>
+     <prop k="outline_style" v="dash"/>
+     <prop k="outline_width" v="0.4"/>
+     <prop k="outline_width_unit" v="MM"/>
+     <prop k="style" v="solid"/>
+     <prop k="joinstyle" v="miter"/>
+     <prop k="offset" v="0,0"/>
+     <prop k="offset_unit" v="MM"/>
+    </layer>
+   </symbol>
+   <symbol name="5" type="fill" alpha="1" clip_to_extent="1" force_rhr="0">
     <layer class="SimpleFill" enabled="1" locked="0" pass="0">
      <Option type="Map">
       <Option name="color" type="QString" value="200,200,200,90"/>
@@ -216,6 +241,8 @@
   <alias field="building_id" name="家屋ID"/>
   <alias field="status" name="処理状況"/>
   <alias field="label" name="教師ラベル"/>
+  <alias field="footprint_score" name="滅失スコア"/>
+  <alias field="candidate_id" name="候補ID"/>
   <alias field="調査状況" name="調査状況"/>
   <alias field="調査者" name="調査者"/>
   <alias field="調査日" name="調査日"/>

@@ -38,3 +38,28 @@ def test_declared_extra_outputs_round_trip_and_unknown_ones_are_refused() -> Non
     with pytest.raises(UserInputError, match="unknown output.*heatmap"):
         ModelContract.from_metadata(ModelContract(extra_outputs=("heatmap",)).to_metadata(),
                                     source="m.onnx")
+
+
+def test_declared_extra_outputs_round_trip_as_a_tuple() -> None:
+    contract = ModelContract(extra_outputs=("presence",))
+    read = ModelContract.from_metadata(contract.to_metadata())
+    assert read.extra_outputs == ("presence",) and read == contract
+    assert ModelContract.from_metadata(ModelContract().to_metadata()).extra_outputs == ()
+
+
+def test_unknown_extra_outputs_are_refused() -> None:
+    bad = ModelContract(extra_outputs=("height",)).to_metadata()
+    with pytest.raises(UserInputError, match="extra_outputs"):
+        ModelContract.from_metadata(bad, source="m.onnx")
+
+
+def test_the_footprint_threshold_is_the_tuned_one_else_the_demolished_channels() -> None:
+    from idou.inference.detect import footprint_threshold
+
+    assert footprint_threshold(ModelContract(threshold_demolished=0.2)) == 0.2
+    tuned = ModelContract.from_metadata(ModelContract(
+        extra={"building_map": {"threshold_demolished": 0.11}}).to_metadata())
+    assert footprint_threshold(tuned) == 0.11
+    assert footprint_threshold(tuned, 0.3) == 0.3
+    with pytest.raises(UserInputError, match="--threshold-footprint"):
+        footprint_threshold(tuned, 1.5)

@@ -93,3 +93,33 @@ def test_an_existing_output_without_force_is_refused_before_any_work(
     with pytest.raises(UserInputError, match="--force"):
         detect(flights["flight_2024"], flights["flight_2025"], out, model="/nonexistent.onnx")
     assert out.read_bytes() == b"keep me"
+
+
+def test_detect_with_buildings_writes_the_map_layers_and_keeps_unmatched_change_on_request(
+        flights: dict[str, Path], tmp_path: Path) -> None:
+    import sqlite3
+
+    import geopandas as gpd
+
+    common = dict(model=str(flights["model"]), parcels=flights["parcels"],
+                  buildings=flights["buildings_2024"], threads=1, write_project=False)
+    out = tmp_path / "map.gpkg"
+    detect(flights["flight_2024"], flights["flight_2025"], out, **common)  # type: ignore[arg-type]
+    layers = dict(pyogrio.list_layers(out))
+    assert "unmapped_buildings" in layers
+    assert pyogrio.read_info(out, layer="unmapped_buildings")["features"] == 0
+    with sqlite3.connect(out) as con:
+        info = dict(con.execute("SELECT key, value FROM run_info").fetchall())
+        styled = {r[0] for r in con.execute("SELECT f_table_name FROM layer_styles")}
+    assert "declares no building-presence output" in info["unmapped_buildings"]
+    assert "unmapped_buildings" in styled
+    changes = gpd.read_file(out, layer="changes")
+    assert changes["判定理由"].astype(bool).all()  # every change says why
+    other = changes[changes["change_type"] == "other"]
+    assert len(other), "the constructed model flags change the map does not support"
+    parcels = gpd.read_file(out, layer="candidate_parcels")
+    assert not set(parcels["主な異動区分"]) & {"その他の変化"}
+    kept = tmp_path / "kept.gpkg"
+    detect(flights["flight_2024"], flights["flight_2025"], kept, keep_unmatched=True,
+           **common)  # type: ignore[arg-type]
+    assert len(gpd.read_file(kept, layer="candidate_parcels")) > len(parcels)

@@ -118,3 +118,39 @@ def test_rows_a_rerun_no_longer_detects_are_not_scored(tmp_path: Path) -> None:
     ev = evaluate_geopackage(result, truth_path)
     assert ev.channels["new"].recall == 0.5 and ev.channels["new"].precision == 1.0
     assert ev.parcels == (2, 1)
+
+
+def test_other_changes_of_a_building_map_run_are_not_scored(tmp_path: Path) -> None:
+    """その他の変化 (change the building map does not support) is no candidate: not a false
+    alarm of the run, and counted apart."""
+    truth = gpd.GeoDataFrame({"channel": ["demolished"], "change_type": ["demolished"]},
+                             geometry=[box(0, 0, 10, 10)], crs=CRS_)
+    truth.to_file(tmp_path / "truth.gpkg", layer="truth")
+    result = tmp_path / "r.gpkg"
+    gpd.GeoDataFrame({"channel": ["demolished", "demolished"],
+                      "change_type": ["demolished", "other"]},
+                     geometry=[box(0, 0, 10, 10), box(50, 50, 60, 60)], crs=CRS_).to_file(
+        result, layer="changes")
+    ev = evaluate_geopackage(result, tmp_path / "truth.gpkg")
+    assert ev.channels["demolished"].n_false_alarm == 0 and ev.not_candidates == 1
+
+
+def test_scenes_with_a_building_map_are_scored_with_and_without_it() -> None:
+    from idou.training.evaluate import ScenePrediction, score_predictions
+
+    # 0.4 m grid, 100 x 100 px: a demolished house on the map, a tree felled off the map
+    grid = Grid(CRS.from_epsg(6677), Affine(0.4, 0, 0.0, 0, -0.4, 40.0), 100, 100)
+    probs = np.zeros((2, 100, 100), dtype=np.uint8)
+    probs[1, 10:35, 10:35] = 230  # house: x 4..14, y 26..36
+    probs[1, 60:80, 60:80] = 230  # tree: x 24..32, y 8..16
+    house = box(4, 26, 14, 36)
+    truth = gpd.GeoDataFrame({"channel": ["demolished"], "change_type": ["demolished"]},
+                             geometry=[house], crs=CRS_)
+    buildings = gpd.GeoDataFrame({"building_id": ["H"]}, geometry=[house], crs=CRS_)
+    pred = ScenePrediction(name="s", grid=grid, probs=probs, valid=np.ones((100, 100), bool),
+                           truth=truth, buildings=buildings)
+    ev = score_predictions([pred], {"new": 0.5, "demolished": 0.5}, footprint_threshold=0.5)
+    assert ev.channels["demolished"].n_false_alarm == 1  # the tree, without the map
+    assert ev.with_map is not None and ev.footprint_threshold == 0.5
+    assert (ev.with_map["demolished"].n_found, ev.with_map["demolished"].n_false_alarm) == (1, 0)
+    assert "objects_with_building_map" in ev.to_dict()

@@ -223,3 +223,31 @@ def test_tune_output_rules(tmp_path: Path) -> None:
     (scene / "flight_2023.tif").write_bytes(b"")          # three flights: which pair?
     with pytest.raises(UserInputError, match="exactly two"):
         tune_model(model, tmp_path, 0.9)                 # a folder of scene folders
+
+
+def test_tune_picks_the_footprint_threshold_on_scenes_with_a_building_map() -> None:
+    from idou.training.tune import tune_footprints
+
+    # four registered houses with demolished probability 0.2, 0.4, 0.6, 0.8 inside; the first
+    # three were demolished (truth), the fourth stands (a false alarm above 0.8 only)
+    h, w = 20, 100
+    grid = Grid(CRS.from_epsg(6677), Affine(GSD, 0, ORIGIN[0], 0, -GSD, ORIGIN[1]), w, h)
+    probs = np.zeros((2, h, w), dtype=np.uint8)
+    houses = []
+    for k, level in enumerate((0.2, 0.4, 0.6, 0.8)):
+        probs[1, 4:16, 4 + 24 * k:16 + 24 * k] = round(level * 255)
+        x0 = ORIGIN[0] + (4 + 24 * k) * GSD
+        houses.append(box(x0, ORIGIN[1] - 16 * GSD, x0 + 12 * GSD, ORIGIN[1] - 4 * GSD))
+    truth = gpd.GeoDataFrame({"channel": ["demolished"] * 3}, geometry=houses[:3],
+                             crs="EPSG:6677")
+    buildings = gpd.GeoDataFrame({"building_id": ["a", "b", "c", "d"]}, geometry=houses,
+                                 crs="EPSG:6677")
+    pred = ScenePrediction(name="m", grid=grid, probs=probs, valid=np.ones((h, w), bool),
+                           truth=truth, buildings=buildings)
+    ts = [0.1, 0.3, 0.5, 0.7, 0.9]
+    tuned = tune_footprints([pred], 2 / 3, ts)
+    assert tuned is not None and tuned.reached
+    assert tuned.threshold == 0.3  # 0.4 and 0.6 found; above 0.3 the 0.4 house is lost
+    assert (tuned.scores.n_found, tuned.scores.n_false_alarm) == (2, 1)
+    pred.buildings = None
+    assert tune_footprints([pred], 2 / 3, ts) is None  # no map: nothing to tune
