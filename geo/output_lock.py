@@ -88,8 +88,9 @@ def acquire(path: Path, target: Path) -> None:
             _take_over(path, owner)
             continue
         except OSError as exc:
-            raise UserInputError(f"cannot create the lock file {path} ({exc.strerror}); choose "
-                                 "an output folder you can write to.") from exc
+            raise UserInputError(f"the output folder {path.parent} cannot be written "
+                                 f"({exc.strerror}: no lock file {path.name} can be made there); "
+                                 "choose another output folder.") from exc
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(_owner_text())
         return

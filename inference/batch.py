@@ -339,8 +339,8 @@ def _prepare(config: FlightConfig, out_dir: Path, vrt_dir: Path,
         config.after.crs, str(config.aoi) if config.aoi else None, contract, vrt_dir,
         estimate_misregistration=estimate_misregistration)
     grid = report.grid
-    parcels, buildings = _read_vectors(config.parcels, config.buildings, grid.crs,
-                                       encoding=config.encoding,
+    parcels, buildings = _read_vectors(config.parcels, config.buildings, grid.crs, grid=grid,
+                                       say=_log_say, encoding=config.encoding,
                                        chiban_column=config.chiban_column)
     stride = contract.tile_size - contract.tile_overlap
     blocks = plan_blocks(grid.width, grid.height, config.block_size, halo=contract.tile_overlap,
@@ -454,6 +454,11 @@ def _check_flight(config: FlightConfig) -> CheckReport:
         model=f"{name} {version}", model_sha256=prepared.model_sha,
         resumable_blocks_done=done, notes=notes, requested_block_size=config.block_size,
         stride=stride)
+
+
+def _log_say(level: str, message: str) -> None:
+    """Warnings and notes about the parcel and building files, into the batch log."""
+    (log.warning if level == "warning" else log.info)("%s", message)
 
 
 def _check_outputs_are_not_inputs(config: FlightConfig) -> None:
@@ -943,5 +948,4 @@ def finish_from_blocks(prepared: _Prepared, mosaic: Path, gpkg: Path, config: Fl
             buildings=config.buildings if prepared.buildings is None else prepared.buildings,
             run_info=run_info, force=gpkg.exists(),
             encoding=config.encoding, chiban_column=config.chiban_column,
-            say=lambda level, message: (log.warning if level == "warning" else log.info)(
-                "%s", message))
+            say=_log_say)

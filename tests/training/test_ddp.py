@@ -99,6 +99,7 @@ def test_two_gloo_processes_train_identical_weights(tmp_path: Path) -> None:
 
         [contract]
         tile_size = 64
+        tile_overlap = 16
     '''), encoding="utf-8")
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER, encoding="utf-8")
