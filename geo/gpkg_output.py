@@ -39,7 +39,7 @@ from shapely.geometry.base import BaseGeometry
 
 from idou.geo.errors import UserInputError
 from idou.geo.leftovers import make_work_folder, remove_stale_work_folders
-from idou.geo.owned_outputs import check_replaceable, idou_qgis_project
+from idou.geo.owned_outputs import check_replaceable, idou_qgis_project, leave_wal_mode
 from idou.geo.qgis_styles import write_layer_styles
 from idou.geo.review_fields import (
     ALIASES,
@@ -132,6 +132,7 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
             raise UserInputError(
                 f"{target} already exists; pass --force to re-run into it (staff edits in it "
                 "are kept) or choose another output path.")
+        leave_wal_mode(target)
         _check_not_locked(target)
         if not _is_review_geopackage(target):
             raise UserInputError(

@@ -118,6 +118,7 @@ def is_review_geopackage(path: Path) -> bool:
         UserInputError: another program holds the file locked (QGIS editing it).
     """
     try:
+        leave_wal_mode(path)
         return _sqlite_header(path) and "run_info" in _tables(path)
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc):
@@ -126,6 +127,32 @@ def is_review_geopackage(path: Path) -> bool:
         return False
     except (OSError, sqlite3.DatabaseError):
         return False
+
+
+def leave_wal_mode(path: Path) -> None:
+    """Put a GeoPackage that QGIS left in WAL mode back to a rollback journal.
+
+    QGIS switches a GeoPackage to WAL when it edits it and leaves it so after closing; every
+    read-only connection then leaves ``-wal``/``-shm`` files beside it, which look exactly like
+    QGIS still editing it. Only when neither exists (nobody has the file open) is the journal mode
+    switched back; the data is unchanged.
+    """
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(20)
+    except OSError:
+        return
+    if len(header) < 20 or header[:16] != b"SQLite format 3\x00" or header[18] != 2:
+        return
+    if Path(f"{path}-wal").exists() or Path(f"{path}-shm").exists():
+        return
+    con = sqlite3.connect(path, timeout=1.0)
+    try:
+        con.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.Error:
+        pass  # held by someone after all: the checks that follow refuse it
+    finally:
+        con.close()
 
 
 def _sqlite_header(path: Path) -> bool:

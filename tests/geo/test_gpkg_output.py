@@ -259,3 +259,22 @@ def test_source_credits_are_recorded(tmp_path: Path) -> None:
         descriptions = dict(con.execute("SELECT table_name, description FROM gpkg_contents"))
     assert descriptions["candidate_parcels"] == "出典：「登記所備付地図データ」（法務省）"
     assert descriptions["existing_buildings"] == "出典：PLATEAU"
+
+
+def test_a_file_qgis_edited_and_closed_in_wal_mode_is_rerun_into_with_its_edit(
+        tmp_path: Path) -> None:
+    """QGIS leaves a GeoPackage it edited in WAL mode; idou's own read-only reads then left
+    -wal/-shm files beside it and the --force re-run refused it as "opened for editing"."""
+    target = tmp_path / "run.gpkg"
+    builders.write_run(target)
+    from ..gpkg_edits import staff_edit
+
+    with staff_edit(target) as con:
+        assert con.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+        con.execute("UPDATE candidate_parcels SET 調査状況 = '課税対象'")
+    # the last connection closed: -wal and -shm are gone, the mode stays WAL
+    assert not Path(f"{target}-wal").exists()
+    builders.write_run(target, force=True)
+    parcels = pyogrio.read_dataframe(target, layer="candidate_parcels")
+    assert set(parcels["調査状況"]) == {"課税対象"}
+    assert not Path(f"{target}-wal").exists() and not Path(f"{target}-shm").exists()
