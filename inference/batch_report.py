@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,8 @@ class StatusFile:
         self.input_scale = input_scale
         self.static = dict(static or {})
         self.started = time.time()
+        # two sittings can start within the same second (a quick resume): a unique id keys them
+        self.sitting_id = uuid.uuid4().hex
         self._run_pixels = 0
         self.last: dict[str, Any] = {}
 
@@ -89,6 +92,7 @@ class StatusFile:
             "state": state,
             "updated_at": _iso(now),
             "started_at": _iso(self.started),
+            "sitting_id": self.sitting_id,
             "elapsed_s": round(elapsed, 1),
             "blocks": {k: counts.get(k, 0) for k in
                        ("total", "done", "failed", "running", "pending")},
@@ -158,6 +162,7 @@ def changes_by_class(gpkg: Path, layer: str = "changes") -> dict[str, dict[str, 
 def sitting(status: dict[str, Any]) -> dict[str, Any]:
     """One sitting (one start of ``idou batch`` on a folder) as ``status.json`` last saw it."""
     return {"started_at": status.get("started_at", ""),
+            "sitting_id": status.get("sitting_id") or status.get("started_at", ""),
             "updated_at": status.get("updated_at", ""),
             "elapsed_s": float(status.get("elapsed_s") or 0.0),
             "input_px": int(status.get("pixels", {}).get("input_this_run") or 0),
@@ -166,9 +171,14 @@ def sitting(status: dict[str, Any]) -> dict[str, Any]:
 
 def merge_sitting(sittings: list[dict[str, Any]], current: dict[str, Any]
                   ) -> list[dict[str, Any]]:
-    """``sittings`` with ``current`` replacing the entry of the same start, or appended."""
-    kept = [s for s in sittings if s.get("started_at") != current.get("started_at")]
+    """``sittings`` with ``current`` replacing the entry of the same sitting, or appended."""
+    kept = [s for s in sittings if _sitting_key(s) != _sitting_key(current)]
     return sorted([*kept, current], key=lambda s: str(s.get("started_at")))
+
+
+def _sitting_key(one: dict[str, Any]) -> str:
+    """A sitting's identity: its id, or its start for sittings saved before ids existed."""
+    return str(one.get("sitting_id") or one.get("started_at") or "")
 
 
 def _rate(sittings: list[dict[str, Any]]) -> float:

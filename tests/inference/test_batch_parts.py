@@ -248,3 +248,15 @@ def test_a_second_run_on_the_same_output_folder_is_refused(tmp_path: Path) -> No
         with pytest.raises(UserInputError, match="another idou batch is running"):
             run_batch(config, progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [LOCK_NAME]
+
+
+def test_two_sittings_started_within_one_second_are_both_kept(tmp_path: Path) -> None:
+    from idou.inference.batch_report import StatusFile, merge_sitting, sitting
+
+    sittings: list[dict[str, object]] = []
+    for state in ("failed", "done"):  # a resume right after a failure, in the same second
+        status_file = StatusFile(tmp_path, total_pixels=4, pixel_area_m2=1.0)
+        status_file.started = 1_800_000_000.0
+        status = status_file.update(state, {"total": 1}, done_pixels=4)
+        sittings = merge_sitting(sittings, sitting(status))
+    assert [s["state"] for s in sittings] == ["failed", "done"]
