@@ -12,7 +12,10 @@ serves training (footprints are available for free) and is not part of the expor
 With ``presence_head`` it becomes a small multi-scale building-presence head (strides 4, 8 and
 16) that *is* exported: :class:`ProbabilityModel` then returns a second output, ``presence``
 (N×2×H×W: channel 0 = a building stands there in BEFORE, 1 = in AFTER), declared in the
-contract's ``extra_outputs``.
+contract's ``extra_outputs``. With ``presence_gate`` as well, the exported change probabilities
+follow from presence: new is at most the presence AFTER, demolished at most the presence BEFORE
+(a new building needs a building after; a demolished one a building before), so one house
+standing in one date only cannot fire both channels.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class NetworkConfig:
         in_channels: bands per date (3 = RGB; 4 adapts the first conv).
         presence_head: per-date building-presence head from strides 4-16, exported as the
             ``presence`` output (replaces the stride-4 auxiliary head).
+        presence_gate: cap the exported new probability by the presence after and the
+            demolished one by the presence before (needs ``presence_head``; no weights of its
+            own, so it may be switched on at export).
     """
 
     backbone: str = "mobilenet_v3_large"
@@ -46,6 +52,7 @@ class NetworkConfig:
     aux_buildings: bool = True
     in_channels: int = 3
     presence_head: bool = False
+    presence_gate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for checkpoints and mlflow."""
@@ -120,6 +127,8 @@ class SiameseChangeNet(nn.Module):
         self.config = config or NetworkConfig()
         if len(self.config.decoder_channels) != 5:
             raise ValueError("decoder_channels needs five values (strides 32, 16, 8, 4, 2)")
+        if self.config.presence_gate and not self.config.presence_head:
+            raise ValueError("presence_gate needs presence_head")
         self.encoder = build_encoder(self.config.backbone, init_weights, pretrained)
         if self.config.in_channels != 3:
             _adapt_first_conv(self.encoder, self.config.in_channels)
@@ -159,7 +168,8 @@ class ProbabilityModel(nn.Module):
     """What is exported: ``(before, after) → sigmoid(logits)``, N×2×H×W in [0, 1].
 
     With a presence head it returns ``(probabilities, presence)``, presence N×2×H×W in [0, 1]
-    (channel 0 = building in BEFORE, 1 = in AFTER).
+    (channel 0 = building in BEFORE, 1 = in AFTER); with ``presence_gate`` new is capped by the
+    presence after and demolished by the presence before.
     """
 
     def __init__(self, net: SiameseChangeNet) -> None:
@@ -175,7 +185,11 @@ class ProbabilityModel(nn.Module):
         if not self.net.config.presence_head:
             return torch.sigmoid(self.net(before, after))
         logits, presence_b, presence_a = self.net(before, after, return_aux=True)
-        return torch.sigmoid(logits), torch.sigmoid(torch.cat([presence_b, presence_a], 1))
+        probabilities = torch.sigmoid(logits)
+        presence = torch.sigmoid(torch.cat([presence_b, presence_a], 1))
+        if self.net.config.presence_gate:  # new ≤ building after, demolished ≤ building before
+            probabilities = torch.minimum(probabilities, torch.flip(presence, dims=[1]))
+        return probabilities, presence
 
 
 def _adapt_first_conv(encoder: nn.Module, in_channels: int) -> None:

@@ -73,6 +73,8 @@ class ModelSection:
             (``backbone = "efficientnet_lite0"``; see ``idou.models.pretrained``).
         presence_head: train and export the per-date building-presence head (the model's
             ``presence`` output).
+        presence_gate: export new capped by the presence after and demolished by the presence
+            before (needs ``presence_head``; see ``idou.models.siamese``).
     """
 
     backbone: str = "mobilenet_v3_large"
@@ -80,6 +82,7 @@ class ModelSection:
     aux_buildings: bool = True
     pretrained: bool = False
     presence_head: bool = False
+    presence_gate: bool = False
     init_weights: str | None = None
     init_checkpoint: str | None = None
 
@@ -303,6 +306,9 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Tra
         setattr(top, key, value)
     if not top.train_data:
         raise UserInputError(f"{path} names no [[train_data]]; add at least one dataset.")
+    if top.model.presence_gate and not top.model.presence_head:
+        raise UserInputError(f"{path}: [model] presence_gate needs presence_head = true (the "
+                             "gate caps the change channels by the presence output).")
     _check_contract(top.contract, path)
     return top
 

@@ -16,7 +16,7 @@ import datetime as dt
 import io
 import platform
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,8 +223,11 @@ def export_checkpoint(checkpoint: Path, output: Path, config: TrainConfig | None
         raise UserInputError(f"{checkpoint} carries no training config; pass --config with the "
                              "TOML it was trained with.")
     net = network_from_checkpoint(ckpt)
+    if config.model.presence_gate and net.config.presence_head:  # the gate holds no weights
+        net.config = replace(net.config, presence_gate=True)
     run_id = mlflow_run_id or ckpt.get("mlflow_run_id")
-    contract = contract_from_config(config, run_id, extra={"epoch": int(ckpt.get("epoch", 0))})
+    contract = contract_from_config(config, run_id, extra={"epoch": int(ckpt.get("epoch", 0)),
+                                                           "network": net.config.to_dict()})
     output = Path(output)
     export_onnx(net, output, contract)
     try:

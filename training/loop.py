@@ -28,7 +28,7 @@ import time
 import typing
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -453,14 +453,16 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
 
     net_config = NetworkConfig(config.model.backbone, tuple(config.model.decoder_channels),
                                config.model.aux_buildings,
-                               presence_head=config.model.presence_head)
+                               presence_head=config.model.presence_head,
+                               presence_gate=config.model.presence_gate)
     init = Path(config.model.init_weights) if config.model.init_weights else None
     net = SiameseChangeNet(net_config, init_weights=init,
                            pretrained=config.model.pretrained).to(device)
     net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if config.model.init_checkpoint:
         start = load_checkpoint(Path(config.model.init_checkpoint))
-        if NetworkConfig.from_dict(start["network"]) != net_config:
+        if replace(NetworkConfig.from_dict(start["network"]),
+                   presence_gate=net_config.presence_gate) != net_config:
             raise UserInputError(f"{config.model.init_checkpoint} holds another architecture "
                                  "than [model]; use the same backbone and decoder_channels.")
         net.load_state_dict(start["model"])

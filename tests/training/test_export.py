@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from idou.geo.errors import UserInputError  # noqa: E402
 from idou.inference.contract import ModelContract  # noqa: E402
 from idou.training import export as export_module  # noqa: E402
 from idou.training.config import config_from_dict  # noqa: E402
@@ -125,6 +126,36 @@ def test_presence_heads_are_exported_as_a_declared_output(tmp_path: Path) -> Non
     # channel 0 is BEFORE's buildings, 1 AFTER's: the same image gives the same presence
     same, = session.run(["presence"], {"before": x[:1], "after": x[:1]})
     np.testing.assert_allclose(same[0, 0], same[0, 1], atol=1e-6)
+
+
+def test_the_presence_gate_caps_new_by_after_and_demolished_by_before(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path, presence=True)
+    stored = torch.load(ckpt, weights_only=False)
+    stored["model"]["head.bias"] += 4.0  # change probabilities near 0.9: above some presence
+    torch.save(stored, ckpt)
+    gated_config = config_from_dict({**stored["config"], "model": {
+        **stored["config"]["model"], "presence_gate": True}})
+    x = np.random.default_rng(2).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    outputs = {}
+    for name, config in (("plain", None), ("gated", gated_config)):
+        out = tmp_path / f"{name}.onnx"
+        result = export_checkpoint(ckpt, out, config=config, real_pairs=_real_pairs(),
+                                   card=False)
+        assert result.contract.extra["network"]["presence_gate"] is (config is not None)
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        outputs[name] = session.run(None, {"before": x, "after": x[::-1].copy()})
+    plain, presence = outputs["plain"]
+    gated, gated_presence = outputs["gated"]
+    np.testing.assert_allclose(gated_presence, presence, atol=1e-6)
+    capped = np.stack([presence[:, 1], presence[:, 0]], 1)  # new ≤ after, demolished ≤ before
+    assert (plain > capped + 1e-3).any()  # the cap binds somewhere on this random network
+    np.testing.assert_allclose(gated, np.minimum(plain, capped), atol=1e-5)
+
+
+def test_a_presence_gate_without_presence_heads_is_refused() -> None:
+    with pytest.raises(UserInputError, match="presence_gate needs presence_head"):
+        config_from_dict({"name": "x", "model": {"presence_gate": True},
+                          "train_data": [{"kind": "synthetic", "seeds": [1]}]})
 
 
 def test_a_model_without_presence_declares_no_extra_output(tmp_path: Path) -> None:
