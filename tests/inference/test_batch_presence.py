@@ -8,6 +8,8 @@ model plus a ``presence`` output: a sigmoid of each date's first band (bright ro
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import onnx
 import pyogrio
 import pytest
 import rasterio
+from affine import Affine
 from onnx import TensorProto, helper
 from shapely.geometry import box
 
@@ -30,7 +33,9 @@ from .test_batch import (
     GONE,
     GSD,
     ORIGIN,
+    SHEET,
     TRANSFORM,
+    _idou,
     _scenes,
     _sheets,
     _toml,
@@ -38,7 +43,8 @@ from .test_batch import (
     tiny_model,
 )
 
-STANDING = [(5, 200, 40, 40), (225, 150, 40, 60)]  # (row, col, height, width) in both photos
+STANDING = [(5, 200, 40, 40), (150, 150, 40, 60)]  # (row, col, height, width) in both photos
+UNMAPPED_SHEET = "09LD11"  # the after sheet that holds the whole of STANDING[1]
 REGISTERED = [STANDING[0], GONE[0]]  # on the building map; STANDING[1] is not
 ROOF = np.array([215, 210, 200], dtype=np.uint8)[:, None, None]
 
@@ -188,3 +194,30 @@ def test_a_model_without_presence_leaves_the_layer_empty_and_says_why(
     assert not (gpkg.parent / "presence.vrt").exists()
     with rasterio.open(next((gpkg.parent / "blocks").glob("*.tif"))) as block:
         assert block.count == 2
+
+
+def test_a_sheet_redelivered_without_the_house_empties_the_layer_on_resume(
+        reference: Path, flight_dir: Path, tmp_path: Path) -> None:
+    """Presence is fingerprinted with the probabilities: the after sheet re-delivered at the
+    same path (same size and modification time) without the unregistered house is computed
+    again, and the house leaves the layer."""
+    flights = tmp_path / "flight"
+    shutil.copytree(flight_dir, flights, ignore=shutil.ignore_patterns("*.toml"))
+    out = tmp_path / "redelivered"
+    assert len(_unmapped(_batch(flights, out))) == 1
+
+    sheet = flights / "sheets_2025" / f"{UNMAPPED_SHEET}.tif"
+    stat = sheet.stat()
+    ground, _ = _scenes()
+    r0, c0 = int(UNMAPPED_SHEET[-2]) * SHEET, int(UNMAPPED_SHEET[-1]) * SHEET
+    part = np.ascontiguousarray(ground[:, r0:r0 + SHEET, c0:c0 + SHEET])
+    _write(sheet, part, TRANSFORM @ Affine.translation(c0, r0), CRS)
+    assert sheet.stat().st_size == stat.st_size
+    os.utime(sheet, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    # a new process, as an operator resumes (GDAL keeps the old sheet open in this one)
+    run = _idou("batch", str(flights / f"{out.name}.toml"), "--quiet")
+    assert run.wait(timeout=300) == EXIT_OK, run.stderr.read()  # type: ignore[union-attr]
+    assert _unmapped(out / "review.gpkg") == []
+    assert "0 buildings present in both photos" in _run_info(out / "review.gpkg",
+                                                             "unmapped_buildings")
