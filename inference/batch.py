@@ -10,14 +10,19 @@ only then is the block marked done. Because the engine computes every lattice ti
 block, block probabilities equal a whole-grid pass, and a resumed run equals an uninterrupted
 one. At the end the blocks are mosaicked through ``OUT/probabilities.vrt`` and polygons, classes,
 the parcel join and the GeoPackage are made once by the same code as ``idou detect``.
+A model whose contract declares the ``presence`` output (building presence before, after) gets
+it blended like the probabilities and kept as bands 3-4 of the same block files, so it is
+resumed and recomputed with them; the final stage reads it through ``OUT/presence.vrt`` for
+the ``unmapped_buildings`` layer.
 
 Layout of the output folder::
 
     OUT/journal.sqlite    one row per block (state, attempts, worker, timings, error)
     OUT/status.json       progress for an operator or a monitor, rewritten after each block
     OUT/idou-batch.log    the run's log
-    OUT/blocks/*.tif      per-block probabilities (2 x uint8, georeferenced)
+    OUT/blocks/*.tif      per-block probabilities (2 x uint8, georeferenced; 4 with presence)
     OUT/probabilities.vrt the blocks as one raster (for QGIS and the final stage)
+    OUT/presence.vrt      the blocks' building presence (before, after), with such a model
     OUT/review.gpkg       the review GeoPackage (as `idou detect` writes it)
     OUT/summary.html      blocks, km², Mpx/s, changes by class, run_info
 """
@@ -71,6 +76,9 @@ BLOCKS_DIR = "blocks"
 VRT_DIR = "vrt"
 MODEL_DIR = "model"
 MOSAIC_NAME = "probabilities.vrt"
+PRESENCE_NAME = "presence.vrt"
+PROBABILITY_BANDS = ((1, "new"), (2, "demolished"))
+PRESENCE_BANDS = ((3, "presence_before"), (4, "presence_after"))
 GPKG_NAME = "review.gpkg"
 LOCK_NAME = ".idou-batch.lock"
 SITTINGS_KEY = "sittings"  # journal meta: each start of the run (resumes included), as JSON
@@ -173,12 +181,13 @@ class _WorkerEngine:
                                     threads=spec.threads or _auto_threads())
 
     def predict(self, block: Block, stats: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 ``(2, h, w)`` probabilities of the block, bit-identical to a whole-grid pass,
+        """uint8 ``(c, h, w)`` probabilities of the block (then building presence before and
+        after when the model declares it: ``c`` is 2 or 4), bit-identical to a whole-grid pass,
         and ``(h, w)`` bool where both dates have data."""
         from idou.inference.engine import predict_window_uint8
 
         probs, valid = predict_window_uint8(self.pair, self.session, self.contract,
-                                            block.window, stats=stats)
+                                            block.window, stats=stats, extra_outputs=True)
         return np.asarray(probs), np.asarray(valid, dtype=bool)
 
     def close(self) -> None:
@@ -200,7 +209,8 @@ def _auto_threads() -> int:
 
 
 def compute_block(spec: RunSpec, block: Block) -> BlockOutcome:
-    """Compute one block's probabilities and write ``blocks/<id>.tif`` atomically.
+    """Compute one block's probabilities (and presence) and write ``blocks/<id>.tif``
+    atomically.
 
     Runs on a worker. Raises whatever the engine raises; the driver records it in the journal.
     """
@@ -211,7 +221,8 @@ def compute_block(spec: RunSpec, block: Block) -> BlockOutcome:
     t1 = time.perf_counter()
     stats = EngineStats()
     data, valid = engine.predict(block, stats)
-    if data.shape != (2, block.height, block.width) or data.dtype != np.uint8:
+    channels = block_channels(engine.contract)
+    if data.shape != (channels, block.height, block.width) or data.dtype != np.uint8:
         raise RuntimeError(f"engine returned {data.dtype} {data.shape} for block {block.id}")
     t2 = time.perf_counter()
     write_block(Path(spec.blocks_dir), block, data, engine.pair.grid, valid)
@@ -229,9 +240,34 @@ def block_path(blocks_dir: Path, block: Block) -> Path:
     return blocks_dir / f"{block.id}.tif"
 
 
+def block_channels(contract: Any) -> int:
+    """Bands of a block file: the two probabilities, and presence (before, after) when the
+    model declares that output."""
+    from idou.inference.contract import OUTPUT_PRESENCE
+
+    return 4 if OUTPUT_PRESENCE in contract.extra_outputs else 2
+
+
+def _block_complete(path: Path, channels: int) -> bool:
+    """The block file exists and holds every band this model makes (a block written without
+    presence, e.g. by an older idou, is computed again)."""
+    if not path.is_file():
+        return False
+    if channels == 2:
+        return True
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(path) as ds:
+            return int(ds.count) >= channels
+    except RasterioIOError:
+        return False
+
+
 def write_block(blocks_dir: Path, block: Block, data: np.ndarray, grid: Any,
                 valid: np.ndarray | None = None) -> Path:
-    """Write uint8 ``(2, h, w)`` probabilities as a GeoTIFF: temporary file, then rename.
+    """Write uint8 ``(2, h, w)`` probabilities (``(4, h, w)`` with presence) as a GeoTIFF:
+    temporary file, then rename.
 
     ``valid`` (where both dates have data) becomes the file's internal mask, from which the
     final stage draws the ``coverage`` layer.
@@ -240,7 +276,7 @@ def write_block(blocks_dir: Path, block: Block, data: np.ndarray, grid: Any,
     target = block_path(blocks_dir, block)
     tmp = blocks_dir / f".{block.id}.{uuid.uuid4().hex}.tmp"
     profile = {
-        "driver": "GTiff", "dtype": "uint8", "count": 2, "height": block.height,
+        "driver": "GTiff", "dtype": "uint8", "count": data.shape[0], "height": block.height,
         "width": block.width, "crs": grid.crs, "transform": grid.window_transform(block.window),
         "compress": "deflate", "tiled": True, "blockxsize": 256, "blockysize": 256,
     }
@@ -249,8 +285,8 @@ def write_block(blocks_dir: Path, block: Block, data: np.ndarray, grid: Any,
             dst.write(data)
             if valid is not None:
                 dst.write_mask(valid.astype(np.uint8) * 255)
-            dst.set_band_description(1, "new")
-            dst.set_band_description(2, "demolished")
+            for band, name in (*PROBABILITY_BANDS, *PRESENCE_BANDS)[:data.shape[0]]:
+                dst.set_band_description(band, name)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -469,7 +505,7 @@ def _check_outputs_are_not_inputs(config: FlightConfig) -> None:
     out = config.output
     written = [out / name for name in (GPKG_NAME, Path(GPKG_NAME).with_suffix(".qgz").name,
                                        JOURNAL_NAME, STATUS_NAME, SUMMARY_NAME, LOG_NAME,
-                                       MOSAIC_NAME)]
+                                       MOSAIC_NAME, PRESENCE_NAME)]
     inputs = [*config.before.sheets, *config.after.sheets]
     inputs += [split_layer(p)[0] for p in (config.parcels, config.buildings, config.aoi) if p]
     if config.model != "default" and not config.model.startswith("models:/"):
@@ -612,8 +648,9 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
                             len(stale), ", ".join(Path(p).name for p in changed or [])
                             or "the journal recorded no sheet fingerprints")
             reset = journal.reset_interrupted()
+            channels = block_channels(prepared.model.contract)
             missing = [r.block.id for r in journal.records(["done"])
-                       if not block_path(blocks_dir, r.block).is_file()]
+                       if not _block_complete(block_path(blocks_dir, r.block), channels)]
             journal.mark_pending(missing)
             log.info("resuming: %d interrupted and %d missing block(s) back to pending",
                      reset, len(missing))
@@ -650,9 +687,13 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
                            counts["failed"], None, data)
     gpkg = out_dir / GPKG_NAME
     mosaic = out_dir / MOSAIC_NAME
-    if todo or not finished_before or not gpkg.is_file() or not mosaic.is_file():
+    with_presence = block_channels(prepared.model.contract) == 4
+    if todo or not finished_before or not gpkg.is_file() or not mosaic.is_file() or \
+            with_presence and not (out_dir / PRESENCE_NAME).is_file():
         status.update("finishing", counts, done_px)
         mosaic = write_block_mosaic(out_dir, prepared.blocks, grid)
+        if with_presence:
+            write_block_mosaic(out_dir, prepared.blocks, grid, PRESENCE_BANDS, PRESENCE_NAME)
         finish_from_blocks(prepared, mosaic, gpkg, config, _run_info(config, prepared, status))
         with Journal(out_dir / JOURNAL_NAME) as journal:
             journal.set_meta("finished_at", f"{time.time():.3f}")
@@ -871,26 +912,29 @@ class _Progress:
 # --- the end: one mosaic, one detect stage ---------------------------------------------------
 
 
-def write_block_mosaic(out_dir: Path, blocks: list[Block], grid: Any) -> Path:
-    """``OUT/probabilities.vrt``: every block file as one 2-band uint8 raster of the grid."""
+def write_block_mosaic(out_dir: Path, blocks: list[Block], grid: Any,
+                       bands: tuple[tuple[int, str], ...] = PROBABILITY_BANDS,
+                       name: str = MOSAIC_NAME) -> Path:
+    """``OUT/probabilities.vrt``: every block file as one 2-band uint8 raster of the grid
+    (``bands`` of the block files, e.g. ``PRESENCE_BANDS`` as ``OUT/presence.vrt``)."""
     gt = ", ".join(repr(float(v)) for v in grid.transform.to_gdal())
     lines = [f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
              f"  <SRS>{escape(grid.crs.to_wkt())}</SRS>", f"  <GeoTransform>{gt}</GeoTransform>"]
-    for band, name in ((1, "new"), (2, "demolished")):
+    for band, (source_band, description) in enumerate(bands, start=1):
         lines.append(f'  <VRTRasterBand dataType="Byte" band="{band}">')
-        lines.append(f"    <Description>{name}</Description>")
+        lines.append(f"    <Description>{description}</Description>")
         for b in blocks:
             rel = f"{BLOCKS_DIR}/{b.id}.tif"
             lines.append(
                 f'    <SimpleSource><SourceFilename relativeToVRT="1">{rel}</SourceFilename>'
-                f"<SourceBand>{band}</SourceBand>"
+                f"<SourceBand>{source_band}</SourceBand>"
                 f'<SrcRect xOff="0" yOff="0" xSize="{b.width}" ySize="{b.height}"/>'
                 f'<DstRect xOff="{b.col_off}" yOff="{b.row_off}" xSize="{b.width}" '
                 f'ySize="{b.height}"/></SimpleSource>')
         lines.append("  </VRTRasterBand>")
     lines.append("</VRTDataset>")
-    path = out_dir / MOSAIC_NAME
-    tmp = out_dir / f".{MOSAIC_NAME}.{uuid.uuid4().hex}.tmp"
+    path = out_dir / name
+    tmp = out_dir / f".{name}.{uuid.uuid4().hex}.tmp"
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
@@ -936,16 +980,21 @@ def finish_from_blocks(prepared: _Prepared, mosaic: Path, gpkg: Path, config: Fl
 
     ``idou.inference.detect.finish_from_probabilities`` is the stage `idou detect` runs after
     its probabilities, so a batch run and a detect run give the same output from the same
-    probabilities. Re-running into an existing GeoPackage keeps the staff's edits.
+    probabilities (and building presence, read from ``OUT/presence.vrt`` beside ``mosaic``
+    when the model declares it). Re-running into an existing GeoPackage keeps the staff's
+    edits.
     """
     from idou.inference.detect import finish_from_probabilities
 
     coverage = coverage_from_blocks(config.output, prepared.blocks, prepared.report.grid)
-    with MosaicReader(mosaic) as probs:
+    presence_path = mosaic.with_name(PRESENCE_NAME)
+    with_presence = block_channels(prepared.model.contract) == 4
+    with MosaicReader(mosaic) as probs, contextlib.ExitStack() as stack:
+        presence = stack.enter_context(MosaicReader(presence_path)) if with_presence else None
         return finish_from_probabilities(
             probs, coverage, prepared.report, prepared.model, gpkg,
             parcels=config.parcels if prepared.parcels is None else prepared.parcels,
             buildings=config.buildings if prepared.buildings is None else prepared.buildings,
             run_info=run_info, force=gpkg.exists(),
             encoding=config.encoding, chiban_column=config.chiban_column,
-            say=_log_say)
+            say=_log_say, presence=presence)

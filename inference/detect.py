@@ -607,8 +607,8 @@ def building_evidence(probabilities: Any, presence: Any, grid: Any, contract: Mo
 
         unmapped = be.empty_unmapped(grid.crs)
         info["unmapped_buildings"] = (
-            "empty: this run kept no building presence (idou batch does not store it yet); "
-            "run idou detect for this layer" if OUTPUT_PRESENCE in contract.extra_outputs else
+            "empty: this run was given no building presence although the model declares it"
+            if OUTPUT_PRESENCE in contract.extra_outputs else
             f"empty: the model ({contract.model_name} {contract.model_version}) declares no "
             "building-presence output, so buildings missing from the map cannot be found")
     else:

@@ -363,16 +363,19 @@ def predict_window(pair: PairReader, session: Any, contract: ModelContract, wind
 def predict_window_uint8(pair: PairReader, session: Any, contract: ModelContract,
                          window: Window, *, batch_size: int = DEFAULT_BATCH_SIZE,
                          stats: EngineStats | None = None, prefetch_depth: int = 2,
-                         precheck: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                         precheck: bool = False, extra_outputs: bool = False
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """``predict_window`` as stored: uint8 ``(2, h, w)`` (0..255) and valid ``(h, w)``.
 
     Bit-identical to ``to_uint8(predict_window(...))`` and to what ``predict_grid`` writes,
-    with no float temporaries (for large blocks).
+    with no float temporaries (for large blocks). With ``extra_outputs``, every blended
+    channel: the two probabilities, then two per declared extra output (building presence
+    before, after: what ``predict_grid`` writes to a ``PresenceStore``).
     """
     probs, valid = _window_probabilities(pair, session, contract, window, sums_to_uint8,
                                          batch_size=batch_size, stats=stats,
                                          prefetch_depth=prefetch_depth, precheck=precheck)
-    return probs[:2], valid
+    return (probs if extra_outputs else probs[:2]), valid
 
 
 def _window_probabilities(pair: PairReader, session: Any, contract: ModelContract,

@@ -215,7 +215,7 @@ def test_a_presence_model_run_without_kept_presence_says_so() -> None:
     contract = ModelContract(extra_outputs=("presence",))
     evidence = building_evidence(DEMOLISHED, None, GRID, contract, MAP)
     assert evidence.unmapped is not None and evidence.unmapped.empty
-    assert "idou batch" in str(evidence.run_info["unmapped_buildings"])
+    assert "given no building presence" in str(evidence.run_info["unmapped_buildings"])
     presence = Raster([(box(10, 60, 20, 70), 0.9)], [(box(10, 60, 20, 70), 0.9)])
     found = building_evidence(DEMOLISHED, presence, GRID, contract, MAP)
     assert found.unmapped is not None and len(found.unmapped) == 1
