@@ -297,7 +297,9 @@ def _torch_main(args: list[str]) -> None:
     del before, after
     _, _, h, w = b.shape
     size, stride = contract.tile_size, contract.tile_size - contract.tile_overlap
-    total = torch.zeros(1, 2, h, w)
+    # every output the exported model gives: probabilities, and presence when it has a head
+    channels = 2 + 2 * len(net.extra_outputs)
+    total = torch.zeros(1, channels, h, w)
     count = torch.zeros(1, 1, h, w)
     rows = list(range(0, max(h - size, 0) + 1, stride)) + ([h - size] if h > size and
                                                           (h - size) % stride else [])
@@ -307,10 +309,11 @@ def _torch_main(args: list[str]) -> None:
         for r in rows:
             for c in cols:
                 p = net(b[:, :, r:r + size, c:c + size], a[:, :, r:r + size, c:c + size])
+                p = torch.cat(p, 1) if isinstance(p, tuple) else p
                 total[:, :, r:r + size, c:c + size] += p
                 count[:, :, r:r + size, c:c + size] += 1
     probs = total / count
-    _ = (probs > 0.5).sum()
+    _ = (probs[:, :2] > 0.5).sum()
     seconds = time.perf_counter() - t0
     Path(summary).write_text(json.dumps({"seconds": seconds, "tiles": len(rows) * len(cols),
                                          "cpu_seconds": time.process_time() - c0,
