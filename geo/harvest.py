@@ -31,7 +31,7 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, UnreadableInput, UserInputError
 from idou.geo.gpkg_output import read_run_info
 from idou.geo.review_fields import (
     STATUS,
@@ -76,12 +76,12 @@ def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
     """
     reviewed = Path(reviewed)
     if not reviewed.is_file():
-        raise UserInputError(f"{reviewed} does not exist; pass the reviewed .gpkg.")
+        raise InputNotFound(f"{reviewed} does not exist; pass the reviewed .gpkg.")
     try:
         layers = {row[0] for row in pyogrio.list_layers(reviewed)}
     except pyogrio.errors.DataSourceError as exc:
-        raise UserInputError(f"{reviewed} is not a GeoPackage ({exc}); pass the reviewed "
-                             ".gpkg written by idou detect.") from exc
+        raise UnreadableInput(f"{reviewed} is not a GeoPackage ({exc}); pass the reviewed "
+                              ".gpkg written by idou detect.") from exc
     if "changes" not in layers:
         raise UserInputError(f"{reviewed} has no 'changes' layer; pass the review .gpkg "
                              "written by idou detect.")

@@ -20,7 +20,7 @@ import rasterio.shutil
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict
 from idou.geo.file_mode import give_usual_mode
 from idou.geo.grid import Grid
 from idou.geo.owned_outputs import marker_tags
@@ -54,10 +54,10 @@ class ProbabilityWriter:
         self.compress = compress
         folder = self.path.parent
         if not folder.is_dir():
-            raise UserInputError(f"the folder of {self.path} does not exist; create it or "
+            raise OutputConflict(f"the folder of {self.path} does not exist; create it or "
                                  "choose another output path.")
         if not os.access(folder, os.W_OK):
-            raise UserInputError(f"the folder of {self.path} is not writable; choose another "
+            raise OutputConflict(f"the folder of {self.path} is not writable; choose another "
                                  "output path.")
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.tif", dir=folder)
         os.close(fd)

@@ -44,7 +44,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 import rasterio
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict, UserInputError
 from idou.geo.network import allow_network_sources
 from idou.geo.output_lock import output_lock
 from idou.inference import sheet_changes
@@ -287,7 +287,7 @@ def _run_lock(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            raise UserInputError(
+            raise OutputConflict(
                 f"another idou batch is running on {out_dir}; wait for it or stop it first."
             ) from exc
         yield
@@ -437,7 +437,7 @@ def _check_flight(config: FlightConfig) -> CheckReport:
         with Journal(journal_path) as journal:
             known = journal.meta().get("fingerprint")
             if known is not None and known != prepared.spec.key:
-                raise UserInputError(
+                raise OutputConflict(
                     f"{config.output} holds a run with other inputs, model or block size; "
                     "choose a new output folder or delete that one.")
             done = journal.counts()["done"]
@@ -478,7 +478,7 @@ def _check_outputs_are_not_inputs(config: FlightConfig) -> None:
         inside = any(Path(source).resolve().is_relative_to((out / d).resolve())
                      for d in (BLOCKS_DIR, VRT_DIR))
         if inside or any(same_file(target, source) for target in written):
-            raise UserInputError(
+            raise OutputConflict(
                 f"{source} is an input of {config.source.name} but lies where the batch writes "
                 f"its own files in {out}; idou never overwrites its inputs, so move it or "
                 "choose another output folder.")
@@ -489,7 +489,7 @@ def _check_output_writable(out: Path) -> None:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UserInputError(f"output folder {out} cannot be written here; choose another one.")
+        raise OutputConflict(f"output folder {out} cannot be written here; choose another one.")
 
 
 def run_batch(config: FlightConfig, workers: int | None = None, scheduler: str | None = None,
@@ -675,7 +675,7 @@ def _refuse_other_run(out_dir: Path, key: str) -> None:
         with Journal(path) as journal:
             known = journal.meta().get("fingerprint")
         if known is not None and known != key:
-            raise UserInputError(
+            raise OutputConflict(
                 f"{out_dir} holds a run with other inputs, model or block size; choose a new "
                 "output folder or delete that one.")
 

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from idou.geo.errors import UserInputError
+from idou.errors import ModelContractError
 
 METADATA_KEY = "idou.contract"
 INPUT_BEFORE = "before"
@@ -60,7 +60,7 @@ class ModelContract:
         """Read a contract from ``metadata_props``; a missing or malformed one is a user error."""
         raw = props.get(METADATA_KEY)
         if raw is None:
-            raise UserInputError(
+            raise ModelContractError(
                 f"{source} carries no idou metadata ({METADATA_KEY}); export it with `idou export`."
             )
         try:
@@ -71,7 +71,7 @@ class ModelContract:
             known = {f for f in cls.__dataclass_fields__}
             contract = cls(**{k: v for k, v in data.items() if k in known})
         except (ValueError, TypeError, KeyError) as exc:
-            raise UserInputError(
+            raise ModelContractError(
                 f"{source} has malformed idou metadata ({exc}); re-export it with `idou export`."
             ) from exc
         contract.validate(source)
@@ -131,8 +131,8 @@ class ModelContract:
             problems.append(f"extra_outputs names unknown output(s) {', '.join(unknown)} "
                             f"(known: {', '.join(EXTRA_OUTPUTS)})")
         if problems:
-            raise UserInputError(f"{source} has invalid idou metadata: {'; '.join(problems)}; "
-                                 f"{fix}.")
+            raise ModelContractError(f"{source} has invalid idou metadata: {'; '.join(problems)}; "
+                                     f"{fix}.")
 
 
 # Ranges a usable contract lies in: the networks downsample by 32; tiles beyond 4096 px do not

@@ -20,7 +20,7 @@ from typing import Any
 import geopandas as gpd
 import rasterio
 
-from idou.geo.errors import UserInputError
+from idou.errors import InvalidOption, OutputConflict, UserInputError
 from idou.inference.contract import ModelContract
 
 Source = str | Path | Sequence[str | Path]
@@ -74,8 +74,8 @@ def resolve_thresholds(contract: ModelContract, threshold: float | None = None,
     dem = threshold_demolished if threshold_demolished is not None else dem
     for name, value in (("--threshold-new", new), ("--threshold-demolished", dem)):
         if not 0.0 < float(value) < 1.0:
-            raise UserInputError(f"{name} {value} is not a probability; pass a value strictly "
-                                 "between 0 and 1.")
+            raise InvalidOption(f"{name} {value} is not a probability; pass a value strictly "
+                                "between 0 and 1.")
     return (float(new), float(dem))
 
 
@@ -119,10 +119,10 @@ def release_freed_memory() -> None:
 
 def _check_target(path: Path, force: bool, what: str) -> None:
     if not path.parent.is_dir():
-        raise UserInputError(f"the folder of {path} does not exist; create it or choose another "
+        raise OutputConflict(f"the folder of {path} does not exist; create it or choose another "
                              f"{what} path.")
     if path.exists() and not force:
-        raise UserInputError(f"{path} already exists; pass --force to re-run into it or choose "
+        raise OutputConflict(f"{path} already exists; pass --force to re-run into it or choose "
                              f"another {what} path.")
 
 
@@ -161,7 +161,7 @@ def _check_outputs(output: Path, prob_path: Path | None, force: bool, write_proj
     for path, what, is_ours in targets:
         resolved = path.resolve()
         if resolved in seen:
-            raise UserInputError(f"{path} would be written twice ({seen[resolved]} and {what}); "
+            raise OutputConflict(f"{path} would be written twice ({seen[resolved]} and {what}); "
                                  "give each output its own path.")
         seen[resolved] = what
         owned.check_replaceable(path, force=force, what=what, inputs=inputs, is_ours=is_ours)
@@ -581,8 +581,8 @@ def footprint_threshold(contract: ModelContract, override: float | None = None) 
         value = (contract.extra.get("building_map") or {}).get("threshold_demolished",
                                                                contract.threshold_demolished)
     if not 0.0 < float(value) < 1.0:
-        raise UserInputError(f"--threshold-footprint {value} is not a probability; pass a value "
-                             "strictly between 0 and 1.")
+        raise InvalidOption(f"--threshold-footprint {value} is not a probability; pass a value "
+                            "strictly between 0 and 1.")
     return float(value)
 
 

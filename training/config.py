@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, InvalidOption, UnreadableInput, UserInputError
 from idou.geo.text_files import read_text
 
 DATA_KINDS = ("synthetic", "footprints", "levir", "single_date", "reviewed")
@@ -196,12 +196,12 @@ class TrainConfig:
 
 def _section(cls: type, data: dict[str, Any], where: str, path: Path) -> Any:
     if not isinstance(data, dict):
-        raise UserInputError(f"{path}: [{where}] must be a table, not {data!r}.")
+        raise InvalidOption(f"{path}: [{where}] must be a table, not {data!r}.")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise UserInputError(f"{path} has unknown key(s) {', '.join(unknown)} in [{where}]; "
-                             f"allowed: {', '.join(sorted(known))}.")
+        raise InvalidOption(f"{path} has unknown key(s) {', '.join(unknown)} in [{where}]; "
+                            f"allowed: {', '.join(sorted(known))}.")
     check_types(data, typing.get_type_hints(cls), f"{path} [{where}]")
     return cls(**data)
 
@@ -215,7 +215,7 @@ def check_types(values: dict[str, Any], hints: dict[str, Any], where: str) -> No
     for key, value in values.items():
         hint = hints.get(key)
         if hint is not None and not _fits(value, hint):
-            raise UserInputError(
+            raise InvalidOption(
                 f"{where}: {key} = {value!r} must be {_describe(hint)}; write it so (a number "
                 "without quotes, a list in brackets), e.g. epochs = 20, seeds = [930001].")
 
@@ -268,7 +268,7 @@ def _describe(hint: Any) -> str:
 
 def _specs(items: Any, role: str, path: Path) -> list[DataSpec]:
     if not isinstance(items, list):
-        raise UserInputError(f"{path}: [[{role}]] must be a list of tables.")
+        raise InvalidOption(f"{path}: [[{role}]] must be a list of tables.")
     specs = []
     for item in items:
         params = dict(item)
@@ -282,8 +282,8 @@ def _specs(items: Any, role: str, path: Path) -> list[DataSpec]:
         check_types(params, _hints(_dataset_class(kind).__init__),
                     f"{path} [[{role}]] kind = {kind!r}")
         if terms is not None and not isinstance(terms, str):
-            raise UserInputError(f"{path}: terms in [[{role}]] must be text, e.g. "
-                                 "terms = \"CC-BY-4.0\".")
+            raise InvalidOption(f"{path}: terms in [[{role}]] must be text, e.g. "
+                                "terms = \"CC-BY-4.0\".")
         specs.append(DataSpec(kind, params, terms))
     return specs
 
@@ -329,11 +329,11 @@ def load_config(path: Path) -> TrainConfig:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"{path} does not exist; pass a TOML training config.")
+        raise InputNotFound(f"{path} does not exist; pass a TOML training config.")
     try:
         data = tomllib.loads(read_text(path, "training config"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path} is not valid TOML ({exc}); fix the file.") from exc
+        raise UnreadableInput(f"{path} is not valid TOML ({exc}); fix the file.") from exc
     config = config_from_dict(data, path)
     config.source = str(path)
     return config

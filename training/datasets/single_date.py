@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from idou.geo.errors import UserInputError
+from idou.errors import InvalidOption, UserInputError
 
 IGNORE = 255
 IMAGE_SUFFIXES = (".webp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -299,7 +299,7 @@ class SingleDateChangeDataset:
         weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
         unknown = set(weights) - set(PAIR_KINDS)
         if unknown:
-            raise UserInputError(
+            raise InvalidOption(
                 f"unknown single-date pair kinds {sorted(unknown)}; use {', '.join(PAIR_KINDS)}.")
         probs = np.array([max(0.0, float(weights.get(k, 0.0))) for k in PAIR_KINDS])
         if probs.sum() <= 0:
