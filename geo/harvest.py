@@ -121,7 +121,6 @@ def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
     report.unknown_values = unknown
     (out_dir / "harvest.json").write_text(
         json.dumps(asdict(report), ensure_ascii=False, indent=2), encoding="utf-8")
-    _log_mlflow(report)
     return report
 
 
@@ -222,33 +221,6 @@ def _path_from(info: dict[str, object], *keys: str) -> str | None:
         if value:
             return str(value)
     return None
-
-
-def _log_mlflow(report: HarvestReport) -> None:
-    """Log the observed precision/recall when MLFLOW_TRACKING_URI is set (lazy import)."""
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        return
-    import mlflow
-
-    mlflow.set_experiment("idou-field-review")
-    with mlflow.start_run(run_name=f"harvest {Path(report.source).stem}"):
-        mlflow.set_tags({"idou.stage": "harvest", "idou.source": report.source})
-        for key, value in report.model.items():
-            mlflow.set_tag(f"model.{key}", json.dumps(value, ensure_ascii=False)
-                           if not isinstance(value, str) else value)
-        metrics: dict[str, float] = {f"count_{k}": float(v) for k, v in report.counts.items()}
-        if report.precision is not None:
-            metrics["observed_precision"] = report.precision
-        if report.recall is not None:
-            metrics["observed_recall"] = report.recall
-        for ch in ("new", "demolished"):
-            p = report.precision_by_channel.get(ch)
-            r = report.recall_by_channel.get(ch)
-            if p is not None:
-                metrics[f"observed_precision_{ch}"] = p
-            if r is not None:
-                metrics[f"observed_recall_{ch}"] = r
-        mlflow.log_metrics(metrics)
 
 
 __all__ = ["HarvestReport", "harvest", "label_changes", "normalise_values",

@@ -29,9 +29,13 @@ BAND_NAMES = ("new", "demolished")
 
 
 def to_uint8(probabilities: np.ndarray) -> np.ndarray:
-    """Scale probabilities in [0, 1] to uint8 0..255 (rounded, clipped; NaN → 0)."""
-    p = np.nan_to_num(np.asarray(probabilities, dtype=np.float32), nan=0.0)
-    return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
+    """Probabilities in [0, 1] to the stored uint8 scale 0..255 (round half up, clipped; NaN → 0).
+
+    The one uint8 probability scale of idou: computed in float64, so for probabilities made by
+    ``idou.inference.blending.to_probabilities`` it equals ``sums_to_uint8`` of the same sums.
+    """
+    p = np.nan_to_num(np.asarray(probabilities, dtype=np.float64), nan=0.0)
+    return np.clip(np.floor(p * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
 
 class ProbabilityWriter:

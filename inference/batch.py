@@ -64,6 +64,7 @@ from idou.inference.batch_report import (
 from idou.inference.blocks import Block, plan_blocks, snap_block_size
 from idou.inference.journal import JOURNAL_NAME, Journal
 from idou.inference.model_card import card_paths, sha256_file, write_card
+from idou.inference.provenance import run_info
 
 log = logging.getLogger("idou.batch")
 
@@ -692,43 +693,17 @@ def _remove_leftovers(out_dir: Path) -> None:
 def _run_info(config: FlightConfig, prepared: _Prepared, status: StatusFile,
               hashes: bool = True) -> dict[str, Any]:
     """Provenance for the GeoPackage's ``run_info`` (as `idou detect` records it) and batch's."""
-    from datetime import UTC, datetime
-
-    from idou import __version__
-    from idou.inference.detect import file_fingerprint
-
-    model, report = prepared.model, prepared.report
-    contract = model.contract
-    card = model.card
-
-    def files(source: Any) -> list[Any]:
-        paths = [Path(f) for f in source.files]
-        return [file_fingerprint(p) for p in paths] if hashes else [str(p) for p in paths]
-
-    return {
-        "idou_version": __version__,
-        "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": model.spec, "model_name": contract.model_name,
-        "model_version": contract.model_version, "model_sha256": model.sha256,
-        "model_card": None if card is None else {"name": card.name, "version": card.version,
-                                                 "metrics": card.metrics},
-        "mlflow_run_id": contract.mlflow_run_id,
-        "threshold_new": contract.threshold_new,
-        "threshold_demolished": contract.threshold_demolished,
-        "recall_target": contract.recall_target,
-        "crs": report.grid.crs.to_string(), "gsd_m": report.grid.gsd,
-        "grid": {"width": report.grid.width, "height": report.grid.height,
-                 "transform": list(report.grid.transform)[:6]},
-        "before": {"label": report.before.label, "files": files(report.before)},
-        "after": {"label": report.after.label, "files": files(report.after)},
-        "misregistration_px": report.misregistration_px,
+    report = prepared.report
+    info = run_info(prepared.model, report, report.before, report.after, hashes=hashes)
+    info.update({
         "warnings": list(report.warnings),
         "batch": {"flight": str(config.source), "blocks": len(prepared.blocks),
                   "block_size": prepared.blocks[0].width if prepared.blocks else 0,
                   "workers": status.static.get("workers"),
                   "scheduler": status.static.get("scheduler"),
                   "started_at": status.last.get("started_at")},
-    }
+    })
+    return info
 
 
 @contextlib.contextmanager

@@ -32,9 +32,11 @@ class ModelContract:
     band_order: tuple[str, ...] = ("red", "green", "blue")
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    tile_size: int = 512
-    tile_overlap: int = 64
-    gsd_m: float = 0.2
+    # the defaults are the shipped default model's (models/default) and every training config's;
+    # training's [contract] section takes its defaults from here
+    tile_size: int = 256
+    tile_overlap: int = 32
+    gsd_m: float = 0.4
     threshold_new: float = 0.5
     threshold_demolished: float = 0.5
     recall_target: float | None = None

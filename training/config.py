@@ -47,6 +47,9 @@ from typing import Any
 
 from idou.errors import InputNotFound, InvalidOption, UnreadableInput, UserInputError
 from idou.geo.text_files import read_text
+from idou.inference.contract import ModelContract
+
+_CONTRACT = ModelContract()  # the one source of the contract defaults
 
 DATA_KINDS = ("synthetic", "footprints", "levir", "single_date", "reviewed")
 
@@ -146,14 +149,14 @@ class AugmentSection:
 
 @dataclass
 class ContractSection:
-    """What the exported model promises inference (see ``ModelContract``)."""
+    """What the exported model promises inference; its defaults are ``ModelContract``'s."""
 
-    band_order: list[str] = field(default_factory=lambda: ["red", "green", "blue"])
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    gsd_m: float = 0.4
-    tile_size: int = 256
-    tile_overlap: int = 32
+    band_order: list[str] = field(default_factory=lambda: list(_CONTRACT.band_order))
+    mean: list[float] = field(default_factory=lambda: list(_CONTRACT.mean))
+    std: list[float] = field(default_factory=lambda: list(_CONTRACT.std))
+    gsd_m: float = _CONTRACT.gsd_m
+    tile_size: int = _CONTRACT.tile_size
+    tile_overlap: int = _CONTRACT.tile_overlap
     model_name: str = "idou"
     model_version: str = "0.1.0"
     training_data: str = ""
@@ -309,8 +312,6 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Tra
 
 def _check_contract(c: ContractSection, path: Path) -> None:
     """Refuse a [contract] inference would refuse, before any training runs."""
-    from idou.inference.contract import ModelContract
-
     try:
         contract = ModelContract(band_order=tuple(c.band_order), mean=tuple(c.mean),
                                  std=tuple(c.std), tile_size=c.tile_size,

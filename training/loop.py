@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from idou.errors import InputNotFound, InvalidOption, ModelContractError, UserInputError
+from idou.inference.registry import ensure_experiment, tracking_uri
 from idou.models.siamese import NetworkConfig, SiameseChangeNet
 from idou.training.augment import PairedAugment
 from idou.training.collate import Collate
@@ -246,11 +247,6 @@ def _device() -> torch.device:
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
-
-
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 # --------------------------------------------------------------------------------- validation
@@ -737,8 +733,6 @@ def _print_epoch(record: dict[str, float]) -> None:
 
 def _start_mlflow(config: TrainConfig, run_id: str | None) -> Any:
     import mlflow
-
-    from idou.inference.registry import ensure_experiment
 
     mlflow.set_tracking_uri(tracking_uri())
     # artifacts beside a sqlite store's file, not in ./mlruns of the working directory

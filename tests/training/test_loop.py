@@ -158,3 +158,11 @@ def test_checkpoints_that_need_code_to_load_are_refused(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(1)}, path)
     with pytest.raises(ModelContractError, match="not an idou checkpoint"):
         load_checkpoint(path)
+
+
+def test_training_and_the_registry_use_one_tracking_store() -> None:
+    # one tracking_uri: training once built its own (an absolute path) beside the registry's
+    from idou.inference import registry
+    from idou.training import loop
+
+    assert loop.tracking_uri is registry.tracking_uri

@@ -49,7 +49,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 
 
 @dataclass(frozen=True)
-class Tile:
+class SlippyTile:
     """One slippy-map tile: its image and its building mask."""
 
     key: str
@@ -65,7 +65,7 @@ class _Plan:
     has_change: bool
 
 
-def find_tiles(root: str | Path) -> list[Tile]:
+def find_tiles(root: str | Path) -> list[SlippyTile]:
     """Tiles under ``root/images/Z/X/Y.*`` that have a mask at ``root/labels/Z/X/Y.*``.
 
     Raises:
@@ -83,7 +83,7 @@ def find_tiles(root: str | Path) -> list[Tile]:
     for image in sorted(images_dir.glob("*/*/*")):
         key = image.relative_to(images_dir).with_suffix("").as_posix()
         if image.suffix.lower() in IMAGE_SUFFIXES and key in labels:
-            tiles.append(Tile(key, image, labels[key]))
+            tiles.append(SlippyTile(key, image, labels[key]))
     if not tiles:
         raise UserInputError(
             f"{root} has no tile with both images/Z/X/Y and labels/Z/X/Y; check the layout.")
