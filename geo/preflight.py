@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import shapely
@@ -33,11 +33,21 @@ if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
     from idou.geo.align import AlignedPair
-    from idou.inference.contract import ModelContract
 
 GSD_WARN_RATIO = 2.0
 _SAMPLES_PER_SIDE = 6  # validity sample: 6 x 6 windows
 _SAMPLE_PX = 16
+
+
+class ModelInputs(Protocol):
+    """What preflight reads of a model's contract (``idou.inference.contract.ModelContract``):
+    geo stays below inference, so it names only the two fields it needs."""
+
+    @property
+    def band_order(self) -> tuple[str, ...]: ...
+
+    @property
+    def gsd_m(self) -> float: ...
 
 
 @dataclass
@@ -73,7 +83,7 @@ class PreflightReport:
     valid_fraction: float | None = None
 
 
-def preflight(before: RasterSource, after: RasterSource, contract: ModelContract,
+def preflight(before: RasterSource, after: RasterSource, contract: ModelInputs,
               aoi: Path | None = None, estimate_misregistration: bool = True) -> PreflightReport:
     """Check two flights against a model and choose the grid both are read on.
 
@@ -167,7 +177,7 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelContract
 # --- bands -------------------------------------------------------------------------------
 
 
-def select_bands(source: RasterSource, contract: ModelContract,
+def select_bands(source: RasterSource, contract: ModelInputs,
                  warnings: list[str] | None = None) -> list[int]:
     """1-based band indexes of ``source`` in the model's band order.
 
