@@ -38,6 +38,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from idou.errors import OutputConflict, UserInputError
+from idou.geo.gpkg_sqlite import connect
 from idou.geo.leftovers import make_work_folder, remove_stale_work_folders
 from idou.geo.owned_outputs import check_replaceable, idou_qgis_project, leave_wal_mode
 from idou.geo.qgis_styles import write_layer_styles
@@ -348,7 +349,7 @@ def _write_descriptions(path: Path, credits: Mapping[str, str]) -> None:
     """Put each layer's credit line in ``gpkg_contents.description`` (QGIS shows it)."""
     if not credits:
         return
-    with sqlite3.connect(path) as con:
+    with connect(path) as con:
         con.executemany("UPDATE gpkg_contents SET description = ? WHERE table_name = ?",
                         [(text, table) for table, text in credits.items()])
 
@@ -377,7 +378,7 @@ def _is_review_geopackage(target: Path) -> bool:
     Guards against ``-o parcels.gpkg --force`` replacing an input or any other user file.
     """
     try:
-        with sqlite3.connect(f"file:{target}?mode=ro", uri=True) as con:
+        with connect(target, read_only=True) as con:
             row = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
                               "name = 'run_info'").fetchone()
     except sqlite3.DatabaseError:
@@ -495,7 +496,7 @@ def _declare_date_columns(path: Path, tables: list[str]) -> None:
 
 
 def _rewrite_declared_types(path: Path, tables: list[str]) -> None:
-    with sqlite3.connect(path) as con:
+    with connect(path) as con:
         con.execute("PRAGMA writable_schema = ON")
         for table in tables:
             (sql,) = con.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND "
@@ -510,7 +511,7 @@ def _rewrite_declared_types(path: Path, tables: list[str]) -> None:
 
 def _write_run_info(path: Path, info: Mapping[str, object]) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    with sqlite3.connect(path) as con:
+    with connect(path) as con:
         con.execute('CREATE TABLE run_info ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
                     '"key" TEXT NOT NULL UNIQUE, "value" TEXT)')
         con.executemany("INSERT INTO run_info (key, value) VALUES (?, ?)",
@@ -528,7 +529,7 @@ def _json_text(value: object) -> str:
 
 def read_run_info(path: Path) -> dict[str, object]:
     """The ``run_info`` table of a review GeoPackage as a dict (JSON values decoded)."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+    with connect(path, read_only=True) as con:
         rows = con.execute("SELECT key, value FROM run_info").fetchall()
     info: dict[str, object] = {}
     for key, value in rows:
@@ -562,7 +563,7 @@ STATUS_CONSTRAINT = "idou_review_status"
 
 def _write_data_columns(path: Path, layers: Mapping[str, gpd.GeoDataFrame]) -> None:
     titles = {**ALIASES, MAIN_CLASS: MAIN_CLASS}
-    with sqlite3.connect(path) as con:
+    with connect(path) as con:
         con.execute(_DATA_COLUMNS)
         con.execute(_CONSTRAINTS)
         con.execute(_EXTENSIONS)
@@ -596,7 +597,7 @@ def _description(column: str) -> str | None:
 
 
 def _check_integrity(path: Path) -> None:
-    with sqlite3.connect(path) as con:
+    with connect(path) as con:
         (ok,) = con.execute("PRAGMA integrity_check").fetchone()
     if ok != "ok":
         raise RuntimeError(f"the GeoPackage written to {path} failed its integrity check: {ok}")

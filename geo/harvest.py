@@ -33,6 +33,7 @@ import pyogrio
 
 from idou.errors import InputNotFound, UnreadableInput, UserInputError
 from idou.geo.gpkg_output import read_run_info
+from idou.geo.gpkg_sqlite import connect
 from idou.geo.review_fields import (
     STATUS,
     STATUS_FALSE_ALARM,
@@ -140,9 +141,7 @@ def unknown_values_sentences(report: HarvestReport, reviewed: Path) -> list[str]
 
 
 def _has_table(path: Path) -> bool:
-    import sqlite3
-
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+    with connect(path, read_only=True) as con:
         row = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_info'").fetchone()
     return row is not None
 

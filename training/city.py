@@ -79,19 +79,17 @@ def split_bounds(bounds: Bounds, fraction: float, side: str, gap_m: float
     if side not in SIDES:
         raise InvalidOption(f"--side {side} is not a side; pass one of {', '.join(SIDES)}.")
     left, bottom, right, top = bounds
-    if side in ("east", "west"):
-        cut = right - fraction * (right - left) if side == "east" else \
-            left + fraction * (right - left)
-        lo, hi = (cut - gap_m / 2, cut + gap_m / 2)
-        if side == "east":
-            return (left, bottom, lo, top), (hi, bottom, right, top)
-        return (hi, bottom, right, top), (left, bottom, lo, top)
-    cut = top - fraction * (top - bottom) if side == "north" else \
-        bottom + fraction * (top - bottom)
-    lo, hi = (cut - gap_m / 2, cut + gap_m / 2)
-    if side == "north":
-        return (left, bottom, right, lo), (left, hi, right, top)
-    return (left, hi, right, top), (left, bottom, right, lo)
+    across = side in ("east", "west")  # the strip spans x (east/west) or y (north/south)
+    low, high = (left, right) if across else (bottom, top)
+    far = side in ("east", "north")    # the strip lies at the high end of that axis
+    cut = high - fraction * (high - low) if far else low + fraction * (high - low)
+    below, above = (low, cut - gap_m / 2), (cut + gap_m / 2, high)
+    train, holdout = (below, above) if far else (above, below)
+
+    def strip(span: tuple[float, float]) -> Bounds:
+        return (span[0], bottom, span[1], top) if across else (left, span[0], right, span[1])
+
+    return strip(train), strip(holdout)
 
 
 def _open_checked(path: Path) -> Any:
