@@ -32,8 +32,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from shapely.geometry import box
 
+from idou.errors import UnreadableInput
 from idou.geo.decode_errors import decoder_messages, refuse_decoder_problems
-from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
 from idou.geo.sources import SHEET_SUFFIXES, RasterSource, describe_error
 
@@ -160,7 +160,7 @@ class _SideReader:
                     valid[r0:r1, c0:c1] = (self.all_valid and not self.warped) or \
                         self._ds.dataset_mask(window=src_win) > 0
         except RasterioError as exc:
-            raise UserInputError(
+            raise UnreadableInput(
                 f"{self.source.label} could not be read at {src_win} ({describe_error(exc)}); "
                 "the file is truncated or corrupt, re-export or re-copy it.") from exc
         return data, valid
@@ -190,7 +190,7 @@ class _SideReader:
                 m = self._ds.dataset_mask(window=src_win, out_shape=(r1 - r0, c1 - c0),
                                           resampling=resampling)
         except RasterioError as exc:
-            raise UserInputError(
+            raise UnreadableInput(
                 f"{self.source.label} could not be read at {src_win} ({describe_error(exc)}); "
                 "the file is truncated or corrupt, re-export or re-copy it.") from exc
         out[r0:r1, c0:c1] = m > 0

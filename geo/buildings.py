@@ -24,7 +24,7 @@ from pyproj import CRS
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, UnreadableInput, UnusableCRS, UserInputError
 from idou.geo.network import check_local_source
 from idou.geo.parcels import clean_polygons, detect_shapefile_encoding
 from idou.geo.vector_files import read_vector, vector_exists
@@ -58,7 +58,7 @@ def read_buildings(path: Path, target_crs: object | None,
     """
     path = Path(path)
     if not vector_exists(path):
-        raise UserInputError(f"{path} does not exist; check the building file path.")
+        raise InputNotFound(f"{path} does not exist; check the building file path.")
     if path.suffix.lower() in (".gml", ".xml"):
         frame = read_citygml_buildings(path)
     else:
@@ -82,7 +82,7 @@ def _read_vector(path: Path, encoding: str | None) -> gpd.GeoDataFrame:
     frame = read_vector(path, "building", encoding,
                         fix="pass a GeoPackage, Shapefile, GeoJSON or PLATEAU CityGML")
     if frame.crs is None:
-        raise UserInputError(f"{path} has no CRS (a Shapefile needs its .prj); add one.")
+        raise UnusableCRS(f"{path} has no CRS (a Shapefile needs its .prj); add one.")
     id_column = next((c for c in ID_CANDIDATES if c in frame.columns), None)
     ids = (frame[id_column].astype(str) if id_column is not None
            else [f"B{i + 1:06d}" for i in range(len(frame))])
@@ -102,7 +102,7 @@ def read_citygml_buildings(path: Path) -> gpd.GeoDataFrame:
         raise UserInputError(f"{path} declares a DTD or XML entities, which idou refuses for "
                              "safety; use the CityGML file as published.") from exc
     except ParseError as exc:
-        raise UserInputError(f"{path} is not well-formed XML ({exc}); re-download it.") from exc
+        raise UnreadableInput(f"{path} is not well-formed XML ({exc}); re-download it.") from exc
     if root is None:
         raise UserInputError(f"{path} is empty; re-download it.")
     crs = _citygml_crs(root, path)
@@ -153,8 +153,8 @@ def _citygml_crs(root: Element, path: Path) -> CRS:
             try:
                 return CRS.from_user_input(_srs_to_user_input(srs))
             except Exception as exc:  # noqa: BLE001 - pyproj raises several types
-                raise UserInputError(f"{path} has srsName {srs!r} that idou cannot read; "
-                                     "use a file in EPSG:6697.") from exc
+                raise UnusableCRS(f"{path} has srsName {srs!r} that idou cannot read; "
+                                  "use a file in EPSG:6697.") from exc
     return CRS.from_epsg(6697)
 
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from idou.geo.errors import UserInputError
+from idou.errors import UserInputError
 
 _LOGGER = "rasterio._err"
 

@@ -26,7 +26,7 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, UnreadableInput, UserInputError
 from idou.geo.parcels import district_of
 from idou.geo.report_numbers import format_area, round_area
 from idou.geo.review_fields import (
@@ -128,11 +128,11 @@ def write_district_summary(gpkg: Path, out_dir: Path) -> SummaryFiles:
     """
     gpkg = Path(gpkg)
     if not gpkg.is_file():
-        raise UserInputError(f"{gpkg} does not exist; pass the run's .gpkg.")
+        raise InputNotFound(f"{gpkg} does not exist; pass the run's .gpkg.")
     try:
         layers = {row[0] for row in pyogrio.list_layers(gpkg)}
     except pyogrio.errors.DataSourceError as exc:
-        raise UserInputError(f"{gpkg} is not a GeoPackage ({exc}); pass the run's .gpkg.") \
+        raise UnreadableInput(f"{gpkg} is not a GeoPackage ({exc}); pass the run's .gpkg.") \
             from exc
     if "changes" not in layers:
         raise UserInputError(f"{gpkg} has no 'changes' layer; pass the .gpkg written by "

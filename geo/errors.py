@@ -1,10 +1,25 @@
-"""Errors a user can cause and fix: the command line prints them as one sentence, exit 2."""
+"""The user errors, re-exported from the shared kernel :mod:`idou.errors` for older imports."""
 
 from __future__ import annotations
 
+from idou.errors import (
+    FlightsDoNotOverlap,
+    InputNotFound,
+    InvalidOption,
+    ModelContractError,
+    OutputConflict,
+    UnreadableInput,
+    UnusableCRS,
+    UserInputError,
+)
 
-class UserInputError(Exception):
-    """A problem with the user's input, told as one sentence that names the file and the fix.
-
-    Example: ``UserInputError("flight_2025.tif has no CRS; pass --crs EPSG:6677.")``
-    """
+__all__ = [
+    "FlightsDoNotOverlap",
+    "InputNotFound",
+    "InvalidOption",
+    "ModelContractError",
+    "OutputConflict",
+    "UnreadableInput",
+    "UnusableCRS",
+    "UserInputError",
+]

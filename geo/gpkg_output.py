@@ -37,7 +37,8 @@ import pyogrio
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict, UserInputError
+from idou.geo.gpkg_sqlite import connect
 from idou.geo.leftovers import make_work_folder, remove_stale_work_folders
 from idou.geo.owned_outputs import check_replaceable, idou_qgis_project, leave_wal_mode
 from idou.geo.qgis_styles import write_layer_styles
@@ -129,13 +130,13 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
     existed = target.exists()
     if existed:
         if not force:
-            raise UserInputError(
+            raise OutputConflict(
                 f"{target} already exists; pass --force to re-run into it (staff edits in it "
                 "are kept) or choose another output path.")
         leave_wal_mode(target)
         _check_not_locked(target)
         if not _is_review_geopackage(target):
-            raise UserInputError(
+            raise OutputConflict(
                 f"{target} is not a review GeoPackage written by idou (it has no run_info "
                 "table), so --force will not overwrite it; choose another output path.")
     if write_project:
@@ -165,7 +166,7 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
         # staff committed an edit while this run wrote: merge against the file as it is now
         state, stamp = _read_state(target)
     else:
-        raise UserInputError(f"{target} kept being edited while idou wrote it, so it was left "
+        raise OutputConflict(f"{target} kept being edited while idou wrote it, so it was left "
                              "as it is; save and close it in QGIS, then run again.")
     result.layers = {name: len(frame) for name, frame in layers.items()}
     if write_project:
@@ -232,11 +233,11 @@ def _write_and_replace(target: Path, layers: Mapping[str, gpd.GeoDataFrame],
         _check_integrity(temp)
         return _replace_unless_changed(temp, target, stamp)
     except PermissionError as exc:
-        raise UserInputError(f"{target} cannot be written ({exc.strerror}); close it in QGIS "
+        raise OutputConflict(f"{target} cannot be written ({exc.strerror}); close it in QGIS "
                              "or choose a folder you can write to.") from exc
     except Exception as exc:
         if _disk_full(temp, exc):
-            raise UserInputError(f"the disk holding {target.parent} is full, so {target.name} "
+            raise OutputConflict(f"the disk holding {target.parent} is full, so {target.name} "
                                  "was not written; free some space or choose another output "
                                  "folder.") from exc
         raise
@@ -260,14 +261,14 @@ def _read_state(target: Path) -> tuple[ReviewState, tuple[object, ...]]:
             try:
                 state = read_review_state(target)
             except pyogrio.errors.DataSourceError as exc:
-                raise UserInputError(f"{target} exists but is not a readable GeoPackage "
+                raise OutputConflict(f"{target} exists but is not a readable GeoPackage "
                                      f"({exc}); move it away or choose another output "
                                      "path.") from exc
             if _stamp(fd, target) == before:
                 return state, before
         finally:
             os.close(fd)
-    raise UserInputError(f"{target} kept being edited while idou read it; save and close it in "
+    raise OutputConflict(f"{target} kept being edited while idou read it; save and close it in "
                          "QGIS, then run again.")
 
 
@@ -281,12 +282,12 @@ def _replace_unless_changed(temp: Path, target: Path, stamp: tuple[object, ...] 
     """
     if stamp is None:
         if target.exists():
-            raise UserInputError(f"{target} appeared while idou ran, so it was left as it is; "
+            raise OutputConflict(f"{target} appeared while idou ran, so it was left as it is; "
                                  "move it away or run again with --force.")
         os.replace(temp, target)
         return True
     if Path(f"{target}-wal").exists() or Path(f"{target}-shm").exists():
-        raise UserInputError(f"{target} was opened for editing while idou ran (its -wal/-shm "
+        raise OutputConflict(f"{target} was opened for editing while idou ran (its -wal/-shm "
                              "files exist); save and close it in QGIS, then run again.")
     try:
         fd = os.open(target, os.O_RDONLY)
@@ -303,7 +304,7 @@ def _replace_unless_changed(temp: Path, target: Path, stamp: tuple[object, ...] 
             con.rollback()
             return True
         except sqlite3.OperationalError as exc:
-            raise UserInputError(f"{target} is open in another program ({exc}); save and "
+            raise OutputConflict(f"{target} is open in another program ({exc}); save and "
                                  "close it in QGIS, then run again.") from exc
         finally:
             con.close()
@@ -348,7 +349,7 @@ def _write_descriptions(path: Path, credits: Mapping[str, str]) -> None:
     """Put each layer's credit line in ``gpkg_contents.description`` (QGIS shows it)."""
     if not credits:
         return
-    with sqlite3.connect(path) as con:
+    with connect(path) as con:
         con.executemany("UPDATE gpkg_contents SET description = ? WHERE table_name = ?",
                         [(text, table) for table, text in credits.items()])
 
@@ -356,12 +357,12 @@ def _write_descriptions(path: Path, credits: Mapping[str, str]) -> None:
 def _check_folder(target: Path) -> None:
     folder = target.parent
     if not folder.exists():
-        raise UserInputError(f"output folder {folder} does not exist; create it or choose "
+        raise OutputConflict(f"output folder {folder} does not exist; create it or choose "
                              "another output path.")
     if not folder.is_dir():
-        raise UserInputError(f"{folder} is not a folder; choose another output path.")
+        raise OutputConflict(f"{folder} is not a folder; choose another output path.")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserInputError(f"output folder {folder} is not writable; choose a folder you "
+        raise OutputConflict(f"output folder {folder} is not writable; choose a folder you "
                              "can write to.")
     if target.is_dir():
         raise UserInputError(f"{target} is a folder; give the GeoPackage's file name, e.g. "
@@ -377,7 +378,7 @@ def _is_review_geopackage(target: Path) -> bool:
     Guards against ``-o parcels.gpkg --force`` replacing an input or any other user file.
     """
     try:
-        with sqlite3.connect(f"file:{target}?mode=ro", uri=True) as con:
+        with connect(target, read_only=True) as con:
             row = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
                               "name = 'run_info'").fetchone()
     except sqlite3.DatabaseError:
@@ -395,13 +396,13 @@ def _check_not_locked(target: Path) -> None:
         finally:
             con.close()
     except sqlite3.OperationalError as exc:
-        raise UserInputError(f"{target} is open in another program ({exc}); save and close "
+        raise OutputConflict(f"{target} is open in another program ({exc}); save and close "
                              "it in QGIS, then run again.") from exc
     except sqlite3.DatabaseError as exc:
-        raise UserInputError(f"{target} exists but is not a GeoPackage ({exc}); move it away "
+        raise OutputConflict(f"{target} exists but is not a GeoPackage ({exc}); move it away "
                              "or choose another output path.") from exc
     if Path(f"{target}-wal").exists() or Path(f"{target}-shm").exists():
-        raise UserInputError(f"{target} is open in another program (its -wal/-shm files "
+        raise OutputConflict(f"{target} is open in another program (its -wal/-shm files "
                              "exist); save and close it in QGIS, then run again.")
 
 
@@ -495,7 +496,7 @@ def _declare_date_columns(path: Path, tables: list[str]) -> None:
 
 
 def _rewrite_declared_types(path: Path, tables: list[str]) -> None:
-    with sqlite3.connect(path) as con:
+    with connect(path) as con:
         con.execute("PRAGMA writable_schema = ON")
         for table in tables:
             (sql,) = con.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND "
@@ -510,7 +511,7 @@ def _rewrite_declared_types(path: Path, tables: list[str]) -> None:
 
 def _write_run_info(path: Path, info: Mapping[str, object]) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    with sqlite3.connect(path) as con:
+    with connect(path) as con:
         con.execute('CREATE TABLE run_info ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
                     '"key" TEXT NOT NULL UNIQUE, "value" TEXT)')
         con.executemany("INSERT INTO run_info (key, value) VALUES (?, ?)",
@@ -528,7 +529,7 @@ def _json_text(value: object) -> str:
 
 def read_run_info(path: Path) -> dict[str, object]:
     """The ``run_info`` table of a review GeoPackage as a dict (JSON values decoded)."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+    with connect(path, read_only=True) as con:
         rows = con.execute("SELECT key, value FROM run_info").fetchall()
     info: dict[str, object] = {}
     for key, value in rows:
@@ -562,7 +563,7 @@ STATUS_CONSTRAINT = "idou_review_status"
 
 def _write_data_columns(path: Path, layers: Mapping[str, gpd.GeoDataFrame]) -> None:
     titles = {**ALIASES, MAIN_CLASS: MAIN_CLASS}
-    with sqlite3.connect(path) as con:
+    with connect(path) as con:
         con.execute(_DATA_COLUMNS)
         con.execute(_CONSTRAINTS)
         con.execute(_EXTENSIONS)
@@ -596,7 +597,7 @@ def _description(column: str) -> str | None:
 
 
 def _check_integrity(path: Path) -> None:
-    with sqlite3.connect(path) as con:
+    with connect(path) as con:
         (ok,) = con.execute("PRAGMA integrity_check").fetchone()
     if ok != "ok":
         raise RuntimeError(f"the GeoPackage written to {path} failed its integrity check: {ok}")

@@ -31,8 +31,9 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, UnreadableInput, UserInputError
 from idou.geo.gpkg_output import read_run_info
+from idou.geo.gpkg_sqlite import connect
 from idou.geo.review_fields import (
     STATUS,
     STATUS_FALSE_ALARM,
@@ -76,12 +77,12 @@ def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
     """
     reviewed = Path(reviewed)
     if not reviewed.is_file():
-        raise UserInputError(f"{reviewed} does not exist; pass the reviewed .gpkg.")
+        raise InputNotFound(f"{reviewed} does not exist; pass the reviewed .gpkg.")
     try:
         layers = {row[0] for row in pyogrio.list_layers(reviewed)}
     except pyogrio.errors.DataSourceError as exc:
-        raise UserInputError(f"{reviewed} is not a GeoPackage ({exc}); pass the reviewed "
-                             ".gpkg written by idou detect.") from exc
+        raise UnreadableInput(f"{reviewed} is not a GeoPackage ({exc}); pass the reviewed "
+                              ".gpkg written by idou detect.") from exc
     if "changes" not in layers:
         raise UserInputError(f"{reviewed} has no 'changes' layer; pass the review .gpkg "
                              "written by idou detect.")
@@ -121,7 +122,6 @@ def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
     report.unknown_values = unknown
     (out_dir / "harvest.json").write_text(
         json.dumps(asdict(report), ensure_ascii=False, indent=2), encoding="utf-8")
-    _log_mlflow(report)
     return report
 
 
@@ -141,9 +141,7 @@ def unknown_values_sentences(report: HarvestReport, reviewed: Path) -> list[str]
 
 
 def _has_table(path: Path) -> bool:
-    import sqlite3
-
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+    with connect(path, read_only=True) as con:
         row = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_info'").fetchone()
     return row is not None
 
@@ -222,33 +220,6 @@ def _path_from(info: dict[str, object], *keys: str) -> str | None:
         if value:
             return str(value)
     return None
-
-
-def _log_mlflow(report: HarvestReport) -> None:
-    """Log the observed precision/recall when MLFLOW_TRACKING_URI is set (lazy import)."""
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        return
-    import mlflow
-
-    mlflow.set_experiment("idou-field-review")
-    with mlflow.start_run(run_name=f"harvest {Path(report.source).stem}"):
-        mlflow.set_tags({"idou.stage": "harvest", "idou.source": report.source})
-        for key, value in report.model.items():
-            mlflow.set_tag(f"model.{key}", json.dumps(value, ensure_ascii=False)
-                           if not isinstance(value, str) else value)
-        metrics: dict[str, float] = {f"count_{k}": float(v) for k, v in report.counts.items()}
-        if report.precision is not None:
-            metrics["observed_precision"] = report.precision
-        if report.recall is not None:
-            metrics["observed_recall"] = report.recall
-        for ch in ("new", "demolished"):
-            p = report.precision_by_channel.get(ch)
-            r = report.recall_by_channel.get(ch)
-            if p is not None:
-                metrics[f"observed_precision_{ch}"] = p
-            if r is not None:
-                metrics[f"observed_recall_{ch}"] = r
-        mlflow.log_metrics(metrics)
 
 
 __all__ = ["HarvestReport", "harvest", "label_changes", "normalise_values",

@@ -27,7 +27,7 @@ import numpy as np
 import shapely
 from scipy import ndimage
 
-from idou.geo.errors import UserInputError
+from idou.errors import UnusableCRS, UserInputError
 
 DEFAULT_COVER = 0.25
 DEFAULT_MIN_AREA_M2 = 8.0
@@ -363,7 +363,7 @@ def _covered_area(objects: np.ndarray, cover_geoms: np.ndarray) -> np.ndarray:
 
 def _check_projected(gdf: gpd.GeoDataFrame, name: str) -> None:
     if gdf.crs is not None and not gdf.crs.is_projected:
-        raise UserInputError(
+        raise UnusableCRS(
             f"{name} is in a geographic CRS ({gdf.crs.to_string()}); areas need metres — "
             "reproject it to a plane rectangular zone (e.g. EPSG:6677)."
         )

@@ -41,7 +41,7 @@ from shapely import make_valid, polygonize, union_all
 from shapely.geometry import LineString, MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, UnreadableInput, UnusableCRS, UserInputError
 
 NS = {"t": "http://www.moj.go.jp/MINJI/tizuxml", "z": "http://www.moj.go.jp/MINJI/tizuzumen"}
 _T = "{http://www.moj.go.jp/MINJI/tizuxml}"
@@ -88,7 +88,7 @@ class MojFile:
     dropped: Counter[str] = field(default_factory=Counter)
 
 
-class ArbitraryCoordinateSystemError(UserInputError):
+class ArbitraryCoordinateSystemError(UnusableCRS):
     """A 地図XML document in 任意座標系: it cannot be placed on a map."""
 
 
@@ -108,7 +108,7 @@ def zone_to_epsg(zahyokei: str, source: str) -> int:
         number = text[len("公共座標"):-1]
         if number in _ZONE_DIGITS:
             return 6668 + _ZONE_DIGITS[number]
-    raise UserInputError(
+    raise UnusableCRS(
         f"{source} has 座標系 '{zahyokei}', which idou does not know; expected 公共座標1系–19系."
     )
 
@@ -133,7 +133,7 @@ def read_mojxml(paths: Path | Sequence[Path], skipped: list[str] | None = None
     arbitrary: list[ArbitraryCoordinateSystemError] = []
     for path in items:
         if not path.is_file():
-            raise UserInputError(f"{path} does not exist; check the parcel file path.")
+            raise InputNotFound(f"{path} does not exist; check the parcel file path.")
         for name, data in _xml_documents(path):
             try:
                 files.append(parse_mojxml_bytes(data, name))
@@ -196,13 +196,13 @@ def _zip_errors(name: str) -> Iterator[None]:
     try:
         yield
     except NotImplementedError as exc:
-        raise UserInputError(
+        raise UnreadableInput(
             f"{name} is packed with a compression method idou cannot unpack ({exc}; Windows "
             "Explorer uses Deflate64 for large folders); unpack it with 7-Zip or Explorer and "
             "pass the .xml files, or zip them again.") from exc
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
-        raise UserInputError(f"{name} is a damaged zip ({exc}); download the 地図XML zip from "
-                             "法務省 again.") from exc
+        raise UnreadableInput(f"{name} is a damaged zip ({exc}); download the 地図XML zip from "
+                              "法務省 again.") from exc
 
 
 def _read_member_limited(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
@@ -230,7 +230,7 @@ def _read_member_limited(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: 
 
 
 def _too_big(name: str, limit: int) -> UserInputError:
-    return UserInputError(
+    return UnreadableInput(
         f"{name} unpacks to more than {limit / 2**20:.0f} MiB, over idou's size limit for "
         "地図XML (a damaged or malicious zip); check the file or unpack it yourself."
     )
@@ -251,8 +251,8 @@ def parse_mojxml_bytes(data: bytes, name: str) -> MojFile:
             "refuses for safety; use the 地図XML file as published by 法務省."
         ) from exc
     except ParseError as exc:
-        raise UserInputError(f"{name} is not well-formed XML ({exc}); "
-                             "re-download the 地図XML file.") from exc
+        raise UnreadableInput(f"{name} is not well-formed XML ({exc}); "
+                              "re-download the 地図XML file.") from exc
     if root.tag != f"{_T}地図":
         raise UserInputError(f"{name} is not a 法務省 地図XML file (its root element is "
                              f"{root.tag!r}); pass the 地図XML .xml or .zip.")
@@ -267,8 +267,8 @@ def parse_mojxml_bytes(data: bytes, name: str) -> MojFile:
     try:
         _read_parcels(_Geometry(space), themes, name, result)
     except ValueError as exc:
-        raise UserInputError(f"{name} is damaged: a {exc}; re-download the 地図XML file "
-                             "from 法務省.") from exc
+        raise UnreadableInput(f"{name} is damaged: a {exc}; re-download the 地図XML file "
+                              "from 法務省.") from exc
     return result
 
 

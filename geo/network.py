@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from idou.geo.errors import UserInputError
+from idou.errors import UserInputError
 
 _ALLOWED: contextvars.ContextVar[bool] = contextvars.ContextVar("idou_allow_network",
                                                                 default=False)

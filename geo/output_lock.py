@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict
 from idou.geo.leftovers import _alive
 
 UNREADABLE_STALE_S = 60.0
@@ -82,19 +82,19 @@ def acquire(path: Path, target: Path) -> None:
             if not _stale(path, owner):
                 who = (f"pid {owner['pid']} on {owner['host']}, started {owner.get('started')}"
                        if owner else "a run that is starting")
-                raise UserInputError(
+                raise OutputConflict(
                     f"another idou run ({who}) is writing {target}; wait for it to finish or "
                     f"choose another output path (if that run is gone, delete {path}).") from None
             _take_over(path, owner)
             continue
         except OSError as exc:
-            raise UserInputError(f"the output folder {path.parent} cannot be written "
+            raise OutputConflict(f"the output folder {path.parent} cannot be written "
                                  f"({exc.strerror}: no lock file {path.name} can be made there); "
                                  "choose another output folder.") from exc
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(_owner_text())
         return
-    raise UserInputError(f"could not take the lock {path} from a finished run; delete it and "
+    raise OutputConflict(f"could not take the lock {path} from a finished run; delete it and "
                          "run again.")
 
 

@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict
 
 MARKER_KEY = "IDOU_WRITTEN_BY"
 MARKER_VALUE = "idou"
@@ -99,15 +99,15 @@ def check_replaceable(path: Path, *, force: bool, what: str,
         return
     for source in inputs:
         if same_file(path, source):
-            raise UserInputError(f"{path} is also an input of this run ({source}); idou never "
+            raise OutputConflict(f"{path} is also an input of this run ({source}); idou never "
                                  f"overwrites its inputs, choose another {what} path.")
     if path.is_dir():
-        raise UserInputError(f"{path} is a folder; choose a file name as the {what} path.")
+        raise OutputConflict(f"{path} is a folder; choose a file name as the {what} path.")
     if not force:
-        raise UserInputError(f"{path} already exists; pass --force to replace it (only files "
+        raise OutputConflict(f"{path} already exists; pass --force to replace it (only files "
                              f"idou wrote are replaced) or choose another {what} path.")
     if not (is_ours or written_by_idou)(path):
-        raise UserInputError(f"{path} was not written by idou, so --force will not replace it; "
+        raise OutputConflict(f"{path} was not written by idou, so --force will not replace it; "
                              f"move it away or choose another {what} path.")
 
 
@@ -122,7 +122,7 @@ def is_review_geopackage(path: Path) -> bool:
         return _sqlite_header(path) and "run_info" in _tables(path)
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc):
-            raise UserInputError(f"{path} is open in another program ({exc}); save and close "
+            raise OutputConflict(f"{path} is open in another program ({exc}); save and close "
                                  "it in QGIS, then run again.") from exc
         return False
     except (OSError, sqlite3.DatabaseError):

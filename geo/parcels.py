@@ -34,7 +34,7 @@ from pyproj import CRS
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from idou.geo.errors import UserInputError
+from idou.errors import UnusableCRS, UserInputError
 from idou.geo.mojxml import read_mojxml
 from idou.geo.network import check_local_source
 from idou.geo.vector_files import read_vector
@@ -188,8 +188,8 @@ def _read_vector(path: Path, encoding: str | None, keep_columns: Sequence[str],
     frame = read_vector(path, "parcel", encoding,
                         fix="pass a GeoPackage, Shapefile, GeoJSON or 地図XML")
     if frame.crs is None:
-        raise UserInputError(f"{path} has no CRS (a Shapefile needs its .prj); add one or "
-                             "convert the file to GeoPackage with its CRS.")
+        raise UnusableCRS(f"{path} has no CRS (a Shapefile needs its .prj); add one or "
+                          "convert the file to GeoPackage with its CRS.")
     chiban = _pick(frame, chiban_column, CHIBAN_CANDIDATES)
     if chiban is None:
         raise UserInputError(

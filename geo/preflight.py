@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import shapely
@@ -22,9 +22,9 @@ from rasterio.warp import transform_geom
 from rasterio.windows import Window
 from shapely.geometry import mapping, shape
 
+from idou.errors import FlightsDoNotOverlap, UnreadableInput, UnusableCRS, UserInputError
 from idou.geo import misregistration as _misreg
 from idou.geo.decode_errors import refuse_decoder_problems
-from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
 from idou.geo.network import check_local_source
 from idou.geo.sources import RasterSource, describe_error
@@ -33,11 +33,21 @@ if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
     from idou.geo.align import AlignedPair
-    from idou.inference.contract import ModelContract
 
 GSD_WARN_RATIO = 2.0
 _SAMPLES_PER_SIDE = 6  # validity sample: 6 x 6 windows
 _SAMPLE_PX = 16
+
+
+class ModelInputs(Protocol):
+    """What preflight reads of a model's contract (``idou.inference.contract.ModelContract``):
+    geo stays below inference, so it names only the two fields it needs."""
+
+    @property
+    def band_order(self) -> tuple[str, ...]: ...
+
+    @property
+    def gsd_m(self) -> float: ...
 
 
 @dataclass
@@ -73,7 +83,7 @@ class PreflightReport:
     valid_fraction: float | None = None
 
 
-def preflight(before: RasterSource, after: RasterSource, contract: ModelContract,
+def preflight(before: RasterSource, after: RasterSource, contract: ModelInputs,
               aoi: Path | None = None, estimate_misregistration: bool = True) -> PreflightReport:
     """Check two flights against a model and choose the grid both are read on.
 
@@ -106,7 +116,7 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelContract
     overlap = fp_after.intersection(fp_before)
     gsd = contract.gsd_m
     if overlap.is_empty or overlap.area < gsd * gsd:
-        raise UserInputError(
+        raise FlightsDoNotOverlap(
             f"{before.label} and {after.label} do not overlap; check that both cover the same "
             "area and that their CRS are right (--crs).")
     overlap_fraction = float(overlap.area / fp_after.area) if fp_after.area > 0 else 0.0
@@ -120,7 +130,7 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelContract
         aoi_geom = load_aoi(aoi, crs, notes)
         area = overlap.intersection(aoi_geom)
         if area.is_empty or area.area < gsd * gsd:
-            raise UserInputError(
+            raise FlightsDoNotOverlap(
                 f"the AOI {aoi.name} does not overlap the area covered by both {before.label} "
                 f"and {after.label}; check the AOI file and its CRS.")
 
@@ -150,7 +160,7 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelContract
     with AlignedPair(report) as pair:
         report.valid_fraction = _common_valid_fraction(pair, grid)
         if report.valid_fraction == 0.0:
-            raise UserInputError(
+            raise FlightsDoNotOverlap(
                 f"{before.label} and {after.label} have no valid pixels in common (their data "
                 "areas do not overlap); check the files and their nodata/alpha masks.")
         if estimate_misregistration:
@@ -167,7 +177,7 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelContract
 # --- bands -------------------------------------------------------------------------------
 
 
-def select_bands(source: RasterSource, contract: ModelContract,
+def select_bands(source: RasterSource, contract: ModelInputs,
                  warnings: list[str] | None = None) -> list[int]:
     """1-based band indexes of ``source`` in the model's band order.
 
@@ -263,14 +273,14 @@ def working_crs(after: RasterSource) -> CRS:
     if problem is None:
         return after.crs
     if after.grid_crs is None or after.grid_crs == after.crs:
-        raise UserInputError(
+        raise UnusableCRS(
             f"{after.label} is in {problem}, so areas and --min-area would be wrong; pass "
             f"--crs (in a batch file: crs under [after]) with the projected CRS to work in "
             f"({_ZONE_HINT}) and idou warps it onto that grid, or reproject it yourself with "
             "gdalwarp -t_srs EPSG:6677.")
     target_problem = _crs_problem(after.grid_crs, centre)
     if target_problem is not None:
-        raise UserInputError(
+        raise UnusableCRS(
             f"--crs {_crs_name(after.grid_crs)} is {target_problem} at {after.label}; give a "
             f"projected CRS in metres ({_ZONE_HINT}).")
     return after.grid_crs
@@ -323,11 +333,11 @@ def _footprint_in(src: RasterSource, crs: CRS) -> BaseGeometry:
     try:
         geom = shape(transform_geom(src.crs, crs, mapping(dense)))
     except (RasterioError, ValueError) as exc:
-        raise UserInputError(
+        raise UnusableCRS(
             f"{src.label} cannot be reprojected from {_crs_name(src.crs)} to {_crs_name(crs)} "
             f"({exc}); check its CRS or pass the right --crs.") from exc
     if not geom.is_valid or not np.all(np.isfinite(shapely.get_coordinates(geom))):
-        raise UserInputError(
+        raise UnusableCRS(
             f"{src.label} does not map into {_crs_name(crs)}; check its CRS (--crs).")
     return geom
 
@@ -449,6 +459,6 @@ def sampled_valid_fraction(src: RasterSource) -> float:
             shape_ = (min(256, src.height), min(256, src.width))
             return float((ds.dataset_mask(out_shape=shape_) > 0).mean())
     except RasterioError as exc:
-        raise UserInputError(
+        raise UnreadableInput(
             f"{src.label} could not be read ({describe_error(exc)}); the file is "
             "truncated or corrupt, re-export or re-copy it.") from exc

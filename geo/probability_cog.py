@@ -20,7 +20,7 @@ import rasterio.shutil
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict
 from idou.geo.file_mode import give_usual_mode
 from idou.geo.grid import Grid
 from idou.geo.owned_outputs import marker_tags
@@ -29,9 +29,13 @@ BAND_NAMES = ("new", "demolished")
 
 
 def to_uint8(probabilities: np.ndarray) -> np.ndarray:
-    """Scale probabilities in [0, 1] to uint8 0..255 (rounded, clipped; NaN → 0)."""
-    p = np.nan_to_num(np.asarray(probabilities, dtype=np.float32), nan=0.0)
-    return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
+    """Probabilities in [0, 1] to the stored uint8 scale 0..255 (round half up, clipped; NaN → 0).
+
+    The one uint8 probability scale of idou: computed in float64, so for probabilities made by
+    ``idou.inference.blending.to_probabilities`` it equals ``sums_to_uint8`` of the same sums.
+    """
+    p = np.nan_to_num(np.asarray(probabilities, dtype=np.float64), nan=0.0)
+    return np.clip(np.floor(p * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
 
 class ProbabilityWriter:
@@ -54,10 +58,10 @@ class ProbabilityWriter:
         self.compress = compress
         folder = self.path.parent
         if not folder.is_dir():
-            raise UserInputError(f"the folder of {self.path} does not exist; create it or "
+            raise OutputConflict(f"the folder of {self.path} does not exist; create it or "
                                  "choose another output path.")
         if not os.access(folder, os.W_OK):
-            raise UserInputError(f"the folder of {self.path} is not writable; choose another "
+            raise OutputConflict(f"the folder of {self.path} is not writable; choose another "
                                  "output path.")
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.tif", dir=folder)
         os.close(fd)

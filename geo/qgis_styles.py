@@ -16,13 +16,13 @@ for Linux.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+from idou.geo.gpkg_sqlite import connect
 from idou.geo.review_fields import (
     ALIASES,
     CLASS_COLOURS,
@@ -318,7 +318,7 @@ def write_layer_styles(gpkg: Path, layers: dict[str, str]) -> None:
         layers: layer name → geometry column name.
     """
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    with sqlite3.connect(gpkg) as con:
+    with connect(gpkg) as con:
         con.execute(_CREATE_LAYER_STYLES)
         registered = con.execute(
             "SELECT 1 FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchone()

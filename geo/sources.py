@@ -25,7 +25,13 @@ from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError, RasterioIOError
 
-from idou.geo.errors import UserInputError
+from idou.errors import (
+    InputNotFound,
+    InvalidOption,
+    UnreadableInput,
+    UnusableCRS,
+    UserInputError,
+)
 from idou.geo.grid import Grid
 from idou.geo.network import check_local_source
 from idou.geo.owned_outputs import vrt_marker_xml
@@ -138,10 +144,10 @@ def _expand(spec: str | Path | Sequence[str | Path]) -> tuple[list[Path], str]:
             sheets = sorted(x for x in Path(p.anchor or ".").glob(
                 str(p.relative_to(p.anchor)) if p.is_absolute() else text) if x.is_file())
             if not sheets:
-                raise UserInputError(f"no files match {text}; check the pattern.")
+                raise InputNotFound(f"no files match {text}; check the pattern.")
             return sheets, text
         if not p.exists():
-            raise UserInputError(f"{text} does not exist; check the path.")
+            raise InputNotFound(f"{text} does not exist; check the path.")
         if p.is_dir():
             sheets = sorted(x for x in p.iterdir()
                             if x.is_file() and x.suffix.lower() in SHEET_SUFFIXES
@@ -161,8 +167,8 @@ def _expand(spec: str | Path | Sequence[str | Path]) -> tuple[list[Path], str]:
                 raise UserInputError(f"sheet list {p.name} names no files; list one per line.")
             for s in sheets:
                 if not s.is_file():
-                    raise UserInputError(f"{s.name} (listed in {p.name}) does not exist; "
-                                         "fix the sheet list.")
+                    raise InputNotFound(f"{s.name} (listed in {p.name}) does not exist; "
+                                        "fix the sheet list.")
             return sheets, p.name
         return [p], p.name
     sheets = [Path(s).expanduser() for s in spec]
@@ -170,7 +176,7 @@ def _expand(spec: str | Path | Sequence[str | Path]) -> tuple[list[Path], str]:
         raise UserInputError("an empty list of sheets was given; name at least one raster.")
     for s in sheets:
         if not s.is_file():
-            raise UserInputError(f"{s.name} does not exist; check the sheet list.")
+            raise InputNotFound(f"{s.name} does not exist; check the sheet list.")
     label = sheets[0].parent.name or sheets[0].name
     return sheets, f"{label} ({len(sheets)} sheets)"
 
@@ -179,7 +185,7 @@ def _parse_crs(text: str) -> CRS:
     try:
         return CRS.from_user_input(text)
     except CRSError as exc:
-        raise UserInputError(
+        raise InvalidOption(
             f"--crs {text} is not a CRS rasterio knows; give it as EPSG:6677 or similar."
         ) from exc
 
@@ -191,7 +197,7 @@ def _open_quiet(path: str | Path, label: str) -> rasterio.io.DatasetReader:
         try:
             return rasterio.open(path)
         except (RasterioIOError, RasterioError) as exc:
-            raise UserInputError(
+            raise UnreadableInput(
                 f"{label} is not a readable raster (corrupt, truncated or not an image: "
                 f"{describe_error(exc)}); re-export or re-copy it as a GeoTIFF."
             ) from exc
@@ -239,16 +245,16 @@ def _read_header(path: Path, label: str | None = None) -> _Header:
     try:
         return _read_header_checked(path, label)
     except CPLE_BaseError as exc:  # GDAL errors raised after open (e.g. tile counts)
-        raise UserInputError(f"{label} has a corrupt header ({describe_error(exc)}); "
-                             "re-export or re-copy it as a GeoTIFF.") from exc
+        raise UnreadableInput(f"{label} has a corrupt header ({describe_error(exc)}); "
+                              "re-export or re-copy it as a GeoTIFF.") from exc
 
 
 def _read_header_checked(path: Path, label: str) -> _Header:
     if path.is_file() and path.stat().st_size == 0:
-        raise UserInputError(f"{label} is an empty (zero-byte) file; copy the raster again.")
+        raise UnreadableInput(f"{label} is an empty (zero-byte) file; copy the raster again.")
     if path.exists() and not os.access(path, os.R_OK):
-        raise UserInputError(f"{label} cannot be read (permission denied); check the file's "
-                             "permissions.")
+        raise UnreadableInput(f"{label} cannot be read (permission denied); check the file's "
+                              "permissions.")
     with _open_quiet(path, label) as ds:
         if ds.count == 0 or ds.width == 0 or ds.height == 0:
             raise UserInputError(f"{label} holds no raster pixels; export it again as a GeoTIFF.")
@@ -259,7 +265,7 @@ def _read_header_checked(path: Path, label: str) -> _Header:
                 "with gdalwarp -t_srs EPSG:6677 (your zone).")
         if not georef:
             hint = "a world file (.tfw for TIFF, .jgw for JPEG, .pgw for PNG)"
-            raise UserInputError(
+            raise UnusableCRS(
                 f"{label} has no georeferencing (no geotransform and no world file); add {hint} "
                 "beside it and pass --crs, or export it as a GeoTIFF.")
         try:
@@ -268,7 +274,7 @@ def _read_header_checked(path: Path, label: str) -> _Header:
             files = (path,)
         for f in files[1:]:
             if not str(f).startswith("/vsi") and not f.exists():
-                raise UserInputError(
+                raise InputNotFound(
                     f"{label} refers to {f.name}, which does not exist; restore that file or "
                     "rebuild the mosaic.")
         if (world := _world_file(path)) is not None and world not in files:
@@ -309,7 +315,7 @@ def _check_blocks(ds: rasterio.io.DatasetReader, path: Path, label: str,
             if off is None or nbytes is None:
                 return
             if int(off) + int(nbytes) > size:
-                raise UserInputError(
+                raise UnreadableInput(
                     f"{label} is truncated (it ends at {size} bytes but its pixels run to "
                     f"{int(off) + int(nbytes)}); copy or export the file again.")
 
@@ -319,7 +325,7 @@ def _check_size(h: _Header, label: str) -> None:
     nbytes = sum(f.stat().st_size for f in h.files if f.is_file())
     claimed = h.width * h.height * h.count
     if claimed > _MIN_SUSPICIOUS_BYTES and claimed > _MAX_COMPRESSION * max(nbytes, 1):
-        raise UserInputError(
+        raise UnreadableInput(
             f"{label} claims {h.width} x {h.height} px but holds only {nbytes} bytes; its header "
             "is corrupt or the file truncated; re-export or re-copy it.")
 
@@ -338,7 +344,7 @@ def _open_single(path: Path, crs: CRS | None, workdir: Path | None) -> RasterSou
     if h.crs is not None:
         return _source_from_header(h, str(path), path.name, h.files, h.crs)
     if crs is None:
-        raise UserInputError(
+        raise UnusableCRS(
             f"{path.name} has no CRS (a world file records none); pass --crs with its zone, "
             "e.g. --crs EPSG:6677 (JGD2011 zone IX).")
     vrt = _write_vrt([h], path.name, crs, workdir)
@@ -352,7 +358,7 @@ def _open_mosaic(sheets: list[Path], label: str, crs: CRS | None,
     resolved: list[_Header] = []
     for h in headers:
         if h.crs is None and crs is None:
-            raise UserInputError(
+            raise UnusableCRS(
                 f"sheet {h.path.name} has no CRS (a world file records none); pass --crs with "
                 "its zone, e.g. --crs EPSG:6677.")
         resolved.append(h)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-from idou.geo.errors import UserInputError
+from idou.errors import UnreadableInput
 
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
          (codecs.BOM_UTF16_BE, "utf-16"))
@@ -33,5 +33,5 @@ def read_text(path: str | Path, what: str = "text file") -> str:
         except UnicodeDecodeError:
             continue
         return text.replace("\r\n", "\n").replace("\r", "\n")
-    raise UserInputError(f"{what} {path.name} is neither UTF-8 nor Shift_JIS (CP932) text; "
-                         "save it again as UTF-8 (or Shift_JIS) in a text editor.")
+    raise UnreadableInput(f"{what} {path.name} is neither UTF-8 nor Shift_JIS (CP932) text; "
+                          "save it again as UTF-8 (or Shift_JIS) in a text editor.")

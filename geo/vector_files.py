@@ -18,7 +18,7 @@ import geopandas as gpd
 import pyogrio
 import shapely
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, InvalidOption, UnreadableInput, UserInputError
 
 LAYER_HINT = "path.gpkg:layer"
 
@@ -51,7 +51,7 @@ def check_encoding(encoding: str | None) -> None:
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise UserInputError(
+        raise InvalidOption(
             f"--encoding {encoding} is not an encoding idou knows (in FLIGHT.toml: encoding); "
             "use cp932 for Shift_JIS files or utf-8.") from None
 
@@ -74,14 +74,14 @@ def read_vector(spec: str | Path, what: str, encoding: str | None = None, *,
     check_encoding(encoding)
     path, layer = split_layer(spec)
     if not path.exists():
-        raise UserInputError(f"{what} file {path.name} does not exist; check the path.")
+        raise InputNotFound(f"{what} file {path.name} does not exist; check the path.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             layers = [(str(n), t) for n, t in pyogrio.list_layers(path)]
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise UserInputError(f"{what} file {path.name} cannot be read as a vector file "
-                             f"({_first_line(exc)}); {fix}.") from exc
+        raise UnreadableInput(f"{what} file {path.name} cannot be read as a vector file "
+                              f"({_first_line(exc)}); {fix}.") from exc
     spatial = [n for n, t in layers if t is not None]
     if layer is not None:
         if layer not in dict(layers):
@@ -107,8 +107,8 @@ def read_vector(spec: str | Path, what: str, encoding: str | None = None, *,
             warnings.simplefilter("ignore")
             frame = pyogrio.read_dataframe(path, layer=layer, encoding=encoding)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise UserInputError(f"{what} file {path.name} cannot be read as a vector file "
-                             f"({_first_line(exc)}); {fix}.") from exc
+        raise UnreadableInput(f"{what} file {path.name} cannot be read as a vector file "
+                              f"({_first_line(exc)}); {fix}.") from exc
     except UnicodeDecodeError as exc:
         told = (f"--encoding {encoding}" if encoding else
                 "the encoding its .cpg names" if _cpg(path) else "UTF-8")

@@ -1,3 +1,5 @@
 """idou: find building changes between two aerial flights (家屋異動判読)."""
 
-__version__ = "0.1.0"
+from idou.version import __version__
+
+__all__ = ["__version__"]

@@ -13,7 +13,7 @@ from rich.console import Console
 from idou import __version__
 from idou.cli_help import PlainHelpGroup
 from idou.cli_text import say
-from idou.geo.errors import UserInputError
+from idou.errors import UserInputError
 
 app = typer.Typer(
     name="idou",

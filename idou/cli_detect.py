@@ -15,7 +15,7 @@ def _flight(positional: str | None, repeated: list[str] | None, name: str) -> An
     """One flight from the positional argument and/or repeated ``--before``/``--after``."""
     items = ([positional] if positional else []) + list(repeated or [])
     if not items:
-        from idou.geo.errors import UserInputError
+        from idou.errors import UserInputError
 
         raise UserInputError(f"no {name} flight was given; pass it as an argument (a file, a "
                              f"folder of sheets, a .txt list) or with --{name} (repeatable).")

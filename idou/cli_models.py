@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from idou.cli_text import plain, say
-from idou.geo.errors import UserInputError
+from idou.errors import InvalidOption, UserInputError
 
 if TYPE_CHECKING:
     from idou.training.evaluate import Evaluation
@@ -189,8 +189,8 @@ def evaluate(
     result: Any
     chips = len(inputs) == 2 and is_chip_folder(inputs[1])
     if gsd is not None and not chips:
-        raise UserInputError("--gsd is for chip folders (A/, B/, label/); flights carry their "
-                             "own pixel size, so leave --gsd out.")
+        raise InvalidOption("--gsd is for chip folders (A/, B/, label/); flights carry their "
+                            "own pixel size, so leave --gsd out.")
     if chips and truth is not None:
         raise UserInputError("a chip folder carries its truth in label/; leave --truth out.")
     if chips:

@@ -14,8 +14,10 @@ def harvest_command(
 ) -> None:
     """Turn reviewed outcomes (調査状況) and the `missed` layer into training labels."""
     from idou.geo.harvest import harvest, unknown_values_sentences
+    from idou.training.review_tracking import log_harvest
 
     report = harvest(reviewed, out)
+    log_harvest(report)
     for sentence in unknown_values_sentences(report, reviewed):
         typer.echo(f"warning: {sentence}", err=True)
     counts = report.counts

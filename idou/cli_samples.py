@@ -22,18 +22,18 @@ def make(
                                      "roofs, season, vegetation, a low sun). Default: none."),
 ) -> None:
     """Write two flights (2024, 2025), parcels, building footprints and the truth of changes."""
-    from idou.geo.errors import UserInputError
+    from idou.errors import InvalidOption
     from idou.geo.synthetic.cli_support import check_out_dir, make_samples
 
     if seed < 0:
-        raise UserInputError(f"--seed {seed} is negative; pass --seed 0 or more.")
+        raise InvalidOption(f"--seed {seed} is negative; pass --seed 0 or more.")
     if size < 256:
-        raise UserInputError(f"--size {size} is too small; pass --size 256 or more.")
+        raise InvalidOption(f"--size {size} is too small; pass --size 256 or more.")
     from idou.geo.synthetic.style import style_names
 
     if style is not None and style not in style_names():
-        raise UserInputError(f"--style {style} is not a style; pass one of "
-                             f"{', '.join(style_names())}, or leave --style out.")
+        raise InvalidOption(f"--style {style} is not a style; pass one of "
+                            f"{', '.join(style_names())}, or leave --style out.")
     check_out_dir(out_dir)
     for name, path, note in make_samples(out_dir, seed=seed, size=size, force=force,
                                           style=style):

@@ -49,7 +49,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 import rasterio
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict, UserInputError
 from idou.geo.network import allow_network_sources
 from idou.geo.output_lock import output_lock
 from idou.inference import sheet_changes
@@ -69,6 +69,7 @@ from idou.inference.batch_report import (
 from idou.inference.blocks import Block, plan_blocks, snap_block_size
 from idou.inference.journal import JOURNAL_NAME, Journal
 from idou.inference.model_card import card_paths, sha256_file, write_card
+from idou.inference.provenance import run_info
 
 log = logging.getLogger("idou.batch")
 
@@ -323,7 +324,7 @@ def _run_lock(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            raise UserInputError(
+            raise OutputConflict(
                 f"another idou batch is running on {out_dir}; wait for it or stop it first."
             ) from exc
         yield
@@ -473,7 +474,7 @@ def _check_flight(config: FlightConfig) -> CheckReport:
         with Journal(journal_path) as journal:
             known = journal.meta().get("fingerprint")
             if known is not None and known != prepared.spec.key:
-                raise UserInputError(
+                raise OutputConflict(
                     f"{config.output} holds a run with other inputs, model or block size; "
                     "choose a new output folder or delete that one.")
             done = journal.counts()["done"]
@@ -514,7 +515,7 @@ def _check_outputs_are_not_inputs(config: FlightConfig) -> None:
         inside = any(Path(source).resolve().is_relative_to((out / d).resolve())
                      for d in (BLOCKS_DIR, VRT_DIR))
         if inside or any(same_file(target, source) for target in written):
-            raise UserInputError(
+            raise OutputConflict(
                 f"{source} is an input of {config.source.name} but lies where the batch writes "
                 f"its own files in {out}; idou never overwrites its inputs, so move it or "
                 "choose another output folder.")
@@ -525,7 +526,7 @@ def _check_output_writable(out: Path) -> None:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UserInputError(f"output folder {out} cannot be written here; choose another one.")
+        raise OutputConflict(f"output folder {out} cannot be written here; choose another one.")
 
 
 def run_batch(config: FlightConfig, workers: int | None = None, scheduler: str | None = None,
@@ -716,7 +717,7 @@ def _refuse_other_run(out_dir: Path, key: str) -> None:
         with Journal(path) as journal:
             known = journal.meta().get("fingerprint")
         if known is not None and known != key:
-            raise UserInputError(
+            raise OutputConflict(
                 f"{out_dir} holds a run with other inputs, model or block size; choose a new "
                 "output folder or delete that one.")
 
@@ -733,43 +734,17 @@ def _remove_leftovers(out_dir: Path) -> None:
 def _run_info(config: FlightConfig, prepared: _Prepared, status: StatusFile,
               hashes: bool = True) -> dict[str, Any]:
     """Provenance for the GeoPackage's ``run_info`` (as `idou detect` records it) and batch's."""
-    from datetime import UTC, datetime
-
-    from idou import __version__
-    from idou.inference.detect import file_fingerprint
-
-    model, report = prepared.model, prepared.report
-    contract = model.contract
-    card = model.card
-
-    def files(source: Any) -> list[Any]:
-        paths = [Path(f) for f in source.files]
-        return [file_fingerprint(p) for p in paths] if hashes else [str(p) for p in paths]
-
-    return {
-        "idou_version": __version__,
-        "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": model.spec, "model_name": contract.model_name,
-        "model_version": contract.model_version, "model_sha256": model.sha256,
-        "model_card": None if card is None else {"name": card.name, "version": card.version,
-                                                 "metrics": card.metrics},
-        "mlflow_run_id": contract.mlflow_run_id,
-        "threshold_new": contract.threshold_new,
-        "threshold_demolished": contract.threshold_demolished,
-        "recall_target": contract.recall_target,
-        "crs": report.grid.crs.to_string(), "gsd_m": report.grid.gsd,
-        "grid": {"width": report.grid.width, "height": report.grid.height,
-                 "transform": list(report.grid.transform)[:6]},
-        "before": {"label": report.before.label, "files": files(report.before)},
-        "after": {"label": report.after.label, "files": files(report.after)},
-        "misregistration_px": report.misregistration_px,
+    report = prepared.report
+    info = run_info(prepared.model, report, report.before, report.after, hashes=hashes)
+    info.update({
         "warnings": list(report.warnings),
         "batch": {"flight": str(config.source), "blocks": len(prepared.blocks),
                   "block_size": prepared.blocks[0].width if prepared.blocks else 0,
                   "workers": status.static.get("workers"),
                   "scheduler": status.static.get("scheduler"),
                   "started_at": status.last.get("started_at")},
-    }
+    })
+    return info
 
 
 @contextlib.contextmanager

@@ -35,7 +35,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from idou.geo.errors import UserInputError
+from idou.errors import (
+    InputNotFound,
+    InvalidOption,
+    OutputConflict,
+    UnreadableInput,
+    UserInputError,
+)
 from idou.geo.sources import SHEET_SUFFIXES
 from idou.geo.text_files import read_text
 from idou.geo.vector_files import check_encoding, vector_exists
@@ -130,15 +136,15 @@ def load_flight_config(path: str | Path) -> FlightConfig:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"{path} does not exist; pass the path of a FLIGHT.toml file.")
+        raise InputNotFound(f"{path} does not exist; pass the path of a FLIGHT.toml file.")
     try:
         raw = tomllib.loads(read_text(path, "flight file"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path.name} is not valid TOML ({exc}); fix the syntax.") from exc
+        raise UnreadableInput(f"{path.name} is not valid TOML ({exc}); fix the syntax.") from exc
     base = path.resolve().parent
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
-        raise UserInputError(
+        raise InvalidOption(
             f"{path.name} has unknown key(s) {', '.join(unknown)}; "
             f"allowed are {', '.join(sorted(_TOP_KEYS))}."
         )
@@ -149,7 +155,7 @@ def load_flight_config(path: str | Path) -> FlightConfig:
         raise UserInputError(f"{path.name} has no output folder; add output = \"DIR\".")
     model = raw.get("model", "default")
     if not isinstance(model, str) or not model:
-        raise UserInputError(
+        raise InvalidOption(
             f"{path.name}: model must be \"default\", a path or models:/NAME@ALIAS.")
     if model != "default" and not model.startswith("models:/"):
         model = str(_resolve(base, model))
@@ -175,7 +181,7 @@ def load_flight_config(path: str | Path) -> FlightConfig:
     )
     check_encoding(config.encoding)
     if config.output.exists() and not config.output.is_dir():
-        raise UserInputError(f"{path.name}: output {config.output} is a file; name a folder.")
+        raise OutputConflict(f"{path.name}: output {config.output} is a file; name a folder.")
     return config
 
 
@@ -187,7 +193,7 @@ def _resolve(base: Path, value: str) -> Path:
 def _string(raw: dict[str, Any], key: str, name: str) -> str:
     value = raw[key]
     if not isinstance(value, str) or not value:
-        raise UserInputError(f"{name}: {key} must be a non-empty string path.")
+        raise InvalidOption(f"{name}: {key} must be a non-empty string path.")
     return value
 
 
@@ -196,21 +202,21 @@ def _optional_file(raw: dict[str, Any], key: str, base: Path, name: str) -> Path
         return None
     p = _resolve(base, _string(raw, key, name))
     if not vector_exists(p):
-        raise UserInputError(f"{name}: {key} file {p} does not exist; fix the path.")
+        raise InputNotFound(f"{name}: {key} file {p} does not exist; fix the path.")
     return p
 
 
 def _int(raw: dict[str, Any], key: str, default: int, minimum: int, name: str) -> int:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserInputError(f"{name}: {key} must be a whole number >= {minimum}, not {value!r}.")
+        raise InvalidOption(f"{name}: {key} must be a whole number >= {minimum}, not {value!r}.")
     return value
 
 
 def _device(raw: dict[str, Any], name: str) -> str:
     value = raw.get("device", "cpu")
     if value not in ("cpu", "cuda"):
-        raise UserInputError(f"{name}: device must be \"cpu\" or \"cuda\", not {value!r}.")
+        raise InvalidOption(f"{name}: device must be \"cpu\" or \"cuda\", not {value!r}.")
     return str(value)
 
 
@@ -222,49 +228,49 @@ def _dashboard(raw: dict[str, Any], name: str) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
         return f"127.0.0.1:{value}"
     if not isinstance(value, str) or not value.strip() or value.strip().startswith(":"):
-        raise UserInputError(f"{name}: dashboard must be an address like \"127.0.0.1:8787\" "
-                             "(or leave it out for no dashboard).")
+        raise InvalidOption(f"{name}: dashboard must be an address like \"127.0.0.1:8787\" "
+                            "(or leave it out for no dashboard).")
     return value.strip()
 
 
 def _bool(raw: dict[str, Any], key: str, name: str) -> bool:
     value = raw.get(key, False)
     if not isinstance(value, bool):
-        raise UserInputError(f"{name}: {key} must be true or false (without quotes).")
+        raise InvalidOption(f"{name}: {key} must be true or false (without quotes).")
     return value
 
 
 def _side(table: Any, side: str, base: Path, name: str) -> FlightSide:
     if not isinstance(table, dict):
-        raise UserInputError(f"{name}: [{side}] must be a table with path = ... or paths = [...].")
+        raise InvalidOption(f"{name}: [{side}] must be a table with path = ... or paths = [...].")
     unknown = sorted(set(table) - _SIDE_KEYS)
     if unknown:
-        raise UserInputError(
+        raise InvalidOption(
             f"{name}: [{side}] has unknown key(s) {', '.join(unknown)}; use path, paths and crs."
         )
     if ("path" in table) == ("paths" in table):
-        raise UserInputError(
+        raise InvalidOption(
             f"{name}: [{side}] needs exactly one of path = \"...\" or paths = [...].")
     crs = table.get("crs")
     if crs is not None and (not isinstance(crs, str) or not crs):
-        raise UserInputError(f"{name}: [{side}] crs must be a string such as \"EPSG:6677\".")
+        raise InvalidOption(f"{name}: [{side}] crs must be a string such as \"EPSG:6677\".")
     if "path" in table:
         spec = table["path"]
         if not isinstance(spec, str) or not spec:
-            raise UserInputError(f"{name}: [{side}] path must be a non-empty string.")
+            raise InvalidOption(f"{name}: [{side}] path must be a non-empty string.")
         sheets = _expand(spec, base, side, name)
     else:
         items = table["paths"]
         if not isinstance(items, list) or not items or not all(
             isinstance(i, str) and i for i in items
         ):
-            raise UserInputError(f"{name}: [{side}] paths must be a non-empty list of paths.")
+            raise InvalidOption(f"{name}: [{side}] paths must be a non-empty list of paths.")
         spec = None
         sheets = []
         for item in items:
             p = _resolve(base, item)
             if not p.is_file():
-                raise UserInputError(f"{name}: [{side}] sheet {p} does not exist; fix the list.")
+                raise InputNotFound(f"{name}: [{side}] sheet {p} does not exist; fix the list.")
             sheets.append(p)
     return FlightSide(name=side, sheets=tuple(sheets), crs=crs, spec=spec)
 
@@ -275,7 +281,7 @@ def _expand(spec: str, base: Path, side: str, name: str) -> list[Path]:
         pattern = str(_resolve(base, spec))
         found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         if not found:
-            raise UserInputError(f"{name}: [{side}] pattern {pattern} matches no file; fix it.")
+            raise InputNotFound(f"{name}: [{side}] pattern {pattern} matches no file; fix it.")
         return found
     p = _resolve(base, spec)
     if p.is_dir():
@@ -287,5 +293,5 @@ def _expand(spec: str, base: Path, side: str, name: str) -> list[Path]:
             )
         return found
     if not p.is_file():
-        raise UserInputError(f"{name}: [{side}] path {p} does not exist; fix the path.")
+        raise InputNotFound(f"{name}: [{side}] path {p} does not exist; fix the path.")
     return [p]

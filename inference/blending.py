@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from idou.geo.probability_cog import to_uint8 as to_uint8  # the one uint8 scale, re-exported
 from idou.inference.tiling import TilePlan
 
 SCALE = 1 << 20
@@ -109,16 +110,6 @@ def accumulate(acc: np.ndarray, probs: np.ndarray, weights_fixed: np.ndarray,
 def to_probabilities(acc: np.ndarray) -> np.ndarray:
     """Fixed-point sums to float32 probabilities in [0, 1] (exact: sums stay below 2**24)."""
     return np.clip(acc.astype(np.float32) / np.float32(SCALE), 0.0, 1.0)
-
-
-def to_uint8(probs: np.ndarray) -> np.ndarray:
-    """float probabilities in [0, 1] to uint8 0..255 (round half up; the stored scale).
-
-    Computed in float64, so for probabilities made by ``to_probabilities`` it equals
-    ``sums_to_uint8`` of the same sums exactly.
-    """
-    scaled = np.floor(np.asarray(probs, dtype=np.float64) * 255.0 + 0.5)
-    return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
 def sums_to_uint8(acc: np.ndarray) -> np.ndarray:

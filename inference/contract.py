@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from idou.geo.errors import UserInputError
+from idou.errors import ModelContractError
 
 METADATA_KEY = "idou.contract"
 INPUT_BEFORE = "before"
@@ -32,9 +32,11 @@ class ModelContract:
     band_order: tuple[str, ...] = ("red", "green", "blue")
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    tile_size: int = 512
-    tile_overlap: int = 64
-    gsd_m: float = 0.2
+    # the defaults are the shipped default model's (models/default) and every training config's;
+    # training's [contract] section takes its defaults from here
+    tile_size: int = 256
+    tile_overlap: int = 32
+    gsd_m: float = 0.4
     threshold_new: float = 0.5
     threshold_demolished: float = 0.5
     recall_target: float | None = None
@@ -60,7 +62,7 @@ class ModelContract:
         """Read a contract from ``metadata_props``; a missing or malformed one is a user error."""
         raw = props.get(METADATA_KEY)
         if raw is None:
-            raise UserInputError(
+            raise ModelContractError(
                 f"{source} carries no idou metadata ({METADATA_KEY}); export it with `idou export`."
             )
         try:
@@ -71,7 +73,7 @@ class ModelContract:
             known = {f for f in cls.__dataclass_fields__}
             contract = cls(**{k: v for k, v in data.items() if k in known})
         except (ValueError, TypeError, KeyError) as exc:
-            raise UserInputError(
+            raise ModelContractError(
                 f"{source} has malformed idou metadata ({exc}); re-export it with `idou export`."
             ) from exc
         contract.validate(source)
@@ -131,8 +133,8 @@ class ModelContract:
             problems.append(f"extra_outputs names unknown output(s) {', '.join(unknown)} "
                             f"(known: {', '.join(EXTRA_OUTPUTS)})")
         if problems:
-            raise UserInputError(f"{source} has invalid idou metadata: {'; '.join(problems)}; "
-                                 f"{fix}.")
+            raise ModelContractError(f"{source} has invalid idou metadata: {'; '.join(problems)}; "
+                                     f"{fix}.")
 
 
 # Ranges a usable contract lies in: the networks downsample by 32; tiles beyond 4096 px do not

@@ -13,15 +13,15 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import rasterio
 
-from idou.geo.errors import UserInputError
+from idou.errors import InvalidOption, OutputConflict, UserInputError
 from idou.inference.contract import ModelContract
+from idou.inference.provenance import run_info
 
 Source = str | Path | Sequence[str | Path]
 ProgressFn = Callable[[str, float, float], None]
@@ -29,7 +29,6 @@ ProgressFn = Callable[[str, float, float], None]
 LogFn = Callable[[str, str], None]
 """Called as ``log(level, message)`` with level 'note' or 'warning'."""
 
-FULL_HASH_LIMIT = 512 * 1024 * 1024
 GDAL_CACHE_BYTES = 16 * 1024 * 1024
 """GDAL's block cache (default 5 % of RAM): each block is read about once, so keep it small and
 the resident memory independent of the flight's size (48 MiB let a 2k pair peak 35 MiB lower
@@ -74,30 +73,9 @@ def resolve_thresholds(contract: ModelContract, threshold: float | None = None,
     dem = threshold_demolished if threshold_demolished is not None else dem
     for name, value in (("--threshold-new", new), ("--threshold-demolished", dem)):
         if not 0.0 < float(value) < 1.0:
-            raise UserInputError(f"{name} {value} is not a probability; pass a value strictly "
-                                 "between 0 and 1.")
+            raise InvalidOption(f"{name} {value} is not a probability; pass a value strictly "
+                                "between 0 and 1.")
     return (float(new), float(dem))
-
-
-def file_fingerprint(path: Path) -> dict[str, object]:
-    """sha256 of a file (of its size, first and last MiB when larger than 512 MiB)."""
-    import hashlib
-
-    size = path.stat().st_size
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        if size <= FULL_HASH_LIMIT:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-            method = "sha256"
-        else:
-            digest.update(str(size).encode())
-            digest.update(fh.read(1 << 20))
-            fh.seek(size - (1 << 20))
-            digest.update(fh.read(1 << 20))
-            method = "sha256(size, first MiB, last MiB)"
-    return {"path": str(path.resolve()), "bytes": size, "hash": digest.hexdigest(),
-            "hash_method": method}
 
 
 def release_freed_memory() -> None:
@@ -119,10 +97,10 @@ def release_freed_memory() -> None:
 
 def _check_target(path: Path, force: bool, what: str) -> None:
     if not path.parent.is_dir():
-        raise UserInputError(f"the folder of {path} does not exist; create it or choose another "
+        raise OutputConflict(f"the folder of {path} does not exist; create it or choose another "
                              f"{what} path.")
     if path.exists() and not force:
-        raise UserInputError(f"{path} already exists; pass --force to re-run into it or choose "
+        raise OutputConflict(f"{path} already exists; pass --force to re-run into it or choose "
                              f"another {what} path.")
 
 
@@ -161,7 +139,7 @@ def _check_outputs(output: Path, prob_path: Path | None, force: bool, write_proj
     for path, what, is_ours in targets:
         resolved = path.resolve()
         if resolved in seen:
-            raise UserInputError(f"{path} would be written twice ({seen[resolved]} and {what}); "
+            raise OutputConflict(f"{path} would be written twice ({seen[resolved]} and {what}); "
                                  "give each output its own path.")
         seen[resolved] = what
         owned.check_replaceable(path, force=force, what=what, inputs=inputs, is_ours=is_ours)
@@ -319,8 +297,8 @@ def detect(before: Source, after: Source, output: str | Path, *,
             finally:
                 if writer is not None and not prob_written:
                     writer.abort()
-            run_info = _run_info(loaded, contract, thresholds, report, src_before, src_after,
-                                 stats, [m for level, m in messages if level == "warning"])
+            run_info = _run_info(loaded, thresholds, report, src_before, src_after, stats,
+                                  [m for level, m in messages if level == "warning"])
             orthophotos = (Path(src_before.path), Path(src_after.path))
             if write_project:
                 orthophotos = (_lasting(src_before, "before", output, workdir, created),
@@ -492,39 +470,11 @@ def _report_parcels(parcel_set: Any, names: str, grid: Any, say: LogFn) -> None:
                        "candidate parcels can be listed; check the parcel file and its CRS.")
 
 
-def _run_info(loaded: Any, contract: ModelContract, thresholds: tuple[float, float],
-              report: Any, src_before: Any, src_after: Any, stats: Any,
-              warns: list[str]) -> dict[str, object]:
-    from idou import __version__
-
-    card = loaded.card
-    return {
-        "idou_version": __version__,
-        "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": loaded.spec,
-        "model_name": contract.model_name,
-        "model_version": contract.model_version,
-        "model_sha256": loaded.sha256,
-        "model_card": None if card is None else {"name": card.name, "version": card.version,
-                                                 "metrics": card.metrics},
-        "mlflow_run_id": contract.mlflow_run_id,
-        "threshold_new": thresholds[0],
-        "threshold_demolished": thresholds[1],
-        "recall_target": contract.recall_target,
-        "thresholds_tuned": (contract.threshold_new, contract.threshold_demolished),
-        "crs": report.grid.crs.to_string(),
-        "gsd_m": report.grid.gsd,
-        "grid": {"width": report.grid.width, "height": report.grid.height,
-                 "transform": list(report.grid.transform)[:6]},
-        "before": {"label": src_before.label,
-                   "files": [file_fingerprint(Path(f)) for f in src_before.files]},
-        "after": {"label": src_after.label,
-                  "files": [file_fingerprint(Path(f)) for f in src_after.files]},
-        "misregistration_px": report.misregistration_px,
-        "tiles_run": stats.tiles_run,
-        "tiles_skipped": stats.tiles_skipped,
-        "warnings": warns,
-    }
+def _run_info(loaded: Any, thresholds: tuple[float, float], report: Any, src_before: Any,
+              src_after: Any, stats: Any, warns: list[str]) -> dict[str, object]:
+    info = run_info(loaded, report, src_before, src_after, thresholds=thresholds)
+    info.update(tiles_run=stats.tiles_run, tiles_skipped=stats.tiles_skipped, warnings=warns)
+    return info
 
 
 def _write_output(output: Path, changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None,
@@ -581,8 +531,8 @@ def footprint_threshold(contract: ModelContract, override: float | None = None) 
         value = (contract.extra.get("building_map") or {}).get("threshold_demolished",
                                                                contract.threshold_demolished)
     if not 0.0 < float(value) < 1.0:
-        raise UserInputError(f"--threshold-footprint {value} is not a probability; pass a value "
-                             "strictly between 0 and 1.")
+        raise InvalidOption(f"--threshold-footprint {value} is not a probability; pass a value "
+                            "strictly between 0 and 1.")
     return float(value)
 
 

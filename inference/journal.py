@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict, UnreadableInput
 from idou.inference.blocks import Block
 
 JOURNAL_NAME = "journal.sqlite"
@@ -78,7 +78,7 @@ class Journal:
             raise
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise UserInputError(
+            raise UnreadableInput(
                 f"the journal {self.path} is damaged ({exc}); move it aside or delete it to "
                 "start this output folder afresh (its blocks are then computed again).") from exc
 
@@ -120,13 +120,13 @@ class Journal:
                 "SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
             if known is not None:
                 if known[0] != fingerprint:
-                    raise UserInputError(
+                    raise OutputConflict(
                         f"{self.path.parent} holds a run with other inputs, model or block size; "
                         "choose a new output folder or delete that one."
                     )
                 count = self._db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]
                 if count != len(blocks):
-                    raise UserInputError(
+                    raise OutputConflict(
                         f"{self.path} plans {count} blocks but this run plans {len(blocks)}; "
                         "choose a new output folder or delete that one."
                     )

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, ModelContractError
 
 
 @dataclass
@@ -58,24 +58,24 @@ def read_card(path: str | Path) -> ModelCard:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise UserInputError(f"model card {path} does not exist; keep the card beside the "
-                             "model.") from exc
+        raise InputNotFound(f"model card {path} does not exist; keep the card beside the "
+                            "model.") from exc
     except (OSError, ValueError) as exc:
-        raise UserInputError(f"model card {path} is not readable JSON ({exc}); restore it from "
-                             "the model's release.") from exc
+        raise ModelContractError(f"model card {path} is not readable JSON ({exc}); restore it from "
+                                 "the model's release.") from exc
     if not isinstance(data, dict):
-        raise UserInputError(f"model card {path} is not a JSON object; restore it from the "
-                             "model's release.")
+        raise ModelContractError(f"model card {path} is not a JSON object; restore it from the "
+                                 "model's release.")
     known = set(ModelCard.__dataclass_fields__)
     try:
         card = ModelCard(**{k: v for k, v in data.items() if k in known})
     except TypeError as exc:
-        raise UserInputError(f"model card {path} lacks a required field ({exc}); restore it "
-                             "from the model's release.") from exc
+        raise ModelContractError(f"model card {path} lacks a required field ({exc}); restore it "
+                                 "from the model's release.") from exc
     problem = _card_problem(card)
     if problem:
-        raise UserInputError(f"model card {path} {problem}; restore it from the model's "
-                             "release (or write it again with `idou export`).")
+        raise ModelContractError(f"model card {path} {problem}; restore it from the model's "
+                                 "release (or write it again with `idou export`).")
     return card
 
 

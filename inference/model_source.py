@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, ModelContractError
 from idou.inference.contract import (
     INPUT_AFTER,
     INPUT_BEFORE,
@@ -82,12 +82,12 @@ def check_self_contained(model: onnx.ModelProto, source: str) -> None:
                 graphs.extend([attr.g] if attr.HasField("g") else [])
                 graphs.extend(attr.graphs)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
-        raise UserInputError(
+        raise ModelContractError(
             f"{source} keeps its weights in a separate file (ONNX external data), which idou "
             "does not load; export the model as one file with `idou export`.")
     custom = sorted(domains - STANDARD_DOMAINS)
     if custom:
-        raise UserInputError(
+        raise ModelContractError(
             f"{source} uses operators of the custom domain {', '.join(map(repr, custom))} that "
             "ONNX Runtime does not have; export it with standard operators (`idou export`).")
 
@@ -98,7 +98,7 @@ def check_graph(model: onnx.ModelProto, contract: ModelContract, source: str) ->
     inputs = {vi.name: vi for vi in model.graph.input if vi.name not in initializers}
     outputs = {vi.name: vi for vi in model.graph.output}
     if set(inputs) != {INPUT_BEFORE, INPUT_AFTER} or OUTPUT_PROBABILITIES not in outputs:
-        raise UserInputError(
+        raise ModelContractError(
             f"{source} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; an idou model "
             f"takes '{INPUT_BEFORE}' and '{INPUT_AFTER}' and gives '{OUTPUT_PROBABILITIES}' "
             "(re-export it with `idou export`).")
@@ -106,8 +106,8 @@ def check_graph(model: onnx.ModelProto, contract: ModelContract, source: str) ->
     for name in (INPUT_BEFORE, INPUT_AFTER):
         vi = inputs[name]
         if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise UserInputError(f"{source}: input '{name}' is not float32; re-export it with "
-                                 "`idou export`.")
+            raise ModelContractError(f"{source}: input '{name}' is not float32; re-export it with "
+                                     "`idou export`.")
         dims = _dims(vi)
         problems = []
         if len(dims) != 4:
@@ -124,16 +124,16 @@ def check_graph(model: onnx.ModelProto, contract: ModelContract, source: str) ->
                                     f"{contract.tile_size}")
                     break
         if problems:
-            raise UserInputError(f"{source}: input '{name}' {'; '.join(problems)}; re-export it "
-                                 "with `idou export`.")
+            raise ModelContractError(f"{source}: input '{name}' {'; '.join(problems)}; "
+                                     "re-export it with `idou export`.")
     for name in (OUTPUT_PROBABILITIES, *contract.extra_outputs):
         if name not in outputs:
-            raise UserInputError(f"{source} declares the output '{name}' in its metadata but "
-                                 "its graph has none; re-export it with `idou export`.")
+            raise ModelContractError(f"{source} declares the output '{name}' in its metadata but "
+                                     "its graph has none; re-export it with `idou export`.")
         out_dims = _dims(outputs[name])
         if len(out_dims) != 4 or (isinstance(out_dims[1], int) and out_dims[1] != 2):
-            raise UserInputError(f"{source}: output '{name}' must be N x 2 x H x W; "
-                                 "re-export it with `idou export`.")
+            raise ModelContractError(f"{source}: output '{name}' must be N x 2 x H x W; "
+                                     "re-export it with `idou export`.")
 
 
 def load_model_bytes(data: bytes, path: Path, *, card_required: bool, spec: str = ""
@@ -153,24 +153,24 @@ def load_model_bytes(data: bytes, path: Path, *, card_required: bool, spec: str 
     if json_card.is_file():
         card = read_card(json_card)
         if card.sha256.lower() != digest:
-            raise UserInputError(
+            raise ModelContractError(
                 f"{name} does not match its model card {json_card.name} (sha256 {digest[:12]}… "
                 f"vs {card.sha256[:12]}…); the file is damaged or was replaced: restore the "
                 "released model or its card.")
     elif card_required:
-        raise UserInputError(f"{name} has no model card {json_card.name} beside it; reinstall "
-                             "idou or pass --model PATH.")
+        raise ModelContractError(f"{name} has no model card {json_card.name} beside it; reinstall "
+                                 "idou or pass --model PATH.")
     else:
         warnings.warn(f"{name} has no model card ({json_card.name}); its hash cannot be "
                       "checked.", UserWarning, stacklevel=2)
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several kinds
-        raise UserInputError(f"{name} is not an ONNX model ({type(exc).__name__}); pass an "
-                             "ONNX file exported by `idou export`.") from exc
+        raise ModelContractError(f"{name} is not an ONNX model ({type(exc).__name__}); pass an "
+                                 "ONNX file exported by `idou export`.") from exc
     if not model.graph.node and not model.graph.input:
-        raise UserInputError(f"{name} is not an ONNX model (empty graph); pass an ONNX file "
-                             "exported by `idou export`.")
+        raise ModelContractError(f"{name} is not an ONNX model (empty graph); pass an ONNX file "
+                                 "exported by `idou export`.")
     check_self_contained(model, name)
     props = {p.key: p.value for p in model.metadata_props}
     contract = ModelContract.from_metadata(props, source=name)
@@ -184,7 +184,7 @@ def _fetch_registered(spec: str) -> Path:
         registry = importlib.import_module("idou.inference.registry")
         fetch = registry.fetch_registered_model
     except (ImportError, AttributeError) as exc:
-        raise UserInputError(
+        raise ModelContractError(
             f"cannot fetch {spec}: the model registry needs the `train` extra "
             "(pip install 'idou[train]') and a tracking URI (MLFLOW_TRACKING_URI).") from exc
     return Path(fetch(spec))
@@ -208,18 +208,18 @@ def resolve_model(spec: str) -> LoadedModel:
         path = default_model_path()
         card_required = True
         if not path.is_file():
-            raise UserInputError(f"the packaged default model {path.name} is missing from this "
-                                 "installation; reinstall idou or pass --model PATH.")
+            raise ModelContractError(f"the packaged default model {path.name} is missing from this "
+                                     "installation; reinstall idou or pass --model PATH.")
     elif spec.startswith(REGISTRY_PREFIX):
         path = _fetch_registered(spec)
     else:
         path = Path(spec).expanduser()
         if not path.is_file():
-            raise UserInputError(f"model file {spec} does not exist; pass --model default, a "
-                                 "path to an .onnx file, or models:/NAME@ALIAS.")
+            raise InputNotFound(f"model file {spec} does not exist; pass --model default, a "
+                                "path to an .onnx file, or models:/NAME@ALIAS.")
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise UserInputError(f"cannot read model {path} ({exc.strerror}); check the path and "
-                             "its permissions.") from exc
+        raise ModelContractError(f"cannot read model {path} ({exc.strerror}); check the path and "
+                                 "its permissions.") from exc
     return load_model_bytes(data, path, card_required=card_required, spec=spec)

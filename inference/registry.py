@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, InvalidOption, ModelContractError, UserInputError
 from idou.inference.model_card import card_paths, sha256_file
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -133,13 +133,13 @@ def register_model(model_path: str | Path, *, name: str = DEFAULT_NAME,
     path = Path(model_path).expanduser()
     json_card, md_card = card_paths(path)
     if path.is_file() and not json_card.is_file():
-        raise UserInputError(f"{path.name} has no model card {json_card.name} beside it; "
-                             "write one with `idou export` (or `idou tune`) before registering.")
+        raise ModelContractError(f"{path.name} has no model card {json_card.name} beside it; write "
+                                 "one with `idou export` (or `idou tune`) before registering.")
     loaded = resolve_model(str(path))
     client = _client(uri)
     if run_id is not None and not _run_exists(client, run_id):
-        raise UserInputError(f"mlflow run {run_id} does not exist in {client.tracking_uri}; "
-                             "pass an existing --run-id or leave it out.")
+        raise InputNotFound(f"mlflow run {run_id} does not exist in {client.tracking_uri}; "
+                            "pass an existing --run-id or leave it out.")
     if run_id is None and _run_exists(client, loaded.contract.mlflow_run_id):
         run_id = loaded.contract.mlflow_run_id
     if run_id is None:
@@ -184,8 +184,8 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     """``(name, alias, version)`` of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
     m = _URI.match(uri.strip())
     if not m:
-        raise UserInputError(f"{uri} is not a registry model URI; write models:/NAME@ALIAS "
-                             "(e.g. models:/idou@champion) or models:/NAME/VERSION.")
+        raise InvalidOption(f"{uri} is not a registry model URI; write models:/NAME@ALIAS "
+                            "(e.g. models:/idou@champion) or models:/NAME/VERSION.")
     return m["name"], m["alias"], m["version"]
 
 
@@ -230,15 +230,15 @@ def resolve_version(uri: str, *, tracking: str | None = None) -> Any:
         if version == "latest":
             versions = client.search_model_versions(f"name = '{name}'")
             if not versions:
-                raise UserInputError(f"registered model '{name}' has no versions in "
-                                     f"{client.tracking_uri}; register one with `idou register`.")
+                raise InputNotFound(f"registered model '{name}' has no versions in "
+                                    f"{client.tracking_uri}; register one with `idou register`.")
             return max(versions, key=lambda v: int(v.version))
         return client.get_model_version(name, str(version))
     except UserInputError:
         raise
     except Exception as exc:  # noqa: BLE001 - mlflow raises MlflowException
         if _is_missing(exc) or "INVALID_PARAMETER_VALUE" in str(getattr(exc, "error_code", "")):
-            raise UserInputError(
+            raise InputNotFound(
                 f"{uri} is not in the model registry at {client.tracking_uri}; register it with "
                 "`idou register MODEL.onnx`, or set MLFLOW_TRACKING_URI to the right store."
             ) from exc
@@ -294,8 +294,8 @@ def fetch_registered_model(uri: str, cache_dir: str | Path | None = None) -> Pat
             ) from exc
         onnx_path = _onnx_in(staging)
         if onnx_path is None:
-            raise UserInputError(f"{uri} (version {version}) does not hold exactly one .onnx "
-                                 "file; register it again with `idou register`.")
+            raise ModelContractError(f"{uri} (version {version}) does not hold exactly one .onnx "
+                                     "file; register it again with `idou register`.")
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

@@ -24,9 +24,9 @@ def choose_providers(device: str) -> list[str]:
     """Execution providers for ``device`` ('cpu' or 'cuda'); warn and use the CPU without CUDA."""
     device = device.lower()
     if device not in ("cpu", "cuda"):
-        from idou.geo.errors import UserInputError
+        from idou.errors import InvalidOption
 
-        raise UserInputError(f"unknown device '{device}'; pass --device cpu or --device cuda.")
+        raise InvalidOption(f"unknown device '{device}'; pass --device cpu or --device cuda.")
     if device == "cuda":
         if CUDA in ort.get_available_providers():
             return [CUDA, CPU]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, InvalidOption, ModelContractError
 
 BACKBONES = ("resnet18", "resnet34", "mobilenet_v3_large", "efficientnet_b0",
              "efficientnet_lite0")
@@ -56,7 +56,7 @@ def _torchvision_model(name: str) -> nn.Module:
         return tvm.mobilenet_v3_large(weights=None)
     if name == "efficientnet_b0":
         return tvm.efficientnet_b0(weights=None)
-    raise UserInputError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}.")
+    raise InvalidOption(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}.")
 
 
 def _stages(name: str, net: nn.Module) -> tuple[list[nn.Module], list[int]]:
@@ -118,22 +118,22 @@ def load_local_weights(module: nn.Module, path: Path, strict: bool = False) -> l
     """
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"{path} does not exist; pass a local .pth state dict.")
+        raise InputNotFound(f"{path} does not exist; pass a local .pth state dict.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - anything unpicklable is refused the same way
-        raise UserInputError(f"{path} is not a plain weights file ({type(exc).__name__}); save "
-                             "it with torch.save(model.state_dict()).") from exc
+        raise ModelContractError(f"{path} is not a plain weights file ({type(exc).__name__}); save "
+                                 "it with torch.save(model.state_dict()).") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise UserInputError(f"{path} holds no state dict; save it with "
-                             "torch.save(model.state_dict()).")
+        raise ModelContractError(f"{path} holds no state dict; save it with "
+                                 "torch.save(model.state_dict()).")
     own = module.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in matched]
     if strict and missing:
-        raise UserInputError(f"{path} lacks {len(missing)} weights of the model (e.g. "
-                             f"{missing[0]}); pass a state dict of the same architecture.")
+        raise ModelContractError(f"{path} lacks {len(missing)} weights of the model (e.g. "
+                                 f"{missing[0]}); pass a state dict of the same architecture.")
     module.load_state_dict(matched, strict=False)
     return missing

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from idou.geo.errors import UserInputError
+from idou.errors import InvalidOption, ModelContractError, UserInputError
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def pretrained_path(backbone: str) -> Path:
     """
     entry = PRETRAINED.get(backbone)
     if entry is None:
-        raise UserInputError(
+        raise InvalidOption(
             f"no ImageNet weights are shipped for backbone {backbone!r}; set pretrained = false "
             f"or use one of {', '.join(PRETRAINED)}.")
     spec = importlib.util.find_spec(entry.package)
@@ -61,8 +61,8 @@ def pretrained_path(backbone: str) -> Path:
         raise UserInputError(f"{path} is missing; reinstall {entry.distribution}.")
     digest = sha256_of(path)
     if digest != entry.sha256:
-        raise UserInputError(f"{path} has sha256 {digest}, not the expected {entry.sha256}; "
-                             f"reinstall {entry.distribution}.")
+        raise ModelContractError(f"{path} has sha256 {digest}, not the expected {entry.sha256}; "
+                                 f"reinstall {entry.distribution}.")
     return path
 
 
@@ -86,12 +86,12 @@ def timm_state_dict(backbone: str, reference: nn.Module, path: Path | None = Non
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - anything that is not plain tensors is refused
-        raise UserInputError(f"{path} is not a plain weights file ({type(exc).__name__}); "
-                             f"reinstall the package that ships it.") from exc
+        raise ModelContractError(f"{path} is not a plain weights file ({type(exc).__name__}); "
+                                 f"reinstall the package that ships it.") from exc
     own = reference.state_dict()
     if not isinstance(state, dict) or len(state) != len(own) or any(
             getattr(v, "shape", None) != o.shape
             for v, o in zip(state.values(), own.values(), strict=True)):
-        raise UserInputError(f"{path} does not hold {backbone}'s {len(own)} tensors in timm's "
-                             "order and shapes; reinstall the package that ships it.")
+        raise ModelContractError(f"{path} does not hold {backbone}'s {len(own)} tensors in timm's "
+                                 "order and shapes; reinstall the package that ships it.")
     return dict(zip(own, state.values(), strict=True))

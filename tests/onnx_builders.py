@@ -18,6 +18,10 @@ from onnx import TensorProto, helper, numpy_helper
 from idou.inference.contract import ModelContract
 from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_card
 
+# the contract these builders were written for: a 0.2 m model on 512 px tiles (the shipped
+# model's 0.4 m / 256 px are ModelContract's defaults)
+FINE_CONTRACT = ModelContract(tile_size=512, tile_overlap=64, gsd_m=0.2)
+
 
 def contract_model(nodes: Sequence[onnx.NodeProto], initializers: Sequence[onnx.TensorProto],
                    contract: ModelContract | None, *, channels: int | None = None,
@@ -28,7 +32,7 @@ def contract_model(nodes: Sequence[onnx.NodeProto], initializers: Sequence[onnx.
     ``channels``/``spatial``/``batch`` fix input dimensions (e.g. to break the contract);
     ``contract=None`` leaves the metadata out.
     """
-    c = channels if channels is not None else len((contract or ModelContract()).band_order)
+    c = channels if channels is not None else len((contract or FINE_CONTRACT).band_order)
     hw: list[str | int | None] = [spatial, spatial] if spatial else ["H", "W"]
     n: str | int = batch or "N"
     inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, c, *hw])
@@ -49,7 +53,7 @@ def save_with_card(model: onnx.ModelProto, path: Path, contract: ModelContract |
                    **card: Any) -> Path:
     """Save ``model`` and a card with its sha256 beside it; ``card`` overrides card fields."""
     onnx.save(model, str(path))
-    contract = contract or ModelContract()
+    contract = contract or FINE_CONTRACT
     fields: dict[str, Any] = {"name": "idou-test", "version": contract.model_version,
                               "trained_on": "nothing: a constructed test model", **card}
     write_card(ModelCard(sha256=sha256_file(path), **fields), *card_paths(path))
@@ -60,7 +64,7 @@ def passthrough_model(path: Path, contract: ModelContract | None = None, *, scal
                       **card: Any) -> Path:
     """probabilities = ``scale`` x after bands (0, 1): the after flight *is* the probability
     raster (before is read, times zero, so both inputs are used). Saved with a card."""
-    contract = contract or ModelContract()
+    contract = contract or FINE_CONTRACT
     inits = [numpy_helper.from_array(np.array([0, 1], dtype=np.int64), "idx"),
              numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
              numpy_helper.from_array(np.array(scale, dtype=np.float32), "scale")]

@@ -33,8 +33,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import shapes
 from scipy import ndimage
 
+from idou.errors import InvalidOption, UnreadableInput, UserInputError
 from idou.geo import metrics
-from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
 from idou.training.evaluate import Evaluation, ScenePrediction, score_predictions
 
@@ -98,7 +98,7 @@ def open_chip(path: Path) -> Any:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
-        raise UserInputError(f"{path} is not a readable image ({exc}); replace the chip.") from exc
+        raise UnreadableInput(f"{path} is not a readable image ({exc}); replace the chip.") from exc
 
 
 def _georeferenced(src: Any) -> bool:
@@ -128,7 +128,7 @@ def chip_grid(chip: Chip, gsd: float | None, crs: str | None = None) -> Grid:
         raise UserInputError(f"{chip.before} has no georeferencing; pass --gsd with the chips' "
                              "metres per pixel (e.g. --gsd 0.5 for LEVIR-CD).")
     if not gsd > 0:
-        raise UserInputError(f"--gsd {gsd} is not a pixel size; pass metres per pixel, e.g. 0.5.")
+        raise InvalidOption(f"--gsd {gsd} is not a pixel size; pass metres per pixel, e.g. 0.5.")
     # the top edge at y = height x gsd: never the (flipped) identity GDAL would drop
     return Grid(CRS.from_user_input(crs or DEFAULT_CRS),
                 Affine(gsd, 0.0, 0.0, 0.0, -gsd, height * gsd), width, height)

@@ -41,8 +41,16 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from shapely.geometry import box
 
+from idou.errors import (
+    FlightsDoNotOverlap,
+    InputNotFound,
+    InvalidOption,
+    OutputConflict,
+    UnreadableInput,
+    UnusableCRS,
+    UserInputError,
+)
 from idou.geo.buildings import read_buildings
-from idou.geo.errors import UserInputError
 from idou.training.datasets.footprints import match_footprints, rasterize_footprints
 
 SIDES = ("east", "west", "north", "south")
@@ -67,35 +75,33 @@ def split_bounds(bounds: Bounds, fraction: float, side: str, gap_m: float
                  ) -> tuple[Bounds, Bounds]:
     """``(train, holdout)``: the held-back strip on ``side`` and the rest, ``gap_m`` apart."""
     if not 0 < fraction < 1:
-        raise UserInputError(f"--holdout {fraction} is not between 0 and 1; pass e.g. 0.3.")
+        raise InvalidOption(f"--holdout {fraction} is not between 0 and 1; pass e.g. 0.3.")
     if side not in SIDES:
-        raise UserInputError(f"--side {side} is not a side; pass one of {', '.join(SIDES)}.")
+        raise InvalidOption(f"--side {side} is not a side; pass one of {', '.join(SIDES)}.")
     left, bottom, right, top = bounds
-    if side in ("east", "west"):
-        cut = right - fraction * (right - left) if side == "east" else \
-            left + fraction * (right - left)
-        lo, hi = (cut - gap_m / 2, cut + gap_m / 2)
-        if side == "east":
-            return (left, bottom, lo, top), (hi, bottom, right, top)
-        return (hi, bottom, right, top), (left, bottom, lo, top)
-    cut = top - fraction * (top - bottom) if side == "north" else \
-        bottom + fraction * (top - bottom)
-    lo, hi = (cut - gap_m / 2, cut + gap_m / 2)
-    if side == "north":
-        return (left, bottom, right, lo), (left, hi, right, top)
-    return (left, hi, right, top), (left, bottom, right, lo)
+    across = side in ("east", "west")  # the strip spans x (east/west) or y (north/south)
+    low, high = (left, right) if across else (bottom, top)
+    far = side in ("east", "north")    # the strip lies at the high end of that axis
+    cut = high - fraction * (high - low) if far else low + fraction * (high - low)
+    below, above = (low, cut - gap_m / 2), (cut + gap_m / 2, high)
+    train, holdout = (below, above) if far else (above, below)
+
+    def strip(span: tuple[float, float]) -> Bounds:
+        return (span[0], bottom, span[1], top) if across else (left, span[0], right, span[1])
+
+    return strip(train), strip(holdout)
 
 
 def _open_checked(path: Path) -> Any:
     if not path.is_file():
-        raise UserInputError(f"{path} does not exist; check the orthophoto path.")
+        raise InputNotFound(f"{path} does not exist; check the orthophoto path.")
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
-        raise UserInputError(f"{path} is not a readable raster ({exc}); pass a GeoTIFF.") from exc
+        raise UnreadableInput(f"{path} is not a readable raster ({exc}); pass a GeoTIFF.") from exc
     if src.crs is None:
         src.close()
-        raise UserInputError(f"{path} has no CRS; georeference it (e.g. a .tfw and .prj) first.")
+        raise UnusableCRS(f"{path} has no CRS; georeference it (e.g. a .tfw and .prj) first.")
     if src.count < 3:
         src.close()
         raise UserInputError(f"{path} has {src.count} band(s); pass an RGB orthophoto.")
@@ -284,19 +290,19 @@ def prepare_city(out_dir: Path, *, before: Path, before_map: Path, checkpoint: P
     from idou.training.loop import load_checkpoint
 
     if (past_before is None) != (past_before_map is None):
-        raise UserInputError("--past-before and --past-before-map go together; pass both "
-                             "(an earlier flight and its building map) or neither.")
+        raise InvalidOption("--past-before and --past-before-map go together; pass both "
+                            "(an earlier flight and its building map) or neither.")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserInputError(f"{out_dir} is not empty; pass a new folder as OUT_DIR.")
+        raise OutputConflict(f"{out_dir} is not empty; pass a new folder as OUT_DIR.")
     ckpt = load_checkpoint(Path(checkpoint))
     contract = (ckpt.get("config") or {}).get("contract") or {}
     gsd = float(contract.get("gsd_m", 0.4))
     chip = int(tile_px or max(64, int(contract.get("tile_size", 256)) // 2))
     for path in (before_map, past_before_map):
         if path is not None and not Path(path).is_file():
-            raise UserInputError(f"{path} does not exist; pass the building map (GeoPackage, "
-                                 "Shapefile or CityGML).")
+            raise InputNotFound(f"{path} does not exist; pass the building map (GeoPackage, "
+                                "Shapefile or CityGML).")
     src = _open_checked(Path(before))
     crs = src.crs
     common = _bounds_in(src, crs)
@@ -307,8 +313,8 @@ def prepare_city(out_dir: Path, *, before: Path, before_map: Path, checkpoint: P
         common = (max(common[0], pb[0]), max(common[1], pb[1]), min(common[2], pb[2]),
                   min(common[3], pb[3]))
         if common[2] <= common[0] or common[3] <= common[1]:
-            raise UserInputError(f"{past_before} and {before} do not overlap; pass an earlier "
-                                 "flight of the same area.")
+            raise FlightsDoNotOverlap(f"{past_before} and {before} do not overlap; pass an earlier "
+                                      "flight of the same area.")
     train_b, hold_b = split_bounds(common, holdout_fraction, side, gap_m)
     for b in (train_b, hold_b):
         if min(b[2] - b[0], b[3] - b[1]) < chip * gsd:

@@ -45,8 +45,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, InvalidOption, UnreadableInput, UserInputError
 from idou.geo.text_files import read_text
+from idou.inference.contract import ModelContract
+
+_CONTRACT = ModelContract()  # the one source of the contract defaults
 
 DATA_KINDS = ("synthetic", "footprints", "levir", "single_date", "reviewed")
 
@@ -149,14 +152,14 @@ class AugmentSection:
 
 @dataclass
 class ContractSection:
-    """What the exported model promises inference (see ``ModelContract``)."""
+    """What the exported model promises inference; its defaults are ``ModelContract``'s."""
 
-    band_order: list[str] = field(default_factory=lambda: ["red", "green", "blue"])
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    gsd_m: float = 0.4
-    tile_size: int = 256
-    tile_overlap: int = 32
+    band_order: list[str] = field(default_factory=lambda: list(_CONTRACT.band_order))
+    mean: list[float] = field(default_factory=lambda: list(_CONTRACT.mean))
+    std: list[float] = field(default_factory=lambda: list(_CONTRACT.std))
+    gsd_m: float = _CONTRACT.gsd_m
+    tile_size: int = _CONTRACT.tile_size
+    tile_overlap: int = _CONTRACT.tile_overlap
     model_name: str = "idou"
     model_version: str = "0.1.0"
     training_data: str = ""
@@ -199,12 +202,12 @@ class TrainConfig:
 
 def _section(cls: type, data: dict[str, Any], where: str, path: Path) -> Any:
     if not isinstance(data, dict):
-        raise UserInputError(f"{path}: [{where}] must be a table, not {data!r}.")
+        raise InvalidOption(f"{path}: [{where}] must be a table, not {data!r}.")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise UserInputError(f"{path} has unknown key(s) {', '.join(unknown)} in [{where}]; "
-                             f"allowed: {', '.join(sorted(known))}.")
+        raise InvalidOption(f"{path} has unknown key(s) {', '.join(unknown)} in [{where}]; "
+                            f"allowed: {', '.join(sorted(known))}.")
     check_types(data, typing.get_type_hints(cls), f"{path} [{where}]")
     return cls(**data)
 
@@ -218,7 +221,7 @@ def check_types(values: dict[str, Any], hints: dict[str, Any], where: str) -> No
     for key, value in values.items():
         hint = hints.get(key)
         if hint is not None and not _fits(value, hint):
-            raise UserInputError(
+            raise InvalidOption(
                 f"{where}: {key} = {value!r} must be {_describe(hint)}; write it so (a number "
                 "without quotes, a list in brackets), e.g. epochs = 20, seeds = [930001].")
 
@@ -271,7 +274,7 @@ def _describe(hint: Any) -> str:
 
 def _specs(items: Any, role: str, path: Path) -> list[DataSpec]:
     if not isinstance(items, list):
-        raise UserInputError(f"{path}: [[{role}]] must be a list of tables.")
+        raise InvalidOption(f"{path}: [[{role}]] must be a list of tables.")
     specs = []
     for item in items:
         params = dict(item)
@@ -285,8 +288,8 @@ def _specs(items: Any, role: str, path: Path) -> list[DataSpec]:
         check_types(params, _hints(_dataset_class(kind).__init__),
                     f"{path} [[{role}]] kind = {kind!r}")
         if terms is not None and not isinstance(terms, str):
-            raise UserInputError(f"{path}: terms in [[{role}]] must be text, e.g. "
-                                 "terms = \"CC-BY-4.0\".")
+            raise InvalidOption(f"{path}: terms in [[{role}]] must be text, e.g. "
+                                "terms = \"CC-BY-4.0\".")
         specs.append(DataSpec(kind, params, terms))
     return specs
 
@@ -315,8 +318,6 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Tra
 
 def _check_contract(c: ContractSection, path: Path) -> None:
     """Refuse a [contract] inference would refuse, before any training runs."""
-    from idou.inference.contract import ModelContract
-
     try:
         contract = ModelContract(band_order=tuple(c.band_order), mean=tuple(c.mean),
                                  std=tuple(c.std), tile_size=c.tile_size,
@@ -335,11 +336,11 @@ def load_config(path: Path) -> TrainConfig:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"{path} does not exist; pass a TOML training config.")
+        raise InputNotFound(f"{path} does not exist; pass a TOML training config.")
     try:
         data = tomllib.loads(read_text(path, "training config"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path} is not valid TOML ({exc}); fix the file.") from exc
+        raise UnreadableInput(f"{path} is not valid TOML ({exc}); fix the file.") from exc
     config = config_from_dict(data, path)
     config.source = str(path)
     return config

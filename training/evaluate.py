@@ -24,8 +24,8 @@ import shapely
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
+from idou.errors import InputNotFound, UnreadableInput, UserInputError
 from idou.geo import metrics
-from idou.geo.errors import UserInputError
 from idou.geo.grid import Grid
 from idou.geo.metrics import CHANNELS, ObjectScores, PixelScores
 from idou.geo.review_fields import DETECTION, NOT_DETECTED_AGAIN
@@ -81,8 +81,8 @@ def find_scenes(validation: str | Path) -> list[Scene]:
     """The validation scenes in ``validation``: one scene folder, or a folder of them."""
     root = Path(validation).expanduser()
     if not root.is_dir():
-        raise UserInputError(f"validation folder {root} does not exist; pass a folder holding "
-                             "flight_*.tif and truth.gpkg (or a folder of such folders).")
+        raise InputNotFound(f"validation folder {root} does not exist; pass a folder holding "
+                            "flight_*.tif and truth.gpkg (or a folder of such folders).")
     if (root / TRUTH_FILE).is_file():
         return [_scene_in(root)]
     scenes = [_scene_in(sub) for sub in sorted(root.iterdir())
@@ -101,12 +101,12 @@ def read_layer(path: str | Path, layer: str | None, *, required: bool = True,
     """Read ``layer`` of a vector file (the first layer when ``layer`` is None or absent)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserInputError(f"{path} does not exist; check the path of the {what}.")
+        raise InputNotFound(f"{path} does not exist; check the path of the {what}.")
     try:
         names = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
     except Exception as exc:  # noqa: BLE001 - GDAL raises several kinds
-        raise UserInputError(f"{path.name} is not a readable vector file ({exc}); pass a "
-                             "GeoPackage.") from exc
+        raise UnreadableInput(f"{path.name} is not a readable vector file ({exc}); pass a "
+                              "GeoPackage.") from exc
     if layer is not None and layer not in names:
         if required and len(names) != 1:
             raise UserInputError(f"{path.name} has no layer '{layer}' (it has "

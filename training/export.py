@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import torch
 
-from idou.geo.errors import UserInputError
+from idou.errors import ModelContractError
 from idou.inference.contract import (
     INPUT_AFTER,
     INPUT_BEFORE,
@@ -220,8 +220,8 @@ def export_checkpoint(checkpoint: Path, output: Path, config: TrainConfig | None
     if config is None and "config" in ckpt:
         config = config_from_dict(_without_source(ckpt["config"]), Path(checkpoint))
     if config is None:
-        raise UserInputError(f"{checkpoint} carries no training config; pass --config with the "
-                             "TOML it was trained with.")
+        raise ModelContractError(f"{checkpoint} carries no training config; pass --config with the "
+                                 "TOML it was trained with.")
     net = network_from_checkpoint(ckpt)
     if config.model.presence_gate and net.config.presence_head:  # the gate holds no weights
         net.config = replace(net.config, presence_gate=True)

@@ -38,7 +38,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, InvalidOption, ModelContractError, UserInputError
+from idou.inference.registry import ensure_experiment, tracking_uri
 from idou.models.siamese import NetworkConfig, SiameseChangeNet
 from idou.training.augment import PairedAugment
 from idou.training.collate import Collate
@@ -114,7 +115,7 @@ def _dataset_class(kind: str) -> Any:
         from idou.training.datasets.reviewed import ReviewedDataset
 
         return ReviewedDataset
-    raise UserInputError(f"unknown dataset kind {kind!r}.")
+    raise InvalidOption(f"unknown dataset kind {kind!r}.")
 
 
 def change_flags(dataset: Any) -> list[bool]:
@@ -215,15 +216,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"{path} does not exist; pass a checkpoint written by idou train.")
+        raise InputNotFound(f"{path} does not exist; pass a checkpoint written by idou train.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - refuse anything that is not plain data
-        raise UserInputError(f"{path} is not a plain-data idou checkpoint ({type(exc).__name__}"
-                             "); only files written by idou train are loaded.") from exc
+        raise ModelContractError(f"{path} is not a plain-data idou checkpoint ({type(exc).__name__}"
+                                 "); only files written by idou train are loaded.") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt or "network" not in ckpt:
-        raise UserInputError(f"{path} is not an idou checkpoint (no model/network entries); "
-                             "pass last.ckpt or best.ckpt of a training run.")
+        raise ModelContractError(f"{path} is not an idou checkpoint (no model/network entries); "
+                                 "pass last.ckpt or best.ckpt of a training run.")
     return ckpt
 
 
@@ -246,11 +247,6 @@ def _device() -> torch.device:
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
-
-
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 # --------------------------------------------------------------------------------- validation
@@ -429,8 +425,8 @@ def train(config: TrainConfig, resume: bool = True, max_epochs: int | None = Non
     val_set = (_Concat([build_dataset(s, contract.gsd_m) for s in config.val_data])
                if config.val_data and main else None)
     if tc.monitor not in MONITORS:
-        raise UserInputError(f"train.monitor must be one of {', '.join(MONITORS)}, not "
-                             f"{tc.monitor!r}.")
+        raise InvalidOption(f"train.monitor must be one of {', '.join(MONITORS)}, not "
+                            f"{tc.monitor!r}.")
     if len(train_set) == 0:
         raise UserInputError("the training data yields no chips; check [[train_data]].")
     aug = config.augment
@@ -739,8 +735,6 @@ def _print_epoch(record: dict[str, float]) -> None:
 
 def _start_mlflow(config: TrainConfig, run_id: str | None) -> Any:
     import mlflow
-
-    from idou.inference.registry import ensure_experiment
 
     mlflow.set_tracking_uri(tracking_uri())
     # artifacts beside a sqlite store's file, not in ./mlruns of the working directory

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from idou.errors import InvalidOption, OutputConflict, UserInputError
 from idou.geo import metrics
-from idou.geo.errors import UserInputError
 from idou.geo.file_mode import give_usual_mode
 from idou.geo.metrics import CHANNELS, ObjectScores, PixelScores
 from idou.training.evaluate import ScenePrediction
@@ -133,8 +133,8 @@ class TuneResult:
 
 def _check_target(recall_target: float) -> None:
     if not 0.0 < recall_target <= 1.0:
-        raise UserInputError(f"--recall {recall_target} is not a recall; pass a number in (0, 1], "
-                             "e.g. --recall 0.869.")
+        raise InvalidOption(f"--recall {recall_target} is not a recall; pass a number in (0, 1], "
+                            "e.g. --recall 0.869.")
 
 
 def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: float, *,
@@ -168,7 +168,7 @@ def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: floa
     keep = {c: float(t) for c, t in (current or {c: 0.5 for c in CHANNELS}).items()}
     ts = sorted({float(t) for t in thresholds} | set(keep.values()))
     if not ts or not all(0.0 < t < 1.0 for t in ts):
-        raise UserInputError("thresholds must lie strictly between 0 and 1.")
+        raise InvalidOption("thresholds must lie strictly between 0 and 1.")
     preds = list(predictions)
     if not preds:
         raise UserInputError("no validation scenes to tune on; pass a folder with flights and "
@@ -463,10 +463,10 @@ def tune_model(model: str | Path, validation: str | Path, recall_target: float, 
     _check_target(recall_target)
     src = Path(model).expanduser()
     if in_place and output is not None and Path(output).resolve() != src.resolve():
-        raise UserInputError("pass either -o TUNED.onnx or --in-place, not both.")
+        raise InvalidOption("pass either -o TUNED.onnx or --in-place, not both.")
     target = src if in_place else Path(output) if output is not None else default_output(src)
     if not in_place and target.resolve() == src.resolve():
-        raise UserInputError(f"-o {target} is the model itself; pass --in-place to overwrite "
+        raise OutputConflict(f"-o {target} is the model itself; pass --in-place to overwrite "
                              "it, or another -o path.")
     if not in_place:  # a tuned model (and card) idou wrote may be replaced, nothing else
         from idou.training.owned_models import check_model_targets
@@ -474,8 +474,8 @@ def tune_model(model: str | Path, validation: str | Path, recall_target: float, 
         check_model_targets(target, True, True, [src, Path(validation)])
     chips = is_chip_folder(validation)
     if gsd is not None and not chips:
-        raise UserInputError("--gsd is for chip folders (A/, B/, label/); flights carry their "
-                             "own pixel size, so leave --gsd out.")
+        raise InvalidOption("--gsd is for chip folders (A/, B/, label/); flights carry their "
+                            "own pixel size, so leave --gsd out.")
     if chips:
         chip_pairs = find_chips(validation)
         chip_grid(chip_pairs[0], gsd, crs)  # refuse a missing --gsd before loading the model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict
 from idou.geo.synthetic.flight import make_flight_pair
 from idou.geo.synthetic.writer import check_sample_targets, write_flight_pair
 
@@ -13,14 +13,14 @@ from idou.geo.synthetic.writer import check_sample_targets, write_flight_pair
 def check_out_dir(out_dir: Path) -> None:
     """Create the output folder, or refuse one that is a file or not writable, in one sentence."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise UserInputError(f"{out_dir} is a file, not a folder; pass a folder path as OUT_DIR.")
+        raise OutputConflict(f"{out_dir} is a file, not a folder; pass a folder path as OUT_DIR.")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserInputError(f"cannot create {out_dir} ({exc.strerror}); pass an OUT_DIR you "
+        raise OutputConflict(f"cannot create {out_dir} ({exc.strerror}); pass an OUT_DIR you "
                              "can write to.") from exc
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise UserInputError(f"{out_dir} is not writable; pass an OUT_DIR you can write to.")
+        raise OutputConflict(f"{out_dir} is not writable; pass an OUT_DIR you can write to.")
 
 
 def make_samples(out_dir: Path, seed: int, size: int, force: bool = False,
@@ -34,7 +34,7 @@ def make_samples(out_dir: Path, seed: int, size: int, force: bool = False,
     try:
         paths = write_flight_pair(pair, out_dir, force=force)
     except OSError as exc:
-        raise UserInputError(f"{out_dir} is not writable ({exc.strerror}); pass an OUT_DIR "
+        raise OutputConflict(f"{out_dir} is not writable ({exc.strerror}); pass an OUT_DIR "
                              "you can write to.") from exc
     counts = pair.truth.groupby("change_type")["change_id"].nunique().to_dict()
     notes = {

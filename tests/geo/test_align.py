@@ -21,7 +21,7 @@ from idou.inference.contract import ModelContract
 
 from .conftest import CRS_IX, ORIGIN, texture, write_raster
 
-CONTRACT = ModelContract()
+CONTRACT = ModelContract(tile_size=512, tile_overlap=64, gsd_m=0.2)  # a 0.2 m model
 RGBA = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyogrio
 import pytest
 
+from idou.errors import OutputConflict
 from idou.geo import gpkg_output
-from idou.geo.errors import UserInputError
 from idou.geo.gpkg_output import read_run_info
 
 _spec = importlib.util.spec_from_file_location(
@@ -178,12 +178,12 @@ def test_interrupted_first_write_leaves_nothing(tmp_path: Path,
 
 def test_rerun_without_force_is_refused(tmp_path: Path) -> None:
     builders.write_run(tmp_path / "run.gpkg")
-    with pytest.raises(UserInputError, match=r"run\.gpkg already exists; pass --force"):
+    with pytest.raises(OutputConflict, match=r"run\.gpkg already exists; pass --force"):
         builders.write_run(tmp_path / "run.gpkg")
 
 
 def test_missing_output_folder_is_one_sentence(tmp_path: Path) -> None:
-    with pytest.raises(UserInputError, match="output folder .* does not exist"):
+    with pytest.raises(OutputConflict, match="output folder .* does not exist"):
         builders.write_run(tmp_path / "nope" / "run.gpkg")
 
 
@@ -191,14 +191,14 @@ def test_unwritable_output_folder_is_one_sentence(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # chmod does not stop root (CI runs as root), so the permission check itself is faked
     monkeypatch.setattr(gpkg_output.os, "access", lambda path, mode: False)
-    with pytest.raises(UserInputError, match="output folder .* is not writable"):
+    with pytest.raises(OutputConflict, match="output folder .* is not writable"):
         builders.write_run(tmp_path / "run.gpkg")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_output_under_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(UserInputError, match="is not a folder"):
+    with pytest.raises(OutputConflict, match="is not a folder"):
         builders.write_run(tmp_path / "file" / "run.gpkg")
 
 
@@ -208,7 +208,7 @@ def test_locked_target_is_refused(tmp_path: Path) -> None:
     holder = sqlite3.connect(target)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(UserInputError, match=r"run\.gpkg is open in another program"):
+        with pytest.raises(OutputConflict, match=r"run\.gpkg is open in another program"):
             builders.write_run(target, force=True)
     finally:
         holder.rollback()

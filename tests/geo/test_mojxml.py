@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pyproj import Transformer
 
+from idou.errors import UnreadableInput, UnusableCRS, UserInputError
 from idou.geo import mojxml
-from idou.geo.errors import UserInputError
 from idou.geo.mojxml import read_mojxml, zone_to_epsg
 
 from ..mojxml_builder import moj_xml
@@ -57,7 +57,7 @@ def test_zone_mapping(zone: str, epsg: int) -> None:
 
 def test_arbitrary_coordinate_system_is_refused_with_a_sentence(tmp_path: Path) -> None:
     path = write(tmp_path, moj_xml(zone="任意座標系"), "local.xml")
-    with pytest.raises(UserInputError, match=r"local\.xml.*任意座標系.*cannot be placed on a map"):
+    with pytest.raises(UnusableCRS, match=r"local\.xml.*任意座標系.*cannot be placed on a map"):
         read_mojxml(path)
 
 
@@ -77,7 +77,7 @@ def test_a_batch_of_only_arbitrary_documents_is_refused(tmp_path: Path) -> None:
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("a.xml", moj_xml(zone="任意座標系"))
         z.writestr("b.xml", moj_xml(zone="任意座標系"))
-    with pytest.raises(UserInputError, match="all 2 地図XML documents .* cannot be placed"):
+    with pytest.raises(UnusableCRS, match="all 2 地図XML documents .* cannot be placed"):
         read_mojxml(archive)
 
 
@@ -93,7 +93,7 @@ def test_outside_district_is_skipped_and_separate_sheet_flagged(tmp_path: Path) 
 
 def test_malformed_xml_is_one_sentence(tmp_path: Path) -> None:
     path = write(tmp_path, moj_xml()[:-40], "cut.xml")
-    with pytest.raises(UserInputError, match=r"cut\.xml is not well-formed XML"):
+    with pytest.raises(UnreadableInput, match=r"cut\.xml is not well-formed XML"):
         read_mojxml(path)
 
 
@@ -135,7 +135,7 @@ def test_zip_bomb_stops_at_the_size_limit(tmp_path: Path, monkeypatch: pytest.Mo
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("huge.xml", b"<a>" + b" " * (8 * 1024 * 1024) + b"</a>")
     assert bomb.stat().st_size < 64 * 1024  # highly compressed
-    with pytest.raises(UserInputError, match=r"bomb\.zip:huge\.xml unpacks to more than"):
+    with pytest.raises(UnreadableInput, match=r"bomb\.zip:huge\.xml unpacks to more than"):
         read_mojxml(bomb)
 
 
@@ -146,7 +146,7 @@ def test_zip_total_limit_counts_all_members(tmp_path: Path, monkeypatch: pytest.
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("a.xml", moj_xml())
         z.writestr("b.xml", moj_xml())
-    with pytest.raises(UserInputError, match="size limit"):
+    with pytest.raises(UnreadableInput, match="size limit"):
         read_mojxml(archive)
 
 

@@ -9,7 +9,7 @@ import pyogrio
 import pytest
 from shapely.geometry import Polygon, box
 
-from idou.geo.errors import UserInputError
+from idou.errors import UnusableCRS, UserInputError
 from idou.geo.parcels import district_of, read_parcels
 
 
@@ -93,7 +93,7 @@ def test_shapefile_without_prj_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "noprj.shp"
     pyogrio.write_dataframe(frame(), path, encoding="utf-8")
     path.with_suffix(".prj").unlink()
-    with pytest.raises(UserInputError, match=r"noprj\.shp has no CRS"):
+    with pytest.raises(UnusableCRS, match=r"noprj\.shp has no CRS"):
         read_parcels(path, "EPSG:6677")
 
 

@@ -12,7 +12,7 @@ from rasterio.warp import transform
 from scipy import ndimage
 from shapely.geometry import box
 
-from idou.geo.errors import UserInputError
+from idou.errors import FlightsDoNotOverlap, UnusableCRS, UserInputError
 from idou.geo.preflight import preflight, select_bands
 from idou.geo.sources import open_source
 from idou.inference.contract import ModelContract
@@ -20,7 +20,7 @@ from idou.inference.contract import ModelContract
 from .conftest import ORIGIN, texture, write_raster
 
 RGB = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
-CONTRACT = ModelContract()
+CONTRACT = ModelContract(tile_size=512, tile_overlap=64, gsd_m=0.2)  # a 0.2 m model
 
 
 def _pair(tmp_path: Path, before: np.ndarray | None = None, after: np.ndarray | None = None,
@@ -57,7 +57,7 @@ def test_partial_overlap_gives_the_intersection(tmp_path: Path) -> None:
 
 def test_no_overlap_names_both_files(tmp_path: Path) -> None:
     before, after = _pair(tmp_path, before_kw={"origin": (ORIGIN[0] + 1000.0, ORIGIN[1])})
-    with pytest.raises(UserInputError,
+    with pytest.raises(FlightsDoNotOverlap,
                        match=r"flight_2024\.tif and flight_2025\.tif do not overlap"):
         preflight(before, after, CONTRACT)
 
@@ -95,7 +95,7 @@ def test_crs_difference_is_a_note(tmp_path: Path) -> None:
 def test_geographic_after_is_refused(tmp_path: Path) -> None:
     before, after = _pair(tmp_path, after_kw={"crs": "EPSG:6668", "gsd": 2e-6,
                                               "origin": (139.8, 35.7)})
-    with pytest.raises(UserInputError, match=r"flight_2025\.tif is in a geographic CRS"):
+    with pytest.raises(UnusableCRS, match=r"flight_2025\.tif is in a geographic CRS"):
         preflight(before, after, CONTRACT)
 
 
@@ -110,7 +110,7 @@ def test_no_common_valid_pixels_is_refused(tmp_path: Path) -> None:
     left = np.zeros((96, 128), bool)
     left[:, :64] = True
     before, after = _pair(tmp_path, before_kw={"mask": left}, after_kw={"mask": ~left})
-    with pytest.raises(UserInputError, match=r"flight_2024\.tif and flight_2025\.tif have no "
+    with pytest.raises(FlightsDoNotOverlap, match=r"flight_2024\.tif and flight_2025\.tif have no "
                                              r"valid pixels in common"):
         preflight(before, after, CONTRACT)
 
@@ -125,7 +125,7 @@ def test_aoi_limits_the_grid(tmp_path: Path) -> None:
     assert report.aoi is not None and report.aoi.area == pytest.approx(24.0)
     far = tmp_path / "far.geojson"
     gpd.GeoDataFrame(geometry=[box(0, 0, 10, 10)], crs="EPSG:6677").to_file(far)
-    with pytest.raises(UserInputError, match=r"AOI far\.geojson does not overlap"):
+    with pytest.raises(FlightsDoNotOverlap, match=r"AOI far\.geojson does not overlap"):
         preflight(before, after, CONTRACT, aoi=far)
 
 

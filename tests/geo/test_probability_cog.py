@@ -12,7 +12,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict
 from idou.geo.file_mode import usual_file_mode
 from idou.geo.grid import Grid
 from idou.geo.probability_cog import ProbabilityWriter, to_uint8
@@ -58,6 +58,18 @@ def test_to_uint8_scales_and_clips() -> None:
     assert to_uint8(p).tolist() == [0, 128, 255, 255, 0, 0]
 
 
+def test_to_uint8_rounds_half_up_as_the_stored_scale() -> None:
+    # k + 0.5 steps round up (not to even): the scale the engine's fixed-point sums are stored in
+    halves = (np.arange(255) + 0.5) / 255
+    assert to_uint8(halves).tolist() == list(range(1, 256))
+
+
+def test_one_uint8_scale_for_geo_and_inference() -> None:
+    from idou.inference import blending
+
+    assert blending.to_uint8 is to_uint8
+
+
 def test_unwritten_areas_are_masked(tmp_path: Path) -> None:
     target = tmp_path / "prob.tif"
     with ProbabilityWriter(target, GRID) as writer:
@@ -88,7 +100,7 @@ def test_existing_target_is_replaced_only_on_finish(tmp_path: Path) -> None:
 
 
 def test_missing_folder_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(UserInputError, match="does not exist"):
+    with pytest.raises(OutputConflict):
         ProbabilityWriter(tmp_path / "nowhere" / "prob.tif", GRID)
 
 

@@ -13,7 +13,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.enums import ColorInterp
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, UnreadableInput, UnusableCRS, UserInputError
 from idou.geo.sources import open_source
 
 from .conftest import CRS_IX, ORIGIN, texture, write_raster
@@ -67,7 +67,7 @@ def test_world_file_without_crs_needs_crs(tmp_path: Path) -> None:
     path = write_raster(tmp_path / "sheet.tif", data, crs=None, georef=False)
     # centre of the upper-left pixel, as world files record it
     (tmp_path / "sheet.tfw").write_text(f"0.2\n0\n0\n-0.2\n{ORIGIN[0] + 0.1}\n{ORIGIN[1] - 0.1}\n")
-    with pytest.raises(UserInputError, match=r"sheet\.tif has no CRS.*--crs"):
+    with pytest.raises(UnusableCRS, match=r"sheet\.tif has no CRS.*--crs"):
         open_source(path)
     src = open_source(path, crs="EPSG:6677")
     assert src.crs.to_epsg() == 6677
@@ -90,13 +90,13 @@ def test_jpeg_with_jgw_opens_with_crs(tmp_path: Path) -> None:
 def test_png_without_world_file_is_refused(tmp_path: Path) -> None:
     path = write_raster(tmp_path / "scan.png", texture(16, 16), crs=None, georef=False,
                         driver="PNG")
-    with pytest.raises(UserInputError, match=r"scan\.png has no georeferencing.*world file"):
+    with pytest.raises(UnusableCRS, match=r"scan\.png has no georeferencing.*world file"):
         open_source(path, crs=CRS_IX)
 
 
 def test_tiff_without_world_file_is_refused(tmp_path: Path) -> None:
     path = write_raster(tmp_path / "bare.tif", texture(16, 16), crs=None, georef=False)
-    with pytest.raises(UserInputError, match=r"bare\.tif has no georeferencing.*\.tfw"):
+    with pytest.raises(UnusableCRS, match=r"bare\.tif has no georeferencing.*\.tfw"):
         open_source(path)
 
 
@@ -200,7 +200,7 @@ def test_sheets_without_crs_use_the_given_crs(tmp_path: Path) -> None:
                      georef=False)
         x = ORIGIN[0] + j * 4.0 + 0.1
         (folder / f"s{j}.tfw").write_text(f"0.2\n0\n0\n-0.2\n{x}\n{ORIGIN[1] - 0.1}\n")
-    with pytest.raises(UserInputError, match=r"s0\.tif has no CRS"):
+    with pytest.raises(UnusableCRS, match=r"s0\.tif has no CRS"):
         open_source(folder)
     src = open_source(folder, crs="EPSG:6677")
     assert np.array_equal(_read(src.path)[0], full)
@@ -210,7 +210,7 @@ def test_empty_folder_and_missing_path(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserInputError, match="folder empty holds no raster sheets"):
         open_source(tmp_path / "empty")
-    with pytest.raises(UserInputError, match=r"nowhere\.tif does not exist"):
+    with pytest.raises(InputNotFound, match=r"nowhere\.tif does not exist"):
         open_source(tmp_path / "nowhere.tif")
 
 
@@ -248,7 +248,7 @@ def test_broken_files_are_named(tmp_path: Path, name: str, make: object, message
     good = _good_tiff(tmp_path)
     path = tmp_path / name
     path.write_bytes(make(good))  # type: ignore[operator]
-    with pytest.raises(UserInputError, match=message) as info:
+    with pytest.raises(UnreadableInput, match=message) as info:
         open_source(path)
     assert "\n" not in str(info.value)
 
@@ -258,7 +258,7 @@ def test_broken_sheet_in_a_folder_is_named(tmp_path: Path) -> None:
     shutil.copy(tmp_path / "sheets" / "sheet_00.tif", tmp_path / "sheets" / "sheet_99.tif")
     with open(tmp_path / "sheets" / "sheet_99.tif", "r+b") as f:
         f.truncate(300)
-    with pytest.raises(UserInputError, match=r"sheet_99\.tif"):
+    with pytest.raises(UnreadableInput, match=r"sheet_99\.tif"):
         open_source(tmp_path / "sheets")
 
 
@@ -267,7 +267,7 @@ def test_vrt_with_a_missing_sheet_names_it(tmp_path: Path) -> None:
     src = open_source(tmp_path / "sheets", workdir=tmp_path / "work")
     shutil.copy(src.path, tmp_path / "flight.vrt")
     sheets[2].unlink()
-    with pytest.raises(UserInputError, match=r"flight\.vrt refers to sheet_02\.tif, which does"):
+    with pytest.raises(InputNotFound, match=r"flight\.vrt refers to sheet_02\.tif, which does"):
         open_source(tmp_path / "flight.vrt")
 
 

@@ -29,7 +29,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict, UnusableCRS, UserInputError
 from idou.inference.batch import EXIT_OK, check_flight, run_batch
 from idou.inference.batch_config import load_flight_config
 from idou.inference.batch_report import read_status
@@ -496,7 +496,7 @@ def test_another_config_on_the_same_output_folder_is_refused(
         reference: Path, flight_dir: Path) -> None:
     path = _toml(flight_dir, reference, name="other_blocks")
     path.write_text(path.read_text().replace("block_size = 96", "block_size = 192"))
-    with pytest.raises(UserInputError, match="other inputs"):
+    with pytest.raises(OutputConflict, match="other inputs"):
         run_batch(load_flight_config(path), progress=False)
 
 
@@ -554,7 +554,7 @@ def test_a_flight_in_latitude_longitude_needs_crs_in_the_batch_file(
         dst.write(data)
     after = f'path = "{tmp_path / "latlon_2025.tif"}"'
     refused = _toml(flight_dir, tmp_path / "o1", name="latlon_no_crs", after=after)
-    with pytest.raises(UserInputError, match=r"latlon_2025\.tif .*crs under \[after\]"):
+    with pytest.raises(UnusableCRS, match=r"latlon_2025\.tif .*crs under \[after\]"):
         check_flight(load_flight_config(refused))
     warped = _toml(flight_dir, tmp_path / "o2", name="latlon_crs",
                    after=after + '\ncrs = "EPSG:6677"')
@@ -740,8 +740,8 @@ def test_an_input_where_the_batch_writes_its_own_files_is_refused(flight_dir: Pa
     path = _toml(flight_dir, out, name="parcels_in_output")
     path.write_text(path.read_text(encoding="utf-8").replace(
         'parcels = "parcels.gpkg"', f'parcels = "{out / "review.gpkg"}"'), encoding="utf-8")
-    with pytest.raises(UserInputError, match=r"review\.gpkg is an input .* never overwrites"):
+    with pytest.raises(OutputConflict, match=r"review\.gpkg is an input .* never overwrites"):
         check_flight(load_flight_config(path))
-    with pytest.raises(UserInputError, match=r"review\.gpkg is an input"):
+    with pytest.raises(OutputConflict, match=r"review\.gpkg is an input"):
         run_batch(load_flight_config(path), progress=False)
     assert (out / "review.gpkg").read_bytes() == before

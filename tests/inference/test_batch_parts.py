@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict, UserInputError
 from idou.geo.file_mode import usual_file_mode
 from idou.inference.batch_config import load_flight_config
 from idou.inference.batch_report import StatusFile, read_status, write_summary_html
@@ -150,7 +150,7 @@ def test_journal_records_states_and_refuses_another_plan(tmp_path: Path) -> None
         assert [(r.block.id, r.error, r.attempts) for r in failed] == [(blocks[1].id, "boom", 1)]
         assert journal.done_seconds() == (100 * 100, 1.5)
         assert journal.meta()["grid"] == "300x200"
-        with pytest.raises(UserInputError, match="other inputs"):
+        with pytest.raises(OutputConflict, match="other inputs"):
             journal.initialise(blocks, "xyz")
 
 
@@ -245,7 +245,7 @@ def test_a_second_run_on_the_same_output_folder_is_refused(tmp_path: Path) -> No
     (tmp_path / "out").mkdir()
     with open(tmp_path / "out" / LOCK_NAME, "a+") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(UserInputError, match="another idou batch is running"):
+        with pytest.raises(OutputConflict, match="another idou batch is running"):
             run_batch(config, progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [LOCK_NAME]
 

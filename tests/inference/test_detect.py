@@ -10,7 +10,7 @@ from pathlib import Path
 import pyogrio
 import pytest
 
-from idou.geo.errors import UserInputError
+from idou.errors import OutputConflict
 from idou.inference.contract import ModelContract
 from idou.inference.detect import detect
 
@@ -90,7 +90,7 @@ def test_an_existing_output_without_force_is_refused_before_any_work(
         flights: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "changes.gpkg"
     out.write_bytes(b"keep me")
-    with pytest.raises(UserInputError, match="--force"):
+    with pytest.raises(OutputConflict, match="--force"):
         detect(flights["flight_2024"], flights["flight_2025"], out, model="/nonexistent.onnx")
     assert out.read_bytes() == b"keep me"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, ModelContractError
 from idou.inference.contract import ModelContract
 from idou.inference.model_card import card_paths, read_card, sha256_file
 from idou.inference.model_source import resolve_model
@@ -34,7 +34,7 @@ def test_hash_mismatch_with_the_card_is_refused(small_contract: ModelContract,
     data = json.loads(json_card.read_text())
     data["sha256"] = "0" * 64
     json_card.write_text(json.dumps(data))
-    with pytest.raises(UserInputError, match="does not match its model card"):
+    with pytest.raises(ModelContractError, match="does not match its model card"):
         resolve_model(str(path))
 
 
@@ -45,14 +45,14 @@ def test_a_model_without_metadata_is_refused(tmp_path: Path,
     path = tmp_path / "bare.onnx"
     onnx.save(model, str(path))
     with pytest.warns(UserWarning, match="no model card"), \
-            pytest.raises(UserInputError, match="no idou metadata"):
+            pytest.raises(ModelContractError, match="no idou metadata"):
         resolve_model(str(path))
 
 
 def test_wrong_input_channels_are_refused(tmp_path: Path, small_contract: ModelContract) -> None:
     path = save_with_card(build_change_model(small_contract, channels=4), tmp_path / "m.onnx",
                           small_contract)
-    with pytest.raises(UserInputError, match="4 channels but the metadata names 3 bands"):
+    with pytest.raises(ModelContractError, match="4 channels but the metadata names 3 bands"):
         resolve_model(str(path))
 
 
@@ -62,7 +62,7 @@ def test_wrong_input_names_are_refused(tmp_path: Path, small_contract: ModelCont
     for node in model.graph.node:
         node.input[:] = ["image" if n == "before" else n for n in node.input]
     path = save_with_card(model, tmp_path / "m.onnx", small_contract)
-    with pytest.raises(UserInputError, match="an idou model takes 'before' and 'after'"):
+    with pytest.raises(ModelContractError, match="an idou model takes 'before' and 'after'"):
         resolve_model(str(path))
 
 
@@ -73,18 +73,18 @@ def test_a_pickle_is_refused_without_being_unpickled(tmp_path: Path) -> None:
 
     path = tmp_path / "model.pt"
     path.write_bytes(pickle.dumps(Boom()))
-    with pytest.warns(UserWarning), pytest.raises(UserInputError, match="not an ONNX model"):
+    with pytest.warns(UserWarning), pytest.raises(ModelContractError, match="not an ONNX model"):
         resolve_model(str(path))
 
 
 def test_missing_file_and_bad_card_are_user_errors(tmp_path: Path,
                                                    small_contract: ModelContract,
                                                    model_factory: Callable[..., Path]) -> None:
-    with pytest.raises(UserInputError, match="does not exist"):
+    with pytest.raises(InputNotFound):
         resolve_model(str(tmp_path / "nope.onnx"))
     path = model_factory(small_contract)
     card_paths(path)[0].write_text("{not json")
-    with pytest.raises(UserInputError, match="not readable JSON"):
+    with pytest.raises(ModelContractError):
         resolve_model(str(path))
-    with pytest.raises(UserInputError):
+    with pytest.raises(InputNotFound):
         read_card(tmp_path / "missing.card.json")

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from idou.geo.errors import UserInputError
+from idou.errors import ModelContractError
 from idou.inference.contract import ModelContract
 from idou.inference.engine import predict_grid
 from idou.inference.model_source import check_graph
@@ -47,7 +47,7 @@ def contract() -> ModelContract:
 
 
 def test_a_declared_output_missing_from_the_graph_is_refused(contract: ModelContract) -> None:
-    with pytest.raises(UserInputError, match="declares the output 'presence'"):
+    with pytest.raises(ModelContractError, match="declares the output 'presence'"):
         check_graph(presence_model(contract, with_output=False), contract, "m.onnx")
     check_graph(presence_model(contract), contract, "m.onnx")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, InvalidOption, ModelContractError, UserInputError
 from idou.inference.contract import ModelContract
 from idou.inference.model_card import card_paths, sha256_file
 from idou.inference.model_source import resolve_model
@@ -66,7 +66,7 @@ def test_artifacts_beside_a_sqlite_store(tmp_path: Path) -> None:
 def test_parse_model_uri() -> None:
     assert parse_model_uri("models:/idou@champion") == ("idou", "champion", None)
     assert parse_model_uri("models:/idou/3") == ("idou", None, "3")
-    with pytest.raises(UserInputError, match="models:/NAME@ALIAS"):
+    with pytest.raises(InvalidOption, match="models:/NAME@ALIAS"):
         parse_model_uri("models:/idou")
 
 
@@ -104,19 +104,19 @@ def test_alias_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 def test_register_refuses_model_without_matching_card(tmp_path: Path) -> None:
     path = make_model(tmp_path / "m.onnx")
     card_paths(path)[0].unlink()
-    with pytest.raises(UserInputError, match="card"):
+    with pytest.raises(ModelContractError, match="card"):
         register_model(path)
     path = make_model(tmp_path / "m.onnx")
     path.write_bytes(path.read_bytes() + b"\0")
-    with pytest.raises(UserInputError, match="does not match"):
+    with pytest.raises(ModelContractError, match="does not match"):
         register_model(path)
 
 
 def test_unknown_alias_is_a_user_error(tmp_path: Path) -> None:
     register_model(make_model(tmp_path / "m.onnx"), name="idou", alias="champion")
-    with pytest.raises(UserInputError, match="idou register"):
+    with pytest.raises(InputNotFound, match="idou register"):
         fetch_registered_model("models:/idou@nope")
-    with pytest.raises(UserInputError, match="idou register"):
+    with pytest.raises(InputNotFound, match="idou register"):
         fetch_registered_model("models:/other@champion")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from idou.geo.errors import UserInputError
+from idou.errors import InvalidOption, ModelContractError
 
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
@@ -47,7 +47,7 @@ def test_a_file_with_another_hash_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(pretrained.PRETRAINED, "efficientnet_lite0",
                         pretrained.PretrainedFile(entry.package, entry.distribution,
                                                   entry.relative_path, "0" * 64))
-    with pytest.raises(UserInputError, match="sha256 .* not the expected"):
+    with pytest.raises(ModelContractError, match="sha256 .* not the expected"):
         pretrained.pretrained_path("efficientnet_lite0")
 
 
@@ -55,10 +55,10 @@ def test_a_file_of_another_architecture_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(3, 3)}, path)
     reference = timm.create_model("efficientnet_lite0", pretrained=False)
-    with pytest.raises(UserInputError, match="does not hold efficientnet_lite0's 296 tensors"):
+    with pytest.raises(ModelContractError, match="does not hold efficientnet_lite0's 296 tensors"):
         pretrained.timm_state_dict("efficientnet_lite0", reference, path)
 
 
 def test_a_backbone_without_shipped_weights_is_a_user_error() -> None:
-    with pytest.raises(UserInputError, match="no ImageNet weights are shipped for backbone"):
+    with pytest.raises(InvalidOption, match="no ImageNet weights are shipped for backbone"):
         pretrained.pretrained_path("resnet18")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from idou.geo.errors import UserInputError
+from idou.errors import InvalidOption, ModelContractError
 
 
 class _NotWeights:
@@ -62,7 +62,7 @@ def test_weights_that_need_code_to_unpickle_are_refused(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pth"
     torch.save({"conv1.weight": _NotWeights()}, path)
-    with pytest.raises(UserInputError, match="not a plain weights file"):
+    with pytest.raises(ModelContractError, match="not a plain weights file"):
         SiameseChangeNet(NetworkConfig(backbone="resnet18"), init_weights=path)
 
 
@@ -70,7 +70,7 @@ def test_unknown_backbone_is_a_user_error() -> None:
     pytest.importorskip("torch")
     from idou.models.siamese import NetworkConfig, SiameseChangeNet
 
-    with pytest.raises(UserInputError, match="unknown backbone"):
+    with pytest.raises(InvalidOption, match="unknown backbone"):
         SiameseChangeNet(NetworkConfig(backbone="vgg11"))
 
 

@@ -171,18 +171,18 @@ def test_tune_never_writes_over_a_file_idou_did_not_write(good: GoodPair,
 
 def test_export_replaces_only_a_model_idou_exported(good: GoodPair, tmp_path: Path) -> None:
     pytest.importorskip("onnx")
-    from idou.geo.errors import UserInputError
+    from idou.errors import OutputConflict
     from idou.training.owned_models import check_model_targets
 
     ckpt = tmp_path / "best.ckpt"
     ckpt.write_bytes(b"checkpoint")
     users = tmp_path / "users.onnx"
     users.write_bytes(b"someone else's model")
-    with pytest.raises(UserInputError, match="already exists; pass --force"):
+    with pytest.raises(OutputConflict, match="already exists; pass --force"):
         check_model_targets(users, False, False, [ckpt])
-    with pytest.raises(UserInputError, match="not written by idou"):
+    with pytest.raises(OutputConflict, match="not written by idou"):
         check_model_targets(users, True, False, [ckpt])
-    with pytest.raises(UserInputError, match="input of this run"):
+    with pytest.raises(OutputConflict, match="input of this run"):
         check_model_targets(ckpt, True, False, [ckpt])
     ours = tmp_path / "model.onnx"
     shutil.copy(good.model, ours)  # an idou model (its contract in the metadata) and its card
@@ -190,7 +190,7 @@ def test_export_replaces_only_a_model_idou_exported(good: GoodPair, tmp_path: Pa
         shutil.copy(good.model.with_name(f"model.{name}"), tmp_path / f"model.{name}")
     check_model_targets(ours, True, True, [ckpt])
     (tmp_path / "model.card.md").write_text("notes of the ML team\n", encoding="utf-8")
-    with pytest.raises(UserInputError, match=r"model\.card\.md was not written by idou"):
+    with pytest.raises(OutputConflict, match=r"model\.card\.md was not written by idou"):
         check_model_targets(ours, True, True, [ckpt])
 
 
@@ -364,13 +364,13 @@ def test_local_dask_cluster_listens_on_loopback_and_has_no_dashboard_unless_aske
 
 
 def test_flight_toml_dashboard_key(tmp_path: Path) -> None:
-    from idou.geo.errors import UserInputError
+    from idou.errors import InvalidOption
     from idou.inference.batch_config import _dashboard
 
     assert _dashboard({}, "f.toml") is None
     assert _dashboard({"dashboard": 8787}, "f.toml") == "127.0.0.1:8787"
     assert _dashboard({"dashboard": "127.0.0.1:8787"}, "f.toml") == "127.0.0.1:8787"
-    with pytest.raises(UserInputError, match="dashboard must be an address"):
+    with pytest.raises(InvalidOption, match="dashboard must be an address"):
         _dashboard({"dashboard": ":8787"}, "f.toml")
 
 

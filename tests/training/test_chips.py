@@ -20,7 +20,7 @@ import rasterio
 from affine import Affine
 from PIL import Image
 
-from idou.geo.errors import UserInputError
+from idou.errors import InvalidOption, UserInputError
 from idou.inference.contract import ModelContract
 from idou.training.chips import find_chips, mask_prediction, read_change_label
 from idou.training.evaluate import score_predictions
@@ -155,7 +155,7 @@ def test_find_chips_refusals(tmp_path: Path) -> None:
     from idou.training.chips import chip_grid, evaluate_chip_folder
     with pytest.raises(UserInputError, match="pixel for pixel"):
         chip_grid(find_chips(chips)[0], 1.0)
-    with pytest.raises(UserInputError, match="pixel size"):
+    with pytest.raises(InvalidOption, match="pixel size"):
         chip_grid(find_chips(chips)[2], -1.0)
     grey = chip_set(tmp_path / "grey")
     _save(grey / "B" / "p3.png", np.zeros((SIZE, SIZE), np.uint8))

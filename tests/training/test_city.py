@@ -11,7 +11,7 @@ import rasterio
 from shapely.geometry import box
 from typer.testing import CliRunner
 
-from idou.geo.errors import UserInputError
+from idou.errors import InvalidOption, OutputConflict, UserInputError
 
 torch = pytest.importorskip("torch")
 
@@ -25,10 +25,21 @@ def test_held_back_strip_is_apart_from_the_training_part() -> None:
     assert hold == (705.0, 0.0, 1000.0, 500.0) and train == (0.0, 0.0, 695.0, 500.0)
     train, hold = split_bounds((0.0, 0.0, 1000.0, 500.0), 0.2, "south", 0.0)
     assert hold == (0.0, 0.0, 1000.0, 100.0) and train == (0.0, 100.0, 1000.0, 500.0)
-    with pytest.raises(UserInputError, match="--holdout 1.5"):
+    with pytest.raises(InvalidOption, match="--holdout 1.5"):
         split_bounds((0.0, 0.0, 1.0, 1.0), 1.5, "east", 0.0)
-    with pytest.raises(UserInputError, match="--side up"):
+    with pytest.raises(InvalidOption, match="--side up"):
         split_bounds((0.0, 0.0, 1.0, 1.0), 0.3, "up", 0.0)
+
+
+@pytest.mark.parametrize(("side", "train", "hold"), [
+    ("east", (0.0, 0.0, 695.0, 500.0), (705.0, 0.0, 1000.0, 500.0)),
+    ("west", (305.0, 0.0, 1000.0, 500.0), (0.0, 0.0, 295.0, 500.0)),
+    ("north", (0.0, 0.0, 1000.0, 345.0), (0.0, 355.0, 1000.0, 500.0)),
+    ("south", (0.0, 155.0, 1000.0, 500.0), (0.0, 0.0, 1000.0, 145.0)),
+])
+def test_each_side_holds_back_its_own_strip(side: str, train: tuple[float, ...],
+                                            hold: tuple[float, ...]) -> None:
+    assert split_bounds((0.0, 0.0, 1000.0, 500.0), 0.3, side, 10.0) == (train, hold)
 
 
 def test_truth_from_two_maps() -> None:
@@ -151,10 +162,10 @@ def test_prepare_refuses_a_used_folder_and_half_a_past_pair(tmp_path: Path) -> N
     used = tmp_path / "used"
     used.mkdir()
     (used / "x").write_text("x")
-    with pytest.raises(UserInputError, match="not empty"):
+    with pytest.raises(OutputConflict):
         prepare_city(used, before=tmp_path / "a.tif", before_map=tmp_path / "a.gpkg",
                      checkpoint=tmp_path / "c.ckpt")
-    with pytest.raises(UserInputError, match="go together"):
+    with pytest.raises(InvalidOption, match="go together"):
         prepare_city(tmp_path / "new", before=tmp_path / "a.tif", before_map=tmp_path / "a.gpkg",
                      checkpoint=tmp_path / "c.ckpt", past_before=tmp_path / "b.tif")
     assert not (tmp_path / "new").exists()

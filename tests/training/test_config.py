@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from idou.geo.errors import UserInputError
+from idou.errors import (
+    InputNotFound,
+    InvalidOption,
+    ModelContractError,
+    UnreadableInput,
+    UserInputError,
+)
 from idou.training.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -22,7 +28,7 @@ def test_shipped_configs_load(name: str) -> None:
 def test_unknown_key_names_the_section(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[[train_data]]\nkind = "synthetic"\n[train]\nepoks = 3\n')
-    with pytest.raises(UserInputError, match=r"unknown key\(s\) epoks in \[train\]"):
+    with pytest.raises(InvalidOption, match=r"unknown key\(s\) epoks in \[train\]"):
         load_config(path)
 
 
@@ -36,9 +42,9 @@ def test_config_without_training_data_is_refused(tmp_path: Path) -> None:
 def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("name = \n")
-    with pytest.raises(UserInputError, match="not valid TOML"):
+    with pytest.raises(UnreadableInput):
         load_config(path)
-    with pytest.raises(UserInputError, match="does not exist"):
+    with pytest.raises(InputNotFound):
         load_config(tmp_path / "missing.toml")
 
 
@@ -60,7 +66,7 @@ def test_contract_inference_would_refuse_is_refused_before_training(
     path = tmp_path / "c.toml"
     path.write_text(f'[[train_data]]\nkind = "synthetic"\n[contract]\n{contract}\n',
                     encoding="utf-8")
-    with pytest.raises(UserInputError, match=rf"c\.toml has invalid .*{field}.*\[contract\]"):
+    with pytest.raises(ModelContractError, match=rf"c\.toml has invalid .*{field}.*\[contract\]"):
         load_config(path)
 
 
@@ -76,7 +82,7 @@ def test_a_value_of_the_wrong_type_is_refused(tmp_path: Path, section: str, line
     path = tmp_path / "quoted.toml"
     path.write_text(f'{section}\n{line}\n\n[[train_data]]\nkind = "synthetic"\nseeds = [1]\n',
                     encoding="utf-8")
-    with pytest.raises(UserInputError, match=rf"quoted\.toml.*{key} = .* must be"):
+    with pytest.raises(InvalidOption, match=rf"quoted\.toml.*{key} = .* must be"):
         load_config(path)
 
 
@@ -88,7 +94,7 @@ def test_seeds_as_a_string_are_not_read_digit_by_digit(tmp_path: Path) -> None:
 
     path = tmp_path / "seeds.toml"
     path.write_text('[[train_data]]\nkind = "synthetic"\nseeds = "930001"\n', encoding="utf-8")
-    with pytest.raises(UserInputError, match=r"seeds\.toml .*seeds = '930001' must be a list"):
+    with pytest.raises(InvalidOption, match=r"seeds\.toml .*seeds = '930001' must be a list"):
         load_config(path)
     result = CliRunner().invoke(app, ["train", str(path)])
     assert isinstance(result.exception, UserInputError)
@@ -101,3 +107,14 @@ def test_config_with_a_bom_and_shift_jis_comments_loads(tmp_path: Path) -> None:
         path = tmp_path / f"{encoding}.toml"
         path.write_bytes(text.encode(encoding))
         assert load_config(path).train_data[0].params["seeds"] == [1]
+
+
+def test_contract_section_defaults_are_the_model_contracts() -> None:
+    from idou.inference.contract import ModelContract
+    from idou.training.config import ContractSection
+
+    section, contract = ContractSection(), ModelContract()
+    assert (section.gsd_m, section.tile_size, section.tile_overlap) == (
+        contract.gsd_m, contract.tile_size, contract.tile_overlap)
+    assert (section.band_order, section.mean, section.std) == (
+        list(contract.band_order), list(contract.mean), list(contract.std))

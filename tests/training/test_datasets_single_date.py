@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from idou.geo.errors import UserInputError
+from idou.errors import InvalidOption, UserInputError
 from idou.training.datasets.single_date import (
     PAIR_KINDS,
     SingleDateChangeDataset,
@@ -181,7 +181,7 @@ def test_epochs_change_edits_but_not_the_plan(tiles: Path) -> None:
 def test_bad_folder_and_weights(tmp_path: Path, tiles: Path) -> None:
     with pytest.raises(UserInputError, match="images/"):
         SingleDateChangeDataset(tmp_path / "nothing")
-    with pytest.raises(UserInputError, match="kinds"):
+    with pytest.raises(InvalidOption, match="kinds"):
         SingleDateChangeDataset(tiles, weights={"teleport": 1})
 
 

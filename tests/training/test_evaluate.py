@@ -12,7 +12,7 @@ from rasterio.crs import CRS
 from scipy import ndimage
 from shapely.geometry import box
 
-from idou.geo.errors import UserInputError
+from idou.errors import InputNotFound, UserInputError
 from idou.geo.grid import Grid
 from idou.geo.vectorize import clean_mask
 from idou.training.evaluate import (
@@ -54,7 +54,7 @@ def test_find_scenes_layouts(tmp_path: Path) -> None:
                                                              "flight_2025.tif")
     assert (scenes[1].before.name, scenes[1].after.name) == ("before.tif", "after.tif")
     assert [s.name for s in find_scenes(tmp_path / "a")] == ["a"]
-    with pytest.raises(UserInputError, match="does not exist"):
+    with pytest.raises(InputNotFound):
         find_scenes(tmp_path / "nope")
     with pytest.raises(UserInputError, match="truth.gpkg"):
         find_scenes(tmp_path / "c")
@@ -65,7 +65,7 @@ def test_read_truth_needs_channel(tmp_path: Path) -> None:
     gpd.GeoDataFrame({"x": [1]}, geometry=[box(0, 0, 1, 1)], crs=CRS_).to_file(path, layer="t")
     with pytest.raises(UserInputError, match="channel"):
         read_truth(path)
-    with pytest.raises(UserInputError, match="does not exist"):
+    with pytest.raises(InputNotFound):
         read_truth(tmp_path / "missing.gpkg")
 
 

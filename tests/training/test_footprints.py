@@ -134,8 +134,8 @@ def test_footprint_dataset_reads_chips_with_derived_labels(tmp_path: Path) -> No
 
 
 def test_missing_orthophoto_is_a_user_error(tmp_path: Path) -> None:
-    from idou.geo.errors import UserInputError
+    from idou.errors import InputNotFound
 
-    with pytest.raises(UserInputError, match="does not exist"):
+    with pytest.raises(InputNotFound):
         FootprintChipDataset(tmp_path / "x.tif", tmp_path / "y.tif", tmp_path / "b.gpkg",
                              tmp_path / "a.gpkg")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from idou.geo.errors import UserInputError
+from idou.errors import ModelContractError
 
 torch = pytest.importorskip("torch")
 
@@ -153,8 +153,16 @@ class _Payload:
 def test_checkpoints_that_need_code_to_load_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "last.ckpt"
     torch.save({"model": {}, "network": {}, "x": _Payload()}, path)
-    with pytest.raises(UserInputError, match="not a plain-data idou checkpoint"):
+    with pytest.raises(ModelContractError, match="not a plain-data idou checkpoint"):
         load_checkpoint(path)
     torch.save({"weights": torch.zeros(1)}, path)
-    with pytest.raises(UserInputError, match="not an idou checkpoint"):
+    with pytest.raises(ModelContractError, match="not an idou checkpoint"):
         load_checkpoint(path)
+
+
+def test_training_and_the_registry_use_one_tracking_store() -> None:
+    # one tracking_uri: training once built its own (an absolute path) beside the registry's
+    from idou.inference import registry
+    from idou.training import loop
+
+    assert loop.tracking_uri is registry.tracking_uri

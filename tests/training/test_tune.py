@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 from scipy import ndimage
 from shapely.geometry import box, shape
 
-from idou.geo.errors import UserInputError
+from idou.errors import InvalidOption, OutputConflict, UserInputError
 from idou.geo.file_mode import usual_file_mode
 from idou.geo.grid import Grid
 from idou.inference.contract import ModelContract
@@ -128,7 +128,7 @@ def test_tune_flags_unreachable_target() -> None:
     truth[5:15, 5:15] = True                               # never predicted
     result = tune_predictions([_prediction(probs, truth)], 0.5, min_area_m2=1.0)
     assert not result.channels["new"].reached and not result.reached
-    with pytest.raises(UserInputError, match="--recall"):
+    with pytest.raises(InvalidOption, match="--recall"):
         tune_predictions([], 1.5)
 
 
@@ -211,7 +211,7 @@ def test_tune_model_end_to_end_through_the_engine(tmp_path: Path) -> None:
 def test_tune_output_rules(tmp_path: Path) -> None:
     scene = ladder_scene(tmp_path / "validation")
     model = passthrough_model(tmp_path / "model.onnx")
-    with pytest.raises(UserInputError, match="--in-place"):
+    with pytest.raises(OutputConflict, match="--in-place"):
         tune_model(model, scene, 0.9, output=model)
     outcome = tune_model(model, scene, 0.869, in_place=True)
     assert outcome.model == model

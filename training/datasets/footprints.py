@@ -47,7 +47,7 @@ from scipy import ndimage
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from idou.geo.errors import UserInputError
+from idou.errors import FlightsDoNotOverlap, InputNotFound, InvalidOption, UnusableCRS
 from idou.geo.metrics import EIGHT_CONNECTED
 
 IGNORE = 255
@@ -171,7 +171,7 @@ def match_footprints(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, by: str 
         return (~after["building_id"].isin(set(before["building_id"])).to_numpy(),
                 ~before["building_id"].isin(set(after["building_id"])).to_numpy())
     if by != "overlap":
-        raise UserInputError(f"unknown footprint matching {by!r}; use id, overlap or auto.")
+        raise InvalidOption(f"unknown footprint matching {by!r}; use id, overlap or auto.")
     gb = np.asarray(before.geometry.values, dtype=object)
     ga = np.asarray(after.geometry.values, dtype=object)
     matched_b = np.zeros(len(gb), bool)
@@ -223,8 +223,8 @@ def _common_grid(a: Any, b: Any, gsd_m: float | None) -> tuple[Affine, int, int]
     left, bottom = max(ab.left, bb[0]), max(ab.bottom, bb[1])
     right, top = min(ab.right, bb[2]), min(ab.top, bb[3])
     if right <= left or top <= bottom:
-        raise UserInputError(f"{a.name} and {b.name} do not overlap; pass two flights of one "
-                             "area.")
+        raise FlightsDoNotOverlap(f"{a.name} and {b.name} do not overlap; pass two flights of one "
+                                  "area.")
     res = gsd_m or math.sqrt(abs(a.transform.determinant))
     width, height = int((right - left) // res), int((top - bottom) // res)
     return Affine(res, 0, left, 0, -res, top), width, height
@@ -254,13 +254,13 @@ class FootprintChipDataset:
         self.paths = (Path(before_image), Path(after_image))
         for p in self.paths:
             if not p.exists():
-                raise UserInputError(f"{p} does not exist; check the orthophoto path.")
+                raise InputNotFound(f"{p} does not exist; check the orthophoto path.")
         self.chip_size = chip_size
         self.edge_px = edge_px
         with rasterio.open(self.paths[0]) as a, rasterio.open(self.paths[1]) as b:
             if a.crs is None or b.crs is None:
-                raise UserInputError(f"{a.name if a.crs is None else b.name} has no CRS; "
-                                     "georeference it (e.g. a .tfw/.prj) first.")
+                raise UnusableCRS(f"{a.name if a.crs is None else b.name} has no CRS; "
+                                  "georeference it (e.g. a .tfw/.prj) first.")
             self.crs = a.crs
             self.transform, self.width, self.height = _common_grid(a, b, gsd_m)
         self.gsd_m = float(self.transform.a)

@@ -28,7 +28,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from idou.geo.errors import UserInputError
+from idou.errors import UnreadableInput, UserInputError
 
 IGNORE = 255
 LABELS_FILE = "labels.gpkg"
@@ -59,7 +59,7 @@ def read_harvest_manifest(folder: Path) -> tuple[str | None, str | None, str | N
         raise UserInputError(
             f"{folder} has no {HARVEST_FILE}; pass the folder written by `idou harvest`.") from exc
     except json.JSONDecodeError as exc:
-        raise UserInputError(
+        raise UnreadableInput(
             f"{manifest} is not valid JSON ({exc.msg}); re-run `idou harvest`.") from exc
     places = [meta] + [meta[k] for k in ("orthophotos", "flights") if isinstance(meta.get(k), dict)]
     paths: list[str | None] = []

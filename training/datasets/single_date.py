@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from idou.geo.errors import UserInputError
+from idou.errors import InvalidOption, UserInputError
 
 IGNORE = 255
 IMAGE_SUFFIXES = (".webp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -49,7 +49,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 
 
 @dataclass(frozen=True)
-class Tile:
+class SlippyTile:
     """One slippy-map tile: its image and its building mask."""
 
     key: str
@@ -65,7 +65,7 @@ class _Plan:
     has_change: bool
 
 
-def find_tiles(root: str | Path) -> list[Tile]:
+def find_tiles(root: str | Path) -> list[SlippyTile]:
     """Tiles under ``root/images/Z/X/Y.*`` that have a mask at ``root/labels/Z/X/Y.*``.
 
     Raises:
@@ -83,7 +83,7 @@ def find_tiles(root: str | Path) -> list[Tile]:
     for image in sorted(images_dir.glob("*/*/*")):
         key = image.relative_to(images_dir).with_suffix("").as_posix()
         if image.suffix.lower() in IMAGE_SUFFIXES and key in labels:
-            tiles.append(Tile(key, image, labels[key]))
+            tiles.append(SlippyTile(key, image, labels[key]))
     if not tiles:
         raise UserInputError(
             f"{root} has no tile with both images/Z/X/Y and labels/Z/X/Y; check the layout.")
@@ -299,7 +299,7 @@ class SingleDateChangeDataset:
         weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
         unknown = set(weights) - set(PAIR_KINDS)
         if unknown:
-            raise UserInputError(
+            raise InvalidOption(
                 f"unknown single-date pair kinds {sorted(unknown)}; use {', '.join(PAIR_KINDS)}.")
         probs = np.array([max(0.0, float(weights.get(k, 0.0))) for k in PAIR_KINDS])
         if probs.sum() <= 0:

@@ -36,7 +36,7 @@ from idou.training.datasets.footprints import (
 
 
 @dataclass
-class Scene:
+class GeneratedScene:
     """One generated flight pair on the model grid.
 
     Attributes:
@@ -83,7 +83,7 @@ def gdal_resample(image: np.ndarray, source: Affine, target: Affine, factor: int
 
 def make_scene(seed: int, size: int = 2048, factor: int = 2, edge_px: int = 1,
                min_area_m2: float = 4.0, source_gsd_m: float = 0.2,
-               resampling: str = "area") -> Scene:
+               resampling: str = "area") -> GeneratedScene:
     """Generate one flight pair and bring it onto the model grid with its labels.
 
     Args:
@@ -132,8 +132,8 @@ def make_scene(seed: int, size: int = 2048, factor: int = 2, edge_px: int = 1,
     labels.target[:, ~valid] = IGNORE
     before[~valid] = 0
     after[~valid] = 0
-    return Scene(before, after, labels.target, labels.buildings_before, labels.buildings_after,
-                 valid, transform)
+    return GeneratedScene(before, after, labels.target, labels.buildings_before,
+                          labels.buildings_after, valid, transform)
 
 
 @functools.cache
@@ -163,7 +163,7 @@ def _cache_path(cache_dir: Path, key: tuple[object, ...], fingerprint: str | Non
 
 def load_scene(seed: int, size: int, factor: int, edge_px: int, min_area_m2: float,
                cache_dir: Path | None, resampling: str = "area",
-               fingerprint: str | None = None) -> Scene:
+               fingerprint: str | None = None) -> GeneratedScene:
     """:func:`make_scene`, through an ``.npz`` cache when ``cache_dir`` is given.
 
     ``fingerprint`` pins the generator: only scenes cached under that
@@ -178,8 +178,8 @@ def load_scene(seed: int, size: int, factor: int, edge_px: int, min_area_m2: flo
                          f"{cache_dir}; the generator is now {generator_fingerprint()}")
     if path is not None and path.exists():
         with np.load(path) as z:
-            return Scene(z["before"], z["after"], z["target"], z["buildings_before"],
-                         z["buildings_after"], z["valid"], Affine(*z["transform"][:6]))
+            return GeneratedScene(z["before"], z["after"], z["target"], z["buildings_before"],
+                                  z["buildings_after"], z["valid"], Affine(*z["transform"][:6]))
     scene = make_scene(seed, size, factor, edge_px, min_area_m2, resampling=resampling)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +192,7 @@ def load_scene(seed: int, size: int, factor: int, edge_px: int, min_area_m2: flo
     return scene
 
 
-def hard_change_mask(scene: Scene, max_extension_px: int = 200, rebuilt: bool = True
+def hard_change_mask(scene: GeneratedScene, max_extension_px: int = 200, rebuilt: bool = True
                      ) -> np.ndarray:
     """Pixels of the hard changes of a scene: rebuilt houses (new and demolished on the same
     pixels; left out with ``rebuilt=False``) and extensions (small new pieces touching a
