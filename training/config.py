@@ -310,8 +310,8 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Tra
     if not top.train_data:
         raise UserInputError(f"{path} names no [[train_data]]; add at least one dataset.")
     if top.model.presence_gate and not top.model.presence_head:
-        raise UserInputError(f"{path}: [model] presence_gate needs presence_head = true (the "
-                             "gate caps the change channels by the presence output).")
+        raise InvalidOption(f"{path}: [model] presence_gate needs presence_head = true (the "
+                          "gate caps the change channels by the presence output).")
     _check_contract(top.contract, path)
     return top
 

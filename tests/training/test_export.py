@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from idou.geo.errors import UserInputError  # noqa: E402
+from idou.errors import InvalidOption  # noqa: E402
 from idou.inference.contract import ModelContract  # noqa: E402
 from idou.training import export as export_module  # noqa: E402
 from idou.training.config import config_from_dict  # noqa: E402
@@ -153,7 +153,7 @@ def test_the_presence_gate_caps_new_by_after_and_demolished_by_before(tmp_path: 
 
 
 def test_a_presence_gate_without_presence_heads_is_refused() -> None:
-    with pytest.raises(UserInputError, match="presence_gate needs presence_head"):
+    with pytest.raises(InvalidOption, match="presence_gate needs presence_head"):
         config_from_dict({"name": "x", "model": {"presence_gate": True},
                           "train_data": [{"kind": "synthetic", "seeds": [1]}]})
 
