@@ -2,24 +2,5 @@
 
 from __future__ import annotations
 
-from idou.errors import (
-    FlightsDoNotOverlap,
-    InputNotFound,
-    InvalidOption,
-    ModelContractError,
-    OutputConflict,
-    UnreadableInput,
-    UnusableCRS,
-    UserInputError,
-)
-
-__all__ = [
-    "FlightsDoNotOverlap",
-    "InputNotFound",
-    "InvalidOption",
-    "ModelContractError",
-    "OutputConflict",
-    "UnreadableInput",
-    "UnusableCRS",
-    "UserInputError",
-]
+from idou.errors import *  # noqa: F403  (the kernel's __all__ is the list re-exported)
+from idou.errors import __all__  # noqa: F401

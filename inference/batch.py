@@ -67,6 +67,8 @@ from idou.inference.batch_report import (
     write_summary_html,
 )
 from idou.inference.blocks import Block, plan_blocks, snap_block_size
+from idou.inference.contract import OUTPUT_PRESENCE
+from idou.inference.engine import blended_channels
 from idou.inference.journal import JOURNAL_NAME, Journal
 from idou.inference.model_card import card_paths, sha256_file, write_card
 from idou.inference.provenance import run_info
@@ -222,7 +224,7 @@ def compute_block(spec: RunSpec, block: Block) -> BlockOutcome:
     t1 = time.perf_counter()
     stats = EngineStats()
     data, valid = engine.predict(block, stats)
-    channels = block_channels(engine.contract)
+    channels = blended_channels(engine.contract)
     if data.shape != (channels, block.height, block.width) or data.dtype != np.uint8:
         raise RuntimeError(f"engine returned {data.dtype} {data.shape} for block {block.id}")
     t2 = time.perf_counter()
@@ -241,12 +243,9 @@ def block_path(blocks_dir: Path, block: Block) -> Path:
     return blocks_dir / f"{block.id}.tif"
 
 
-def block_channels(contract: Any) -> int:
-    """Bands of a block file: the two probabilities, and presence (before, after) when the
-    model declares that output."""
-    from idou.inference.contract import OUTPUT_PRESENCE
-
-    return 4 if OUTPUT_PRESENCE in contract.extra_outputs else 2
+def keeps_presence(contract: Any) -> bool:
+    """The model declares building presence, so block files hold it as bands 3-4."""
+    return OUTPUT_PRESENCE in contract.extra_outputs
 
 
 def _block_complete(path: Path, channels: int) -> bool:
@@ -649,7 +648,7 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
                             len(stale), ", ".join(Path(p).name for p in changed or [])
                             or "the journal recorded no sheet fingerprints")
             reset = journal.reset_interrupted()
-            channels = block_channels(prepared.model.contract)
+            channels = blended_channels(prepared.model.contract)
             missing = [r.block.id for r in journal.records(["done"])
                        if not _block_complete(block_path(blocks_dir, r.block), channels)]
             journal.mark_pending(missing)
@@ -688,7 +687,7 @@ def _run_locked(config: FlightConfig, out_dir: Path, workers: int, scheduler: st
                            counts["failed"], None, data)
     gpkg = out_dir / GPKG_NAME
     mosaic = out_dir / MOSAIC_NAME
-    with_presence = block_channels(prepared.model.contract) == 4
+    with_presence = keeps_presence(prepared.model.contract)
     if todo or not finished_before or not gpkg.is_file() or not mosaic.is_file() or \
             with_presence and not (out_dir / PRESENCE_NAME).is_file():
         status.update("finishing", counts, done_px)
@@ -963,7 +962,7 @@ def finish_from_blocks(prepared: _Prepared, mosaic: Path, gpkg: Path, config: Fl
 
     coverage = coverage_from_blocks(config.output, prepared.blocks, prepared.report.grid)
     presence_path = mosaic.with_name(PRESENCE_NAME)
-    with_presence = block_channels(prepared.model.contract) == 4
+    with_presence = keeps_presence(prepared.model.contract)
     with MosaicReader(mosaic) as probs, contextlib.ExitStack() as stack:
         presence = stack.enter_context(MosaicReader(presence_path)) if with_presence else None
         return finish_from_probabilities(

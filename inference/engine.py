@@ -117,7 +117,7 @@ def run_model(session: Any, before: np.ndarray, after: np.ndarray,
     return np.concatenate([np.asarray(o, dtype=np.float32) for o in outs], axis=1)
 
 
-def _channels(contract: ModelContract) -> int:
+def blended_channels(contract: ModelContract) -> int:
     """Blended channels: the two probabilities, then two per declared extra output."""
     return 2 + 2 * len(contract.extra_outputs)
 
@@ -306,7 +306,7 @@ def _window_sums(pair: PairReader, session: Any, contract: ModelContract, window
     """Fixed-point sums int32 ``(2, h, w)`` and valid ``(h, w)`` of a window (0 / False outside)."""
     plan = _plan(pair, contract)
     h, w = int(window.height), int(window.width)
-    sums = np.zeros((_channels(contract), h, w), dtype=np.int32)
+    sums = np.zeros((blended_channels(contract), h, w), dtype=np.int32)
     valid = np.zeros((h, w), dtype=bool)
     tiles = plan.tiles_for_window(window)
     if not tiles:
