@@ -386,6 +386,22 @@ def test_dask_scheduler_gives_the_same_output_as_the_local_path(
     assert len(workers) >= 1 and all(w for w in workers)
 
 
+def _fail_one_block(monkeypatch: pytest.MonkeyPatch, block_id: str, error: Exception
+                    ) -> object:
+    """Make every try of one block raise ``error``; returns the real ``predict`` to restore."""
+    from idou.inference import batch
+
+    real = batch._WorkerEngine.predict
+
+    def failing(self: object, block: batch.Block, stats: object = None) -> object:
+        if block.id == block_id:
+            raise error
+        return real(self, block, stats)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch._WorkerEngine, "predict", failing)
+    return real
+
+
 def _assert_nothing_ran(out: Path) -> None:
     assert not (out / "journal.sqlite").exists()
     assert not list(out.glob("blocks/*.tif"))
@@ -465,14 +481,7 @@ def test_a_failing_block_exits_3_and_a_rerun_finishes(flight_dir: Path, tmp_path
 
     out = tmp_path / "flaky"
     config = load_flight_config(_toml(flight_dir, out, extra="max_attempts = 2\n"))
-    real = batch._WorkerEngine.predict
-
-    def flaky(self: object, block: batch.Block, stats: object = None) -> object:
-        if block.id == "r0001_c0002":
-            raise OSError("disk hiccup")
-        return real(self, block, stats)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(batch._WorkerEngine, "predict", flaky)
+    real = _fail_one_block(monkeypatch, "r0001_c0002", OSError("disk hiccup"))
     first = run_batch(config, progress=False)
     assert first.exit_code == 3 and first.blocks_failed == 1 and first.gpkg is None
     status = read_status(out)
@@ -621,18 +630,10 @@ def test_a_block_failing_with_a_user_error_is_not_retried(flight_dir: Path, tmp_
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     """A user error (a sheet idou refuses) fails the same way on every try: tried once."""
-    from idou.inference import batch
-
     out = tmp_path / "refused_sheet"
     config = load_flight_config(_toml(flight_dir, out, extra="max_attempts = 3\n"))
-    real = batch._WorkerEngine.predict
-
-    def refusing(self: object, block: batch.Block, stats: object = None) -> object:
-        if block.id == "r0001_c0002":
-            raise UserInputError("09LD11.tif has a damaged tile; copy the sheet again.")
-        return real(self, block, stats)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(batch._WorkerEngine, "predict", refusing)
+    _fail_one_block(monkeypatch, "r0001_c0002",
+                    UserInputError("09LD11.tif has a damaged tile; copy the sheet again."))
     result = run_batch(config, progress=False)
     assert result.exit_code == 3 and result.blocks_failed == 1
     row = sqlite3.connect(out / "journal.sqlite").execute(
