@@ -287,7 +287,7 @@ def prepare_city(out_dir: Path, *, before: Path, before_map: Path, checkpoint: P
     Raises:
         UserInputError: a missing or unreadable input, a bad split, or a non-empty ``out_dir``.
     """
-    from idou.training.loop import load_checkpoint
+    from idou.training.checkpoints import load_checkpoint
 
     if (past_before is None) != (past_before_map is None):
         raise InvalidOption("--past-before and --past-before-map go together; pass both "
