@@ -262,13 +262,13 @@ def save_checkpoint(net: Any, args: argparse.Namespace, info: dict[str, Any]) ->
     """``OUT/real_buildings.ckpt`` in ``idou train``'s format, so ``idou export`` takes it."""
     import torch
 
-    from idou.training.loop import CHECKPOINT_FORMAT, _plain
+    from idou.training.checkpoints import CHECKPOINT_FORMAT, plain_data
 
     path = args.out / "real_buildings.ckpt"
     torch.save({"format": CHECKPOINT_FORMAT, "network": net.config.to_dict(),
                 "model": {k: v.cpu() for k, v in net.state_dict().items()},
                 "epoch": int(info.get("epochs_started", 0)), "metrics": {},
-                "mlflow_run_id": None, "config": _plain(run_config(args).to_dict())}, path)
+                "mlflow_run_id": None, "config": plain_data(run_config(args).to_dict())}, path)
     return path
 
 

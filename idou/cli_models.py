@@ -183,6 +183,13 @@ def evaluate(
 
     A chip folder's untyped change labels score the new channel only.
     """
+    result = _evaluation(inputs, truth, min_area, parcel_key, device, crs, gsd, buildings)
+    _print_evaluation(result, json_out)
+
+
+def _evaluation(inputs: list[str], truth: Path | None, min_area: float, parcel_key: str,
+                device: str, crs: str | None, gsd: float | None, buildings: Path | None) -> Any:
+    """The evaluation the ``inputs`` ask for (a GeoPackage, a model on a pair, scenes or chips)."""
     from idou.training import evaluate as ev
     from idou.training.chips import evaluate_chip_folder, is_chip_folder
 
@@ -212,6 +219,11 @@ def evaluate(
                                    buildings=buildings)
     else:
         raise UserInputError("pass RESULT.gpkg, or MODEL BEFORE AFTER, or MODEL VALIDATION.")
+    return result
+
+
+def _print_evaluation(result: Any, json_out: Path | None) -> None:
+    """The evaluation's tables (and its JSON when asked)."""
     plain(_out, f"evaluated: {result.source}")
     if result.truth_outside:
         _out.print(f"{result.truth_outside} truth object(s) lie outside the area the run "

@@ -33,7 +33,8 @@ def train_command(
     """
     from idou.training.config import load_config
     from idou.training.ddp import cleanup, init_distributed
-    from idou.training.loop import metric_text, train
+    from idou.training.loop import train
+    from idou.training.validation import metric_text
 
     cfg = load_config(config)
     info = init_distributed()  # joins the group under torchrun, else touches nothing

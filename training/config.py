@@ -48,10 +48,11 @@ from typing import Any
 from idou.errors import InputNotFound, InvalidOption, UnreadableInput, UserInputError
 from idou.geo.text_files import read_text
 from idou.inference.contract import ModelContract
+from idou.training.datasets import DATASETS, constructor_hints
 
 _CONTRACT = ModelContract()  # the one source of the contract defaults
 
-DATA_KINDS = ("synthetic", "footprints", "levir", "single_date", "reviewed")
+DATA_KINDS = tuple(DATASETS)  # the kinds of [[train_data]]/[[val_data]] tables
 
 
 @dataclass
@@ -99,7 +100,7 @@ class TrainSection:
         chips_per_epoch: training chips drawn per epoch (balanced; with replacement).
         change_fraction: share of drawn chips that hold change.
         patience: epochs without improvement of validation object recall before stopping.
-        monitor: ``"object_recall"`` or ``"object_recall+f1"`` (see ``idou.training.loop``).
+        monitor: ``"object_recall"`` or ``"object_recall+f1"`` (see ``idou.training.validation``).
         min_epochs: never stop before this many epochs.
         max_minutes: stop after the epoch in which this wall time is exceeded (0 = no limit).
         threads: torch CPU threads (0 = torch's default).
@@ -283,9 +284,7 @@ def _specs(items: Any, role: str, path: Path) -> list[DataSpec]:
         if kind not in DATA_KINDS:
             raise UserInputError(f"{path}: each [[{role}]] needs kind = one of "
                                  f"{', '.join(DATA_KINDS)} (got {kind!r}).")
-        from idou.training.loop import _dataset_class, _hints
-
-        check_types(params, _hints(_dataset_class(kind).__init__),
+        check_types(params, constructor_hints(kind),
                     f"{path} [[{role}]] kind = {kind!r}")
         if terms is not None and not isinstance(terms, str):
             raise InvalidOption(f"{path}: terms in [[{role}]] must be text, e.g. "

@@ -83,3 +83,34 @@ def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0, 1 without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def training_device() -> torch.device:
+    """``cuda:LOCAL_RANK`` (made current) when a GPU is present, else the CPU."""
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def agree(world: int, flag: bool, source: int | None = None) -> bool:
+    """One decision for all DDP ranks: rank ``source``'s flag, or any rank's when None."""
+    if world <= 1:
+        return flag
+    on_gpu = dist.get_backend() == "nccl"
+    value = torch.tensor([1.0 if flag else 0.0],
+                         device=torch.device("cuda", torch.cuda.current_device()) if on_gpu
+                         else torch.device("cpu"))
+    if source is None:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    else:
+        dist.broadcast(value, src=source)
+    return bool(value.item() > 0)

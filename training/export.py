@@ -33,8 +33,8 @@ from idou.inference.contract import (
     ModelContract,
 )
 from idou.models.siamese import ProbabilityModel, SiameseChangeNet
+from idou.training.checkpoints import load_checkpoint, network_from_checkpoint
 from idou.training.config import TrainConfig, config_from_dict
-from idou.training.loop import load_checkpoint, network_from_checkpoint
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -163,7 +163,7 @@ def real_pairs_from_config(config: TrainConfig | None, count: int = 2, size: int
                            ) -> list[tuple[np.ndarray, np.ndarray]]:
     """A few chips of real(istic) imagery: the config's validation (or training) data, else a
     small scene of idou's generator."""
-    from idou.training.loop import build_dataset
+    from idou.training.loaders import build_dataset
 
     specs = (config.val_data or config.train_data) if config is not None else []
     for spec in specs[:1]:
@@ -172,7 +172,7 @@ def real_pairs_from_config(config: TrainConfig | None, count: int = 2, size: int
             params["seeds"] = list(params.get("seeds", [0]))[:1]
             params.setdefault("scene_size", 1024)
             params["chip_size"] = size
-            from idou.training.loop import DataSpec
+            from idou.training.config import DataSpec
 
             spec = DataSpec("synthetic", params)
         try:

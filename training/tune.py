@@ -162,8 +162,6 @@ def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: floa
         current: the model's thresholds, kept for a channel without any true object in the
             validation data (flagged ``no_truth``); default 0.5.
     """
-    from idou.training.evaluate import detect_clean
-
     _check_target(recall_target)
     keep = {c: float(t) for c, t in (current or {c: 0.5 for c in CHANNELS}).items()}
     ts = sorted({float(t) for t in thresholds} | set(keep.values()))
@@ -173,6 +171,22 @@ def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: floa
     if not preds:
         raise UserInputError("no validation scenes to tune on; pass a folder with flights and "
                              "truth.gpkg.")
+    obj, pix = _sweep(preds, ts, min_area_m2, cover)
+    channels = _pick(ts, obj, pix, keep, recall_target)
+    result = TuneResult(recall_target=recall_target, channels=channels, min_area_m2=min_area_m2,
+                        cover=cover, scenes=[p.name for p in preds])
+    if confirm:
+        _confirm_with_detect(preds, result, ts, max_confirm_steps)
+    result.building_map = tune_footprints(preds, recall_target, ts, min_area_m2=min_area_m2,
+                                          cover=cover)
+    return result
+
+
+def _sweep(preds: Sequence[ScenePrediction], ts: Sequence[float], min_area_m2: float,
+           cover: float) -> tuple[dict[str, list[ObjectScores]], dict[str, list[PixelScores]]]:
+    """Object and pixel scores of each channel at each threshold, pooled over the scenes."""
+    from idou.training.evaluate import detect_clean
+
     obj = {c: [ObjectScores(0, 0, 0, 0)] * len(ts) for c in CHANNELS}
     pix = {c: [PixelScores(0, 0, 0)] * len(ts) for c in CHANNELS}
     for pred in preds:
@@ -185,6 +199,13 @@ def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: floa
                                                 valid=pred.valid)
             obj[c] = [a + b for a, (_, b) in zip(obj[c], curve, strict=True)]
             pix[c] = [a + b for a, (_, b) in zip(pix[c], pcurve, strict=True)]
+    return obj, pix
+
+
+def _pick(ts: Sequence[float], obj: dict[str, list[ObjectScores]],
+          pix: dict[str, list[PixelScores]], keep: dict[str, float],
+          recall_target: float) -> dict[str, ChannelTuning]:
+    """Each channel's threshold for the recall target (its ``keep`` one without true objects)."""
     channels = {}
     for c in CHANNELS:
         curve = list(zip(ts, obj[c], strict=True))
@@ -200,13 +221,7 @@ def tune_predictions(predictions: Iterable[ScenePrediction], recall_target: floa
                                     pixel_curve=list(zip(ts, pix[c], strict=True)),
                                     threshold=t, scores=s,
                                     reached=metrics.reaches(s, recall_target))
-    result = TuneResult(recall_target=recall_target, channels=channels, min_area_m2=min_area_m2,
-                        cover=cover, scenes=[p.name for p in preds])
-    if confirm:
-        _confirm_with_detect(preds, result, ts, max_confirm_steps)
-    result.building_map = tune_footprints(preds, recall_target, ts, min_area_m2=min_area_m2,
-                                          cover=cover)
-    return result
+    return channels
 
 
 def tune_footprints(preds: Sequence[ScenePrediction], recall_target: float,
@@ -294,13 +309,19 @@ def write_tuned_model(loaded: Any, result: TuneResult, output: str | Path, *,
         output: where to write the model (may be the source path to overwrite it).
         source_label: what it was tuned on, for the card (e.g. the validation folder).
     """
-    import onnx
-
-    from idou.inference.contract import METADATA_KEY
-    from idou.inference.model_card import ModelCard, card_paths, sha256_file, write_card
+    from idou.inference.model_card import card_paths, write_card
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    contract = _tuned_contract(loaded, result)
+    _save_with_metadata(loaded.data, contract, output)
+    write_card(_tuned_card(loaded.card, contract, result, output, source_label),
+               *card_paths(output))
+    return output
+
+
+def _tuned_contract(loaded: Any, result: TuneResult) -> Any:
+    """The source model's contract with the tuned thresholds (and building-map threshold)."""
     contract = loaded.contract.with_thresholds(result.thresholds["new"],
                                                result.thresholds["demolished"],
                                                result.recall_target)
@@ -311,7 +332,16 @@ def write_tuned_model(loaded: Any, result: TuneResult, output: str | Path, *,
             **contract.extra, "building_map": {
                 "threshold_demolished": result.building_map.threshold,
                 "recall_target": result.recall_target, "inset_m": DEFAULT_INSET_M}})
-    model = onnx.load_model_from_string(loaded.data)
+    return contract
+
+
+def _save_with_metadata(data: bytes, contract: Any, output: Path) -> None:
+    """Write the model ``data`` with ``contract`` in its metadata, atomically."""
+    import onnx
+
+    from idou.inference.contract import METADATA_KEY
+
+    model = onnx.load_model_from_string(data)
     props = {p.key: p.value for p in model.metadata_props}
     props.update(contract.to_metadata())
     del model.metadata_props[:]
@@ -329,7 +359,13 @@ def write_tuned_model(loaded: Any, result: TuneResult, output: str | Path, *,
         if os.path.exists(tmp):
             os.unlink(tmp)
 
-    card = loaded.card or ModelCard(name=contract.model_name, version=contract.model_version,
+
+def _tuned_card(source_card: Any, contract: Any, result: TuneResult, output: Path,
+                source_label: str) -> Any:
+    """The source model's card (or a new one) with the written model's sha256 and the tuning."""
+    from idou.inference.model_card import ModelCard, sha256_file
+
+    card = source_card or ModelCard(name=contract.model_name, version=contract.model_version,
                                     sha256="")
     card.sha256 = sha256_file(output)
     card.thresholds = dict(result.thresholds)
@@ -339,8 +375,7 @@ def write_tuned_model(loaded: Any, result: TuneResult, output: str | Path, *,
     card.metrics["tuned.on"] = f"{source_label or 'validation'} ({len(result.scenes)} scene(s))"
     card.metrics["tuned.min_area_m2"] = result.min_area_m2
     card.metrics["tuned.date"] = datetime.now(UTC).strftime("%Y-%m-%d")
-    write_card(card, *card_paths(output))
-    return output
+    return card
 
 
 def plot_pr_curves(result: TuneResult, folder: str | Path, stem: str) -> list[Path]:
@@ -462,16 +497,7 @@ def tune_model(model: str | Path, validation: str | Path, recall_target: float, 
 
     _check_target(recall_target)
     src = Path(model).expanduser()
-    if in_place and output is not None and Path(output).resolve() != src.resolve():
-        raise InvalidOption("pass either -o TUNED.onnx or --in-place, not both.")
-    target = src if in_place else Path(output) if output is not None else default_output(src)
-    if not in_place and target.resolve() == src.resolve():
-        raise OutputConflict(f"-o {target} is the model itself; pass --in-place to overwrite "
-                             "it, or another -o path.")
-    if not in_place:  # a tuned model (and card) idou wrote may be replaced, nothing else
-        from idou.training.owned_models import check_model_targets
-
-        check_model_targets(target, True, True, [src, Path(validation)])
+    target = _tune_target(src, output, in_place, Path(validation))
     chips = is_chip_folder(validation)
     if gsd is not None and not chips:
         raise InvalidOption("--gsd is for chip folders (A/, B/, label/); flights carry their "
@@ -490,6 +516,28 @@ def tune_model(model: str | Path, validation: str | Path, recall_target: float, 
         thresholds=thresholds, min_area_m2=min_area_m2, cover=cover,
         current=dict(zip(CHANNELS, loaded.contract.thresholds, strict=True)))
     written = write_tuned_model(loaded, result, target, source_label=Path(validation).name)
+    return _outcome(result, written, src, loaded.contract.mlflow_run_id, log_mlflow)
+
+
+def _tune_target(src: Path, output: str | Path | None, in_place: bool, validation: Path
+                 ) -> Path:
+    """Where the tuned model goes, refusing an output that is the model itself or not idou's."""
+    if in_place and output is not None and Path(output).resolve() != src.resolve():
+        raise InvalidOption("pass either -o TUNED.onnx or --in-place, not both.")
+    target = src if in_place else Path(output) if output is not None else default_output(src)
+    if not in_place and target.resolve() == src.resolve():
+        raise OutputConflict(f"-o {target} is the model itself; pass --in-place to overwrite "
+                             "it, or another -o path.")
+    if not in_place:  # a tuned model (and card) idou wrote may be replaced, nothing else
+        from idou.training.owned_models import check_model_targets
+
+        check_model_targets(target, True, True, [src, validation])
+    return target
+
+
+def _outcome(result: TuneResult, written: Path, src: Path, training_run_id: str | None,
+             log_mlflow: bool) -> TuneOutcome:
+    """The PR curves and JSON report beside the tuned model, logged to mlflow when asked."""
     stem = written.stem
     artifacts = plot_pr_curves(result, written.parent, stem)
     report = written.with_name(f"{stem}.tune.json")
@@ -499,7 +547,7 @@ def tune_model(model: str | Path, validation: str | Path, recall_target: float, 
     run_id = None
     if log_mlflow:
         run_id = log_to_mlflow(result, written, artifacts, source_model=src,
-                               training_run_id=loaded.contract.mlflow_run_id)
+                               training_run_id=training_run_id)
     return TuneOutcome(result=result, model=written, artifacts=artifacts, mlflow_run_id=run_id)
 
 

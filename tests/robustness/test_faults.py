@@ -149,7 +149,7 @@ def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(tmp_path
     """``idou train`` killed as soon as its first checkpoint exists resumes from it and ends
     with the weights of an uninterrupted run (the checkpoint write is atomic)."""
     torch = pytest.importorskip("torch")
-    from idou.training.loop import load_checkpoint
+    from idou.training.checkpoints import load_checkpoint
 
     def config(name: str) -> Path:
         return tiny_training_config(tmp_path / f"{name}.toml", tmp_path / name,

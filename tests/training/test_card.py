@@ -73,7 +73,7 @@ def test_other_data_have_unknown_terms_unless_the_config_gives_them(tmp_path: Pa
 def _torch_checkpoint(tmp_path: Path, config: dict[str, object] | None) -> Path:
     torch = pytest.importorskip("torch")
     from idou.models.siamese import NetworkConfig, SiameseChangeNet
-    from idou.training.loop import _plain
+    from idou.training.checkpoints import plain_data as _plain
 
     net_config = NetworkConfig(decoder_channels=(8, 8, 8, 8, 8))
     torch.manual_seed(0)

@@ -60,8 +60,8 @@ def test_truth_from_two_maps() -> None:
 
 def _tiny_checkpoint(path: Path) -> Path:
     from idou.models.siamese import NetworkConfig, SiameseChangeNet
+    from idou.training.checkpoints import CHECKPOINT_FORMAT
     from idou.training.config import config_from_dict
-    from idou.training.loop import CHECKPOINT_FORMAT
 
     net_config = NetworkConfig(decoder_channels=(8, 8, 8, 8, 8))
     config = config_from_dict({

@@ -171,7 +171,7 @@ def test_reads_the_manifest_idou_harvest_writes(tmp_path: Path) -> None:
 
 def test_idou_train_config_takes_a_harvest_folder(tmp_path: Path) -> None:
     from idou.training.config import DataSpec
-    from idou.training.loop import build_dataset
+    from idou.training.loaders import build_dataset
 
     rows = [{"channel": "new", "label": "positive", "source": "review",
              "geometry": _cell(60, 80, 70, 90)}]

@@ -123,7 +123,7 @@ def test_two_gloo_processes_train_identical_weights(tmp_path: Path) -> None:
     assert w0.keys() == w1.keys()
     assert all(torch.equal(w0[k], w1[k]) for k in w0)  # gradients were all-reduced
     # Only rank 0 writes the run's checkpoints, and they hold the trained weights.
-    from idou.training.loop import load_checkpoint
+    from idou.training.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(run_dir / "last.ckpt")
     assert ckpt["global_step"] == 2

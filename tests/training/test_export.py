@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _checkpoint(tmp_path: Path, presence: bool = False) -> Path:
     from idou.models.siamese import NetworkConfig, SiameseChangeNet
-    from idou.training.loop import _plain
+    from idou.training.checkpoints import plain_data as _plain
 
     config = config_from_dict({
         "name": "tiny", "model": {"decoder_channels": [8, 8, 8, 8, 8],

@@ -11,8 +11,9 @@ from idou.errors import ModelContractError
 
 torch = pytest.importorskip("torch")
 
+from idou.training.checkpoints import load_checkpoint  # noqa: E402
 from idou.training.config import config_from_dict  # noqa: E402
-from idou.training.loop import load_checkpoint, train  # noqa: E402
+from idou.training.loop import train  # noqa: E402
 
 SCENE = {"kind": "synthetic", "seeds": [930001], "scene_size": 384, "chip_size": 64,
          "stride": 32}
@@ -111,7 +112,7 @@ def test_rerunning_a_finished_train_says_there_is_nothing_to_do(
 
 
 def test_metrics_of_a_channel_without_true_objects_print_n_a() -> None:
-    from idou.training.loop import metric_text
+    from idou.training.validation import metric_text
 
     record = {"val_new_object_recall": 1.0, "val_new_pixel_iou": 0.0, "val_new_n_true": 0.0,
               "val_new_object_precision": 0.0, "val_demolished_object_recall": 0.75,
@@ -163,6 +164,6 @@ def test_checkpoints_that_need_code_to_load_are_refused(tmp_path: Path) -> None:
 def test_training_and_the_registry_use_one_tracking_store() -> None:
     # one tracking_uri: training once built its own (an absolute path) beside the registry's
     from idou.inference import registry
-    from idou.training import loop
+    from idou.training import tracking
 
-    assert loop.tracking_uri is registry.tracking_uri
+    assert tracking.tracking_uri is registry.tracking_uri
