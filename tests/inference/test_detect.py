@@ -12,7 +12,7 @@ import pytest
 
 from idou.errors import OutputConflict
 from idou.inference.contract import ModelContract
-from idou.inference.detect import detect
+from idou.inference.detect import DetectJob, run_detect
 
 from .conftest import build_change_model, save_with_card
 
@@ -70,8 +70,9 @@ def test_a_failing_detect_leaves_nothing_at_the_output(flights: dict[str, Path],
 def test_a_failure_after_inference_leaves_an_existing_output_untouched(
         flights: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "changes.gpkg"
-    detect(flights["flight_2024"], flights["flight_2025"], out, model=str(flights["model"]),
-           threads=1, write_project=False)  # the previous run (--force replaces only idou's)
+    run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], out,
+                         model=str(flights["model"]), threads=1,
+                         write_project=False))  # the previous run (--force replaces only idou's)
     previous = out.read_bytes()
     prob = tmp_path / "prob.tif"
 
@@ -80,8 +81,8 @@ def test_a_failure_after_inference_leaves_an_existing_output_untouched(
 
     monkeypatch.setattr("idou.geo.vectorize.vectorize", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        detect(flights["flight_2024"], flights["flight_2025"], out, model=str(flights["model"]),
-               prob=prob, force=True, threads=1)
+        run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], out,
+                             model=str(flights["model"]), prob=prob, force=True, threads=1))
     assert out.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["changes.gpkg"]
 
@@ -91,7 +92,8 @@ def test_an_existing_output_without_force_is_refused_before_any_work(
     out = tmp_path / "changes.gpkg"
     out.write_bytes(b"keep me")
     with pytest.raises(OutputConflict, match="--force"):
-        detect(flights["flight_2024"], flights["flight_2025"], out, model="/nonexistent.onnx")
+        run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], out,
+                             model="/nonexistent.onnx"))
     assert out.read_bytes() == b"keep me"
 
 
@@ -104,7 +106,7 @@ def test_detect_with_buildings_writes_the_map_layers_and_keeps_unmatched_change_
     common = dict(model=str(flights["model"]), parcels=flights["parcels"],
                   buildings=flights["buildings_2024"], threads=1, write_project=False)
     out = tmp_path / "map.gpkg"
-    detect(flights["flight_2024"], flights["flight_2025"], out, **common)  # type: ignore[arg-type]
+    run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], out, **common))  # type: ignore[arg-type]
     layers = dict(pyogrio.list_layers(out))
     assert "unmapped_buildings" in layers
     assert pyogrio.read_info(out, layer="unmapped_buildings")["features"] == 0
@@ -120,6 +122,6 @@ def test_detect_with_buildings_writes_the_map_layers_and_keeps_unmatched_change_
     parcels = gpd.read_file(out, layer="candidate_parcels")
     assert not set(parcels["主な異動区分"]) & {"その他の変化"}
     kept = tmp_path / "kept.gpkg"
-    detect(flights["flight_2024"], flights["flight_2025"], kept, keep_unmatched=True,
-           **common)  # type: ignore[arg-type]
+    run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], kept,
+                         keep_unmatched=True, **common))  # type: ignore[arg-type]
     assert len(gpd.read_file(kept, layer="candidate_parcels")) > len(parcels)
