@@ -218,6 +218,21 @@ def test_a_run_finds_the_changes_and_reports_them(reference: Path) -> None:
     assert timings == 16
 
 
+def test_progress_goes_to_the_callback_block_by_block_with_the_rate(flight_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """`idou batch` draws its bar from these calls; the library draws nothing itself."""
+    calls: list[tuple[str, float, float, float | None]] = []
+
+    def progress(stage: str, done: float, total: float, *, rate: float | None = None) -> None:
+        calls.append((stage, done, total, rate))
+
+    config = load_flight_config(_toml(flight_dir, tmp_path / "progress", mosaic=True))
+    assert run_batch(config, progress=progress).exit_code == EXIT_OK
+    assert [call[:3] for call in calls] == [("blocks", n, 16) for n in range(17)]
+    assert calls[0][3] is None
+    assert all(rate is not None and rate > 0 for *_, rate in calls[1:])
+
+
 def test_blocks_equal_a_whole_grid_pass(reference: Path, flight_dir: Path) -> None:
     from idou.geo.align import AlignedPair
     from idou.geo.preflight import preflight

@@ -125,3 +125,22 @@ def test_detect_with_buildings_writes_the_map_layers_and_keeps_unmatched_change_
     run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], kept,
                          keep_unmatched=True, **common))  # type: ignore[arg-type]
     assert len(gpd.read_file(kept, layer="candidate_parcels")) > len(parcels)
+
+
+def test_run_detect_reports_each_stage_through_the_progress_callback(
+        flights: dict[str, Path], tmp_path: Path) -> None:
+    """The CLI draws its bars from these calls: inference first, then polygons, each to its end.
+    """
+    calls: list[tuple[str, float, float]] = []
+
+    def progress(stage: str, done: float, total: float, *, rate: float | None = None) -> None:
+        calls.append((stage, done, total))
+
+    run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], tmp_path / "c.gpkg",
+                         model=str(flights["model"]), threads=1, write_project=False),
+               progress=progress)
+    stages = [stage for stage, _, _ in calls]
+    assert set(stages) == {"infer", "vectorize"}
+    assert stages.index("vectorize") > len(stages) - 1 - stages[::-1].index("infer")
+    last = {stage: (done, total) for stage, done, total in calls}
+    assert all(done == total > 0 for done, total in last.values())
