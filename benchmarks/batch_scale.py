@@ -128,7 +128,7 @@ def run_once(toml: Path) -> dict[str, Any]:
 
     config = load_flight_config(toml)
     t0 = time.time()
-    result = run_batch(config, progress=False)
+    result = run_batch(config)
     t1 = time.time()
     if result.exit_code != 0:
         raise SystemExit(f"batch run failed with exit code {result.exit_code}")

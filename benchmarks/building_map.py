@@ -189,7 +189,7 @@ def robosat_predictions(args: argparse.Namespace, loaded: Any, session: Any) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from idou.inference.detect import footprint_threshold
+    from idou.inference.footprint_evidence import footprint_threshold
     from idou.training.evaluate import load_model
 
     loaded, session = load_model(args.model, threads=args.threads)

@@ -197,12 +197,12 @@ def run_detect_child(before: Path, after: Path, model: str, threads: int, out_di
 
 
 def _detect_main(args: list[str]) -> None:
-    from idou.inference.detect import detect
+    from idou.inference.detect import DetectJob, run_detect
 
     before, after, out, model, threads, summary = args
     t0 = time.perf_counter()
-    result = detect(before, after, out, model=model, threads=int(threads), force=True,
-                    write_project=False)
+    result = run_detect(DetectJob(before, after, out, model=model, threads=int(threads),
+                                  force=True, write_project=False))
     data = {"detect_seconds": time.perf_counter() - t0, "input_mpx": result.input_megapixels,
             "infer_seconds": result.infer_seconds, "tiles_run": result.tiles_run,
             "tiles_skipped": result.tiles_skipped, "grid": result.grid_shape,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -38,7 +39,8 @@ def batch(
 ) -> None:
     import signal
 
-    from idou.inference.batch import check_flight, run_batch
+    from idou.inference.batch import run_batch
+    from idou.inference.batch_check import check_flight
     from idou.inference.batch_config import load_flight_config
 
     config = load_flight_config(flight)
@@ -53,7 +55,11 @@ def batch(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    result = run_batch(config, workers=workers, scheduler=scheduler, progress=not quiet)
+    if quiet:
+        result = run_batch(config, workers=workers, scheduler=scheduler)
+    else:
+        with _BlockBar() as bar:
+            result = run_batch(config, workers=workers, scheduler=scheduler, progress=bar)
     if not quiet:
         typer.echo(f"{result.blocks_done}/{result.blocks_total} blocks done, "
                    f"{result.blocks_failed} failed; status: {result.out_dir / 'status.json'}")
@@ -61,6 +67,41 @@ def batch(
             typer.echo(f"GeoPackage: {result.gpkg}")
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+class _BlockBar:
+    """A rich progress bar over blocks, fed by the batch's progress callback."""
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _BlockBar:
+        return self
+
+    def __call__(self, stage: str, done: float, total: float, *,
+                 rate: float | None = None) -> None:
+        if self._progress is None:  # the first call: the blocks start
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("blocks"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task("blocks", total=total, rate="")
+        if done:
+            self._progress.update(self._task, advance=1,
+                                  rate="" if rate is None else f"{rate:.2f} Mpx/s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 def register(app: typer.Typer) -> None:

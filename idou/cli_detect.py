@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from idou.inference.detect import DetectSummary
+    from idou.inference.detect import DetectJob, DetectSummary
 
 
 def _flight(positional: str | None, repeated: list[str] | None, name: str) -> Any:
@@ -22,7 +22,7 @@ def _flight(positional: str | None, repeated: list[str] | None, name: str) -> An
     return items[0] if len(items) == 1 else items
 
 
-def detect_command(
+def detect_command(  # long only by its typer options, one per flag; the body is short
     before: str | None = typer.Argument(None, help="Earlier flight: GeoTIFF/COG/VRT, TIFF+.tfw, "
                                         "a folder of sheets, a .txt list or a glob."),
     after: str | None = typer.Argument(None, help="Later flight (its CRS and grid are kept)."),
@@ -79,7 +79,7 @@ def detect_command(
     from idou.cli_text import say
     from idou.geo.network import allow_network_sources
     from idou.geo.vector_files import check_encoding
-    from idou.inference.detect import detect
+    from idou.inference.detect import DetectJob
 
     check_encoding(encoding)  # also when no parcel or building file would have used it
 
@@ -91,22 +91,28 @@ def detect_command(
         elif not quiet:
             say(err, "note:", "dim", message)
 
-    kwargs: dict[str, Any] = dict(
+    job = DetectJob(
+        _flight(before, before_sheets, "before"), _flight(after, after_sheets, "after"), output,
         parcels=(parcels or None), buildings=buildings, aoi=aoi, model=model,
         threshold=threshold, threshold_new=threshold_new,
         threshold_demolished=threshold_demolished, prob=prob, device=device, threads=threads,
         crs=crs, force=force, min_area_m2=min_area, encoding=encoding,
         chiban_column=chiban_column, keep_unmatched=keep_unmatched,
-        threshold_footprint=threshold_footprint, log=log)
-    flights = (_flight(before, before_sheets, "before"), _flight(after, after_sheets, "after"))
+        threshold_footprint=threshold_footprint)
     with allow_network_sources(allow_network):
-        if quiet:
-            summary = detect(*flights, output, **kwargs)
-        else:
-            with _progress_bar(err) as progress:
-                summary = detect(*flights, output, progress=progress, **kwargs)
+        summary = _run(job, quiet, err, log)
     if not quiet:
         _print_summary(summary)
+
+
+def _run(job: DetectJob, quiet: bool, err: Any, log: Any) -> DetectSummary:
+    """Run the job, drawing its progress on ``err`` unless ``quiet``."""
+    from idou.inference.detect import run_detect
+
+    if quiet:
+        return run_detect(job, log=log)
+    with _progress_bar(err) as progress:
+        return run_detect(job, progress=progress, log=log)
 
 
 class _progress_bar:  # noqa: N801 - used like a function in a with statement
@@ -143,7 +149,8 @@ class _progress_bar:  # noqa: N801 - used like a function in a with statement
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(None, None, None)
 
-    def __call__(self, stage: str, done: float, total: float) -> None:
+    def __call__(self, stage: str, done: float, total: float, *,
+                 rate: float | None = None) -> None:
         labels = {"infer": "detecting", "vectorize": "polygons"}
         scale = 1e6 if stage == "infer" else 1.0
         if stage not in self.tasks:

@@ -159,7 +159,7 @@ def tune(
                 f"threshold with the best recall ({t.threshold:g}) was kept.")
 
 
-def evaluate(
+def evaluate(  # long mostly by its typer options, one per flag
     inputs: list[str] = typer.Argument(
         ..., metavar="(RESULT.gpkg | MODEL BEFORE AFTER | MODEL VALIDATION)",
         help="A detection GeoPackage, or a model (file, 'default' or models:/NAME@ALIAS) with "

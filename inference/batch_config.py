@@ -132,7 +132,7 @@ def load_flight_config(path: str | Path) -> FlightConfig:
 
     Paths are resolved relative to the TOML file. Sheets are checked to exist (a folder must hold
     at least one raster, a glob must match something); whether they open is `idou batch --check`'s
-    job (see `idou.inference.batch.check_flight`).
+    job (see `idou.inference.batch_check.check_flight`).
     """
     path = Path(path)
     if not path.is_file():

@@ -213,14 +213,43 @@ def write_summary_html(path: Path, status: dict[str, Any], classes: dict[str, di
     is one row (name, version, sha256, thresholds) linking ``card_href``.
     """
     esc = html.escape
-    blocks = status.get("blocks", {})
-    km2 = status.get("km2", {})
     sittings = merge_sitting(list(sittings or []), sitting(status)) if status.get(
         "started_at") else list(sittings or [])
+    parts = [
+        "<!doctype html><html lang='ja'><head><meta charset='utf-8'>",
+        "<title>idou batch summary</title><style>body{font-family:sans-serif;margin:2em}"
+        "table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #999;"
+        "padding:4px 8px;text-align:left}th{background:#eee}</style></head><body>",
+        "<h1>idou batch — 異動判読 一括処理</h1>",
+        "<h2>Run</h2><table>",
+        *(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>"
+          for k, v in _run_rows(status, sittings)),
+        f"<tr><th>モデル model</th><td>{_model_row(run_info, card_href)}</td></tr>",
+        "</table>",
+    ]
+    if len(sittings) > 1:
+        parts += _sittings_table(sittings)
+    parts += _classes_table(classes)
+    if failed:
+        parts.append("<h2>Failed blocks</h2><table><tr><th>block</th><th>error</th></tr>")
+        parts.extend(f"<tr><td>{esc(b)}</td><td>{esc(e)}</td></tr>" for b, e in failed)
+        parts.append("</table>")
+    parts += _run_info_table(run_info)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _run_rows(status: dict[str, Any], sittings: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """The run table's rows; with several sittings, the whole run's start, time and rate."""
+    blocks = status.get("blocks", {})
+    km2 = status.get("km2", {})
     whole = len(sittings) > 1
     elapsed = (sum(float(s["elapsed_s"]) for s in sittings) if whole
                else status.get("elapsed_s", 0))
-    rows = [
+    return [
         ("状態 state", status.get("state", "")),
         ("ブロック blocks", f"{blocks.get('done', 0)} / {blocks.get('total', 0)} done, "
                          f"{blocks.get('failed', 0)} failed"),
@@ -231,55 +260,45 @@ def write_summary_html(path: Path, status: dict[str, Any], classes: dict[str, di
         ("開始 started", sittings[0]["started_at"] if whole else status.get("started_at", "")),
         ("更新 updated", status.get("updated_at", "")),
     ]
-    parts = [
-        "<!doctype html><html lang='ja'><head><meta charset='utf-8'>",
-        "<title>idou batch summary</title><style>body{font-family:sans-serif;margin:2em}"
-        "table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #999;"
-        "padding:4px 8px;text-align:left}th{background:#eee}</style></head><body>",
-        "<h1>idou batch — 異動判読 一括処理</h1>",
-        "<h2>Run</h2><table>",
-        *(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in rows),
-        f"<tr><th>モデル model</th><td>{_model_row(run_info, card_href)}</td></tr>",
-        "</table>",
-    ]
-    if whole:
-        parts.append("<h2>実行回 Sittings</h2><table><tr><th>#</th><th>開始 started</th>"
-                     "<th>最終更新 last update</th><th>経過 elapsed</th><th>Mpx</th>"
-                     "<th>Mpx/s</th><th>終了時の状態 state</th></tr>")
-        for number, one in enumerate(sittings, 1):
-            parts.append(
-                f"<tr><td>{number}</td><td>{esc(str(one['started_at']))}</td>"
-                f"<td>{esc(str(one['updated_at']))}</td><td>{one['elapsed_s']:.0f} s</td>"
-                f"<td>{one['input_px'] / 1e6:.1f}</td><td>{_rate([one]):.2f}</td>"
-                f"<td>{esc(str(one['state']))}</td></tr>")
-        parts.append("</table>")
-    parts += [
-        "<h2>異動区分 Changes by class</h2><table>"
-        "<tr><th>異動区分 class</th><th>件数 count</th><th>面積㎡ area m²</th></tr>",
-    ]
+
+
+def _sittings_table(sittings: list[dict[str, Any]]) -> list[str]:
+    esc = html.escape
+    parts = ["<h2>実行回 Sittings</h2><table><tr><th>#</th><th>開始 started</th>"
+             "<th>最終更新 last update</th><th>経過 elapsed</th><th>Mpx</th>"
+             "<th>Mpx/s</th><th>終了時の状態 state</th></tr>"]
+    for number, one in enumerate(sittings, 1):
+        parts.append(
+            f"<tr><td>{number}</td><td>{esc(str(one['started_at']))}</td>"
+            f"<td>{esc(str(one['updated_at']))}</td><td>{one['elapsed_s']:.0f} s</td>"
+            f"<td>{one['input_px'] / 1e6:.1f}</td><td>{_rate([one]):.2f}</td>"
+            f"<td>{esc(str(one['state']))}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _classes_table(classes: dict[str, dict[str, float]]) -> list[str]:
+    parts = ["<h2>異動区分 Changes by class</h2><table>"
+             "<tr><th>異動区分 class</th><th>件数 count</th><th>面積㎡ area m²</th></tr>"]
     for name, values in sorted(classes.items()):
-        parts.append(f"<tr><td>{esc(name)}</td><td>{int(values['count'])}</td>"
+        parts.append(f"<tr><td>{html.escape(name)}</td><td>{int(values['count'])}</td>"
                      f"<td>{format_area(values['area_m2'])}</td></tr>")
     if not classes:
         parts.append("<tr><td colspan='3'>none</td></tr>")
     parts.append("</table>")
-    if failed:
-        parts.append("<h2>Failed blocks</h2><table><tr><th>block</th><th>error</th></tr>")
-        parts.extend(f"<tr><td>{esc(b)}</td><td>{esc(e)}</td></tr>" for b, e in failed)
-        parts.append("</table>")
-    parts.append("<h2>run_info</h2><table>")
+    return parts
+
+
+def _run_info_table(run_info: dict[str, Any]) -> list[str]:
+    parts = ["<h2>run_info</h2><table>"]
     for key, value in run_info.items():
         if key == "model_card":  # the model row above names it and links the whole card
             continue
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
                                                                default=str)
-        parts.append(f"<tr><th>{esc(str(key))}</th><td>{esc(text)}</td></tr>")
+        parts.append(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(text)}</td></tr>")
     parts.append("</table></body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return parts
 
 
 def _iso(ts: float) -> str:

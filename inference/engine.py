@@ -430,47 +430,80 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
     sinks = list(out) if isinstance(out, Sequence) else [out]
     stats = EngineStats()
     t_start = time.perf_counter()
-    height, width = int(pair.grid.height), int(pair.grid.width)
     if windows is not None:
-        todo = list(windows)
-        total = sum(int(w.height) * int(w.width) for w in todo)
-        done = 0
-        for window in todo:
-            probs, valid = _window_probabilities(pair, session, contract, window,
-                                                 sums_to_uint8, batch_size=batch_size,
-                                                 stats=stats, prefetch_depth=prefetch_depth,
-                                                 precheck=precheck)
-            _write_sinks(sinks, window, probs, valid)
-            done += int(window.height) * int(window.width)
-            if progress:
-                progress(done, total)
+        _predict_windows(pair, session, contract, sinks, list(windows), stats,
+                         batch_size=batch_size, progress=progress,
+                         prefetch_depth=prefetch_depth, precheck=precheck)
         stats.seconds = time.perf_counter() - t_start
         return stats
 
+    height, width = int(pair.grid.height), int(pair.grid.width)
     plan = _plan(pair, contract)
-    per_block = max(2, round(block_size / plan.stride))
-    row_groups = _groups(plan.shape[0], per_block)
-    col_groups = _groups(plan.shape[1], per_block)
-    col_spans = [plan.span((0, 1), g) for g in col_groups]
-    lattice_width = int(col_spans[-1].col_off + col_spans[-1].width)
-
-    def specs() -> Iterator[_BlockSpec]:
-        for gi, rg in enumerate(row_groups):
-            for gj, cg in enumerate(col_groups):
-                tiles = [plan.tile(i, j) for i in range(*rg) for j in range(*cg)]
-                yield _BlockSpec((gi, gj), tiles, plan.span(rg, cg))
-
-    events: Iterator[_Event] = _events(pair, specs(), contract,
+    bands = _Bands(plan, max(2, round(block_size / plan.stride)), height, width)
+    events: Iterator[_Event] = _events(pair, bands.specs(), contract,
                                        model_batch_size(session, batch_size), stats, precheck)
     if prefetch_depth > 0:
         events = prefetch(events, prefetch_depth)
     weights = BlendWeights(plan)
     total, done = height * width, 0
-    carry_prev: np.ndarray | None = None  # sums of earlier block rows on this row's top band
-    carry_next: np.ndarray | None = None
-    carry_left: np.ndarray | None = None  # own sums of the left block on this block's left band
     for result in _blocks(events, session, weights, stats, fixed_batch_size(session),
                           contract.extra_outputs):
+        final = bands.final(result)
+        if final is not None:
+            region, probs, valid = final
+            _write_sinks(sinks, region, probs, valid)
+            done += int(region.height) * int(region.width)
+        if progress:
+            progress(done, total)
+    stats.pixels = total
+    stats.seconds = time.perf_counter() - t_start
+    return stats
+
+
+def _predict_windows(pair: PairReader, session: Any, contract: ModelContract,
+                     sinks: list[Any], todo: list[Window], stats: EngineStats, *,
+                     batch_size: int, progress: ProgressCallback | None, prefetch_depth: int,
+                     precheck: bool) -> None:
+    """``predict_grid`` over only some windows, each by ``predict_window``'s way."""
+    total = sum(int(w.height) * int(w.width) for w in todo)
+    done = 0
+    for window in todo:
+        probs, valid = _window_probabilities(pair, session, contract, window,
+                                             sums_to_uint8, batch_size=batch_size,
+                                             stats=stats, prefetch_depth=prefetch_depth,
+                                             precheck=precheck)
+        _write_sinks(sinks, window, probs, valid)
+        done += int(window.height) * int(window.width)
+        if progress:
+            progress(done, total)
+
+
+class _Bands:
+    """The grid's blocks of lattice tiles, and the partial sums of the overlap bands carried
+    between them, so each output pixel is final (and written) once no later block touches it.
+    """
+
+    def __init__(self, plan: TilePlan, per_block: int, height: int, width: int) -> None:
+        self.plan, self.height, self.width = plan, height, width
+        self.row_groups = _groups(plan.shape[0], per_block)
+        self.col_groups = _groups(plan.shape[1], per_block)
+        col_spans = [plan.span((0, 1), g) for g in self.col_groups]
+        self.lattice_width = int(col_spans[-1].col_off + col_spans[-1].width)
+        self.prev: np.ndarray | None = None  # sums of earlier block rows on this row's top band
+        self.next: np.ndarray | None = None
+        self.left: np.ndarray | None = None  # own sums of the left block on this one's left band
+
+    def specs(self) -> Iterator[_BlockSpec]:
+        """The blocks in row-major order, each with its tiles and its footprint."""
+        for gi, rg in enumerate(self.row_groups):
+            for gj, cg in enumerate(self.col_groups):
+                tiles = [self.plan.tile(i, j) for i in range(*rg) for j in range(*cg)]
+                yield _BlockSpec((gi, gj), tiles, self.plan.span(rg, cg))
+
+    def final(self, result: _BlockResult) -> tuple[Window, np.ndarray, np.ndarray] | None:
+        """Carry this block's band sums on and take in the earlier blocks'; returns the region
+        no later block touches, with its uint8 probabilities and valid mask (None: empty)."""
+        plan, row_groups, col_groups = self.plan, self.row_groups, self.col_groups
         gi, gj = result.key
         fp = result.footprint
         fr0, fc0 = int(fp.row_off), int(fp.col_off)
@@ -480,32 +513,26 @@ def predict_grid(pair: PairReader, session: Any, contract: ModelContract,
         next_c0 = fc1 if last_col else int(plan.col_offsets[col_groups[gj + 1][0]])
         own = result.acc
         if gj == 0:
-            carry_prev, carry_next, carry_left = carry_next, None, None
+            self.prev, self.next, self.left = self.next, None, None
             if not last_row:
-                carry_next = np.zeros((own.shape[0], fr1 - next_r0, lattice_width),
-                                      dtype=np.int32)
+                self.next = np.zeros((own.shape[0], fr1 - next_r0, self.lattice_width),
+                                     dtype=np.int32)
         # hand this block's own sums on to the blocks that share its bands
-        if carry_next is not None:
-            carry_next[:, :, fc0:fc1] += own[:, next_r0 - fr0:, :]
+        if self.next is not None:
+            self.next[:, :, fc0:fc1] += own[:, next_r0 - fr0:, :]
         left_for_next = None if last_col else own[:, :, next_c0 - fc0:].copy()
         # add what earlier blocks left on this block's top and left bands
-        if carry_prev is not None:
-            own[:, :carry_prev.shape[1], :] += carry_prev[:, :, fc0:fc1]
-        if carry_left is not None:
-            own[:, :, :carry_left.shape[2]] += carry_left
-        carry_left = left_for_next
+        if self.prev is not None:
+            own[:, :self.prev.shape[1], :] += self.prev[:, :, fc0:fc1]
+        if self.left is not None:
+            own[:, :, :self.left.shape[2]] += self.left
+        self.left = left_for_next
         # the pixels no later block touches are final
-        r1, c1 = min(next_r0, height), min(next_c0, width)
-        if r1 > fr0 and c1 > fc0:
-            region = Window(fc0, fr0, c1 - fc0, r1 - fr0)
-            probs = sums_to_uint8(own[:, :r1 - fr0, :c1 - fc0])  # own is not used again
-            valid = (np.zeros(probs.shape[1:], dtype=bool) if result.valid is None
-                     else result.valid[:r1 - fr0, :c1 - fc0])
-            probs *= valid[None]
-            _write_sinks(sinks, region, probs, valid)
-            done += (r1 - fr0) * (c1 - fc0)
-        if progress:
-            progress(done, total)
-    stats.pixels = total
-    stats.seconds = time.perf_counter() - t_start
-    return stats
+        r1, c1 = min(next_r0, self.height), min(next_c0, self.width)
+        if not (r1 > fr0 and c1 > fc0):
+            return None
+        probs = sums_to_uint8(own[:, :r1 - fr0, :c1 - fc0])  # own is not used again
+        valid = (np.zeros(probs.shape[1:], dtype=bool) if result.valid is None
+                 else result.valid[:r1 - fr0, :c1 - fc0])
+        probs *= valid[None]
+        return Window(fc0, fr0, c1 - fc0, r1 - fr0), probs, valid

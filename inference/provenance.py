@@ -37,7 +37,8 @@ def file_fingerprint(path: Path) -> dict[str, object]:
 
 def run_info(model: Any, report: Any, before: Any, after: Any,
              thresholds: tuple[float, float] | None = None,
-             hashes: bool = True) -> dict[str, Any]:
+             hashes: bool = True, tiles: Any = None,
+             warnings: list[str] | None = None) -> dict[str, Any]:
     """The provenance shared by `idou detect` and `idou batch`, in the order they record it.
 
     Args:
@@ -48,6 +49,9 @@ def run_info(model: Any, report: Any, before: Any, after: Any,
         thresholds: the thresholds used, when they may differ from the tuned ones (both are
             then recorded); ``None`` records the model's own.
         hashes: fingerprint each input file (else only its path).
+        tiles: the engine's counts (``tiles_run``, ``tiles_skipped``), when one pass made the
+            probabilities (`idou detect`); ``None`` records none.
+        warnings: the run's warnings, recorded last; ``None`` records none.
     """
     contract, card = model.contract, model.card
     used = thresholds if thresholds is not None else contract.thresholds
@@ -78,4 +82,8 @@ def run_info(model: Any, report: Any, before: Any, after: Any,
         "after": {"label": after.label, "files": files(after)},
         "misregistration_px": report.misregistration_px,
     })
+    if tiles is not None:
+        info.update(tiles_run=tiles.tiles_run, tiles_skipped=tiles.tiles_skipped)
+    if warnings is not None:
+        info["warnings"] = warnings
     return info

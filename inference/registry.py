@@ -137,6 +137,22 @@ def register_model(model_path: str | Path, *, name: str = DEFAULT_NAME,
                                  "one with `idou export` (or `idou tune`) before registering.")
     loaded = resolve_model(str(path))
     client = _client(uri)
+    run_id = _registering_run(client, loaded, path, run_id)
+    source = _log_model_files(client, run_id, (path, json_card, md_card))
+    _ensure_registered_model(client, name)
+    tags = _version_tags(loaded, path)
+    mv = client.create_model_version(name, source=source, run_id=run_id, tags=tags,
+                                     description=description)
+    version = str(mv.version)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return RegisteredVersion(name=name, version=version, run_id=run_id, alias=alias,
+                             source=source, sha256=loaded.sha256)
+
+
+def _registering_run(client: Any, loaded: Any, path: Path, run_id: str | None) -> str:
+    """The run the model is logged into: ``run_id``, else its training run when this store
+    holds it, else a new run in ``idou-registry``."""
     if run_id is not None and not _run_exists(client, run_id):
         raise InputNotFound(f"mlflow run {run_id} does not exist in {client.tracking_uri}; "
                             "pass an existing --run-id or leave it out.")
@@ -150,34 +166,38 @@ def register_model(model_path: str | Path, *, name: str = DEFAULT_NAME,
         client.log_param(run_id, "model_version", loaded.contract.model_version)
         client.log_param(run_id, "sha256", loaded.sha256)
         client.set_terminated(run_id)
+    return run_id
+
+
+def _log_model_files(client: Any, run_id: str, files: tuple[Path, ...]) -> str:
+    """Log the model and its card files as the run's artifacts; returns their source URI."""
     # The artifacts keep the file's own name (its card's names derive from it).
     with tempfile.TemporaryDirectory(prefix="idou-register-") as tmp:
         staged = Path(tmp) / ARTIFACT_DIR
         staged.mkdir()
-        for src in (path, json_card, md_card):
+        for src in files:
             if src.is_file():
                 shutil.copy2(src, staged / src.name)
         client.log_artifacts(run_id, str(staged), ARTIFACT_DIR)
-    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{ARTIFACT_DIR}"
+    return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{ARTIFACT_DIR}"
+
+
+def _ensure_registered_model(client: Any, name: str) -> None:
     try:
         client.get_registered_model(name)
     except Exception as exc:  # noqa: BLE001 - mlflow raises MlflowException
         if not _is_missing(exc):
             raise
         client.create_registered_model(name, description="idou change-detection models (ONNX)")
+
+
+def _version_tags(loaded: Any, path: Path) -> dict[str, str]:
     contract = loaded.contract
-    tags = {SHA_TAG: loaded.sha256, "idou.file": path.name,
+    return {SHA_TAG: loaded.sha256, "idou.file": path.name,
             "idou.model_version": contract.model_version,
             "idou.threshold_new": str(contract.threshold_new),
             "idou.threshold_demolished": str(contract.threshold_demolished),
             "idou.recall_target": str(contract.recall_target)}
-    mv = client.create_model_version(name, source=source, run_id=run_id, tags=tags,
-                                     description=description)
-    version = str(mv.version)
-    if alias:
-        client.set_registered_model_alias(name, alias, version)
-    return RegisteredVersion(name=name, version=version, run_id=run_id, alias=alias,
-                             source=source, sha256=loaded.sha256)
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:

@@ -28,7 +28,8 @@ MAY_IMPORT = {
 # third-party packages a layer never imports (inference and geo run without the train extra)
 NEVER = {
     "geo": ("torch", "torchvision", "timm", "albumentations", "mlflow", "onnx", "onnxruntime"),
-    "inference": ("torch", "torchvision", "timm", "albumentations", "mlflow"),
+    # inference reports progress through callbacks; the CLI draws the bars (rich)
+    "inference": ("torch", "torchvision", "timm", "albumentations", "mlflow", "rich"),
     "models": ("albumentations", "mlflow"),
     "training": (),
     "cli": (),
@@ -118,6 +119,7 @@ def test_reading_the_default_model_path_imports_no_torch() -> None:
     ("idou.models.backbones", "idou.geo.errors", "models may import only idou.models"),
     ("idou.inference.detect", "idou", "not idou itself"),
     ("idou.inference.engine", "torch", "inference never imports torch"),
+    ("idou.inference.batch", "rich.progress", "inference never imports rich"),
     ("idou.inference.detect", "idou.training.loop", "inference may import only"),
     ("idou.training.loop", "idou.cli", "training may import only"),
 ])

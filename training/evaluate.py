@@ -512,7 +512,7 @@ def evaluate_model(spec: str, *, scenes: list[Scene] | None = None,
     the footprint threshold too. Scenes with a building map (a scene folder's
     ``buildings_*.gpkg``, or ``buildings`` for a pair) are scored with and without it.
     """
-    from idou.inference.detect import footprint_threshold
+    from idou.inference.footprint_evidence import footprint_threshold
 
     loaded, session = load_model(spec, device=device)
     if thresholds is None:

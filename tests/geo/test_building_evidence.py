@@ -163,7 +163,7 @@ def test_unmapped_buildings_are_present_in_both_dates_on_no_footprint() -> None:
 
 def test_without_presence_outputs_the_layer_is_empty_and_run_info_says_why() -> None:
     from idou.inference.contract import ModelContract
-    from idou.inference.detect import building_evidence
+    from idou.inference.footprint_evidence import building_evidence
 
     contract = ModelContract(model_name="m", model_version="1.0.0")
     evidence = building_evidence(DEMOLISHED, None, GRID, contract, MAP)
@@ -210,7 +210,7 @@ def test_change_off_the_map_stays_other_on_a_parcel_with_a_rebuilt_house() -> No
 
 def test_a_presence_model_run_without_kept_presence_says_so() -> None:
     from idou.inference.contract import ModelContract
-    from idou.inference.detect import building_evidence
+    from idou.inference.footprint_evidence import building_evidence
 
     contract = ModelContract(extra_outputs=("presence",))
     evidence = building_evidence(DEMOLISHED, None, GRID, contract, MAP)

@@ -30,7 +30,8 @@ from rasterio.windows import Window
 from shapely.geometry import box
 
 from idou.errors import OutputConflict, UnusableCRS, UserInputError
-from idou.inference.batch import EXIT_OK, check_flight, run_batch
+from idou.inference.batch import EXIT_OK, run_batch
+from idou.inference.batch_check import check_flight
 from idou.inference.batch_config import load_flight_config
 from idou.inference.batch_report import read_status
 from idou.inference.contract import ModelContract
@@ -184,7 +185,7 @@ def _block_bytes(out: Path) -> dict[str, bytes]:
 def reference(flight_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted run on the sheets, in-process, one worker."""
     out = tmp_path_factory.mktemp("runs") / "reference"
-    result = run_batch(load_flight_config(_toml(flight_dir, out)), progress=False)
+    result = run_batch(load_flight_config(_toml(flight_dir, out)))
     assert result.exit_code == EXIT_OK
     return out
 
@@ -217,6 +218,21 @@ def test_a_run_finds_the_changes_and_reports_them(reference: Path) -> None:
     assert timings == 16
 
 
+def test_progress_goes_to_the_callback_block_by_block_with_the_rate(flight_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """`idou batch` draws its bar from these calls; the library draws nothing itself."""
+    calls: list[tuple[str, float, float, float | None]] = []
+
+    def progress(stage: str, done: float, total: float, *, rate: float | None = None) -> None:
+        calls.append((stage, done, total, rate))
+
+    config = load_flight_config(_toml(flight_dir, tmp_path / "progress", mosaic=True))
+    assert run_batch(config, progress=progress).exit_code == EXIT_OK
+    assert [call[:3] for call in calls] == [("blocks", n, 16) for n in range(17)]
+    assert calls[0][3] is None
+    assert all(rate is not None and rate > 0 for *_, rate in calls[1:])
+
+
 def test_blocks_equal_a_whole_grid_pass(reference: Path, flight_dir: Path) -> None:
     from idou.geo.align import AlignedPair
     from idou.geo.preflight import preflight
@@ -240,7 +256,7 @@ def test_blocks_equal_a_whole_grid_pass(reference: Path, flight_dir: Path) -> No
 def test_folder_of_sheets_gives_the_same_changes_as_one_mosaic_file(
         reference: Path, flight_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "mosaic_run"
-    result = run_batch(load_flight_config(_toml(flight_dir, out, mosaic=True)), progress=False)
+    result = run_batch(load_flight_config(_toml(flight_dir, out, mosaic=True)))
     assert result.exit_code == EXIT_OK
     assert _changes(out / "review.gpkg") == _changes(reference / "review.gpkg")
     assert _block_bytes(out) == _block_bytes(reference)
@@ -248,12 +264,12 @@ def test_folder_of_sheets_gives_the_same_changes_as_one_mosaic_file(
 
 def test_batch_gives_the_same_changes_as_idou_detect(reference: Path, flight_dir: Path,
                                                      tmp_path: Path) -> None:
-    from idou.inference.detect import detect
+    from idou.inference.detect import DetectJob, run_detect
 
     out = tmp_path / "detect.gpkg"
-    detect(flight_dir / "mosaic_2024.tif", flight_dir / "mosaic_2025.tif", out,
-           parcels=flight_dir / "parcels.gpkg", model=str(flight_dir / "tiny.onnx"), threads=1,
-           write_project=False)
+    run_detect(DetectJob(flight_dir / "mosaic_2024.tif", flight_dir / "mosaic_2025.tif", out,
+                         parcels=flight_dir / "parcels.gpkg", model=str(flight_dir / "tiny.onnx"),
+                         threads=1, write_project=False))
     assert _changes(out) == _changes(reference / "review.gpkg")
     for layer in ("candidate_parcels", "coverage"):
         ours = pyogrio.read_dataframe(reference / "review.gpkg", layer=layer)
@@ -389,16 +405,16 @@ def test_dask_scheduler_gives_the_same_output_as_the_local_path(
 def _fail_one_block(monkeypatch: pytest.MonkeyPatch, block_id: str, error: Exception
                     ) -> object:
     """Make every try of one block raise ``error``; returns the real ``predict`` to restore."""
-    from idou.inference import batch
+    from idou.inference import batch_worker
 
-    real = batch._WorkerEngine.predict
+    real = batch_worker._WorkerEngine.predict
 
-    def failing(self: object, block: batch.Block, stats: object = None) -> object:
+    def failing(self: object, block: batch_worker.Block, stats: object = None) -> object:
         if block.id == block_id:
             raise error
         return real(self, block, stats)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(batch._WorkerEngine, "predict", failing)
+    monkeypatch.setattr(batch_worker._WorkerEngine, "predict", failing)
     return real
 
 
@@ -477,20 +493,20 @@ def test_check_catches_an_unreadable_model(flight_dir: Path, tmp_path: Path) -> 
 
 def test_a_failing_block_exits_3_and_a_rerun_finishes(flight_dir: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from idou.inference import batch
+    from idou.inference import batch_worker
 
     out = tmp_path / "flaky"
     config = load_flight_config(_toml(flight_dir, out, extra="max_attempts = 2\n"))
     real = _fail_one_block(monkeypatch, "r0001_c0002", OSError("disk hiccup"))
-    first = run_batch(config, progress=False)
+    first = run_batch(config)
     assert first.exit_code == 3 and first.blocks_failed == 1 and first.gpkg is None
     status = read_status(out)
     assert status["state"] == "failed" and status["blocks"]["failed"] == 1
     row = sqlite3.connect(out / "journal.sqlite").execute(
         "SELECT state, attempts, error FROM blocks WHERE id = 'r0001_c0002'").fetchone()
     assert row == ("failed", 2, "OSError: disk hiccup")
-    monkeypatch.setattr(batch._WorkerEngine, "predict", real)
-    second = run_batch(config, progress=False)
+    monkeypatch.setattr(batch_worker._WorkerEngine, "predict", real)
+    second = run_batch(config)
     assert second.exit_code == 0 and second.blocks_done == 16
     # summary.html reports the whole run: both sittings, their start and their state
     summary = (out / "summary.html").read_text(encoding="utf-8")
@@ -506,7 +522,7 @@ def test_another_config_on_the_same_output_folder_is_refused(
     path = _toml(flight_dir, reference, name="other_blocks")
     path.write_text(path.read_text().replace("block_size = 96", "block_size = 192"))
     with pytest.raises(OutputConflict, match="other inputs"):
-        run_batch(load_flight_config(path), progress=False)
+        run_batch(load_flight_config(path))
 
 
 def test_a_sheet_redelivered_at_the_same_path_is_computed_again_on_resume(
@@ -518,7 +534,7 @@ def test_a_sheet_redelivered_at_the_same_path_is_computed_again_on_resume(
 
     flights = tmp_path / "flight"
     shutil.copytree(flight_dir, flights, ignore=shutil.ignore_patterns("*.toml"))
-    first = run_batch(load_flight_config(_toml(flights, tmp_path / "resumed")), progress=False)
+    first = run_batch(load_flight_config(_toml(flights, tmp_path / "resumed")))
     assert first.exit_code == EXIT_OK
     stale = set(pyogrio.read_dataframe(tmp_path / "resumed" / "review.gpkg",
                                        layer="changes")["change_id"])
@@ -617,11 +633,11 @@ def test_parcels_redelivered_at_the_same_path_are_joined_again_on_rerun(
     flights = tmp_path / "flight"
     shutil.copytree(flight_dir, flights, ignore=shutil.ignore_patterns("*.toml"))
     config = load_flight_config(_toml(flights, tmp_path / "out"))
-    assert run_batch(config, progress=False).exit_code == EXIT_OK
+    assert run_batch(config).exit_code == EXIT_OK
     parcels = pyogrio.read_dataframe(flights / "parcels.gpkg", layer="parcels")
     parcels["地番"] = [f"9{c}" for c in parcels["地番"]]
     pyogrio.write_dataframe(parcels, flights / "parcels.gpkg", layer="parcels")
-    assert run_batch(config, progress=False).exit_code == EXIT_OK
+    assert run_batch(config).exit_code == EXIT_OK
     joined = pyogrio.read_dataframe(tmp_path / "out" / "review.gpkg", layer="candidate_parcels")
     assert any(str(c).startswith("9") for c in joined["地番"])  # the new parcels are joined
 
@@ -634,7 +650,7 @@ def test_a_block_failing_with_a_user_error_is_not_retried(flight_dir: Path, tmp_
     config = load_flight_config(_toml(flight_dir, out, extra="max_attempts = 3\n"))
     _fail_one_block(monkeypatch, "r0001_c0002",
                     UserInputError("09LD11.tif has a damaged tile; copy the sheet again."))
-    result = run_batch(config, progress=False)
+    result = run_batch(config)
     assert result.exit_code == 3 and result.blocks_failed == 1
     row = sqlite3.connect(out / "journal.sqlite").execute(
         "SELECT state, attempts, error FROM blocks WHERE id = 'r0001_c0002'").fetchone()
@@ -656,7 +672,7 @@ def test_check_and_run_refuse_what_the_final_stage_would(flight_dir: Path, tmp_p
     with pytest.raises(UserInputError, match=message):
         check_flight(load_flight_config(path))
     with pytest.raises(UserInputError, match=message):
-        run_batch(load_flight_config(path), progress=False)
+        run_batch(load_flight_config(path))
     _assert_nothing_ran(out)
     assert read_status(out).get("state") in (None, "error")
 
@@ -690,7 +706,7 @@ def test_a_user_error_in_the_final_stage_leaves_status_error_not_finishing(
 
     monkeypatch.setattr(batch, "finish_from_blocks", refuse)
     with pytest.raises(UserInputError, match="open for editing"):
-        run_batch(config, progress=False)
+        run_batch(config)
     status = read_status(out)
     assert status["state"] == "error" and "open for editing" in status["reason"]
 
@@ -723,7 +739,7 @@ def test_buildings_that_miss_the_flight_are_a_warning_in_the_batch_log(
     out = tmp_path / "out"
     config = load_flight_config(_toml(flight_dir, out, extra=f'buildings = "{far}"\n',
                                       name="far_buildings"))
-    assert run_batch(config, progress=False).exit_code == EXIT_OK
+    assert run_batch(config).exit_code == EXIT_OK
     log = (out / "idou-batch.log").read_text(encoding="utf-8")
     assert "WARNING" in log and "buildings_elsewhere.gpkg" in log and "overlap the flights" in log
 
@@ -744,5 +760,5 @@ def test_an_input_where_the_batch_writes_its_own_files_is_refused(flight_dir: Pa
     with pytest.raises(OutputConflict, match=r"review\.gpkg is an input .* never overwrites"):
         check_flight(load_flight_config(path))
     with pytest.raises(OutputConflict, match=r"review\.gpkg is an input"):
-        run_batch(load_flight_config(path), progress=False)
+        run_batch(load_flight_config(path))
     assert (out / "review.gpkg").read_bytes() == before

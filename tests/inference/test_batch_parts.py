@@ -246,7 +246,7 @@ def test_a_second_run_on_the_same_output_folder_is_refused(tmp_path: Path) -> No
     with open(tmp_path / "out" / LOCK_NAME, "a+") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(OutputConflict, match="another idou batch is running"):
-            run_batch(config, progress=False)
+            run_batch(config)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [LOCK_NAME]
 
 

@@ -106,7 +106,7 @@ def _batch(flight_dir: Path, out: Path, model: str = "presence.onnx", **options:
            ) -> Path:
     config = load_flight_config(_toml(flight_dir, out, model=model,
                                       extra='buildings = "buildings.gpkg"\n'))
-    assert run_batch(config, progress=False, **options).exit_code == EXIT_OK  # type: ignore
+    assert run_batch(config, **options).exit_code == EXIT_OK  # type: ignore
     return out / "review.gpkg"
 
 
@@ -131,7 +131,7 @@ def reference(flight_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def test_batch_finds_the_unmapped_building_as_idou_detect_does(
         reference: Path, flight_dir: Path, tmp_path: Path) -> None:
-    from idou.inference.detect import detect
+    from idou.inference.detect import DetectJob, run_detect
 
     found = pyogrio.read_dataframe(reference, layer="unmapped_buildings")
     assert len(found) == 1  # the unregistered house; the registered one and NEW/GONE are not
@@ -141,9 +141,11 @@ def test_batch_finds_the_unmapped_building_as_idou_detect_does(
         assert [mosaic.descriptions, mosaic.count] == [("presence_before", "presence_after"), 2]
 
     out = tmp_path / "detect.gpkg"
-    detect(flight_dir / "mosaic_2024.tif", flight_dir / "mosaic_2025.tif", out,
-           parcels=flight_dir / "parcels.gpkg", buildings=flight_dir / "buildings.gpkg",
-           model=str(flight_dir / "presence.onnx"), threads=1, write_project=False)
+    run_detect(DetectJob(flight_dir / "mosaic_2024.tif", flight_dir / "mosaic_2025.tif", out,
+                         parcels=flight_dir / "parcels.gpkg",
+                         buildings=flight_dir / "buildings.gpkg",
+                         model=str(flight_dir / "presence.onnx"), threads=1,
+                         write_project=False))
     assert _unmapped(reference) == _unmapped(out)
     assert _run_info(reference, "unmapped_buildings") == _run_info(out, "unmapped_buildings")
 

@@ -54,7 +54,7 @@ def test_unknown_extra_outputs_are_refused() -> None:
 
 
 def test_the_footprint_threshold_is_the_tuned_one_else_the_demolished_channels() -> None:
-    from idou.inference.detect import footprint_threshold
+    from idou.inference.footprint_evidence import footprint_threshold
 
     assert footprint_threshold(ModelContract(threshold_demolished=0.2)) == 0.2
     tuned = ModelContract.from_metadata(ModelContract(

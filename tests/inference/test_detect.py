@@ -12,7 +12,7 @@ import pytest
 
 from idou.errors import OutputConflict
 from idou.inference.contract import ModelContract
-from idou.inference.detect import detect
+from idou.inference.detect import DetectJob, run_detect
 
 from .conftest import build_change_model, save_with_card
 
@@ -70,8 +70,9 @@ def test_a_failing_detect_leaves_nothing_at_the_output(flights: dict[str, Path],
 def test_a_failure_after_inference_leaves_an_existing_output_untouched(
         flights: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "changes.gpkg"
-    detect(flights["flight_2024"], flights["flight_2025"], out, model=str(flights["model"]),
-           threads=1, write_project=False)  # the previous run (--force replaces only idou's)
+    run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], out,
+                         model=str(flights["model"]), threads=1,
+                         write_project=False))  # the previous run (--force replaces only idou's)
     previous = out.read_bytes()
     prob = tmp_path / "prob.tif"
 
@@ -80,8 +81,8 @@ def test_a_failure_after_inference_leaves_an_existing_output_untouched(
 
     monkeypatch.setattr("idou.geo.vectorize.vectorize", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        detect(flights["flight_2024"], flights["flight_2025"], out, model=str(flights["model"]),
-               prob=prob, force=True, threads=1)
+        run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], out,
+                             model=str(flights["model"]), prob=prob, force=True, threads=1))
     assert out.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["changes.gpkg"]
 
@@ -91,7 +92,8 @@ def test_an_existing_output_without_force_is_refused_before_any_work(
     out = tmp_path / "changes.gpkg"
     out.write_bytes(b"keep me")
     with pytest.raises(OutputConflict, match="--force"):
-        detect(flights["flight_2024"], flights["flight_2025"], out, model="/nonexistent.onnx")
+        run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], out,
+                             model="/nonexistent.onnx"))
     assert out.read_bytes() == b"keep me"
 
 
@@ -104,7 +106,7 @@ def test_detect_with_buildings_writes_the_map_layers_and_keeps_unmatched_change_
     common = dict(model=str(flights["model"]), parcels=flights["parcels"],
                   buildings=flights["buildings_2024"], threads=1, write_project=False)
     out = tmp_path / "map.gpkg"
-    detect(flights["flight_2024"], flights["flight_2025"], out, **common)  # type: ignore[arg-type]
+    run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], out, **common))  # type: ignore[arg-type]
     layers = dict(pyogrio.list_layers(out))
     assert "unmapped_buildings" in layers
     assert pyogrio.read_info(out, layer="unmapped_buildings")["features"] == 0
@@ -120,6 +122,25 @@ def test_detect_with_buildings_writes_the_map_layers_and_keeps_unmatched_change_
     parcels = gpd.read_file(out, layer="candidate_parcels")
     assert not set(parcels["主な異動区分"]) & {"その他の変化"}
     kept = tmp_path / "kept.gpkg"
-    detect(flights["flight_2024"], flights["flight_2025"], kept, keep_unmatched=True,
-           **common)  # type: ignore[arg-type]
+    run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], kept,
+                         keep_unmatched=True, **common))  # type: ignore[arg-type]
     assert len(gpd.read_file(kept, layer="candidate_parcels")) > len(parcels)
+
+
+def test_run_detect_reports_each_stage_through_the_progress_callback(
+        flights: dict[str, Path], tmp_path: Path) -> None:
+    """The CLI draws its bars from these calls: inference first, then polygons, each to its end.
+    """
+    calls: list[tuple[str, float, float]] = []
+
+    def progress(stage: str, done: float, total: float, *, rate: float | None = None) -> None:
+        calls.append((stage, done, total))
+
+    run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], tmp_path / "c.gpkg",
+                         model=str(flights["model"]), threads=1, write_project=False),
+               progress=progress)
+    stages = [stage for stage, _, _ in calls]
+    assert set(stages) == {"infer", "vectorize"}
+    assert stages.index("vectorize") > len(stages) - 1 - stages[::-1].index("infer")
+    last = {stage: (done, total) for stage, done, total in calls}
+    assert all(done == total > 0 for done, total in last.values())

@@ -16,7 +16,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from scipy import ndimage
 
 from idou.inference.contract import ModelContract
-from idou.inference.detect import detect
+from idou.inference.detect import DetectJob, run_detect
 
 from .conftest import build_change_model, save_with_card
 
@@ -96,8 +96,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _changes(before: Path, after: Path, model: Path, out: Path, **kwargs: object
              ) -> gpd.GeoDataFrame:
-    detect(before, after, out, model=str(model), threads=1, write_project=False,
-           **kwargs)  # type: ignore[arg-type]
+    run_detect(DetectJob(before, after, out, model=str(model), threads=1, write_project=False,
+                         **kwargs))  # type: ignore[arg-type]
     return gpd.read_file(out, layer="changes")
 
 

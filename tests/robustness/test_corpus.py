@@ -708,7 +708,7 @@ def test_enospc_at_the_write_leaves_no_partial_output(
     import errno
 
     from idou.geo import gpkg_output
-    from idou.inference.detect import detect
+    from idou.inference.detect import DetectJob, run_detect
 
     out = tmp_path / "changes.gpkg"
     shutil.copy(reviewed, out)
@@ -721,8 +721,8 @@ def test_enospc_at_the_write_leaves_no_partial_output(
 
     monkeypatch.setattr(gpkg_output, "_write_run_info", full)
     with pytest.raises(Exception) as info:
-        detect(good.before, good.after, out, model=str(good.model), threads=1, force=True,
-               parcels=good.parcels)
+        run_detect(DetectJob(good.before, good.after, out, model=str(good.model), threads=1,
+                             force=True, parcels=good.parcels))
     assert "space" in str(info.value)
     assert out.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["changes.gpkg"]

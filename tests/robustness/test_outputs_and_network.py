@@ -246,11 +246,11 @@ def test_staff_edit_committed_during_a_forced_rerun_is_kept(good: GoodPair, tmp_
                                                             monkeypatch: pytest.MonkeyPatch
                                                             ) -> None:
     from idou.geo import gpkg_output
-    from idou.inference.detect import detect
+    from idou.inference.detect import DetectJob, run_detect
 
     out = tmp_path / "changes.gpkg"
-    detect(good.before, good.after, out, parcels=good.parcels, model=str(good.model), threads=1,
-           write_project=False)
+    run_detect(DetectJob(good.before, good.after, out, parcels=good.parcels,
+                         model=str(good.model), threads=1, write_project=False))
     original = gpkg_output._write_layers
     edits: list[str] = []
 
@@ -263,8 +263,8 @@ def test_staff_edit_committed_during_a_forced_rerun_is_kept(good: GoodPair, tmp_
         original(path, layers)  # type: ignore[arg-type]
 
     monkeypatch.setattr(gpkg_output, "_write_layers", write_layers_while_staff_edit)
-    detect(good.before, good.after, out, parcels=good.parcels, model=str(good.model), threads=1,
-           write_project=False, force=True)
+    run_detect(DetectJob(good.before, good.after, out, parcels=good.parcels,
+                         model=str(good.model), threads=1, write_project=False, force=True))
     notes = pyogrio.read_dataframe(out, layer="candidate_parcels")["備考"].tolist()
     assert "途中で保存" in notes
 
@@ -348,7 +348,7 @@ def _status_page(server: object) -> int:
 def test_local_dask_cluster_listens_on_loopback_and_has_no_dashboard_unless_asked(
         workers: int, dashboard: str | None) -> None:
     pytest.importorskip("distributed")
-    from idou.inference.batch import _client
+    from idou.inference.batch_dask import _client
 
     with _client(workers, None, dashboard) as client:
         cluster = client.cluster
@@ -496,7 +496,7 @@ def test_allow_network_lifts_the_refusal(good: GoodPair, tmp_path: Path,
 def test_batch_check_refuses_a_network_vrt_unless_the_flight_allows_it(
         good: GoodPair, tmp_path: Path, listener: tuple[int, list[object]]) -> None:
     from idou.geo.errors import UserInputError
-    from idou.inference.batch import check_flight
+    from idou.inference.batch_check import check_flight
     from idou.inference.batch_config import load_flight_config
 
     port, seen = listener
