@@ -50,8 +50,8 @@ import numpy as np
 import rasterio
 
 from idou.errors import OutputConflict, UserInputError
-from idou.geo.network import allow_network_sources
-from idou.geo.output_lock import output_lock
+from idou.geo.files.network import allow_network_sources
+from idou.geo.files.output_lock import output_lock
 from idou.inference import sheet_changes
 from idou.inference.batch_config import FlightConfig
 from idou.inference.batch_report import (
@@ -99,8 +99,8 @@ EXIT_FAILED_BLOCKS = 3
 class RunSpec:
     """Everything a worker needs to compute a block: paths and the preflight, no pixel data.
 
-    ``report`` is the driver's :class:`~idou.geo.preflight.PreflightReport` (its sources point
-    at files or at VRTs in ``OUT/vrt``), so every worker reads the same grid and bands.
+    ``report`` is the driver's :class:`~idou.geo.raster.preflight.PreflightReport` (its sources
+    point at files or at VRTs in ``OUT/vrt``), so every worker reads the same grid and bands.
     """
 
     key: str
@@ -167,7 +167,7 @@ class _WorkerEngine:
     """Opens the flights on the run's grid and the model once per worker process."""
 
     def __init__(self, spec: RunSpec) -> None:
-        from idou.geo.align import AlignedPair
+        from idou.geo.raster.align import AlignedPair
         from idou.inference.model_source import load_model_bytes
         from idou.inference.session import make_session
 
@@ -303,8 +303,8 @@ def open_pair_report(before: str | list[str], after: str | list[str], before_crs
                      after_crs: str | None, aoi: str | None, contract: Any, vrt_dir: Path,
                      estimate_misregistration: bool = True) -> Any:
     """Open both flights (sheets mosaicked through VRTs in ``vrt_dir``) and run preflight."""
-    from idou.geo.preflight import preflight
-    from idou.geo.sources import open_source
+    from idou.geo.raster.preflight import preflight
+    from idou.geo.raster.sources import open_source
 
     b = open_source(before, crs=before_crs, workdir=vrt_dir)
     a = open_source(after, crs=after_crs, workdir=vrt_dir)
@@ -499,8 +499,8 @@ def _log_say(level: str, message: str) -> None:
 
 def _check_outputs_are_not_inputs(config: FlightConfig) -> None:
     """No file or folder the batch writes in its output folder is one of its inputs."""
-    from idou.geo.owned_outputs import same_file
-    from idou.geo.vector_files import split_layer
+    from idou.geo.files.owned_outputs import same_file
+    from idou.geo.vector.vector_files import split_layer
 
     out = config.output
     written = [out / name for name in (GPKG_NAME, Path(GPKG_NAME).with_suffix(".qgz").name,

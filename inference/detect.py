@@ -125,7 +125,7 @@ def _input_files(src_before: Any, src_after: Any, parcels: Any, buildings: Any, 
 def _check_outputs(output: Path, prob_path: Path | None, force: bool, write_project: bool,
                    inputs: list[Path]) -> None:
     """Every file this run will write may be written (before any pixel is computed)."""
-    from idou.geo import owned_outputs as owned
+    from idou.geo.files import owned_outputs as owned
 
     targets: list[tuple[Path, str, Callable[[Path], bool]]] = [
         (output, "output (-o)", owned.is_review_geopackage)]
@@ -194,9 +194,9 @@ def detect(before: Source, after: Source, output: str | Path, *,
     Raises:
         UserInputError: anything about the inputs a user can fix; the output is then untouched.
     """
-    from idou.geo.align import AlignedPair
-    from idou.geo.preflight import preflight
-    from idou.geo.sources import open_source
+    from idou.geo.raster.align import AlignedPair
+    from idou.geo.raster.preflight import preflight
+    from idou.geo.raster.sources import open_source
     from idou.inference.coverage import CoverageSink
     from idou.inference.engine import predict_grid
     from idou.inference.model_source import resolve_model
@@ -221,8 +221,8 @@ def detect(before: Source, after: Source, output: str | Path, *,
         raise UserInputError(f"{output} is not a .gpkg path; the output is a GeoPackage, name "
                              "it like changes.gpkg.")
 
-    from idou.geo.leftovers import make_work_folder, remove_stale_work_folders
-    from idou.geo.output_lock import acquire, lock_path, release
+    from idou.geo.files.leftovers import make_work_folder, remove_stale_work_folders
+    from idou.geo.files.output_lock import acquire, lock_path, release
 
     lock = lock_path(output)
     acquire(lock, output)  # one writer per output, held until the output is in place
@@ -283,7 +283,7 @@ def detect(before: Source, after: Source, output: str | Path, *,
                 sinks.append(presence)
             writer = None
             if prob_path is not None:
-                from idou.geo.probability_cog import ProbabilityWriter
+                from idou.geo.raster.probability_cog import ProbabilityWriter
 
                 writer = ProbabilityWriter(prob_path, grid)
                 sinks.append(writer)
@@ -375,7 +375,7 @@ def finish_from_probabilities(
     Returns:
         ``{"changes_by_type": {class: count}, "candidate_parcels": n}``.
     """
-    from idou.geo import vectorize as vectorize_module
+    from idou.geo.changes import vectorize as vectorize_module
 
     grid = report.grid
     thresholds = thresholds or resolve_thresholds(model.contract)
@@ -434,7 +434,7 @@ def _read_vectors(parcels: Any, buildings: Any, crs: Any, grid: Any = None,
     """
     parcel_frame = building_frame = None
     if parcels is not None:
-        from idou.geo.parcels import read_parcels
+        from idou.geo.vector.parcels import read_parcels
 
         paths = [Path(parcels)] if isinstance(parcels, str | Path) else [Path(p) for p in parcels]
         parcel_set = read_parcels(paths if len(paths) > 1 else paths[0], crs, encoding,
@@ -443,7 +443,7 @@ def _read_vectors(parcels: Any, buildings: Any, crs: Any, grid: Any = None,
         if say is not None:
             _report_parcels(parcel_set, ", ".join(p.name for p in paths), grid, say)
     if buildings is not None:
-        from idou.geo.buildings import read_buildings
+        from idou.geo.vector.buildings import read_buildings
 
         building_frame = read_buildings(Path(buildings), crs, encoding)
         if say is not None and grid is not None and len(building_frame) and \
@@ -483,9 +483,9 @@ def _write_output(output: Path, changes: gpd.GeoDataFrame, parcels: gpd.GeoDataF
                   write_project: bool, evidence: BuildingEvidence | None = None
                   ) -> dict[str, Any]:
     """Classify, join to parcels and write the review GeoPackage (atomically)."""
-    from idou.geo.classify import candidate_changes, classify_changes
-    from idou.geo.gpkg_output import write_review_geopackage
-    from idou.geo.parcel_join import join_parcels
+    from idou.geo.changes.classify import candidate_changes, classify_changes
+    from idou.geo.changes.parcel_join import join_parcels
+    from idou.geo.review.gpkg_output import write_review_geopackage
 
     evidence = evidence or BuildingEvidence()
     classified = classify_changes(changes, buildings, parcels, footprints=evidence.scores,
@@ -514,7 +514,7 @@ class BuildingEvidence:
     """What the building map adds to a run: footprint scores, its threshold, unmapped buildings.
     """
 
-    scores: Any = None  # idou.geo.building_evidence.FootprintScores, or None without a map
+    scores: Any = None  # idou.geo.changes.building_evidence.FootprintScores, or None without a map
     threshold: float = 0.5
     keep_unmatched: bool = False
     unmapped: gpd.GeoDataFrame | None = None  # None: no layer (no building map given)
@@ -542,7 +542,7 @@ def building_evidence(probabilities: Any, presence: Any, grid: Any, contract: Mo
                       keep_unmatched: bool = False) -> BuildingEvidence:
     """Score the registered footprints and find buildings the map lacks (with a building map).
     """
-    from idou.geo import building_evidence as be
+    from idou.geo.changes import building_evidence as be
 
     threshold = footprint_threshold(contract, threshold_footprint)
     if buildings is None:

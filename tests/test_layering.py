@@ -113,8 +113,8 @@ def test_reading_the_default_model_path_imports_no_torch() -> None:
 
 
 @pytest.mark.parametrize(("module", "imported", "why"), [
-    ("idou.geo.harvest", "mlflow", "geo never imports mlflow"),
-    ("idou.geo.preflight", "idou.inference.contract", "geo may import only idou.geo"),
+    ("idou.geo.review.harvest", "mlflow", "geo never imports mlflow"),
+    ("idou.geo.raster.preflight", "idou.inference.contract", "geo may import only idou.geo"),
     ("idou.models.backbones", "idou.geo.errors", "models may import only idou.models"),
     ("idou.inference.detect", "idou", "not idou itself"),
     ("idou.inference.engine", "torch", "inference never imports torch"),
@@ -127,7 +127,7 @@ def test_the_rules_catch_the_edges_the_design_forbids(module: str, imported: str
 
 
 @pytest.mark.parametrize(("module", "imported"), [
-    ("idou.geo.align", "idou.errors"), ("idou.models.backbones", "idou.errors"),
+    ("idou.geo.raster.align", "idou.errors"), ("idou.models.backbones", "idou.errors"),
     ("idou.inference.provenance", "idou.version"), ("idou.training.loop", "idou.inference"),
     ("idou.inference.registry", "mlflow"), ("idou.cli", "idou"),
 ])

@@ -9,7 +9,7 @@
   the weights of the best validation epoch. A run restarted with ``resume=True`` continues at
   the same epoch and step (batches an interrupted epoch already used are skipped).
 - Early stopping on validation object recall (mean of new and demolished at
-  ``train.val_threshold``, ``idou.geo.metrics``' object rules): ``train.monitor =
+  ``train.val_threshold``, ``idou.geo.scoring.metrics``' object rules): ``train.monitor =
   "object_recall"`` ranks epochs by recall (object F1 breaks ties); ``"object_recall+f1"`` by
   recall + F1, so a run whose recall has saturated keeps improving its precision.
 - mlflow: parameters, the config file, per-epoch losses and pixel/object metrics, the PR curve
@@ -255,13 +255,13 @@ def _device() -> torch.device:
 def evaluate(net: nn.Module, loader: DataLoader, device: torch.device, threshold: float,
              min_area_px: int, amp: bool = False, keep_samples: int = 0
              ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Pixel and object metrics of ``net`` over ``loader`` (object rules of idou.geo.metrics).
+    """Pixel and object metrics of ``net`` over ``loader`` (object rules of geo.scoring.metrics).
 
     Returns:
         ``(metrics, extras)``; extras hold subsampled (prob, truth) pairs per channel for the PR
         curve and up to ``keep_samples`` sample items with their predictions.
     """
-    from idou.geo.metrics import ObjectScores, object_scores_from_masks, pixel_scores
+    from idou.geo.scoring.metrics import ObjectScores, object_scores_from_masks, pixel_scores
 
     net.eval()
     objects = [ObjectScores(0, 0, 0, 0), ObjectScores(0, 0, 0, 0)]

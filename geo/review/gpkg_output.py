@@ -5,7 +5,7 @@ change and its class), ``existing_buildings`` (when given), ``coverage`` (proces
 skipped nodata, column ``status``), ``missed`` (empty; staff draw buildings the run missed)
 and the table ``run_info`` (``key``/``value`` rows; values that are not text are JSON).
 
-Column names follow :mod:`idou.geo.review_fields`: Japanese names for text staff read or
+Column names follow :mod:`idou.geo.review.review_fields`: Japanese names for text staff read or
 edit, ASCII names with Japanese aliases for ids and numbers. Aliases are stored twice: in
 ``gpkg_data_columns`` (GeoPackage schema extension; ``title`` is the alias, read by GDAL) and
 in the QGIS styles in ``layer_styles`` (what QGIS applies). 調査状況 also has an ``enum``
@@ -15,7 +15,7 @@ The file is GeoPackage 1.2 so that older QGIS/GDAL read it without warnings.
 Writing is atomic: everything goes to a temporary file in the target's folder, which is
 renamed over the target only when complete. Re-running into an existing file is refused
 unless ``force=True``; with force the staff's edits are merged in (see
-:mod:`idou.geo.review_merge`) — never discarded. A ``.qgz`` QGIS project with the layers and
+:mod:`idou.geo.review.review_merge`) — never discarded. A ``.qgz`` QGIS project with the layers and
 the two orthophotos is written beside the GeoPackage.
 """
 
@@ -38,11 +38,11 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from idou.errors import OutputConflict, UserInputError
-from idou.geo.gpkg_sqlite import connect
-from idou.geo.leftovers import make_work_folder, remove_stale_work_folders
-from idou.geo.owned_outputs import check_replaceable, idou_qgis_project, leave_wal_mode
-from idou.geo.qgis_styles import write_layer_styles
-from idou.geo.review_fields import (
+from idou.geo.files.leftovers import make_work_folder, remove_stale_work_folders
+from idou.geo.files.owned_outputs import check_replaceable, idou_qgis_project, leave_wal_mode
+from idou.geo.review.gpkg_sqlite import connect
+from idou.geo.review.qgis_styles import write_layer_styles
+from idou.geo.review.review_fields import (
     ALIASES,
     DETECTION,
     MAIN_CLASS,
@@ -54,14 +54,14 @@ from idou.geo.review_fields import (
     SURVEYOR,
     UNMAPPED_LAYER,
 )
-from idou.geo.review_merge import (
+from idou.geo.review.review_merge import (
     MergeStats,
     ReviewState,
     merge_review,
     read_review_state,
     with_review_fields,
 )
-from idou.geo.survey_dates import survey_dates
+from idou.geo.review.survey_dates import survey_dates
 
 GEOMETRY_COLUMN = "geom"
 LAYER_ORDER = ("candidate_parcels", "changes", "existing_buildings", UNMAPPED_LAYER, "coverage",
@@ -108,8 +108,8 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
 
     Args:
         target: the ``.gpkg`` path; its folder must exist.
-        changes: classified changes (:func:`idou.geo.classify.classify_changes`).
-        candidate_parcels: :func:`idou.geo.parcel_join.join_parcels` output.
+        changes: classified changes (:func:`idou.geo.changes.classify.classify_changes`).
+        candidate_parcels: :func:`idou.geo.changes.parcel_join.join_parcels` output.
         existing_buildings: footprints, or None.
         coverage: polygons with column ``status`` (e.g. ``processed``, ``nodata``).
         run_info: provenance (model, thresholds, inputs with sha256, CRS, times, version);
@@ -170,7 +170,7 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
                              "as it is; save and close it in QGIS, then run again.")
     result.layers = {name: len(frame) for name, frame in layers.items()}
     if write_project:
-        from idou.geo.qgis_project import write_qgis_project
+        from idou.geo.review.qgis_project import write_qgis_project
 
         result.project = write_qgis_project(
             target.with_suffix(".qgz"), gpkg=target, layers=list(layers),

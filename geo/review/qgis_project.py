@@ -19,8 +19,8 @@ from xml.etree import ElementTree as ET
 
 from pyproj import CRS
 
-from idou.geo.owned_outputs import MARKER_KEY, MARKER_VALUE, QGZ_COMMENT
-from idou.geo.qgis_styles import QGIS_VERSION, load_qml
+from idou.geo.files.owned_outputs import MARKER_KEY, MARKER_VALUE, QGZ_COMMENT
+from idou.geo.review.qgis_styles import QGIS_VERSION, load_qml
 
 DISPLAY_NAMES = {
     "candidate_parcels": "調査対象の筆 (candidate_parcels)",

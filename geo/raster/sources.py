@@ -32,10 +32,10 @@ from idou.errors import (
     UnusableCRS,
     UserInputError,
 )
-from idou.geo.grid import Grid
-from idou.geo.network import check_local_source
-from idou.geo.owned_outputs import vrt_marker_xml
-from idou.geo.text_files import read_text
+from idou.geo.files.network import check_local_source
+from idou.geo.files.owned_outputs import vrt_marker_xml
+from idou.geo.files.text_files import read_text
+from idou.geo.raster.grid import Grid
 
 SHEET_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2")
 WORLD_FILE_SUFFIXES = (".tfw", ".tifw", ".tiffw", ".jgw", ".jpgw", ".pgw", ".pngw", ".wld")

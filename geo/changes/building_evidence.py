@@ -13,7 +13,7 @@
   ``min_area_m2`` it is 増築 (its geometry: that part); otherwise it lies on a standing house and
   is ``other``.
 - **建替**: new change over a footprint that scored demolished (rule 4 of
-  :mod:`idou.geo.classify`, or on the same parcel), or a house rebuilt on the same spot: new
+  :mod:`idou.geo.changes.classify`, or on the same parcel), or a house rebuilt on the same spot: new
   change over most of a footprint with demolished change on it too (:func:`rebuilt_in_place`).
 - **Buildings the map lacks** (未評価家屋の候補): from a model's per-date building presence,
   buildings present in both photos on no footprint (:func:`unmapped_buildings`).
@@ -34,8 +34,8 @@ import shapely
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from idou.geo.grid import Grid
-from idou.geo.vectorize import ProbabilityReader
+from idou.geo.changes.vectorize import ProbabilityReader
+from idou.geo.raster.grid import Grid
 
 DEFAULT_INSET_M = 1.0
 DEFAULT_TOLERANCE_M = 1.0
@@ -338,7 +338,7 @@ def unmapped_buildings(presence: ProbabilityReader, grid: Grid,
     Returns:
         ``candidate_id``, ``area_m2``, ``score_max``, ``score_mean``, ``判定理由``, geometry.
     """
-    from idou.geo.vectorize import vectorize
+    from idou.geo.changes.vectorize import vectorize
 
     found = vectorize(_BothDates(presence), grid, (threshold, 1.0 - 1e-6),
                       min_area_m2=min_area_m2)

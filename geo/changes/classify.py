@@ -13,10 +13,11 @@ Rules (in this order):
    least ``on_parcel_share`` of its area or 10 m²), → both ``rebuilt`` (建替).
 
 Without buildings only rules 1 and 4 apply. With buildings *and* their footprint scores
-(:func:`idou.geo.building_evidence.footprint_scores`), rules 2 and 3 are replaced by the
-building map as evidence (:func:`idou.geo.building_evidence.apply_building_evidence`): 滅失 is
-decided per footprint, 増築 needs new built area outside the standing footprints, and change the
-map does not support becomes ``other`` (その他の変化), which rule 4 ignores.
+(:func:`idou.geo.changes.building_evidence.footprint_scores`), rules 2 and 3 are replaced by the
+building map as evidence
+(:func:`idou.geo.changes.building_evidence.apply_building_evidence`): 滅失 is decided per
+footprint, 増築 needs new built area outside the standing footprints, and change the map does
+not support becomes ``other`` (その他の変化), which rule 4 ignores.
 
 ``change_id`` is a stable hash of the geometry (rounded to 0.5 m, normalised) and the class, so
 a re-run on the same result gives the same ids.
@@ -35,14 +36,14 @@ import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from idou.geo.building_evidence import (
+from idou.geo.changes.building_evidence import (
     OTHER,
     REASON,
     FootprintScores,
     apply_building_evidence,
 )
-from idou.geo.parcels import district_of
-from idou.geo.review_fields import CLASS_JA, OTHER_CLASS_JA
+from idou.geo.review.review_fields import CLASS_JA, OTHER_CLASS_JA
+from idou.geo.vector.parcels import district_of
 
 REQUIRED = ("channel", "geometry")
 
@@ -70,7 +71,7 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
         tolerance_m: misregistration between map and photo tolerated for 増築.
         min_area_m2: smallest new built area outside standing footprints that is 増築.
         demolished_threshold: the demolished channel's threshold (evidence of a house rebuilt
-            on its spot, see :func:`idou.geo.building_evidence.rebuilt_in_place`).
+            on its spot, see :func:`idou.geo.changes.building_evidence.rebuilt_in_place`).
 
     Returns:
         A copy with ``change_id``, ``change_type``, ``異動区分``, ``building_ids``, ``地番``,

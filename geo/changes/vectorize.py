@@ -26,7 +26,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from shapely.geometry import Polygon, shape
 
-from idou.geo.grid import Grid
+from idou.geo.raster.grid import Grid
 
 CHANNELS = ("new", "demolished")
 DEFAULT_MIN_AREA_M2 = 8.0

@@ -13,9 +13,9 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from idou.geo.classify import changes_on_parcels
-from idou.geo.parcels import district_of
-from idou.geo.review_fields import CLASS_ORDER_JA, MAIN_CLASS, OTHER_CLASS_JA
+from idou.geo.changes.classify import changes_on_parcels
+from idou.geo.review.review_fields import CLASS_ORDER_JA, MAIN_CLASS, OTHER_CLASS_JA
+from idou.geo.vector.parcels import district_of
 
 CANDIDATE_COLUMNS = ["parcel_id", "地番", "所在", "地区", "異動区分", MAIN_CLASS, "n_changes",
                      "changed_area_m2", "score_max", "priority", "shares", "change_ids"]
@@ -26,7 +26,7 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
     """One row per parcel touched by classified changes.
 
     Args:
-        changes: output of :func:`idou.geo.classify.classify_changes` (``change_id``,
+        changes: output of :func:`idou.geo.changes.classify.classify_changes` (``change_id``,
             ``異動区分``, ``score_max``, geometry).
         parcels: ``ParcelSet.frame`` (``parcel_id``, ``地番``, ``所在``, geometry).
         on_parcel_share: share of a change's area that counts it on a parcel.

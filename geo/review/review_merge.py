@@ -20,7 +20,7 @@ import pandas as pd
 import pyogrio
 import shapely
 
-from idou.geo.review_fields import (
+from idou.geo.review.review_fields import (
     DETECTED,
     DETECTION,
     NOT_DETECTED_AGAIN,
@@ -31,7 +31,7 @@ from idou.geo.review_fields import (
     SURVEY_DATE,
     SURVEYOR,
 )
-from idou.geo.survey_dates import survey_dates
+from idou.geo.review.survey_dates import survey_dates
 
 
 @dataclass
@@ -118,7 +118,7 @@ def with_review_fields(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 def normalise_dates(values: pd.Series) -> pd.Series:
     """Dates as ``YYYY-MM-DD`` text or None (the GeoPackage DATE encoding); text that is no
-    readable date (see :mod:`idou.geo.survey_dates`) is kept as it is."""
+    readable date (see :mod:`idou.geo.review.survey_dates`) is kept as it is."""
     return survey_dates(values)
 
 

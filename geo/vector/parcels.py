@@ -8,7 +8,7 @@ Every reader returns the same survey columns and nothing else:
 * ``地番``, ``所在`` (大字名/丁目名/小字名 joined), ``地区`` (大字/町丁目 without the 小字:
   the unit of the per-district summary), ``geometry`` (in ``target_crs``);
 * from 地図XML also ``精度区分`` and ``注記`` (``別図`` when the outline is on a separate
-  sheet). See :mod:`idou.geo.mojxml` for 地区外 (skipped and counted).
+  sheet). See :mod:`idou.geo.vector.mojxml` for 地区外 (skipped and counted).
 
 Owner names, addresses and every other attribute of the input are dropped so personal
 information never reaches outputs or logs; ``keep_columns`` names columns to keep on purpose.
@@ -35,9 +35,9 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from idou.errors import UnusableCRS, UserInputError
-from idou.geo.mojxml import read_mojxml
-from idou.geo.network import check_local_source
-from idou.geo.vector_files import read_vector
+from idou.geo.files.network import check_local_source
+from idou.geo.vector.mojxml import read_mojxml
+from idou.geo.vector.vector_files import read_vector
 
 CHIBAN_CANDIDATES = ("地番", "chiban", "tiban", "CHIBAN", "TIBAN", "Chiban", "地番号")
 SHOZAI_CANDIDATES = ("所在", "所在地", "shozai", "SHOZAI", "syozai", "SYOZAI")

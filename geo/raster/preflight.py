@@ -23,16 +23,16 @@ from rasterio.windows import Window
 from shapely.geometry import mapping, shape
 
 from idou.errors import FlightsDoNotOverlap, UnreadableInput, UnusableCRS, UserInputError
-from idou.geo import misregistration as _misreg
-from idou.geo.decode_errors import refuse_decoder_problems
-from idou.geo.grid import Grid
-from idou.geo.network import check_local_source
-from idou.geo.sources import RasterSource, describe_error
+from idou.geo.files.network import check_local_source
+from idou.geo.raster import misregistration as _misreg
+from idou.geo.raster.decode_errors import refuse_decoder_problems
+from idou.geo.raster.grid import Grid
+from idou.geo.raster.sources import RasterSource, describe_error
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
-    from idou.geo.align import AlignedPair
+    from idou.geo.raster.align import AlignedPair
 
 GSD_WARN_RATIO = 2.0
 _SAMPLES_PER_SIDE = 6  # validity sample: 6 x 6 windows
@@ -155,7 +155,7 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelInputs,
         band_indexes_after=idx_after, warnings=warns, overlap_fraction=overlap_fraction,
         aoi=aoi_geom, notes=notes)
 
-    from idou.geo.align import AlignedPair
+    from idou.geo.raster.align import AlignedPair
 
     with AlignedPair(report) as pair:
         report.valid_fraction = _common_valid_fraction(pair, grid)
@@ -370,7 +370,7 @@ def _common_grid(after: RasterSource, bounds: tuple[float, float, float, float],
 
 def load_aoi(path: Path, crs: CRS, notes: list[str] | None = None) -> BaseGeometry:
     """The union of an AOI file's polygons, in ``crs``."""
-    from idou.geo.vector_files import read_vector, split_layer
+    from idou.geo.vector.vector_files import read_vector, split_layer
 
     check_local_source(path, "the AOI")
     frame = read_vector(path, "AOI", fix="give a GeoPackage, shapefile or GeoJSON")
@@ -439,7 +439,7 @@ def sampled_valid_fraction(src: RasterSource) -> float:
     Cheap for any size: overviews when present, else 36 windows of 16 px; when those find
     nothing valid, a decimated read of the whole flight confirms (bounded to sane sizes).
     """
-    from idou.geo.align import damaged_sheets_label
+    from idou.geo.raster.align import damaged_sheets_label
 
     try:
         with src.open() as ds:
