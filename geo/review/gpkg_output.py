@@ -125,36 +125,10 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
             target open/locked in another program.
     """
     target = Path(target)
-    _check_folder(target)
-    state, stamp = ReviewState(), None
-    existed = target.exists()
-    if existed:
-        if not force:
-            raise OutputConflict(
-                f"{target} already exists; pass --force to re-run into it (staff edits in it "
-                "are kept) or choose another output path.")
-        leave_wal_mode(target)
-        _check_not_locked(target)
-        if not _is_review_geopackage(target):
-            raise OutputConflict(
-                f"{target} is not a review GeoPackage written by idou (it has no run_info "
-                "table), so --force will not overwrite it; choose another output path.")
-    if write_project:
-        check_replaceable(target.with_suffix(".qgz"), force=force, what="output",
-                          is_ours=idou_qgis_project)
-    if existed:
-        state, stamp = _read_state(target)
+    existed = _check_target(target, force, write_project)
+    state, stamp = _read_state(target) if existed else (ReviewState(), None)
     crs = changes.crs or candidate_parcels.crs or coverage.crs
-    info = dict(run_info)
-    if orthophotos is not None:
-        info["orthophoto_before"] = str(Path(orthophotos[0]).resolve())
-        info["orthophoto_after"] = str(Path(orthophotos[1]).resolve())
-    info.setdefault("written_at", datetime.now(UTC).isoformat(timespec="seconds"))
-    credits = _attributions(candidate_parcels, existing_buildings)
-    if credits:
-        info["attribution"] = "\n".join(dict.fromkeys(
-            [*([str(info["attribution"])] if info.get("attribution") else []),
-             *credits.values()]))
+    info, credits = _run_info(run_info, orthophotos, candidate_parcels, existing_buildings)
     result = WriteResult(path=target, project=None, layers={}, merged=existed)
 
     remove_stale_work_folders(target)
@@ -176,6 +150,44 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
             target.with_suffix(".qgz"), gpkg=target, layers=list(layers),
             crs=crs, orthophotos=orthophotos, extent=_extent(layers))
     return result
+
+
+def _check_target(target: Path, force: bool, write_project: bool) -> bool:
+    """Refuse a target (or its project) idou may not write; return whether it exists."""
+    _check_folder(target)
+    existed = target.exists()
+    if existed:
+        if not force:
+            raise OutputConflict(
+                f"{target} already exists; pass --force to re-run into it (staff edits in it "
+                "are kept) or choose another output path.")
+        leave_wal_mode(target)
+        _check_not_locked(target)
+        if not _is_review_geopackage(target):
+            raise OutputConflict(
+                f"{target} is not a review GeoPackage written by idou (it has no run_info "
+                "table), so --force will not overwrite it; choose another output path.")
+    if write_project:
+        check_replaceable(target.with_suffix(".qgz"), force=force, what="output",
+                          is_ours=idou_qgis_project)
+    return existed
+
+
+def _run_info(run_info: Mapping[str, object], orthophotos: tuple[Path, Path] | None,
+              candidate_parcels: gpd.GeoDataFrame, existing_buildings: gpd.GeoDataFrame | None
+              ) -> tuple[dict[str, object], dict[str, str]]:
+    """The ``run_info`` written: with the orthophotos, the time, and the inputs' credits."""
+    info = dict(run_info)
+    if orthophotos is not None:
+        info["orthophoto_before"] = str(Path(orthophotos[0]).resolve())
+        info["orthophoto_after"] = str(Path(orthophotos[1]).resolve())
+    info.setdefault("written_at", datetime.now(UTC).isoformat(timespec="seconds"))
+    credits = _attributions(candidate_parcels, existing_buildings)
+    if credits:
+        info["attribution"] = "\n".join(dict.fromkeys(
+            [*([str(info["attribution"])] if info.get("attribution") else []),
+             *credits.values()]))
+    return info, credits
 
 
 MERGE_ATTEMPTS = 5
