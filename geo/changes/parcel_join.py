@@ -56,21 +56,12 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
     ids = changes["change_id"].astype(str).to_numpy()
     scores = (changes["score_max"].astype(float).to_numpy() if "score_max" in changes
               else np.full(len(changes), np.nan))
-    parcel_ids, chiban, shozai = (
-        parcels[c].fillna("").astype(str).to_numpy() if c in parcels
-        else np.full(len(parcels), "", dtype=object) for c in ("parcel_id", "地番", "所在"))
-    district = (parcels["地区"].fillna("").astype(str).to_numpy() if "地区" in parcels
-                else np.array([district_of(v) for v in shozai], dtype=object))
+    parcel_ids, chiban, shozai, district = _parcel_columns(parcels)
     parcel_geoms = parcels.geometry.to_numpy()
     rows = []
     for parcel_row, group in links.groupby("parcel_row"):
         change_rows = group["change_row"].to_numpy()
-        area_by_class: dict[str, float] = {}
-        for c, a in zip(classes[change_rows], group["area_m2"], strict=True):
-            area_by_class[c] = area_by_class.get(c, 0.0) + float(a)
-        order = (*CLASS_ORDER_JA, OTHER_CLASS_JA)  # その他の変化: only with --keep-unmatched
-        ordered = [c for c in order if c in area_by_class]
-        main = max(ordered, key=lambda c: (area_by_class[c], -order.index(c)))
+        ordered, main = _classes(classes[change_rows], group["area_m2"])
         shares = "; ".join(
             f"{ids[r]}:{classes[r]}:{a:.1f}㎡({s * 100:.0f}%)"
             for r, a, s in zip(change_rows, group["area_m2"], group["share"], strict=True))
@@ -89,17 +80,41 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
             "change_ids": ",".join(ids[change_rows]),
             "geometry": parcel_geoms[p],
         })
-    out = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
-    order = out.sort_values(["score_max", "changed_area_m2", "parcel_id"],
-                            ascending=[False, False, True]).index
-    out.loc[order, "priority"] = np.arange(1, len(out) + 1)
-    out["priority"] = out["priority"].astype(int)
-    out = out.loc[order].reset_index(drop=True)
+    out = _by_priority(gpd.GeoDataFrame(rows, geometry="geometry", crs=crs))
     result = gpd.GeoDataFrame(out[CANDIDATE_COLUMNS + ["geometry"]], geometry="geometry",
                               crs=crs)
     if "attribution" in parcels.attrs:
         result.attrs["attribution"] = parcels.attrs["attribution"]
     return result
+
+
+def _parcel_columns(parcels: gpd.GeoDataFrame) -> tuple[np.ndarray, ...]:
+    """parcel_id, 地番, 所在 ("" where missing) and 地区 (from 所在 where missing)."""
+    parcel_ids, chiban, shozai = (
+        parcels[c].fillna("").astype(str).to_numpy() if c in parcels
+        else np.full(len(parcels), "", dtype=object) for c in ("parcel_id", "地番", "所在"))
+    district = (parcels["地区"].fillna("").astype(str).to_numpy() if "地区" in parcels
+                else np.array([district_of(v) for v in shozai], dtype=object))
+    return parcel_ids, chiban, shozai, district
+
+
+def _classes(classes: np.ndarray, areas: pd.Series) -> tuple[list[str], str]:
+    """A parcel's classes in the survey's order and the one with the largest area."""
+    area_by_class: dict[str, float] = {}
+    for c, a in zip(classes, areas, strict=True):
+        area_by_class[c] = area_by_class.get(c, 0.0) + float(a)
+    order = (*CLASS_ORDER_JA, OTHER_CLASS_JA)  # その他の変化: only with --keep-unmatched
+    ordered = [c for c in order if c in area_by_class]
+    return ordered, max(ordered, key=lambda c: (area_by_class[c], -order.index(c)))
+
+
+def _by_priority(out: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Rows numbered and sorted by route priority: highest score, then largest area."""
+    order = out.sort_values(["score_max", "changed_area_m2", "parcel_id"],
+                            ascending=[False, False, True]).index
+    out.loc[order, "priority"] = np.arange(1, len(out) + 1)
+    out["priority"] = out["priority"].astype(int)
+    return out.loc[order].reset_index(drop=True)
 
 
 def _empty(crs: object) -> gpd.GeoDataFrame:
