@@ -104,27 +104,10 @@ def read_parcels(path: Path | Sequence[Path], target_crs: object | None,
     frames: list[gpd.GeoDataFrame] = []
     result = ParcelSet(frame=gpd.GeoDataFrame(), sources=paths)
     crs = CRS.from_user_input(target_crs) if target_crs is not None else None
-    if moj:
-        skipped: list[str] = []
-        moj_files = read_mojxml(moj, skipped=skipped)
-        result.notes.extend(skipped)
-        if skipped:
-            result.dropped["任意座標系の地図XML (files)"] += len(skipped)
-        for moj_file in moj_files:
-            result.dropped.update(moj_file.dropped)
-            if not moj_file.parcels:
-                continue
-            frame = gpd.GeoDataFrame({
-                "地番": [p.chiban for p in moj_file.parcels],
-                "所在": [_join_place(p.oaza, p.chome, p.koaza) for p in moj_file.parcels],
-                "地区": [_join_place(p.oaza, p.chome) for p in moj_file.parcels],
-                "精度区分": [p.accuracy for p in moj_file.parcels],
-                "注記": [p.note for p in moj_file.parcels],
-            }, geometry=[p.geometry for p in moj_file.parcels], crs=moj_file.epsg)
-            crs = crs or frame.crs
-            frames.append(frame.to_crs(crs))
-    for file in other:
-        frame = _read_vector(file, encoding, keep_columns, chiban_column, shozai_column)
+    read = _mojxml_frames(moj, result) if moj else []
+    read += [_read_vector(file, encoding, keep_columns, chiban_column, shozai_column)
+             for file in other]
+    for frame in read:
         crs = crs or frame.crs
         frames.append(frame.to_crs(crs))
     if not frames:
@@ -146,6 +129,29 @@ def read_parcels(path: Path | Sequence[Path], target_crs: object | None,
         result.attribution = MOJ_ATTRIBUTION
         result.frame.attrs["attribution"] = MOJ_ATTRIBUTION
     return result
+
+
+def _mojxml_frames(moj: list[Path], result: ParcelSet) -> list[gpd.GeoDataFrame]:
+    """The parcels of 地図XML files, one frame per file in its own CRS; what was skipped or
+    dropped is counted in ``result``."""
+    skipped: list[str] = []
+    moj_files = read_mojxml(moj, skipped=skipped)
+    result.notes.extend(skipped)
+    if skipped:
+        result.dropped["任意座標系の地図XML (files)"] += len(skipped)
+    frames = []
+    for moj_file in moj_files:
+        result.dropped.update(moj_file.dropped)
+        if not moj_file.parcels:
+            continue
+        frames.append(gpd.GeoDataFrame({
+            "地番": [p.chiban for p in moj_file.parcels],
+            "所在": [_join_place(p.oaza, p.chome, p.koaza) for p in moj_file.parcels],
+            "地区": [_join_place(p.oaza, p.chome) for p in moj_file.parcels],
+            "精度区分": [p.accuracy for p in moj_file.parcels],
+            "注記": [p.note for p in moj_file.parcels],
+        }, geometry=[p.geometry for p in moj_file.parcels], crs=moj_file.epsg))
+    return frames
 
 
 def _expand(path: Path) -> list[Path]:
