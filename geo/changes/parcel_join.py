@@ -45,13 +45,9 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
         changes = changes.to_crs(crs)
     changes = changes.reset_index(drop=True)
     parcels = parcels.reset_index(drop=True)
-    links = changes_on_parcels(changes, parcels, share=on_parcel_share,
-                               min_area_m2=min_share_m2)
+    links = _links(changes, parcels, on_parcel_share, min_share_m2)
     if links.empty:
         return _empty(crs)
-    links = links.copy()
-    links["share"] = links["area_m2"] / np.maximum(
-        changes.geometry.area.to_numpy()[links["change_row"].to_numpy()], 1e-9)
     classes = changes["異動区分"].astype(str).to_numpy()
     ids = changes["change_id"].astype(str).to_numpy()
     scores = (changes["score_max"].astype(float).to_numpy() if "score_max" in changes
@@ -86,6 +82,19 @@ def join_parcels(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, *,
     if "attribution" in parcels.attrs:
         result.attrs["attribution"] = parcels.attrs["attribution"]
     return result
+
+
+def _links(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame, on_parcel_share: float,
+           min_share_m2: float) -> pd.DataFrame:
+    """Each change on each parcel it counts on, with its area there and its ``share``."""
+    links = changes_on_parcels(changes, parcels, share=on_parcel_share,
+                               min_area_m2=min_share_m2)
+    if links.empty:
+        return links
+    links = links.copy()
+    links["share"] = links["area_m2"] / np.maximum(
+        changes.geometry.area.to_numpy()[links["change_row"].to_numpy()], 1e-9)
+    return links
 
 
 def _parcel_columns(parcels: gpd.GeoDataFrame) -> tuple[np.ndarray, ...]:
