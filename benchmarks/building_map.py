@@ -1,7 +1,7 @@
 """False alarms with and without the building map (家屋現況図), at the same object recall.
 
 Runs a model once per pair with detect's engine and scores what ``idou detect`` lists as
-candidates (the survey's object rules of :mod:`idou.geo.metrics`) twice: without the map
+candidates (the survey's object rules of :mod:`idou.geo.scoring.metrics`) twice: without the map
 (every change polygon) and with it (``--buildings``: 滅失 decided per footprint, その他の変化 left
 out). For 滅失 it also sweeps the footprint threshold and reports the highest threshold whose
 recall is within 0.01 of the recall without the map, and false alarms there. Parcel recall
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _zero() -> Any:
-    from idou.geo.metrics import ObjectScores
+    from idou.geo.scoring.metrics import ObjectScores
 
     return ObjectScores(0, 0, 0, 0)
 
@@ -80,9 +80,9 @@ class Tally:
 
     def add(self, pred: Any, thresholds: dict[str, float],
             parcels: gpd.GeoDataFrame | None) -> None:
-        from idou.geo import metrics
-        from idou.geo.classify import candidate_changes, classify_changes
-        from idou.geo.parcel_join import join_parcels
+        from idou.geo.changes.classify import candidate_changes, classify_changes
+        from idou.geo.changes.parcel_join import join_parcels
+        from idou.geo.scoring import metrics
 
         self.pairs += 1
         changes = pred.changes(thresholds)

@@ -4,7 +4,7 @@ Trains a siamese change network for a bounded time on change pairs made from the
 single-date building masks of ``shared/data/real_buildings/robosat/training`` (buildings removed
 or pasted, STAR pairs, unchanged tiles; see :mod:`idou.training.datasets.single_date`), picks
 per-channel thresholds on pairs from the ``validation`` split for a recall target, and reports
-object recall and precision (the survey's rules of :mod:`idou.geo.metrics`: found at >= 25%
+object recall and precision (the survey's rules of :mod:`idou.geo.scoring.metrics`: found at >= 25%
 cover, false alarm under 25% overlap, objects under the minimum area left out) plus pixel scores
 on pairs made from the ``evaluation`` split.
 
@@ -200,7 +200,7 @@ def predict(net: Any, dataset: Any, device: str, batch_size: int = 8
 def score(probs: list[np.ndarray], targets: list[np.ndarray], min_area_px: int
           ) -> dict[str, Any]:
     """Pooled object curves and pixel scores per channel (ignore band left out)."""
-    from idou.geo.metrics import ObjectScores, PixelScores, pixel_scores, sweep_thresholds
+    from idou.geo.scoring.metrics import ObjectScores, PixelScores, pixel_scores, sweep_thresholds
 
     result: dict[str, Any] = {}
     for c, name in enumerate(CHANNELS):
@@ -221,7 +221,7 @@ def score(probs: list[np.ndarray], targets: list[np.ndarray], min_area_px: int
 def per_kind(probs: list[np.ndarray], targets: list[np.ndarray], kinds: list[str],
              thresholds: dict[str, float], min_area_px: int) -> dict[str, dict[str, float]]:
     """Object scores at the chosen thresholds split by pair kind (where the misses come from)."""
-    from idou.geo.metrics import ObjectScores, object_scores_from_masks
+    from idou.geo.scoring.metrics import ObjectScores, object_scores_from_masks
 
     table: dict[str, dict[str, float]] = {}
     for kind in sorted(set(kinds)):
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from idou.geo.metrics import min_area_pixels, pick_threshold, reaches
+    from idou.geo.scoring.metrics import min_area_pixels, pick_threshold, reaches
 
     torch.set_num_threads(max(1, args.threads))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Each set is a chip folder (``A/`` before, ``B/`` after, ``label/`` change; the LEVIR-CD / WHU-CD /
 open-cd layout, see :mod:`idou.training.chips`). Every model under test runs through the engine
 ``idou detect`` uses, at the thresholds in its own contract, and is scored with the survey's
-object rules (:mod:`idou.geo.metrics`: found at >= 25% cover, false alarm under 25% overlap,
+object rules (:mod:`idou.geo.scoring.metrics`: found at >= 25% cover, false alarm under 25% overlap,
 objects under the minimum area left out) and pixel F1/IoU. Beside them, for the crops they
 cover, the masks of published peers (one folder of PNG masks per network, named like the
 chips), and the trivial "everything changed" baseline (one object per crop). One table per set.
@@ -94,7 +94,7 @@ def new_also_demolished(preds: list[Any], thresholds: dict[str, float], min_area
 
 def _any_change(pred: Any, thresholds: dict[str, float]) -> Any:
     """The prediction with new-or-demolished (each at its threshold) in the new channel."""
-    from idou.geo.metrics import threshold_mask
+    from idou.geo.scoring.metrics import threshold_mask
 
     either = (threshold_mask(pred.probs[0], thresholds["new"])
               | threshold_mask(pred.probs[1], thresholds["demolished"]))
@@ -123,7 +123,7 @@ def _render(folder: Path, chip: Any, pred: Any, thresholds: dict[str, float]) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from idou.geo.metrics import threshold_mask
+    from idou.geo.scoring.metrics import threshold_mask
     from idou.training.chips import open_chip, read_change_label
 
     def rgb(path: Path) -> np.ndarray:
@@ -160,7 +160,7 @@ def _render(folder: Path, chip: Any, pred: Any, thresholds: dict[str, float]) ->
 
 def run_set(root: Path, args: argparse.Namespace) -> list[Row]:
     """Every row of one set's table."""
-    from idou.geo.metrics import CHANNELS
+    from idou.geo.scoring.metrics import CHANNELS
     from idou.training.chips import find_chips, mask_prediction, predict_chips, read_change_label
     from idou.training.evaluate import load_model
 

@@ -216,9 +216,9 @@ def _detect_main(args: list[str]) -> None:
 def bare_model(before: Path, after: Path, model: str, threads: int, batches: int,
                batch_size: int) -> dict[str, Any]:
     """Seconds per tile of the model alone, on real tiles of the pair read beforehand."""
-    from idou.geo.align import AlignedPair
-    from idou.geo.preflight import preflight
-    from idou.geo.sources import open_source
+    from idou.geo.raster.align import AlignedPair
+    from idou.geo.raster.preflight import preflight
+    from idou.geo.raster.sources import open_source
     from idou.inference.engine import Normaliser, run_model
     from idou.inference.model_source import resolve_model
     from idou.inference.session import make_session

@@ -77,8 +77,8 @@ def detect_command(  # long only by its typer options, one per flag; the body is
     from rich.console import Console
 
     from idou.cli_text import say
-    from idou.geo.network import allow_network_sources
-    from idou.geo.vector_files import check_encoding
+    from idou.geo.files.network import allow_network_sources
+    from idou.geo.vector.vector_files import check_encoding
     from idou.inference.detect import DetectJob
 
     check_encoding(encoding)  # also when no parcel or building file would have used it

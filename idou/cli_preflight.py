@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from idou.geo.preflight import PreflightReport
+    from idou.geo.raster.preflight import PreflightReport
     from idou.inference.contract import ModelContract
 
 
@@ -48,9 +48,9 @@ def preflight_command(
                                        "from the network; refused by default."),
 ) -> None:
     """Check two flights against the model: CRS, pixel size, overlap, bands, masks, shift."""
-    from idou.geo.network import allow_network_sources
-    from idou.geo.preflight import preflight
-    from idou.geo.sources import open_source
+    from idou.geo.files.network import allow_network_sources
+    from idou.geo.raster.preflight import preflight
+    from idou.geo.raster.sources import open_source
 
     contract, model_note = load_contract(model)
     with allow_network_sources(allow_network):

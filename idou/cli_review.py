@@ -13,7 +13,7 @@ def harvest_command(
                              "harvest.json."),
 ) -> None:
     """Turn reviewed outcomes (調査状況) and the `missed` layer into training labels."""
-    from idou.geo.harvest import harvest, unknown_values_sentences
+    from idou.geo.review.harvest import harvest, unknown_values_sentences
     from idou.training.review_tracking import log_harvest
 
     report = harvest(reviewed, out)
@@ -33,7 +33,7 @@ def summary_command(
     out: Path = typer.Option(..., "-o", "--out", help="Folder for the CSV, PNG and HTML."),
 ) -> None:
     """Counts and areas by class per 大字/町丁目: CSV and an HTML report with a map."""
-    from idou.geo.district_summary import write_district_summary
+    from idou.geo.review.district_summary import write_district_summary
 
     files = write_district_summary(gpkg, out)
     typer.echo(f"{len(files.table) - 1} districts → {files.csv}, {files.html}")

@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from idou.errors import OutputConflict, UserInputError
-from idou.geo.network import allow_network_sources
-from idou.geo.output_lock import output_lock
+from idou.geo.files.network import allow_network_sources
+from idou.geo.files.output_lock import output_lock
 from idou.inference import sheet_changes
 from idou.inference.batch_config import FlightConfig
 from idou.inference.batch_dask import compute_blocks

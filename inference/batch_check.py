@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from idou.errors import OutputConflict
-from idou.geo.network import allow_network_sources
+from idou.geo.files.network import allow_network_sources
 from idou.inference.batch_config import FlightConfig
 from idou.inference.batch_prepare import VRT_DIR, prepare_flight
 from idou.inference.blocks import snap_block_size

@@ -42,9 +42,9 @@ from idou.errors import (
     UnreadableInput,
     UserInputError,
 )
-from idou.geo.sources import SHEET_SUFFIXES
-from idou.geo.text_files import read_text
-from idou.geo.vector_files import check_encoding, vector_exists
+from idou.geo.files.text_files import read_text
+from idou.geo.raster.sources import SHEET_SUFFIXES
+from idou.geo.vector.vector_files import check_encoding, vector_exists
 
 DEFAULT_BLOCK_SIZE = 4096
 MIN_BLOCK_SIZE = 64
@@ -68,7 +68,7 @@ class FlightSide:
 
     @property
     def source_spec(self) -> str | list[str]:
-        """What `idou.geo.sources.open_source` takes: one path, or the list of sheets."""
+        """What `idou.geo.raster.sources.open_source` takes: one path, or the list of sheets."""
         if len(self.sheets) == 1:
             return str(self.sheets[0])
         return [str(p) for p in self.sheets]

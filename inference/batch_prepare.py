@@ -35,8 +35,8 @@ def open_pair_report(before: str | list[str], after: str | list[str], before_crs
                      after_crs: str | None, aoi: str | None, contract: Any, vrt_dir: Path,
                      estimate_misregistration: bool = True) -> Any:
     """Open both flights (sheets mosaicked through VRTs in ``vrt_dir``) and run preflight."""
-    from idou.geo.preflight import preflight
-    from idou.geo.sources import open_source
+    from idou.geo.raster.preflight import preflight
+    from idou.geo.raster.sources import open_source
 
     b = open_source(before, crs=before_crs, workdir=vrt_dir)
     a = open_source(after, crs=after_crs, workdir=vrt_dir)
@@ -116,8 +116,8 @@ def log_say(level: str, message: str) -> None:
 
 def _check_outputs_are_not_inputs(config: FlightConfig) -> None:
     """No file or folder the batch writes in its output folder is one of its inputs."""
-    from idou.geo.owned_outputs import same_file
-    from idou.geo.vector_files import split_layer
+    from idou.geo.files.owned_outputs import same_file
+    from idou.geo.vector.vector_files import split_layer
 
     out = config.output
     written = [out / name for name in (GPKG_NAME, Path(GPKG_NAME).with_suffix(".qgz").name,

@@ -25,8 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from idou.geo.file_mode import give_usual_mode
-from idou.geo.report_numbers import format_area, round_area
+from idou.geo.files.file_mode import give_usual_mode
+from idou.geo.review.report_numbers import format_area, round_area
 
 STATUS_NAME = "status.json"
 SUMMARY_NAME = "summary.html"

@@ -28,8 +28,8 @@ from idou.inference.engine import blended_channels
 class RunSpec:
     """Everything a worker needs to compute a block: paths and the preflight, no pixel data.
 
-    ``report`` is the driver's :class:`~idou.geo.preflight.PreflightReport` (its sources point
-    at files or at VRTs in ``OUT/vrt``), so every worker reads the same grid and bands.
+    ``report`` is the driver's :class:`~idou.geo.raster.preflight.PreflightReport` (its sources
+    point at files or at VRTs in ``OUT/vrt``), so every worker reads the same grid and bands.
     """
 
     key: str
@@ -82,7 +82,7 @@ class _WorkerEngine:
     """Opens the flights on the run's grid and the model once per worker process."""
 
     def __init__(self, spec: RunSpec) -> None:
-        from idou.geo.align import AlignedPair
+        from idou.geo.raster.align import AlignedPair
         from idou.inference.model_source import load_model_bytes
         from idou.inference.session import make_session
 

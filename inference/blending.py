@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from idou.geo.probability_cog import to_uint8 as to_uint8  # the one uint8 scale, re-exported
+from idou.geo.raster.probability_cog import to_uint8 as to_uint8  # the one uint8 scale, re-exported
 from idou.inference.tiling import TilePlan
 
 SCALE = 1 << 20

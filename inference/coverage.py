@@ -13,7 +13,7 @@ import shapely
 from rasterio.windows import Window
 from shapely.geometry import shape
 
-from idou.geo.grid import Grid
+from idou.geo.raster.grid import Grid
 
 DEFAULT_CELL = 16
 

@@ -172,7 +172,7 @@ def _input_files(src_before: Any, src_after: Any, parcels: Any, buildings: Any, 
 def _check_outputs(output: Path, prob_path: Path | None, force: bool, write_project: bool,
                    inputs: list[Path]) -> None:
     """Every file this run will write may be written (before any pixel is computed)."""
-    from idou.geo import owned_outputs as owned
+    from idou.geo.files import owned_outputs as owned
 
     targets: list[tuple[Path, str, Callable[[Path], bool]]] = [
         (output, "output (-o)", owned.is_review_geopackage)]
@@ -251,8 +251,8 @@ def _check_paths(job: DetectJob) -> None:
 @contextmanager
 def _work_folder(output: Path, say: LogFn) -> Iterator[Path]:
     """Hold the output's lock and a hidden work folder beside it for the whole run."""
-    from idou.geo.leftovers import make_work_folder, remove_stale_work_folders
-    from idou.geo.output_lock import acquire, lock_path, release
+    from idou.geo.files.leftovers import make_work_folder, remove_stale_work_folders
+    from idou.geo.files.output_lock import acquire, lock_path, release
 
     lock = lock_path(output)
     acquire(lock, output)  # one writer per output, held until the output is in place

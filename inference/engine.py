@@ -41,7 +41,7 @@ ProgressCallback = Callable[[int, int], None]
 
 
 class PairReader(Protocol):
-    """What the engine needs of an aligned pair (``idou.geo.align.AlignedPair``)."""
+    """What the engine needs of an aligned pair (``idou.geo.raster.align.AlignedPair``)."""
 
     grid: Any
 
@@ -342,7 +342,7 @@ def predict_window(pair: PairReader, session: Any, contract: ModelContract, wind
     and ``blending.to_uint8`` of it equals what ``predict_grid`` writes.
 
     Args:
-        pair: the aligned pair (``idou.geo.align.AlignedPair``).
+        pair: the aligned pair (``idou.geo.raster.align.AlignedPair``).
         session: an ONNX Runtime session of a model honouring ``contract``.
         contract: the model's contract (tile size, overlap, normalisation).
         window: any window of the grid; parts outside the grid come back as 0.

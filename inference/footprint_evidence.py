@@ -21,7 +21,7 @@ class BuildingEvidence:
     """What the building map adds to a run: footprint scores, its threshold, unmapped buildings.
     """
 
-    scores: Any = None  # idou.geo.building_evidence.FootprintScores, or None without a map
+    scores: Any = None  # idou.geo.changes.building_evidence.FootprintScores, or None without a map
     threshold: float = 0.5
     keep_unmatched: bool = False
     unmapped: gpd.GeoDataFrame | None = None  # None: no layer (no building map given)
@@ -49,7 +49,7 @@ def building_evidence(probabilities: Any, presence: Any, grid: Any, contract: Mo
                       keep_unmatched: bool = False) -> BuildingEvidence:
     """Score the registered footprints and find buildings the map lacks (with a building map).
     """
-    from idou.geo import building_evidence as be
+    from idou.geo.changes import building_evidence as be
 
     threshold = footprint_threshold(contract, threshold_footprint)
     if buildings is None:

@@ -31,7 +31,7 @@ from idou.inference.vector_inputs import read_vectors
 class Flights:
     """Both flights opened (raster sources), not yet on one grid."""
 
-    before: Any  # idou.geo.sources.RasterSource
+    before: Any  # idou.geo.raster.sources.RasterSource
     after: Any
 
 
@@ -43,7 +43,7 @@ class Prepared:
     model: Any  # idou.inference.model_source.LoadedModel
     thresholds: tuple[float, float]
     flights: Flights
-    report: Any  # idou.geo.preflight.PreflightReport (its grid is the run's)
+    report: Any  # idou.geo.raster.preflight.PreflightReport (its grid is the run's)
     parcels: gpd.GeoDataFrame | None = None
     buildings: gpd.GeoDataFrame | None = None
 
@@ -103,7 +103,7 @@ def load_model(model: str, say: LogFn) -> Any:
 
 def open_flights(before: Any, after: Any, crs: str | None, workdir: Path) -> Flights:
     """Open both flights (sheets are mosaicked through VRTs in ``workdir``)."""
-    from idou.geo.sources import open_source
+    from idou.geo.raster.sources import open_source
 
     return Flights(open_source(before, crs=crs, workdir=workdir),
                    open_source(after, crs=crs, workdir=workdir))
@@ -112,7 +112,7 @@ def open_flights(before: Any, after: Any, crs: str | None, workdir: Path) -> Fli
 def align(flights: Flights, contract: ModelContract, aoi: str | Path | None, say: LogFn) -> Any:
     """Preflight both flights onto one grid at the model's GSD; its notes and warnings go to
     ``say``. Returns the preflight report (grid, sources, misregistration)."""
-    from idou.geo.preflight import preflight
+    from idou.geo.raster.preflight import preflight
 
     report = preflight(flights.before, flights.after, contract,
                        aoi=Path(aoi) if aoi is not None else None)
@@ -147,7 +147,7 @@ def predict(prepared: Prepared, session: Any, workdir: Path, *, prob_path: Path 
 
     ``progress`` hears stage ``infer`` in input pixels (the after flight's resolution).
     """
-    from idou.geo.align import AlignedPair
+    from idou.geo.raster.align import AlignedPair
     from idou.inference.coverage import CoverageSink
     from idou.inference.engine import predict_grid
     from idou.inference.probability_store import ProbabilityStore
@@ -170,7 +170,7 @@ def predict(prepared: Prepared, session: Any, workdir: Path, *, prob_path: Path 
             sinks.append(presence)
         writer = None
         if prob_path is not None:
-            from idou.geo.probability_cog import ProbabilityWriter
+            from idou.geo.raster.probability_cog import ProbabilityWriter
 
             writer = ProbabilityWriter(prob_path, grid)
             sinks.append(writer)
@@ -217,7 +217,7 @@ def vectorise(probabilities: Any, grid: Any, thresholds: tuple[float, float], *,
 
     ``progress`` hears stage ``vectorize`` in blocks.
     """
-    from idou.geo import vectorize as vectorize_module
+    from idou.geo.changes import vectorize as vectorize_module
 
     def vector_progress(done: int, total: int) -> None:
         if progress:
@@ -231,8 +231,8 @@ def classify(changes: gpd.GeoDataFrame, evidence: BuildingEvidence,
              parcels: gpd.GeoDataFrame | None, buildings: gpd.GeoDataFrame | None, *,
              min_area_m2: float, threshold_demolished: float) -> Changes:
     """Decide per registered building (新築/増築/滅失/建替) and join candidates to parcels."""
-    from idou.geo.classify import candidate_changes, classify_changes
-    from idou.geo.parcel_join import join_parcels
+    from idou.geo.changes.classify import candidate_changes, classify_changes
+    from idou.geo.changes.parcel_join import join_parcels
 
     classified = classify_changes(changes, buildings, parcels, footprints=evidence.scores,
                                   footprint_threshold=evidence.threshold,
@@ -256,7 +256,7 @@ def write(output: Path, changes: Changes, buildings: gpd.GeoDataFrame | None,
 
     Returns ``{"changes_by_type": {class: count}, "candidate_parcels": n}``.
     """
-    from idou.geo.gpkg_output import write_review_geopackage
+    from idou.geo.review.gpkg_output import write_review_geopackage
 
     classified = changes.classified
     write_review_geopackage(output, changes=classified, candidate_parcels=changes.candidates,

@@ -26,7 +26,7 @@ def read_vectors(parcels: Any, buildings: Any, crs: Any, grid: Any = None,
     """
     parcel_frame = building_frame = None
     if parcels is not None:
-        from idou.geo.parcels import read_parcels
+        from idou.geo.vector.parcels import read_parcels
 
         paths = [Path(parcels)] if isinstance(parcels, str | Path) else [Path(p) for p in parcels]
         parcel_set = read_parcels(paths if len(paths) > 1 else paths[0], crs, encoding,
@@ -35,7 +35,7 @@ def read_vectors(parcels: Any, buildings: Any, crs: Any, grid: Any = None,
         if say is not None:
             _report_parcels(parcel_set, ", ".join(p.name for p in paths), grid, say)
     if buildings is not None:
-        from idou.geo.buildings import read_buildings
+        from idou.geo.vector.buildings import read_buildings
 
         building_frame = read_buildings(Path(buildings), crs, encoding)
         if say is not None and grid is not None and len(building_frame) and \

@@ -149,9 +149,9 @@ def test_runnable_blocks_run(doc: Path, tmp_path: Path) -> None:
 
 def test_staff_guide_names_what_staff_see() -> None:
     """Layer names, review fields and their values in the Japanese guide are the real ones."""
-    from idou.geo.qgis_project import DISPLAY_NAMES
-    from idou.geo.qgis_styles import LAYER_STYLES
-    from idou.geo.review_fields import ALIASES, REVIEW_FIELDS, STATUS_VALUES
+    from idou.geo.review.qgis_project import DISPLAY_NAMES
+    from idou.geo.review.qgis_styles import LAYER_STYLES
+    from idou.geo.review.review_fields import ALIASES, REVIEW_FIELDS, STATUS_VALUES
 
     guide = (DOCS / "staff_guide_ja.md").read_text(encoding="utf-8")
     layers = [name for key, name in DISPLAY_NAMES.items() if key != "run_info"]

@@ -8,6 +8,7 @@ way fails here with the module, the line and the rule it breaks.
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,19 @@ NEVER = {
 EXCEPTIONS = {
     ("idou.inference.registry", "mlflow"): "the model registry is mlflow's; imported lazily, "
                                            "only for models:/ URIs, with the train extra",
+}
+
+# geo's rooms in the order data flows through them: a room imports only itself and earlier rooms
+GEO_FLOW = ("files", "vector", "raster", "changes", "review")
+# rooms beside the flow, and the rooms each may import besides itself
+GEO_SIDE = {"scoring": ("files", "vector", "raster", "changes"),
+            "synthetic": ("files", "vector", "raster")}
+GEO_TOP = ("idou.geo", "idou.geo.errors")  # the only modules of geo outside a room
+GEO_EXCEPTIONS = {
+    ("idou.geo.changes.classify", "idou.geo.review.review_fields"):
+        "the classes' Japanese names (異動区分) are the review's vocabulary",
+    ("idou.geo.changes.parcel_join", "idou.geo.review.review_fields"):
+        "the candidate parcels list the classes by their Japanese names",
 }
 
 
@@ -94,10 +108,29 @@ def _violation(module: str, imported: str) -> str | None:
             return "library code imports the kernel (idou.version, idou.errors), not idou itself"
         if not any(imported == a or imported.startswith(a + ".") for a in allowed):
             return f"{layer} may import only {', '.join(allowed)} and the kernel"
-        return None
+        return _room_violation(module, imported) if layer == "geo" else None
     if top in NEVER[layer] and (module, top) not in EXCEPTIONS:
         return f"{layer} never imports {top}"
     return None
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["idou", "geo"] else None
+
+
+def _room_violation(module: str, imported: str) -> str | None:
+    """geo's rooms follow the flow: files → vector → raster → changes → review."""
+    room, other = _room(module), _room(imported)
+    if room is None or other is None or room == other or (module, imported) in GEO_EXCEPTIONS:
+        return None
+    if other == "errors":
+        return None
+    allowed = GEO_SIDE.get(room) or GEO_FLOW[:GEO_FLOW.index(room)]
+    if other in allowed:
+        return None
+    return (f"geo.{room} may import only geo.{', geo.'.join(allowed)} "
+            f"(data flows {' → '.join(GEO_FLOW)})")
 
 
 def test_every_import_follows_the_layering() -> None:
@@ -107,6 +140,24 @@ def test_every_import_follows_the_layering() -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_every_geo_module_lives_in_a_room() -> None:
+    rooms = set(GEO_FLOW) | set(GEO_SIDE)
+    homeless = [str(path.relative_to(ROOT)) for module, path in _modules()
+                if module.startswith("idou.geo") and module not in GEO_TOP
+                and _room(module) not in rooms]
+    assert not homeless, f"put these in one of geo's rooms ({', '.join(sorted(rooms))}): " \
+        + ", ".join(homeless)
+
+
+def test_every_package_folder_is_installed() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(project["tool"]["setuptools"]["packages"])
+    packages = {module for module, path in _modules() if path.name == "__init__.py"}
+    assert packages - listed == set(), "add these to pyproject.toml's packages list"
+    # data folders are listed as packages too (geo/review/styles, models/default)
+    assert {"idou.geo.review.styles", "idou.models.default"} <= listed
+
+
 def test_reading_the_default_model_path_imports_no_torch() -> None:
     imported = {name.partition(".")[0] for _, name in
                 _imports("idou.models", ROOT / "models" / "__init__.py")}
@@ -114,14 +165,19 @@ def test_reading_the_default_model_path_imports_no_torch() -> None:
 
 
 @pytest.mark.parametrize(("module", "imported", "why"), [
-    ("idou.geo.harvest", "mlflow", "geo never imports mlflow"),
-    ("idou.geo.preflight", "idou.inference.contract", "geo may import only idou.geo"),
+    ("idou.geo.review.harvest", "mlflow", "geo never imports mlflow"),
+    ("idou.geo.raster.preflight", "idou.inference.contract", "geo may import only idou.geo"),
     ("idou.models.backbones", "idou.geo.errors", "models may import only idou.models"),
     ("idou.inference.detect", "idou", "not idou itself"),
     ("idou.inference.engine", "torch", "inference never imports torch"),
     ("idou.inference.batch", "rich.progress", "inference never imports rich"),
     ("idou.inference.detect", "idou.training.loop", "inference may import only"),
     ("idou.training.loop", "idou.cli", "training may import only"),
+    ("idou.geo.raster.sources", "idou.geo.review.gpkg_output", "geo.raster may import only"),
+    ("idou.geo.files.leftovers", "idou.geo.vector.parcels", "geo.files may import only"),
+    ("idou.geo.changes.classify", "idou.geo.review.gpkg_output", "geo.changes may import only"),
+    ("idou.geo.scoring.metrics", "idou.geo.review.harvest", "geo.scoring may import only"),
+    ("idou.geo.synthetic.writer", "idou.geo.changes.classify", "geo.synthetic may import only"),
 ])
 def test_the_rules_catch_the_edges_the_design_forbids(module: str, imported: str,
                                                       why: str) -> None:
@@ -129,9 +185,13 @@ def test_the_rules_catch_the_edges_the_design_forbids(module: str, imported: str
 
 
 @pytest.mark.parametrize(("module", "imported"), [
-    ("idou.geo.align", "idou.errors"), ("idou.models.backbones", "idou.errors"),
+    ("idou.geo.raster.align", "idou.errors"), ("idou.models.backbones", "idou.errors"),
     ("idou.inference.provenance", "idou.version"), ("idou.training.loop", "idou.inference"),
     ("idou.inference.registry", "mlflow"), ("idou.cli", "idou"),
+    ("idou.geo.review.gpkg_output", "idou.geo.files.owned_outputs"),
+    ("idou.geo.raster.preflight", "idou.geo.vector.vector_files"),
+    ("idou.geo.changes.classify", "idou.geo.review.review_fields"),
+    ("idou.geo.raster.align", "idou.geo.errors"), ("idou.inference.detect", "idou.geo.review"),
 ])
 def test_the_rules_allow_what_the_design_allows(module: str, imported: str) -> None:
     assert _violation(module, imported) is None

@@ -10,8 +10,8 @@ Each chip pair runs exactly as ``idou detect`` runs a flight pair
 (:func:`idou.training.evaluate.predict_pair`: preflight, resampling to the model's GSD, tiling,
 blending); chips without georeferencing are first wrapped in GeoTIFFs at ``gsd`` metres per
 pixel (in ``crs``, any projected CRS; EPSG:6677 by default). True objects are the 8-connected
-components of the label, as polygons, so the object and pixel rules of :mod:`idou.geo.metrics`
-apply unchanged. Nothing here imports torch or mlflow.
+components of the label, as polygons, so the object and pixel rules of
+:mod:`idou.geo.scoring.metrics` apply unchanged. Nothing here imports torch or mlflow.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from rasterio.features import shapes
 from scipy import ndimage
 
 from idou.errors import InvalidOption, UnreadableInput, UserInputError
-from idou.geo import metrics
-from idou.geo.grid import Grid
+from idou.geo.raster.grid import Grid
+from idou.geo.scoring import metrics
 from idou.training.evaluate import Evaluation, ScenePrediction, score_predictions
 
 CHIP_FOLDERS = ("A", "B", "label")

@@ -50,7 +50,7 @@ from idou.errors import (
     UnusableCRS,
     UserInputError,
 )
-from idou.geo.buildings import read_buildings
+from idou.geo.vector.buildings import read_buildings
 from idou.training.datasets.footprints import match_footprints, rasterize_footprints
 
 SIDES = ("east", "west", "north", "south")

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from idou.errors import InputNotFound, InvalidOption, UnreadableInput, UserInputError
-from idou.geo.text_files import read_text
+from idou.geo.files.text_files import read_text
 from idou.inference.contract import ModelContract
 from idou.training.datasets import DATASETS, constructor_hints
 

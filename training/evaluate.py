@@ -2,7 +2,7 @@
 
 A model is run through the engine ``idou detect`` uses (``open_source`` → ``preflight`` →
 ``AlignedPair`` → ``predict_grid`` with an ONNX Runtime session), so the probabilities measured
-here are the ones detect thresholds. Scores follow :mod:`idou.geo.metrics`.
+here are the ones detect thresholds. Scores follow :mod:`idou.geo.scoring.metrics`.
 
 Validation scenes are folders holding two flights and ``truth.gpkg``: either ``before.tif`` and
 ``after.tif``, or exactly two ``flight_*.tif`` files (before = first by name, e.g.
@@ -25,10 +25,10 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from idou.errors import InputNotFound, UnreadableInput, UserInputError
-from idou.geo import metrics
-from idou.geo.grid import Grid
-from idou.geo.metrics import CHANNELS, ObjectScores, PixelScores
-from idou.geo.review_fields import DETECTION, NOT_DETECTED_AGAIN
+from idou.geo.raster.grid import Grid
+from idou.geo.review.review_fields import DETECTION, NOT_DETECTED_AGAIN
+from idou.geo.scoring import metrics
+from idou.geo.scoring.metrics import CHANNELS, ObjectScores, PixelScores
 
 TRUTH_FILE = "truth.gpkg"
 TRUTH_LAYER = "truth"
@@ -133,8 +133,8 @@ def rasterize_labels(truth: gpd.GeoDataFrame, grid: Grid, *, column: str = "chan
                      values: tuple[str, ...] = CHANNELS) -> dict[str, np.ndarray]:
     """Per value of ``column``: an int32 label image on ``grid``, one label per truth row.
 
-    Rows are objects, as in :func:`idou.geo.metrics.object_scores_from_polygons` (two touching
-    truth buildings stay two objects); 0 is background.
+    Rows are objects, as in :func:`idou.geo.scoring.metrics.object_scores_from_polygons` (two
+    touching truth buildings stay two objects); 0 is background.
     """
     if truth.crs is not None and grid.crs is not None and truth.crs != grid.crs:
         truth = truth.to_crs(grid.crs)
@@ -205,14 +205,14 @@ class ScenePrediction:
     def changes(self, thresholds: dict[str, float],
                 min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2) -> gpd.GeoDataFrame:
         """The change polygons ``idou detect`` makes of these probabilities at ``thresholds``."""
-        from idou.geo.vectorize import vectorize
+        from idou.geo.changes.vectorize import vectorize
 
         return vectorize(self, self.grid, (thresholds["new"], thresholds["demolished"]),
                          min_area_m2=min_area_m2)
 
     def footprint_scores(self) -> Any:
         """Demolished scores of the building map's footprints (computed once)."""
-        from idou.geo.building_evidence import footprint_scores
+        from idou.geo.changes.building_evidence import footprint_scores
 
         if self.buildings is None:
             return None
@@ -224,7 +224,7 @@ class ScenePrediction:
                          min_area_m2: float = metrics.DEFAULT_MIN_AREA_M2
                          ) -> gpd.GeoDataFrame:
         """The change ``idou detect --buildings`` lists as candidates (その他の変化 left out)."""
-        from idou.geo.classify import candidate_changes, classify_changes
+        from idou.geo.changes.classify import candidate_changes, classify_changes
 
         classified = classify_changes(self.changes(thresholds, min_area_m2), self.buildings,
                                       None, footprints=self.footprint_scores(),
@@ -237,11 +237,12 @@ class ScenePrediction:
 def detect_clean(mask: np.ndarray) -> np.ndarray:
     """The morphological clean-up ``idou detect`` applies to a thresholded mask.
 
-    ``idou.geo.vectorize.clean_mask`` with ``vectorize``'s default radius (detect passes none).
+    ``idou.geo.changes.vectorize.clean_mask`` with ``vectorize``'s default radius (detect passes
+    none).
     """
     import inspect
 
-    from idou.geo.vectorize import clean_mask, vectorize
+    from idou.geo.changes.vectorize import clean_mask, vectorize
 
     radius = inspect.signature(vectorize).parameters["clean_radius"].default
     return clean_mask(np.asarray(mask, dtype=bool), int(radius))
@@ -272,10 +273,10 @@ def predict_pair(loaded: Any, session: Any, before: str | Path, after: str | Pat
         batch_size: tiles per model call.
         buildings: the building map (家屋現況図) to score with, if any.
     """
-    from idou.geo.align import AlignedPair
-    from idou.geo.buildings import read_buildings
-    from idou.geo.preflight import preflight
-    from idou.geo.sources import open_source
+    from idou.geo.raster.align import AlignedPair
+    from idou.geo.raster.preflight import preflight
+    from idou.geo.raster.sources import open_source
+    from idou.geo.vector.buildings import read_buildings
     from idou.inference.engine import predict_grid
 
     src_b = open_source(before, crs=crs)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from idou.geo.metrics import EIGHT_CONNECTED
+from idou.geo.scoring.metrics import EIGHT_CONNECTED
 
 IGNORE = 255
 

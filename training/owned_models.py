@@ -1,6 +1,6 @@
 """Which model files idou may replace: ONNX models it exported or tuned, and their cards.
 
-Used by ``idou export`` and ``idou tune`` (see :mod:`idou.geo.owned_outputs`); torch-free.
+Used by ``idou export`` and ``idou tune`` (see :mod:`idou.geo.files.owned_outputs`); torch-free.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from idou.geo.owned_outputs import check_replaceable
+from idou.geo.files.owned_outputs import check_replaceable
 
 
 def check_model_targets(output: Path, force: bool, card: bool, inputs: list[Path]) -> None:

@@ -1,6 +1,6 @@
 """Field-review outcomes to mlflow: the deployed model's observed precision and recall.
 
-`idou harvest` (``idou.geo.harvest``) turns a reviewed GeoPackage into labels; this logs what
+`idou harvest` (``idou.geo.review.harvest``) turns a reviewed GeoPackage into labels; this logs what
 it observed to the experiment ``idou-field-review`` when a tracking store is set. It lives in
 training because geo never imports mlflow.
 """
@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from idou.geo.harvest import HarvestReport
+from idou.geo.review.harvest import HarvestReport
 
 
 def log_harvest(report: HarvestReport) -> None:

@@ -2,7 +2,7 @@
 
 The model runs through detect's engine on validation scenes (see :mod:`idou.training.evaluate`);
 for each channel the probability rasters are thresholded at every candidate threshold, scored
-with the object rules of :mod:`idou.geo.metrics` (pooled over scenes), and the *highest*
+with the object rules of :mod:`idou.geo.scoring.metrics` (pooled over scenes), and the *highest*
 threshold whose recall reaches the target is kept — the fewest false alarms that still find
 what must be found. The thresholds and target go into the ONNX metadata (the model contract),
 the card is updated with the measured figures and the new file's sha256, PR curves are saved as
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from idou.errors import InvalidOption, OutputConflict, UserInputError
-from idou.geo import metrics
-from idou.geo.file_mode import give_usual_mode
-from idou.geo.metrics import CHANNELS, ObjectScores, PixelScores
+from idou.geo.files.file_mode import give_usual_mode
+from idou.geo.scoring import metrics
+from idou.geo.scoring.metrics import CHANNELS, ObjectScores, PixelScores
 from idou.training.evaluate import ScenePrediction
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 + 0.01 * i, 2) for i in range(91))
@@ -232,7 +232,7 @@ def tune_footprints(preds: Sequence[ScenePrediction], recall_target: float,
     hold a building map) reaches ``recall_target``; None without such scenes or true 滅失.
 
     With the map, the 滅失 candidates are exactly the footprints whose demolished score reaches
-    the threshold (:mod:`idou.geo.building_evidence`), so each threshold is scored on those.
+    the threshold (:mod:`idou.geo.changes.building_evidence`), so each threshold is scored on those.
     """
     mapped = [p for p in preds if p.buildings is not None]
     if not mapped:
@@ -326,7 +326,7 @@ def _tuned_contract(loaded: Any, result: TuneResult) -> Any:
                                                result.thresholds["demolished"],
                                                result.recall_target)
     if result.building_map is not None:
-        from idou.geo.building_evidence import DEFAULT_INSET_M
+        from idou.geo.changes.building_evidence import DEFAULT_INSET_M
 
         contract = dataclasses.replace(contract, extra={
             **contract.extra, "building_map": {

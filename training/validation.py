@@ -1,8 +1,8 @@
 """Validation during training: pixel and object scores per epoch, the score that picks the best
 epoch, and the PR curve and sample PNGs logged beside them.
 
-Object scores follow :mod:`idou.geo.metrics`' rules at ``train.val_threshold``; the best epoch is
-the highest :func:`score`: object recall (object F1 breaks ties) for ``train.monitor =
+Object scores follow :mod:`idou.geo.scoring.metrics`' rules at ``train.val_threshold``; the
+best epoch is the highest :func:`score`: object recall (object F1 breaks ties) for ``train.monitor =
 "object_recall"``, recall + F1 for ``"object_recall+f1"``.
 """
 
@@ -27,7 +27,7 @@ class _Tally:
     """Object and pixel counts of both channels, and a 5 % pixel subsample for the PR curve."""
 
     def __init__(self, threshold: float, min_area_px: int) -> None:
-        from idou.geo.metrics import ObjectScores
+        from idou.geo.scoring.metrics import ObjectScores
 
         self.threshold, self.min_area_px = threshold, min_area_px
         self.objects = [ObjectScores(0, 0, 0, 0), ObjectScores(0, 0, 0, 0)]
@@ -38,7 +38,7 @@ class _Tally:
 
     def add(self, probs: np.ndarray, target: np.ndarray) -> None:
         """Count one item: ``probs`` 2×H×W, ``target`` 2×H×W (1 change, 255 ignore)."""
-        from idou.geo.metrics import object_scores_from_masks, pixel_scores
+        from idou.geo.scoring.metrics import object_scores_from_masks, pixel_scores
 
         for ch in range(2):
             ignore = target[ch] == 255
@@ -86,7 +86,7 @@ class _Tally:
 def evaluate(net: nn.Module, loader: DataLoader, device: torch.device, threshold: float,
              min_area_px: int, amp: bool = False, keep_samples: int = 0
              ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Pixel and object metrics of ``net`` over ``loader`` (object rules of idou.geo.metrics).
+    """Pixel and object metrics of ``net`` over ``loader`` (idou.geo.scoring.metrics' object rules).
 
     Returns:
         ``(metrics, extras)``; extras hold subsampled (prob, truth) pairs per channel for the PR

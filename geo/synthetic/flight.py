@@ -9,11 +9,12 @@ import numpy as np
 from affine import Affine
 from scipy import ndimage
 from shapely.geometry import Polygon, box
+from shapely.geometry.base import BaseGeometry
 
-from idou.geo.synthetic.changes import make_second_epoch, target_counts
-from idou.geo.synthetic.layout import make_layout
+from idou.geo.synthetic.changes import TruthRow, make_second_epoch, target_counts
+from idou.geo.synthetic.layout import Layout, make_layout
 from idou.geo.synthetic.render import GROUND_ALBEDO, Canvas, render_epoch, static_layers
-from idou.geo.synthetic.scene import Camera, Sun, place_cars, populate
+from idou.geo.synthetic.scene import Base, Camera, Epoch, Sun, place_cars, populate
 from idou.geo.synthetic.style import apply_style, get_style
 
 CRS = "EPSG:6677"
@@ -97,26 +98,12 @@ def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2,
     safe = overlap.buffer(-2.0)
 
     centre = (cx0 + cw * gsd / 2, cy0 - ch * gsd / 2)
-    layout = make_layout(rng, centre, max(cw, ch) * gsd / 2)
-    sun1 = Sun(float(rng.uniform(140, 170)), float(rng.uniform(46, 60)))
-    sun2 = Sun(float(rng.uniform(195, 230)), float(rng.uniform(36, 50)))
-    eligible = {p.index for p in layout.parcels
-                if p.rect.polygon().intersection(safe).area > 0.4 * 4 * p.rect.hl * p.rect.hw}
-    # enough vacant lots inside the overlap to build the new houses on
-    residential = sorted(i for i in eligible if layout.parcels[i].zone == "residential")
-    n_vacant = min(len(residential) // 3, int(np.ceil(target_counts(size)["new"] * 0.6)) + 1)
-    vacant = {int(i) for i in rng.permutation(residential)[:n_vacant]}
-    base = populate(rng, layout, sun1, vacant)
+    layout, sun1, sun2, eligible, base = _town(rng, centre, max(cw, ch) * gsd / 2, safe, size)
     epoch2, truth_rows = make_second_epoch(rng, layout, base, sun2, eligible, size, safe)
     place_cars(rng, layout, base.epoch, base.uses, base.driveways)
     place_cars(rng, layout, epoch2, base.uses, base.driveways, density=0.9)
 
-    # not true orthophotos: each flight's photo centre and height make tall things lean
-    for epoch, tr in ((base.epoch, before_tr), (epoch2, after_tr)):
-        mid_x, mid_y = tr.c + tr.a * size / 2, tr.f + tr.e * size / 2
-        epoch.camera = Camera(mid_x + float(rng.uniform(-0.25, 0.25)) * size * gsd,
-                              mid_y + float(rng.uniform(-0.25, 0.25)) * size * gsd,
-                              float(rng.uniform(1800, 2600)))
+    _place_cameras(rng, ((base.epoch, before_tr), (epoch2, after_tr)), size, gsd)
     if look is not None:  # after the default's draws, from its own stream: same scene
         apply_style(look, seed, [base.epoch, epoch2], GROUND_ALBEDO)
         sun1, sun2 = base.epoch.sun, epoch2.sun
@@ -124,45 +111,16 @@ def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2,
     canvas1 = render_epoch(canvas, layout, base.epoch, static)
     canvas2 = render_epoch(canvas, layout, epoch2, static)
 
-    # crop, misregister, radiometry, blur, noise
     b_off = (pad - min(0, sy), pad - min(0, sx))  # (row, col) of before in the canvas
-    a_off = (b_off[0] + sy, b_off[1] + sx)
-    before_f = canvas1[b_off[0]:b_off[0] + size, b_off[1]:b_off[1] + size]
-    mis = rng.uniform(-1, 1, 2)
-    mis *= float(rng.uniform(0.3, 0.95)) / max(float(np.hypot(*mis)), 1e-6)
-    after_f = _shifted_crop(canvas2, a_off, size, (float(mis[0]), float(mis[1])))
-    before = _camera(rng, before_f, gain=float(rng.uniform(0.97, 1.03)),
-                     cast=rng.uniform(0.98, 1.02, 3), gamma=1.0, blur=0.55)
-    after = _camera(rng, after_f, gain=float(rng.uniform(0.86, 1.12)),
-                    cast=rng.uniform(0.94, 1.06, 3), gamma=float(rng.uniform(0.88, 1.12)),
-                    blur=0.7)
+    before, after, mis = _photographs(rng, canvas1, canvas2, b_off, (sy, sx), size)
     after[~after_valid] = 0
 
-    parcels = gpd.GeoDataFrame(
-        {"地番": [p.chiban for p in layout.parcels],
-         "所在": [p.shozai for p in layout.parcels],
-         "area_m2": [round(4 * p.rect.hl * p.rect.hw, 2) for p in layout.parcels]},
-        geometry=[p.rect.polygon() for p in layout.parcels], crs=CRS)
     union = box(*_bounds(before_tr, size)).union(box(*_bounds(after_tr, size)))
-    parcels = parcels[parcels.intersects(union)].reset_index(drop=True)
-
-    def footprints(buildings: list) -> gpd.GeoDataFrame:
-        keep = [b for b in buildings if b.footprint().intersects(union)]
-        return gpd.GeoDataFrame({"building_id": [b.building_id for b in keep]},
-                                geometry=[b.footprint() for b in keep], crs=CRS)
-
-    chiban = {p.index: p.chiban for p in layout.parcels}
-    truth = gpd.GeoDataFrame(
-        {"change_id": [t.change_id for t in truth_rows],
-         "change_type": [t.change_type for t in truth_rows],
-         "channel": [t.channel for t in truth_rows],
-         "地番": [chiban[t.parcel] for t in truth_rows]},
-        geometry=[t.geometry for t in truth_rows], crs=CRS)
     return FlightPair(
         before=before, after=after, before_transform=before_tr, after_transform=after_tr,
         before_valid=np.ones((size, size), bool), after_valid=after_valid, crs=CRS,
-        parcels=parcels, buildings_before=footprints(base.epoch.buildings),
-        buildings_after=footprints(epoch2.buildings), truth=truth,
+        parcels=_parcels(layout, union), buildings_before=_footprints(base.epoch.buildings, union),
+        buildings_after=_footprints(epoch2.buildings, union), truth=_truth(layout, truth_rows),
         info={"generator_version": GENERATOR_VERSION, "seed": seed, "size": size, "gsd": gsd,
               "sun_azimuth_2024": round(sun1.azimuth, 3),
               "sun_elevation_2024": round(sun1.elevation, 3),
@@ -172,6 +130,75 @@ def make_flight_pair(seed: int, size: int = 2048, gsd: float = 0.2,
               "misregistration_row_px": round(float(mis[0]), 4),
               "misregistration_col_px": round(float(mis[1]), 4),
               **({"style": look.name} if look is not None else {})})
+
+
+def _town(rng: np.random.Generator, centre: tuple[float, float], radius: float,
+          safe: BaseGeometry, size: int) -> tuple[Layout, Sun, Sun, set[int], Base]:
+    """The town, the two suns, the parcels where changes may go, and the first flight's scene
+    (with enough vacant lots inside the overlap to build the new houses on)."""
+    layout = make_layout(rng, centre, radius)
+    sun1 = Sun(float(rng.uniform(140, 170)), float(rng.uniform(46, 60)))
+    sun2 = Sun(float(rng.uniform(195, 230)), float(rng.uniform(36, 50)))
+    eligible = {p.index for p in layout.parcels
+                if p.rect.polygon().intersection(safe).area > 0.4 * 4 * p.rect.hl * p.rect.hw}
+    residential = sorted(i for i in eligible if layout.parcels[i].zone == "residential")
+    n_vacant = min(len(residential) // 3, int(np.ceil(target_counts(size)["new"] * 0.6)) + 1)
+    vacant = {int(i) for i in rng.permutation(residential)[:n_vacant]}
+    return layout, sun1, sun2, eligible, populate(rng, layout, sun1, vacant)
+
+
+def _place_cameras(rng: np.random.Generator, epochs: tuple[tuple[Epoch, Affine], ...],
+                   size: int, gsd: float) -> None:
+    """Not true orthophotos: each flight's photo centre and height make tall things lean."""
+    for epoch, tr in epochs:
+        mid_x, mid_y = tr.c + tr.a * size / 2, tr.f + tr.e * size / 2
+        epoch.camera = Camera(mid_x + float(rng.uniform(-0.25, 0.25)) * size * gsd,
+                              mid_y + float(rng.uniform(-0.25, 0.25)) * size * gsd,
+                              float(rng.uniform(1800, 2600)))
+
+
+def _photographs(rng: np.random.Generator, canvas1: np.ndarray, canvas2: np.ndarray,
+                 b_off: tuple[int, int], shift: tuple[int, int], size: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crop, misregister, radiometry, blur, noise: the two photographs and the
+    misregistration (row, col) of the second."""
+    a_off = (b_off[0] + shift[0], b_off[1] + shift[1])
+    before_f = canvas1[b_off[0]:b_off[0] + size, b_off[1]:b_off[1] + size]
+    mis = rng.uniform(-1, 1, 2)
+    mis *= float(rng.uniform(0.3, 0.95)) / max(float(np.hypot(*mis)), 1e-6)
+    after_f = _shifted_crop(canvas2, a_off, size, (float(mis[0]), float(mis[1])))
+    before = _camera(rng, before_f, gain=float(rng.uniform(0.97, 1.03)),
+                     cast=rng.uniform(0.98, 1.02, 3), gamma=1.0, blur=0.55)
+    after = _camera(rng, after_f, gain=float(rng.uniform(0.86, 1.12)),
+                    cast=rng.uniform(0.94, 1.06, 3), gamma=float(rng.uniform(0.88, 1.12)),
+                    blur=0.7)
+    return before, after, mis
+
+
+def _parcels(layout: Layout, union: BaseGeometry) -> gpd.GeoDataFrame:
+    """The parcels touching either flight, with 地番, 所在 and area."""
+    parcels = gpd.GeoDataFrame(
+        {"地番": [p.chiban for p in layout.parcels],
+         "所在": [p.shozai for p in layout.parcels],
+         "area_m2": [round(4 * p.rect.hl * p.rect.hw, 2) for p in layout.parcels]},
+        geometry=[p.rect.polygon() for p in layout.parcels], crs=CRS)
+    return parcels[parcels.intersects(union)].reset_index(drop=True)
+
+
+def _footprints(buildings: list, union: BaseGeometry) -> gpd.GeoDataFrame:
+    keep = [b for b in buildings if b.footprint().intersects(union)]
+    return gpd.GeoDataFrame({"building_id": [b.building_id for b in keep]},
+                            geometry=[b.footprint() for b in keep], crs=CRS)
+
+
+def _truth(layout: Layout, truth_rows: list[TruthRow]) -> gpd.GeoDataFrame:
+    chiban = {p.index: p.chiban for p in layout.parcels}
+    return gpd.GeoDataFrame(
+        {"change_id": [t.change_id for t in truth_rows],
+         "change_type": [t.change_type for t in truth_rows],
+         "channel": [t.channel for t in truth_rows],
+         "地番": [chiban[t.parcel] for t in truth_rows]},
+        geometry=[t.geometry for t in truth_rows], crs=CRS)
 
 
 def _bounds(tr: Affine, size: int) -> tuple[float, float, float, float]:

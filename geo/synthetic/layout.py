@@ -173,28 +173,37 @@ def make_layout(rng: np.random.Generator, centre: tuple[float, float], half_exte
 
     for bu0, bu1, bv0, bv1, on_main in blocks:
         cu, cv = (bu0 + bu1) / 2, (bv0 + bv1) / 2
-        dist = math.hypot(cu - u_main, cv - v_main)
-        p_farm = min(0.6, max(0.04, (dist - 80.0) / 240.0))
-        r = rng.random()
-        if r < p_farm:
-            zone = "farm"
-        elif r < p_farm + (0.16 if on_main else 0.04):
-            zone = "large"
-        elif r < p_farm + (0.16 if on_main else 0.04) + 0.025:
-            zone = "grove"
-        else:
-            zone = "residential"
+        zone = _zone(rng, math.hypot(cu - u_main, cv - v_main), on_main)
         _subdivide(rng, layout, (bu0, bu1, bv0, bv1), zone, to_world)
 
     _name_parcels(rng, layout, centre, theta, u_main, v_main)
     _sidewalks_and_crossings(layout)
+    _place_poles(rng, layout)
+    return layout
+
+
+def _zone(rng: np.random.Generator, dist: float, on_main: bool) -> str:
+    """A block's zone: farmland more often far (``dist`` m) from the main crossing, large
+    buildings more often on a main road."""
+    p_farm = min(0.6, max(0.04, (dist - 80.0) / 240.0))
+    r = rng.random()
+    if r < p_farm:
+        return "farm"
+    if r < p_farm + (0.16 if on_main else 0.04):
+        return "large"
+    if r < p_farm + (0.16 if on_main else 0.04) + 0.025:
+        return "grove"
+    return "residential"
+
+
+def _place_poles(rng: np.random.Generator, layout: Layout) -> None:
+    """Utility poles along one side of every road."""
     for road in layout.roads:
         rect = road.rect
         side = 1.0 if rng.random() < 0.5 else -1.0
         spacing = float(rng.uniform(28, 40))
         for a in np.arange(-rect.hl + float(rng.uniform(0, spacing)), rect.hl, spacing):
             layout.poles.append(rect.point(float(a), side * (rect.hw - 0.3)))
-    return layout
 
 
 SIDEWALK = 2.2  # metres, each side of a main road

@@ -495,62 +495,83 @@ def _draw_roof(img: np.ndarray, canvas: Canvas, part: RoofPart, building: Buildi
     cov = _coverage(a, b, hl, hw)
     da = hl - np.abs(a)  # distance to the short (gable/hip end) edges
     db = hw - np.abs(b)  # distance to the long (eave) edges
+    light, facet_along = _roof_light(part, a, b, da, db, sun)
+    tex = _roof_texture(part, building.material, a, b, da, db, facet_along, noise.fine[win],
+                        noise.mid[win], noise.coarse[win], g)
+    colour = np.array(building.albedo, np.float32) * (light * tex)[..., None]
+    if solar and part.kind in ("gable", "hip"):
+        colour = _solar_panels(part, colour, light, a, b, db, facet_along, noise.fine[win], g)
+    _composite(img, win, colour, cov)
+
+
+def _roof_light(part: RoofPart, a: np.ndarray, b: np.ndarray, da: np.ndarray, db: np.ndarray,
+                sun: Sun) -> tuple[np.ndarray, np.ndarray]:
+    """Each roof pixel's light from its facet's slope and the sun, and whether the facet is
+    one of a hip roof's end facets (sloping along the ridge)."""
     s = sun.vector()
     ax, ay = part.rect.axis
     px, py = part.rect.perp
     pitch = PITCH[part.kind]
     sp, cp = math.sin(pitch), math.cos(pitch)
     if part.kind == "flat":
-        light = np.full(a.shape, AMBIENT + DIFFUSE * s[2], np.float32)
+        return (np.full(a.shape, AMBIENT + DIFFUSE * s[2], np.float32),
+                np.zeros(a.shape, bool))
+    if part.kind == "shed":
+        sign_b = np.ones(a.shape, np.float32)
         facet_along = np.zeros(a.shape, bool)
     else:
-        if part.kind == "shed":
-            sign_b = np.ones(a.shape, np.float32)
-            facet_along = np.zeros(a.shape, bool)
-        else:
-            sign_b = np.where(b >= 0, 1.0, -1.0).astype(np.float32)
-            facet_along = (da < db) if part.kind == "hip" else np.zeros(a.shape, bool)
-        sign_a = np.where(a >= 0, 1.0, -1.0).astype(np.float32)
-        # outward horizontal direction of each pixel's facet
-        ox = np.where(facet_along, sign_a * ax, sign_b * px)
-        oy = np.where(facet_along, sign_a * ay, sign_b * py)
-        ndot = ox * sp * s[0] + oy * sp * s[1] + cp * s[2]
-        light = (AMBIENT + DIFFUSE * np.clip(ndot, 0, None)).astype(np.float32)
+        sign_b = np.where(b >= 0, 1.0, -1.0).astype(np.float32)
+        facet_along = (da < db) if part.kind == "hip" else np.zeros(a.shape, bool)
+    sign_a = np.where(a >= 0, 1.0, -1.0).astype(np.float32)
+    # outward horizontal direction of each pixel's facet
+    ox = np.where(facet_along, sign_a * ax, sign_b * px)
+    oy = np.where(facet_along, sign_a * ay, sign_b * py)
+    ndot = ox * sp * s[0] + oy * sp * s[1] + cp * s[2]
+    return (AMBIENT + DIFFUSE * np.clip(ndot, 0, None)).astype(np.float32), facet_along
+
+
+def _roof_texture(part: RoofPart, mat: str, a: np.ndarray, b: np.ndarray, da: np.ndarray,
+                  db: np.ndarray, facet_along: np.ndarray, fine: np.ndarray, mid: np.ndarray,
+                  coarse: np.ndarray, g: float) -> np.ndarray:
+    """The roofing's texture (tiles, seams, parapet), ridges and eaves, as a light factor."""
     dist = np.where(facet_along, da, db)  # distance to the eave of the facet
     along = np.where(facet_along, b, a)  # position along that eave
-    tex = 1.0 + 0.05 * noise.mid[win] + 0.04 * noise.fine[win]
-    mat = building.material
+    tex = 1.0 + 0.05 * mid + 0.04 * fine
     if mat == "kawara":
         tex += 0.07 * np.sin(2 * np.pi * dist / (0.3 / g)) + 0.03 * np.sin(
             2 * np.pi * along / (0.3 / g))
     elif mat == "metal":
         tex += 0.07 * (np.sin(2 * np.pi * along / (0.45 / g)) > 0.55)
     elif mat == "slate":
-        tex += 0.04 * noise.fine[win]
+        tex += 0.04 * fine
     else:  # flat: parapet and a darker band inside it, stains
         edge = np.minimum(da, db)
         tex += np.where(edge < 0.4 / g, 0.12, np.where(edge < 0.8 / g, -0.08, 0.0))
-        tex += 0.05 * noise.coarse[win]
+        tex += 0.05 * coarse
     if part.kind in ("gable", "hip"):
         ridge = (np.abs(b) < 0.18 / g + 0.3) & (da > db - 0.5)
         if part.kind == "hip":
             ridge |= np.abs(da - db) < 0.55
         tex = np.where(ridge, tex * 1.1 + 0.02, tex)
-    tex = np.where(np.minimum(da, db) < 0.9, tex * 0.86, tex)  # eaves and gutters
-    colour = np.array(building.albedo, np.float32) * (light * tex)[..., None]
-    if solar and part.kind in ("gable", "hip"):
-        # panels on the facet facing south (the facet whose outward direction points most south)
-        south = -1.0 if py > 0 else 1.0
-        reach = (hl - hw + 0.3 / g) if part.kind == "hip" else (hl - 0.8 / g)
-        panel = (~facet_along) & (np.sign(b) == south) & (db > 0.5 / g) & (db < hw - 0.6 / g) \
-            & (np.abs(a) < reach)
-        grid = (np.mod(a * g, 1.0) < 0.08) | (np.mod(db * g, 1.65) < 0.08)
-        pv = np.where(grid[..., None], np.array([72, 78, 92], np.float32),
-                      np.array([34, 42, 66], np.float32))
-        spec = 1.0 + 0.5 * np.clip(light - 0.9, 0, None)
-        colour = np.where(panel[..., None], pv * (spec * (1 + 0.03 * noise.fine[win]))[..., None],
-                          colour)
-    _composite(img, win, colour, cov)
+    return np.where(np.minimum(da, db) < 0.9, tex * 0.86, tex)  # eaves and gutters
+
+
+def _solar_panels(part: RoofPart, colour: np.ndarray, light: np.ndarray, a: np.ndarray,
+                  b: np.ndarray, db: np.ndarray, facet_along: np.ndarray, fine: np.ndarray,
+                  g: float) -> np.ndarray:
+    """Panels on the facet facing south (the facet whose outward direction points most
+    south)."""
+    hl, hw = part.rect.hl / g, part.rect.hw / g
+    _, py = part.rect.perp
+    south = -1.0 if py > 0 else 1.0
+    reach = (hl - hw + 0.3 / g) if part.kind == "hip" else (hl - 0.8 / g)
+    panel = (~facet_along) & (np.sign(b) == south) & (db > 0.5 / g) & (db < hw - 0.6 / g) \
+        & (np.abs(a) < reach)
+    grid = (np.mod(a * g, 1.0) < 0.08) | (np.mod(db * g, 1.65) < 0.08)
+    pv = np.where(grid[..., None], np.array([72, 78, 92], np.float32),
+                  np.array([34, 42, 66], np.float32))
+    spec = 1.0 + 0.5 * np.clip(light - 0.9, 0, None)
+    return np.where(panel[..., None], pv * (spec * (1 + 0.03 * fine))[..., None], colour)
 
 
 def _draw_tree(img: np.ndarray, canvas: Canvas, tree: Tree, sun: Sun, noise: NoiseBank

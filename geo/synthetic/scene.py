@@ -139,41 +139,15 @@ def populate(rng: np.random.Generator, layout: Layout, sun: Sun,
     next_id = 1
     for parcel in layout.parcels:
         lot = parcel.rect
-        zone = parcel.zone
-        if zone == "residential":
-            r = rng.random()
-            use = "vacant" if r < 0.12 or parcel.index in force_vacant else (
-                "parking" if r > 0.94 else "house")
-        elif zone == "large_building":
-            use = "large"
-        elif zone == "large_parking":
-            use = "parking"
-        else:
-            use = zone
+        use = _use_of(rng, parcel, force_vacant)
         if use == "house":
             made = house_in_parcel(rng, lot, f"B{next_id:05d}", parcel.index)
             if made is None:
                 use = "vacant"
             else:
-                building, driveway = made
-                epoch.buildings.append(building)
+                epoch.buildings.append(made[0])
                 next_id += 1
-                epoch.parcel_material[parcel.index] = int(
-                    rng.choice([GRAVEL, LAWN, CONCRETE, GRAVEL], p=[0.45, 0.25, 0.15, 0.15]))
-                if driveway is not None:
-                    driveways[parcel.index] = driveway
-                    epoch.ground.append((driveway, CONCRETE))
-                    if rng.random() < 0.25:
-                        epoch.carports.append(carport_over(driveway))
-                if rng.random() < 0.25:  # a hedge (生垣) along one side of the lot
-                    a0 = -lot.hl + 0.15 if rng.random() < 0.5 else lot.hl - 0.95
-                    epoch.ground.append((lot.sub(a0, a0 + 0.8, -lot.hw + 0.3, lot.hw - 0.3),
-                                         HEDGE))
-                _garden_trees(rng, epoch, lot, building.footprint())
-                garden = _back_garden(rng, lot, building)
-                if garden is not None:
-                    gardens[parcel.index] = garden[0]
-                    epoch.ground.append(garden)
+                _furnish_house(rng, epoch, parcel.index, lot, made, driveways, gardens)
         if use == "large":
             building = large_building(rng, lot, f"B{next_id:05d}", parcel.index)
             if building is None:
@@ -186,25 +160,68 @@ def populate(rng: np.random.Generator, layout: Layout, sun: Sun,
                     x, y = lot.point(float(rng.uniform(-lot.hl + 2, lot.hl - 2)),
                                      lot.hw - 1.0 - 0.2 * k)
                     epoch.trees.append(random_tree(rng, x, y))
-        if use == "vacant":
-            epoch.parcel_material[parcel.index] = int(rng.choice([WEEDS, GRAVEL, DRY_GRASS]))
-        elif use == "parking":
-            epoch.parcel_material[parcel.index] = PARKING
-        elif use == "farm":
-            epoch.parcel_material[parcel.index] = int(
-                rng.choice([CROP, SOIL_ROWS, PADDY, WEEDS], p=[0.4, 0.3, 0.2, 0.1]))
-        elif use == "grove":
-            epoch.parcel_material[parcel.index] = FOREST
-            area = 4 * lot.hl * lot.hw
-            for _ in range(int(area / 14)):
-                x, y = lot.point(float(rng.uniform(-lot.hl, lot.hl)),
-                                 float(rng.uniform(-lot.hw, lot.hw)))
-                epoch.trees.append(random_tree(rng, x, y, big=True))
+        _cover_ground(rng, epoch, parcel.index, lot, use)
         uses[parcel.index] = use
     _street_trees(rng, layout, epoch)
     for building in epoch.buildings:
         building.solar = building.material != "flat" and bool(rng.random() < 0.15)
     return Base(epoch, uses, driveways, next_id, gardens)
+
+
+def _use_of(rng: np.random.Generator, parcel: Parcel, force_vacant: set[int]) -> str:
+    """What a parcel holds in 2024: from its zone (a residential lot draws house, vacant or
+    parking)."""
+    zone = parcel.zone
+    if zone == "residential":
+        r = rng.random()
+        return "vacant" if r < 0.12 or parcel.index in force_vacant else (
+            "parking" if r > 0.94 else "house")
+    if zone == "large_building":
+        return "large"
+    if zone == "large_parking":
+        return "parking"
+    return zone
+
+
+def _furnish_house(rng: np.random.Generator, epoch: Epoch, index: int, lot: Rect,
+                   made: tuple[Building, Rect | None], driveways: dict[int, Rect],
+                   gardens: dict[int, Rect]) -> None:
+    """A house's lot: its ground, driveway (maybe a carport), hedge, trees and back garden."""
+    building, driveway = made
+    epoch.parcel_material[index] = int(
+        rng.choice([GRAVEL, LAWN, CONCRETE, GRAVEL], p=[0.45, 0.25, 0.15, 0.15]))
+    if driveway is not None:
+        driveways[index] = driveway
+        epoch.ground.append((driveway, CONCRETE))
+        if rng.random() < 0.25:
+            epoch.carports.append(carport_over(driveway))
+    if rng.random() < 0.25:  # a hedge (生垣) along one side of the lot
+        a0 = -lot.hl + 0.15 if rng.random() < 0.5 else lot.hl - 0.95
+        epoch.ground.append((lot.sub(a0, a0 + 0.8, -lot.hw + 0.3, lot.hw - 0.3), HEDGE))
+    _garden_trees(rng, epoch, lot, building.footprint())
+    garden = _back_garden(rng, lot, building)
+    if garden is not None:
+        gardens[index] = garden[0]
+        epoch.ground.append(garden)
+
+
+def _cover_ground(rng: np.random.Generator, epoch: Epoch, index: int, lot: Rect,
+                  use: str) -> None:
+    """The ground of a vacant lot, a car park, farmland or a grove (with its trees)."""
+    if use == "vacant":
+        epoch.parcel_material[index] = int(rng.choice([WEEDS, GRAVEL, DRY_GRASS]))
+    elif use == "parking":
+        epoch.parcel_material[index] = PARKING
+    elif use == "farm":
+        epoch.parcel_material[index] = int(
+            rng.choice([CROP, SOIL_ROWS, PADDY, WEEDS], p=[0.4, 0.3, 0.2, 0.1]))
+    elif use == "grove":
+        epoch.parcel_material[index] = FOREST
+        area = 4 * lot.hl * lot.hw
+        for _ in range(int(area / 14)):
+            x, y = lot.point(float(rng.uniform(-lot.hl, lot.hl)),
+                             float(rng.uniform(-lot.hw, lot.hw)))
+            epoch.trees.append(random_tree(rng, x, y, big=True))
 
 
 def carport_over(driveway: Rect) -> Rect:

@@ -10,7 +10,7 @@ import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
 
-from idou.geo.owned_outputs import check_replaceable, marker_tags
+from idou.geo.files.owned_outputs import check_replaceable, marker_tags
 from idou.geo.synthetic.flight import FlightPair
 
 OVERVIEWS = (2, 4, 8)

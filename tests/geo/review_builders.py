@@ -50,9 +50,9 @@ def run_info() -> dict[str, object]:
 def write_run(target: Path, *, shift: float = 0.0, drop: tuple[int, ...] = (),
               force: bool = False, orthophotos: tuple[Path, Path] | None = None):
     """Classify, join and write a run to ``target``; returns the WriteResult."""
-    from idou.geo.classify import classify_changes
-    from idou.geo.gpkg_output import write_review_geopackage
-    from idou.geo.parcel_join import join_parcels
+    from idou.geo.changes.classify import classify_changes
+    from idou.geo.changes.parcel_join import join_parcels
+    from idou.geo.review.gpkg_output import write_review_geopackage
 
     changes = raw_changes(shift)
     changes = changes.drop(index=list(drop))

@@ -14,9 +14,9 @@ from rasterio.warp import reproject, transform
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from idou.geo.align import AlignedPair
-from idou.geo.preflight import PreflightReport, preflight
-from idou.geo.sources import open_source
+from idou.geo.raster.align import AlignedPair
+from idou.geo.raster.preflight import PreflightReport, preflight
+from idou.geo.raster.sources import open_source
 from idou.inference.contract import ModelContract
 
 from .conftest import CRS_IX, ORIGIN, texture, write_raster

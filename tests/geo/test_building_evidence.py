@@ -11,15 +11,15 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from idou.geo.building_evidence import (
+from idou.geo.changes.building_evidence import (
     REASON,
     empty_unmapped,
     footprint_scores,
     unmapped_buildings,
 )
-from idou.geo.classify import candidate_changes, classify_changes
-from idou.geo.grid import Grid
-from idou.geo.parcel_join import join_parcels
+from idou.geo.changes.classify import candidate_changes, classify_changes
+from idou.geo.changes.parcel_join import join_parcels
+from idou.geo.raster.grid import Grid
 
 CRS_JGD = CRS.from_epsg(6677)
 GRID = Grid(CRS_JGD, Affine(0.4, 0, 0.0, 0, -0.4, 80.0), 200, 200)  # 80 m x 80 m

@@ -10,7 +10,7 @@ from pyproj import Transformer
 from shapely.geometry import box
 
 from idou.errors import InputNotFound, UserInputError
-from idou.geo.buildings import read_buildings
+from idou.geo.vector.buildings import read_buildings
 
 GML_HEAD = (
     '<?xml version="1.0" encoding="UTF-8"?>'

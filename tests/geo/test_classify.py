@@ -6,7 +6,7 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import box
 
-from idou.geo.classify import classify_changes
+from idou.geo.changes.classify import classify_changes
 
 CRS = "EPSG:6677"
 

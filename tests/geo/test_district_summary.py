@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from idou.geo.district_summary import write_district_summary
+from idou.geo.review.district_summary import write_district_summary
 
 _spec = importlib.util.spec_from_file_location(
     "review_builders", Path(__file__).with_name("review_builders.py"))
@@ -38,7 +38,7 @@ def test_counts_and_areas_by_district(tmp_path: Path) -> None:
 def test_results_entered_on_candidate_parcels_count_as_harvest_reads_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Staff guide §4.4: 調査状況 on 調査対象の筆 alone is enough, for summary and harvest."""
-    from idou.geo.harvest import harvest
+    from idou.geo.review.harvest import harvest
 
     from ..gpkg_edits import staff_edit
 
@@ -83,7 +83,7 @@ def test_areas_are_rounded_once_and_agree_with_the_batch_summary(tmp_path: Path)
         geometry=[box(0, 0, w, 10.07) for w in widths], crs=builders.CRS)
     exact = sum(w * 10.07 for w in widths)
     assert round(sum(round(w * 10.07, 1) for w in widths), 1) != round(exact, 1)  # the trap
-    from idou.geo.district_summary import summarize_districts
+    from idou.geo.review.district_summary import summarize_districts
 
     table = summarize_districts(changes, None).set_index("地区")
     assert table.loc["合計", "滅失_面積㎡"] == round(exact, 1)

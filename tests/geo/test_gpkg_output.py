@@ -11,8 +11,8 @@ import pyogrio
 import pytest
 
 from idou.errors import OutputConflict
-from idou.geo import gpkg_output
-from idou.geo.gpkg_output import read_run_info
+from idou.geo.review import gpkg_output
+from idou.geo.review.gpkg_output import read_run_info
 
 _spec = importlib.util.spec_from_file_location(
     "review_builders", Path(__file__).with_name("review_builders.py"))
@@ -218,10 +218,10 @@ def test_locked_target_is_refused(tmp_path: Path) -> None:
 def test_owner_columns_never_reach_the_output(tmp_path: Path) -> None:
     import geopandas as gpd
 
-    from idou.geo.classify import classify_changes
-    from idou.geo.gpkg_output import write_review_geopackage
-    from idou.geo.parcel_join import join_parcels
-    from idou.geo.parcels import read_parcels
+    from idou.geo.changes.classify import classify_changes
+    from idou.geo.changes.parcel_join import join_parcels
+    from idou.geo.review.gpkg_output import write_review_geopackage
+    from idou.geo.vector.parcels import read_parcels
 
     source = builders.parcels()
     source["所有者"] = ["山田太郎", "佐藤花子", "鈴木一郎"]
@@ -240,9 +240,9 @@ def test_owner_columns_never_reach_the_output(tmp_path: Path) -> None:
 
 
 def test_source_credits_are_recorded(tmp_path: Path) -> None:
-    from idou.geo.classify import classify_changes
-    from idou.geo.gpkg_output import write_review_geopackage
-    from idou.geo.parcel_join import join_parcels
+    from idou.geo.changes.classify import classify_changes
+    from idou.geo.changes.parcel_join import join_parcels
+    from idou.geo.review.gpkg_output import write_review_geopackage
 
     parcels = builders.parcels()
     parcels.attrs["attribution"] = "出典：「登記所備付地図データ」（法務省）"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from idou.geo.gpkg_sqlite import connect
+from idou.geo.review.gpkg_sqlite import connect
 
 
 def test_the_connection_commits_and_is_closed(tmp_path: Path) -> None:

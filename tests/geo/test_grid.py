@@ -7,7 +7,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from idou.geo.grid import Grid
+from idou.geo.raster.grid import Grid
 
 CRS_IX = CRS.from_epsg(6677)
 

@@ -14,7 +14,7 @@ import pytest
 from shapely.geometry import MultiPolygon, box
 
 from idou.errors import UserInputError
-from idou.geo.harvest import harvest
+from idou.geo.review.harvest import harvest
 
 from ..gpkg_edits import staff_edit
 
@@ -140,7 +140,7 @@ def test_review_values_are_compared_after_normalising_whitespace_and_width(
 
 def test_unknown_review_values_are_reported_never_silently_dropped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from idou.geo.harvest import unknown_values_sentences
+    from idou.geo.review.harvest import unknown_values_sentences
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     path = reviewed(tmp_path)

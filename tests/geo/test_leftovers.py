@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from idou.geo.leftovers import OWNER_FILE, make_work_folder, remove_stale_work_folders
+from idou.geo.files.leftovers import OWNER_FILE, make_work_folder, remove_stale_work_folders
 
 
 def _dead_pid() -> int:

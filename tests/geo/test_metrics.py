@@ -8,7 +8,7 @@ import pytest
 from shapely.geometry import box
 
 from idou.errors import UnusableCRS, UserInputError
-from idou.geo.metrics import (
+from idou.geo.scoring.metrics import (
     ObjectScores,
     PixelScores,
     change_type_recall,
@@ -173,7 +173,7 @@ def test_sweep_reads_uint8_as_fraction_of_255() -> None:
 
 
 def test_uint8_threshold_rule_is_detects() -> None:
-    from idou.geo.vectorize import threshold_uint8
+    from idou.geo.changes.vectorize import threshold_uint8
 
     values = np.arange(256, dtype=np.uint8)
     for t in [round(0.01 * i, 2) for i in range(1, 100)] + [0.5, 1 / 3, 0.2]:

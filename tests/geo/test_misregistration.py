@@ -8,8 +8,8 @@ from affine import Affine
 from rasterio.crs import CRS
 from scipy import ndimage
 
-from idou.geo.grid import Grid
-from idou.geo.misregistration import phase_correlation, sample_windows
+from idou.geo.raster.grid import Grid
+from idou.geo.raster.misregistration import phase_correlation, sample_windows
 
 from .conftest import texture
 

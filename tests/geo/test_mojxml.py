@@ -10,8 +10,8 @@ import pytest
 from pyproj import Transformer
 
 from idou.errors import UnreadableInput, UnusableCRS, UserInputError
-from idou.geo import mojxml
-from idou.geo.mojxml import read_mojxml, zone_to_epsg
+from idou.geo.vector import mojxml
+from idou.geo.vector.mojxml import read_mojxml, zone_to_epsg
 
 from ..mojxml_builder import moj_xml
 

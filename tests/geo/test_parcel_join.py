@@ -6,8 +6,8 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import box
 
-from idou.geo.classify import classify_changes
-from idou.geo.parcel_join import CANDIDATE_COLUMNS, join_parcels
+from idou.geo.changes.classify import classify_changes
+from idou.geo.changes.parcel_join import CANDIDATE_COLUMNS, join_parcels
 
 CRS = "EPSG:6677"
 

@@ -10,7 +10,7 @@ import pytest
 from shapely.geometry import Polygon, box
 
 from idou.errors import UnusableCRS, UserInputError
-from idou.geo.parcels import district_of, read_parcels
+from idou.geo.vector.parcels import district_of, read_parcels
 
 
 def frame(crs: str = "EPSG:6677") -> gpd.GeoDataFrame:

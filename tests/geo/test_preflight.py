@@ -13,8 +13,8 @@ from scipy import ndimage
 from shapely.geometry import box
 
 from idou.errors import FlightsDoNotOverlap, UnusableCRS, UserInputError
-from idou.geo.preflight import preflight, select_bands
-from idou.geo.sources import open_source
+from idou.geo.raster.preflight import preflight, select_bands
+from idou.geo.raster.sources import open_source
 from idou.inference.contract import ModelContract
 
 from .conftest import ORIGIN, texture, write_raster

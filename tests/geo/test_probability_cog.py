@@ -13,9 +13,9 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from idou.errors import OutputConflict
-from idou.geo.file_mode import usual_file_mode
-from idou.geo.grid import Grid
-from idou.geo.probability_cog import ProbabilityWriter, to_uint8
+from idou.geo.files.file_mode import usual_file_mode
+from idou.geo.raster.grid import Grid
+from idou.geo.raster.probability_cog import ProbabilityWriter, to_uint8
 
 GRID = Grid(CRS.from_epsg(6677), Affine(0.2, 0, -5000.0, 0, -0.2, -30000.0), 700, 600)
 

@@ -7,13 +7,13 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from idou.geo.qgis_styles import LAYER_STYLES, load_qml, pretty_qml, render_qml
+from idou.geo.review.qgis_styles import LAYER_STYLES, load_qml, pretty_qml, render_qml
 
 
 @pytest.mark.parametrize("layer", sorted(LAYER_STYLES))
 def test_packaged_qml_matches_its_definition(layer: str) -> None:
     assert load_qml(layer) == pretty_qml(render_qml(LAYER_STYLES[layer])), (
-        f"geo/styles/{layer}.qml is stale; run python -m idou.geo.qgis_styles")
+        f"geo/review/styles/{layer}.qml is stale; run python -m idou.geo.review.qgis_styles")
 
 
 def test_review_layers_have_dropdown_calendar_aliases_and_read_only_fields() -> None:
@@ -34,5 +34,5 @@ def test_review_layers_have_dropdown_calendar_aliases_and_read_only_fields() -> 
 
 
 def test_styles_folder_is_package_data() -> None:
-    folder = Path(__file__).parents[2] / "geo" / "styles"
+    folder = Path(__file__).parents[2] / "geo" / "review" / "styles"
     assert sorted(p.stem for p in folder.glob("*.qml")) == sorted(LAYER_STYLES)

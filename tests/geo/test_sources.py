@@ -14,7 +14,7 @@ import rasterio.shutil
 from rasterio.enums import ColorInterp
 
 from idou.errors import InputNotFound, UnreadableInput, UnusableCRS, UserInputError
-from idou.geo.sources import open_source
+from idou.geo.raster.sources import open_source
 
 from .conftest import CRS_IX, ORIGIN, texture, write_raster
 

@@ -9,8 +9,8 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from idou.geo.grid import Grid
-from idou.geo.vectorize import clean_mask, vectorize
+from idou.geo.changes.vectorize import clean_mask, vectorize
+from idou.geo.raster.grid import Grid
 
 GSD = 0.5
 

@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from idou.geo.grid import Grid
+from idou.geo.raster.grid import Grid
 from idou.inference.contract import ModelContract
 
 from .. import onnx_builders

@@ -234,9 +234,9 @@ def test_progress_goes_to_the_callback_block_by_block_with_the_rate(flight_dir: 
 
 
 def test_blocks_equal_a_whole_grid_pass(reference: Path, flight_dir: Path) -> None:
-    from idou.geo.align import AlignedPair
-    from idou.geo.preflight import preflight
-    from idou.geo.sources import open_source
+    from idou.geo.raster.align import AlignedPair
+    from idou.geo.raster.preflight import preflight
+    from idou.geo.raster.sources import open_source
     from idou.inference.blending import to_uint8
     from idou.inference.engine import predict_window
     from idou.inference.model_source import resolve_model

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from idou.errors import OutputConflict, UserInputError
-from idou.geo.file_mode import usual_file_mode
+from idou.geo.files.file_mode import usual_file_mode
 from idou.inference.batch_config import load_flight_config
 from idou.inference.batch_report import StatusFile, read_status, write_summary_html
 from idou.inference.blocks import plan_blocks, snap_block_size

@@ -79,7 +79,7 @@ def test_a_failure_after_inference_leaves_an_existing_output_untouched(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("idou.geo.vectorize.vectorize", broken)
+    monkeypatch.setattr("idou.geo.changes.vectorize.vectorize", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         run_detect(DetectJob(flights["flight_2024"], flights["flight_2025"], out,
                              model=str(flights["model"]), prob=prob, force=True, threads=1))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from idou.geo.vectorize import vectorize
+from idou.geo.changes.vectorize import vectorize
 from idou.inference.blending import to_uint8
 from idou.inference.contract import ModelContract
 from idou.inference.engine import predict_grid, predict_window, predict_window_uint8

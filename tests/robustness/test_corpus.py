@@ -707,7 +707,7 @@ def test_enospc_at_the_write_leaves_no_partial_output(
     reviewed file survives byte for byte and nothing else is left."""
     import errno
 
-    from idou.geo import gpkg_output
+    from idou.geo.review import gpkg_output
     from idou.inference.detect import DetectJob, run_detect
 
     out = tmp_path / "changes.gpkg"

@@ -227,7 +227,7 @@ def test_review_follows_the_parcel_when_the_rows_come_in_another_order(
 
 def test_a_key_match_far_away_does_not_carry_the_review() -> None:
     """Old files (ids numbered in row order): the same id 340 m away is another parcel."""
-    from idou.geo.review_merge import merge_review
+    from idou.geo.review.review_merge import merge_review
 
     old = gpd.GeoDataFrame({"parcel_id": ["A町", "A町#2"], "調査状況": ["課税対象", "未確認"],
                             "備考": ["ここ", None]},
@@ -245,7 +245,7 @@ def test_a_key_match_far_away_does_not_carry_the_review() -> None:
 def test_staff_edit_committed_during_a_forced_rerun_is_kept(good: GoodPair, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch
                                                             ) -> None:
-    from idou.geo import gpkg_output
+    from idou.geo.review import gpkg_output
     from idou.inference.detect import DetectJob, run_detect
 
     out = tmp_path / "changes.gpkg"
@@ -518,7 +518,7 @@ def test_batch_check_refuses_a_network_vrt_unless_the_flight_allows_it(
 
 def test_the_marker_check_leaves_a_foreign_geopackage_untouched(tmp_path: Path) -> None:
     """The marker check reads a user's GeoPackage read-only: it is byte-identical after."""
-    from idou.geo.owned_outputs import written_by_idou
+    from idou.geo.files.owned_outputs import written_by_idou
 
     path = tmp_path / "parcels.gpkg"
     parcels_frame().to_file(path, driver="GPKG")

@@ -21,9 +21,9 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from idou.geo.grid import Grid
-from idou.geo.mojxml import parse_mojxml_bytes, zone_to_epsg
-from idou.geo.vectorize import vectorize
+from idou.geo.changes.vectorize import vectorize
+from idou.geo.raster.grid import Grid
+from idou.geo.vector.mojxml import parse_mojxml_bytes, zone_to_epsg
 from idou.inference.blending import SCALE, BlendWeights, accumulate
 from idou.inference.tiling import TilePlan
 

@@ -27,9 +27,9 @@ UNPICKLERS = {("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"),
               ("numpy", "load"), ("torch", "load"), ("yaml", "load"), ("yaml", "unsafe_load"),
               ("yaml", "full_load")}
 # Calls that parse XML idou itself made or ships (never a user's file): (file, call prefix).
-TRUSTED_XML = {("geo/qgis_project.py", "ET.fromstring(ET.tostring(srs))"),  # its own element
-               ("geo/qgis_project.py", "ET.fromstring(load_qml(layer)"),  # packaged styles
-               ("geo/qgis_styles.py", "minidom.parseString(body")}  # QML it generated
+TRUSTED_XML = {("geo/review/qgis_project.py", "ET.fromstring(ET.tostring(srs))"),  # its own element
+               ("geo/review/qgis_project.py", "ET.fromstring(load_qml(layer)"),  # packaged styles
+               ("geo/review/qgis_styles.py", "minidom.parseString(body")}  # QML it generated
 XML_PARSERS = {"parse", "fromstring", "iterparse", "XML", "XMLParser", "parseString",
                "XMLPullParser", "fromstringlist", "make_parser"}
 

@@ -147,7 +147,7 @@ def test_labels_in_another_crs_and_outside_the_flights(tmp_path: Path) -> None:
 def test_reads_the_manifest_idou_harvest_writes(tmp_path: Path) -> None:
     from dataclasses import asdict
 
-    from idou.geo.harvest import HarvestReport
+    from idou.geo.review.harvest import HarvestReport
 
     rows = [{"channel": "demolished", "label": "positive", "source": "review",
              "change_id": "c1", "geometry": _cell(60, 80, 70, 90)}]

@@ -13,8 +13,8 @@ from scipy import ndimage
 from shapely.geometry import box
 
 from idou.errors import InputNotFound, UserInputError
-from idou.geo.grid import Grid
-from idou.geo.vectorize import clean_mask
+from idou.geo.changes.vectorize import clean_mask
+from idou.geo.raster.grid import Grid
 from idou.training.evaluate import (
     detect_clean,
     evaluate_geopackage,

@@ -18,8 +18,8 @@ from scipy import ndimage
 from shapely.geometry import box, shape
 
 from idou.errors import InvalidOption, OutputConflict, UserInputError
-from idou.geo.file_mode import usual_file_mode
-from idou.geo.grid import Grid
+from idou.geo.files.file_mode import usual_file_mode
+from idou.geo.raster.grid import Grid
 from idou.inference.contract import ModelContract
 from idou.inference.model_card import card_paths, read_card
 from idou.inference.model_source import resolve_model

@@ -13,8 +13,8 @@ photos never line up to the pixel. Change pieces smaller than ``min_area_px`` (r
 slivers) are ignored too rather than taught as change.
 
 The orthophotos are read window by window with rasterio (through a ``WarpedVRT`` onto one common
-grid at the model's GSD, bilinear, as ``idou.geo.align`` reads them at inference); nothing reads a
-whole orthophoto.
+grid at the model's GSD, bilinear, as ``idou.geo.raster.align`` reads them at inference); nothing
+reads a whole orthophoto.
 
 Dataset item contract (every idou training dataset yields this dict):
 
@@ -48,7 +48,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from idou.errors import FlightsDoNotOverlap, InputNotFound, InvalidOption, UnusableCRS
-from idou.geo.metrics import EIGHT_CONNECTED
+from idou.geo.scoring.metrics import EIGHT_CONNECTED
 
 IGNORE = 255
 
@@ -209,7 +209,7 @@ def derive_labels_from_footprints(before: Sequence[BaseGeometry],
 
 
 def _read_footprints(path: Path, crs: Any) -> gpd.GeoDataFrame:
-    from idou.geo.buildings import read_buildings
+    from idou.geo.vector.buildings import read_buildings
 
     return read_buildings(path, crs)
 

@@ -4,8 +4,8 @@ A harvest folder holds ``labels.gpkg`` (layer ``labels``: ``channel`` new | demo
 ``label`` positive | negative | ignore, ``source`` review | missed, polygons in the flight CRS) and
 ``harvest.json`` (the before and after orthophotos and the CRS). Each labelled polygon (ignore
 polygons excepted) centres one chip; the chip is read by windows from both orthophotos on the
-common grid chosen by :func:`idou.geo.preflight.preflight` (after's lattice, ``gsd_m``), through
-:class:`idou.geo.align.AlignedPair`, so orthophotos are never loaded whole.
+common grid chosen by :func:`idou.geo.raster.preflight.preflight` (after's lattice, ``gsd_m``),
+through :class:`idou.geo.raster.align.AlignedPair`, so orthophotos are never loaded whole.
 
 Target per channel: 0 everywhere (including explicit negatives), 1 inside its positives, 255
 inside its ignore polygons and wherever either flight has no data. Overlaps resolve as
@@ -119,8 +119,8 @@ class ReviewedDataset:
     def __init__(self, folder: str | Path, chip_size: int = 256, gsd_m: float | None = None,
                  before: str | None = None, after: str | None = None,
                  crs: str | None = None) -> None:
-        from idou.geo.preflight import preflight
-        from idou.geo.sources import open_source
+        from idou.geo.raster.preflight import preflight
+        from idou.geo.raster.sources import open_source
         from idou.inference.contract import ModelContract
 
         self.folder = Path(folder)
@@ -175,7 +175,7 @@ class ReviewedDataset:
     def _reader(self) -> Any:
         """The AlignedPair of this process (re-opened after a DataLoader worker fork)."""
         if self._pair is None or self._pid != os.getpid():
-            from idou.geo.align import AlignedPair
+            from idou.geo.raster.align import AlignedPair
 
             self._pair = AlignedPair(self.report)
             self._pid = os.getpid()

@@ -3,8 +3,8 @@
 Each seed gives one flight pair from :func:`idou.geo.synthetic.flight.make_flight_pair` at its
 native 0.2 m. The two flights lie on one pixel lattice with shifted extents; their overlap is
 cropped and brought to the model's GSD (an integer factor, e.g. 2 for 0.4 m) the way inference
-resamples: the mean of each factor×factor block, as ``idou.geo.align`` reads flights decimated
-(``"bilinear"``, GDAL's warper, is what idou 1.0 did). Labels come from the generator's
+resamples: the mean of each factor×factor block, as ``idou.geo.raster.align`` reads flights
+decimated (``"bilinear"``, GDAL's warper, is what idou 1.0 did). Labels come from the generator's
 footprints of both dates through the same derivation as real footprints
 (:func:`~idou.training.datasets.footprints.derive_labels_from_footprints`, buildings matched by
 id). Nodata of either flight is 255 (ignore) in every mask.
@@ -27,7 +27,7 @@ import numpy as np
 from affine import Affine
 from scipy import ndimage
 
-from idou.geo.metrics import EIGHT_CONNECTED
+from idou.geo.scoring.metrics import EIGHT_CONNECTED
 from idou.training.datasets.footprints import (
     IGNORE,
     derive_labels_from_footprints,
@@ -70,7 +70,7 @@ def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
 def gdal_resample(image: np.ndarray, source: Affine, target: Affine, factor: int,
                   crs: str) -> np.ndarray:
     """Resample an H×W×C image by ``factor`` with GDAL's bilinear warper, as
-    :class:`idou.geo.align.AlignedPair` did before it read decimated (idou 1.0)."""
+    :class:`idou.geo.raster.align.AlignedPair` did before it read decimated (idou 1.0)."""
     from rasterio.enums import Resampling
     from rasterio.warp import reproject
 
@@ -94,7 +94,8 @@ def make_scene(seed: int, size: int = 2048, factor: int = 2, edge_px: int = 1,
         min_area_m2: change pieces smaller than this are ignored.
         source_gsd_m: GSD the generator renders at.
         resampling: ``"area"`` (mean of factor×factor blocks: what inference does, see
-            :mod:`idou.geo.align`) or ``"bilinear"`` (GDAL's warper, as idou 1.0 read flights).
+            :mod:`idou.geo.raster.align`) or ``"bilinear"`` (GDAL's warper, as idou 1.0 read
+            flights).
     """
     from idou.geo.synthetic.flight import make_flight_pair
 

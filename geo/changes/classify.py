@@ -13,10 +13,11 @@ Rules (in this order):
    least ``on_parcel_share`` of its area or 10 m²), → both ``rebuilt`` (建替).
 
 Without buildings only rules 1 and 4 apply. With buildings *and* their footprint scores
-(:func:`idou.geo.building_evidence.footprint_scores`), rules 2 and 3 are replaced by the
-building map as evidence (:func:`idou.geo.building_evidence.apply_building_evidence`): 滅失 is
-decided per footprint, 増築 needs new built area outside the standing footprints, and change the
-map does not support becomes ``other`` (その他の変化), which rule 4 ignores.
+(:func:`idou.geo.changes.building_evidence.footprint_scores`), rules 2 and 3 are replaced by the
+building map as evidence
+(:func:`idou.geo.changes.building_evidence.apply_building_evidence`): 滅失 is decided per
+footprint, 増築 needs new built area outside the standing footprints, and change the map does
+not support becomes ``other`` (その他の変化), which rule 4 ignores.
 
 ``change_id`` is a stable hash of the geometry (rounded to 0.5 m, normalised) and the class, so
 a re-run on the same result gives the same ids.
@@ -35,14 +36,14 @@ import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from idou.geo.building_evidence import (
+from idou.geo.changes.building_evidence import (
     OTHER,
     REASON,
     FootprintScores,
     apply_building_evidence,
 )
-from idou.geo.parcels import district_of
-from idou.geo.review_fields import CLASS_JA, OTHER_CLASS_JA
+from idou.geo.review.review_fields import CLASS_JA, OTHER_CLASS_JA
+from idou.geo.vector.parcels import district_of
 
 REQUIRED = ("channel", "geometry")
 
@@ -70,23 +71,14 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
         tolerance_m: misregistration between map and photo tolerated for 増築.
         min_area_m2: smallest new built area outside standing footprints that is 増築.
         demolished_threshold: the demolished channel's threshold (evidence of a house rebuilt
-            on its spot, see :func:`idou.geo.building_evidence.rebuilt_in_place`).
+            on its spot, see :func:`idou.geo.changes.building_evidence.rebuilt_in_place`).
 
     Returns:
         A copy with ``change_id``, ``change_type``, ``異動区分``, ``building_ids``, ``地番``,
         ``所在``, ``地区``, ``parcel_ids`` added (the last four empty without parcels);
         ``area_m2`` follows snapped outlines.
     """
-    missing = [c for c in REQUIRED if c not in changes.columns]
-    if missing:
-        raise ValueError(f"classify_changes needs columns {missing}")
-    out = changes.copy().reset_index(drop=True)
-    channel = out["channel"].astype(str)
-    bad = ~channel.isin(["new", "demolished"])
-    if bad.any():
-        raise ValueError(f"unknown channel values {sorted(set(channel[bad]))}")
-    out["change_type"] = np.where(channel == "new", "new", "demolished").astype(object)
-    out["building_ids"] = ""
+    out = _checked_copy(changes)
     if buildings is not None and (not buildings.empty or footprints is not None) \
             and not out.empty:
         if buildings.crs is not None and out.crs is not None and buildings.crs != out.crs:
@@ -101,6 +93,35 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
             _mark_extensions(out, buildings[standing], touch_tolerance_m)
     out["area_m2"] = out.geometry.area.round(2)
     _mark_rebuilt_by_overlap(out)
+    _on_parcels(out, parcels, on_parcel_share)
+    if REASON in out:
+        rebuilt = (out["change_type"] == "rebuilt") & ~out[REASON].astype(str).str.contains("建替")
+        out.loc[rebuilt, REASON] = "滅失と新築が同じ場所または同じ筆にあるため建替"
+    out["異動区分"] = out["change_type"].map({**CLASS_JA, OTHER: OTHER_CLASS_JA}).astype(object)
+    out.insert(0, "change_id", pd.Series(change_ids(out.geometry, out["change_type"]),
+                                         index=out.index, dtype=object))
+    return out
+
+
+def _checked_copy(changes: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """A copy of ``changes`` with each row's type from its channel; refuses unknown input."""
+    missing = [c for c in REQUIRED if c not in changes.columns]
+    if missing:
+        raise ValueError(f"classify_changes needs columns {missing}")
+    out = changes.copy().reset_index(drop=True)
+    channel = out["channel"].astype(str)
+    bad = ~channel.isin(["new", "demolished"])
+    if bad.any():
+        raise ValueError(f"unknown channel values {sorted(set(channel[bad]))}")
+    out["change_type"] = np.where(channel == "new", "new", "demolished").astype(object)
+    out["building_ids"] = ""
+    return out
+
+
+def _on_parcels(out: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None,
+                on_parcel_share: float) -> None:
+    """Rule 4 by parcel (建替 on one 筆) and each change's 地番, 所在, 地区 and parcel ids
+    (empty without parcels), in place."""
     out["地番"] = ""
     out["所在"] = ""
     out["地区"] = ""
@@ -111,13 +132,6 @@ def classify_changes(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | No
         on_parcels = changes_on_parcels(out, parcels, on_parcel_share)
         _mark_rebuilt_by_parcel(out, on_parcels)
         _annotate_parcels(out, parcels, on_parcels)
-    if REASON in out:
-        rebuilt = (out["change_type"] == "rebuilt") & ~out[REASON].astype(str).str.contains("建替")
-        out.loc[rebuilt, REASON] = "滅失と新築が同じ場所または同じ筆にあるため建替"
-    out["異動区分"] = out["change_type"].map({**CLASS_JA, OTHER: OTHER_CLASS_JA}).astype(object)
-    out.insert(0, "change_id", pd.Series(change_ids(out.geometry, out["change_type"]),
-                                         index=out.index, dtype=object))
-    return out
 
 
 def candidate_changes(classified: gpd.GeoDataFrame, keep_unmatched: bool = False

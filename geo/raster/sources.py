@@ -32,10 +32,10 @@ from idou.errors import (
     UnusableCRS,
     UserInputError,
 )
-from idou.geo.grid import Grid
-from idou.geo.network import check_local_source
-from idou.geo.owned_outputs import vrt_marker_xml
-from idou.geo.text_files import read_text
+from idou.geo.files.network import check_local_source
+from idou.geo.files.owned_outputs import vrt_marker_xml
+from idou.geo.files.text_files import read_text
+from idou.geo.raster.grid import Grid
 
 SHEET_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2")
 WORLD_FILE_SUFFIXES = (".tfw", ".tifw", ".tiffw", ".jgw", ".jpgw", ".pgw", ".pngw", ".wld")
@@ -465,6 +465,41 @@ def _write_vrt(headers: list[_Header], label: str, crs: CRS, workdir: Path | Non
     Data bands use each sheet's mask (nodata, alpha or internal mask) as transparency; the VRT's
     own mask band is the union of the sheets' masks, so gaps between sheets are invalid.
     """
+    single = len(headers) == 1
+    gt: tuple[float, ...]
+    if single:  # keep a lone file's exact (possibly rotated) transform
+        gt = headers[0].transform.to_gdal()
+        width, height = headers[0].width, headers[0].height
+    else:
+        gt, width, height = _mosaic_transform(headers)
+    first = headers[0]
+    maps = [_band_map(h) for h in headers]
+    named = any(_rgb_bands(h) is not None for h in headers)
+    dtype = _GDAL_TYPES.get(first.dtypes[0], "Byte")
+    sources = [_VrtSource(h, m, _rects(h, gt, single)) for h, m in zip(headers, maps, strict=True)]
+    out = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">',
+           f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(crs.to_wkt())}</SRS>',
+           f"  <GeoTransform>{', '.join(repr(float(v)) for v in gt)}</GeoTransform>",
+           vrt_marker_xml()]
+    for out_band, b in enumerate(maps[0], start=1):
+        ci = _RGB[out_band - 1] if named and out_band <= len(_RGB) else first.colorinterp[b - 1]
+        out += _data_band_xml(out_band, b, first, ci, dtype, sources)
+    out += _mask_band_xml(sources)
+    out.append("</VRTDataset>")
+    return _save_vrt("\n".join(out) + "\n", label, workdir)
+
+
+@dataclass(frozen=True)
+class _VrtSource:
+    """One sheet in a VRT: its header, its band map and its placement (``<SrcRect><DstRect>``)."""
+
+    header: _Header
+    band_map: list[int]
+    rects: str
+
+
+def _mosaic_transform(headers: list[_Header]) -> tuple[tuple[float, ...], int, int]:
+    """The GDAL geotransform, width and height of the north-up mosaic of ``headers``."""
     xres = headers[0].transform.a
     yres = headers[0].transform.e
     left = min(h.transform.c for h in headers)
@@ -473,66 +508,66 @@ def _write_vrt(headers: list[_Header], label: str, crs: CRS, workdir: Path | Non
     bottom = min(h.transform.f + h.height * yres for h in headers)
     width = max(round((right - left) / xres), 1)
     height = max(round((bottom - top) / yres), 1)
-    single = len(headers) == 1
-    if single:  # keep a lone file's exact (possibly rotated) transform
-        gt = headers[0].transform.to_gdal()
-        width, height = headers[0].width, headers[0].height
+    return (left, xres, 0.0, top, 0.0, yres), width, height
+
+
+def _rects(h: _Header, gt: tuple[float, ...], single: bool) -> str:
+    """Where sheet ``h`` lies in the mosaic of geotransform ``gt`` (whole pixels when close)."""
+    if single:
+        xoff = yoff = 0.0
     else:
-        gt = (left, xres, 0.0, top, 0.0, yres)
-    first = headers[0]
-    maps = [_band_map(h) for h in headers]
-    named = any(_rgb_bands(h) is not None for h in headers)
-    dtype = _GDAL_TYPES.get(first.dtypes[0], "Byte")
+        left, xres, _, top, _, yres = gt
+        xoff = (h.transform.c - left) / xres
+        yoff = (h.transform.f - top) / yres
+        xoff = round(xoff) if abs(xoff - round(xoff)) < 1e-6 else xoff
+        yoff = round(yoff) if abs(yoff - round(yoff)) < 1e-6 else yoff
+    return (f'<SrcRect xOff="0" yOff="0" xSize="{h.width}" ySize="{h.height}"/>'
+            f'<DstRect xOff="{xoff}" yOff="{yoff}" xSize="{h.width}" ySize="{h.height}"/>')
 
-    def rects(h: _Header) -> str:
-        if single:
-            xoff = yoff = 0.0
-        else:
-            xoff = (h.transform.c - left) / xres
-            yoff = (h.transform.f - top) / yres
-            xoff = round(xoff) if abs(xoff - round(xoff)) < 1e-6 else xoff
-            yoff = round(yoff) if abs(yoff - round(yoff)) < 1e-6 else yoff
-        return (f'<SrcRect xOff="0" yOff="0" xSize="{h.width}" ySize="{h.height}"/>'
-                f'<DstRect xOff="{xoff}" yOff="{yoff}" xSize="{h.width}" ySize="{h.height}"/>')
 
-    def props(h: _Header, dt: str) -> str:
-        return (f'<SourceProperties RasterXSize="{h.width}" RasterYSize="{h.height}" '
-                f'DataType="{dt}" BlockXSize="{h.block[1]}" BlockYSize="{h.block[0]}"/>')
+def _props(h: _Header, dt: str) -> str:
+    return (f'<SourceProperties RasterXSize="{h.width}" RasterYSize="{h.height}" '
+            f'DataType="{dt}" BlockXSize="{h.block[1]}" BlockYSize="{h.block[0]}"/>')
 
-    out = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">',
-           f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(crs.to_wkt())}</SRS>',
-           f"  <GeoTransform>{', '.join(repr(float(v)) for v in gt)}</GeoTransform>",
-           vrt_marker_xml()]
-    for out_band, b in enumerate(maps[0], start=1):
-        out.append(f'  <VRTRasterBand dataType="{dtype}" band="{out_band}">')
-        if first.nodata is not None:
-            out.append(f"    <NoDataValue>{first.nodata!r}</NoDataValue>")
-        ci = _RGB[out_band - 1] if named and out_band <= len(_RGB) else first.colorinterp[b - 1]
-        if ci and ci != "undefined":
-            out.append(f"    <ColorInterp>{ci.capitalize()}</ColorInterp>")
-        desc = first.descriptions[b - 1] if b - 1 < len(first.descriptions) else ""
-        if desc:
-            out.append(f"    <Description>{escape(desc)}</Description>")
-        for h, m in zip(headers, maps, strict=True):
-            out.append(
-                "    <ComplexSource>"
-                f'<SourceFilename relativeToVRT="0">{escape(str(h.path.resolve()))}'
-                f"</SourceFilename><SourceBand>{m[out_band - 1]}</SourceBand>"
-                f"{props(h, dtype)}{rects(h)}"
-                "<UseMaskBand>true</UseMaskBand></ComplexSource>")
-        out.append("  </VRTRasterBand>")
-    out.append("  <MaskBand>")
-    out.append('    <VRTRasterBand dataType="Byte">')
-    for h in headers:
+
+def _data_band_xml(out_band: int, b: int, first: _Header, ci: str | None, dtype: str,
+                   sources: list[_VrtSource]) -> list[str]:
+    """One data band of the VRT: band ``b`` of ``first`` (nodata, colour, description) from
+    every sheet's mapped band, each sheet's mask as transparency."""
+    out = [f'  <VRTRasterBand dataType="{dtype}" band="{out_band}">']
+    if first.nodata is not None:
+        out.append(f"    <NoDataValue>{first.nodata!r}</NoDataValue>")
+    if ci and ci != "undefined":
+        out.append(f"    <ColorInterp>{ci.capitalize()}</ColorInterp>")
+    desc = first.descriptions[b - 1] if b - 1 < len(first.descriptions) else ""
+    if desc:
+        out.append(f"    <Description>{escape(desc)}</Description>")
+    for s in sources:
+        out.append(
+            "    <ComplexSource>"
+            f'<SourceFilename relativeToVRT="0">{escape(str(s.header.path.resolve()))}'
+            f"</SourceFilename><SourceBand>{s.band_map[out_band - 1]}</SourceBand>"
+            f"{_props(s.header, dtype)}{s.rects}"
+            "<UseMaskBand>true</UseMaskBand></ComplexSource>")
+    out.append("  </VRTRasterBand>")
+    return out
+
+
+def _mask_band_xml(sources: list[_VrtSource]) -> list[str]:
+    """The VRT's mask band: the union of the sheets' masks (gaps between sheets invalid)."""
+    out = ["  <MaskBand>", '    <VRTRasterBand dataType="Byte">']
+    for s in sources:
         out.append(
             "      <ComplexSource>"
-            f'<SourceFilename relativeToVRT="0">{escape(str(h.path.resolve()))}</SourceFilename>'
-            f"<SourceBand>mask,1</SourceBand>{props(h, 'Byte')}{rects(h)}"
-            "<NODATA>0</NODATA></ComplexSource>")
-    out.append("    </VRTRasterBand>")
-    out.append("  </MaskBand>")
-    out.append("</VRTDataset>")
-    text = "\n".join(out) + "\n"
+            f'<SourceFilename relativeToVRT="0">{escape(str(s.header.path.resolve()))}'
+            f"</SourceFilename><SourceBand>mask,1</SourceBand>{_props(s.header, 'Byte')}"
+            f"{s.rects}<NODATA>0</NODATA></ComplexSource>")
+    out += ["    </VRTRasterBand>", "  </MaskBand>"]
+    return out
+
+
+def _save_vrt(text: str, label: str, workdir: Path | None) -> Path:
+    """Write ``text`` once under a name from ``label`` and its hash (the same VRT is reused)."""
     folder = workdir or _default_workdir()
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]

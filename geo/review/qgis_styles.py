@@ -1,8 +1,8 @@
 """QGIS styles for the review GeoPackage, stored in its ``layer_styles`` table.
 
-The styles live as QML files in ``geo/styles/<layer>.qml`` (package data); edit them in QGIS
+The styles live as QML files in ``geo/review/styles/<layer>.qml`` (package data); edit them in QGIS
 (Layer Properties → Style → Save Style → QML) or regenerate them from :data:`LAYER_STYLES`
-with ``python -m idou.geo.qgis_styles``. Each carries colours by 異動区分, labels with 地番,
+with ``python -m idou.geo.review.qgis_styles``. Each carries colours by 異動区分, labels with 地番,
 a drop-down (ValueMap) for 調査状況, a calendar (DateTime) for 調査日, Japanese aliases,
 default values and read-only detection fields. Candidate parcels show the survey's progress:
 reviewed ones (課税対象, 対象外, 誤検出) are drawn muted, 要再調査 stands out, and unreviewed
@@ -22,8 +22,8 @@ from importlib import resources
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from idou.geo.gpkg_sqlite import connect
-from idou.geo.review_fields import (
+from idou.geo.review.gpkg_sqlite import connect
+from idou.geo.review.review_fields import (
     ALIASES,
     CLASS_COLOURS,
     DETECTION,
@@ -297,8 +297,8 @@ def repr_qgis(value: str) -> str:
 
 
 def load_qml(layer: str) -> str:
-    """The packaged QML of ``layer`` (``geo/styles/<layer>.qml``)."""
-    return resources.files("idou.geo").joinpath("styles", f"{layer}.qml").read_text("utf-8")
+    """The packaged QML of ``layer`` (``geo/review/styles/<layer>.qml``)."""
+    return resources.files("idou.geo.review").joinpath("styles", f"{layer}.qml").read_text("utf-8")
 
 
 _CREATE_LAYER_STYLES = """

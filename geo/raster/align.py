@@ -1,7 +1,7 @@
 """Read both flights on one common grid, window by window.
 
-:class:`AlignedPair` opens the two sources of a :class:`~idou.geo.preflight.PreflightReport` and
-serves windows of ``report.grid``:
+:class:`AlignedPair` opens the two sources of a
+:class:`~idou.geo.raster.preflight.PreflightReport` and serves windows of ``report.grid``:
 
 - a source already on the grid's pixel lattice is read directly (no resampling);
 - a north-up source in the grid's CRS with finer pixels (e.g. a 0.2 m flight for a 0.4 m
@@ -33,12 +33,12 @@ from rasterio.windows import Window
 from shapely.geometry import box
 
 from idou.errors import UnreadableInput
-from idou.geo.decode_errors import decoder_messages, refuse_decoder_problems
-from idou.geo.grid import Grid
-from idou.geo.sources import SHEET_SUFFIXES, RasterSource, describe_error
+from idou.geo.raster.decode_errors import decoder_messages, refuse_decoder_problems
+from idou.geo.raster.grid import Grid
+from idou.geo.raster.sources import SHEET_SUFFIXES, RasterSource, describe_error
 
 if TYPE_CHECKING:
-    from idou.geo.preflight import PreflightReport
+    from idou.geo.raster.preflight import PreflightReport
 
 _SAMPLE = 32  # side of the decimated mask used by valid_fraction
 

@@ -1,6 +1,7 @@
 """Turn a reviewed GeoPackage into training labels and the deployed model's observed accuracy.
 
-Outcome of each change (its 調査状況 by :func:`idou.geo.review_status.change_results`, the rule
+Outcome of each change (its 調査状況 by
+:func:`idou.geo.review.review_status.change_results`, the rule
 ``idou summary`` counts by: its own, or when that is 未確認 the strongest entered on the parcels
 it lies on):
 
@@ -32,9 +33,9 @@ import pandas as pd
 import pyogrio
 
 from idou.errors import InputNotFound, UnreadableInput, UserInputError
-from idou.geo.gpkg_output import read_run_info
-from idou.geo.gpkg_sqlite import connect
-from idou.geo.review_fields import (
+from idou.geo.review.gpkg_output import read_run_info
+from idou.geo.review.gpkg_sqlite import connect
+from idou.geo.review.review_fields import (
     STATUS,
     STATUS_FALSE_ALARM,
     STATUS_NOT_TAXABLE,
@@ -42,7 +43,7 @@ from idou.geo.review_fields import (
     STATUS_TAXABLE,
     STATUS_VALUES,
 )
-from idou.geo.review_status import change_results, normalise_values
+from idou.geo.review.review_status import change_results, normalise_values
 
 LABEL_BY_STATUS = {STATUS_TAXABLE: "positive", STATUS_NOT_TAXABLE: "positive",
                    STATUS_FALSE_ALARM: "negative", STATUS_RECHECK: "ignore"}

@@ -4,9 +4,9 @@ Each change counts once, in the district (``地区``: 大字/町丁目, the 所�
 the parcel holding most of it (from the ``changes`` layer, else found from
 ``candidate_parcels``); changes on no parcel go to ``(筆なし)``. Changes marked
 ``再実行で未検出`` by a later run are left out. A change's 調査状況 is counted by the rule
-``idou harvest`` uses (:mod:`idou.geo.review_status`): a result entered on its candidate parcel
-counts when the change itself is 未確認. Areas are summed exactly and rounded once
-(:mod:`idou.geo.report_numbers`). Output:
+``idou harvest`` uses (:mod:`idou.geo.review.review_status`): a result entered on its candidate
+parcel counts when the change itself is 未確認. Areas are summed exactly and rounded once
+(:mod:`idou.geo.review.report_numbers`). Output:
 
 * ``DIR/district_summary.csv`` (UTF-8 with BOM so Excel opens it): ``地区``, then per class
   ``<class>_件数`` and ``<class>_面積㎡``, then ``合計_件数``, ``合計_面積㎡``, per 調査状況
@@ -27,16 +27,16 @@ import pandas as pd
 import pyogrio
 
 from idou.errors import InputNotFound, UnreadableInput, UserInputError
-from idou.geo.parcels import district_of
-from idou.geo.report_numbers import format_area, round_area
-from idou.geo.review_fields import (
+from idou.geo.review.report_numbers import format_area, round_area
+from idou.geo.review.review_fields import (
     CLASS_COLOURS,
     CLASS_ORDER_JA,
     DETECTION,
     NOT_DETECTED_AGAIN,
     STATUS_VALUES,
 )
-from idou.geo.review_status import change_results
+from idou.geo.review.review_status import change_results
+from idou.geo.vector.parcels import district_of
 
 NO_PARCEL = "(筆なし)"
 
@@ -99,7 +99,7 @@ def _districts(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None) -> l
         return list(_district_column(changes))
     if parcels is None or parcels.empty or changes.empty:
         return [NO_PARCEL] * len(changes)
-    from idou.geo.classify import changes_on_parcels
+    from idou.geo.changes.classify import changes_on_parcels
 
     links = changes_on_parcels(changes.reset_index(drop=True), parcels.reset_index(drop=True))
     main = links[links["main"]].drop_duplicates("change_row")
@@ -148,7 +148,7 @@ def write_district_summary(gpkg: Path, out_dir: Path) -> SummaryFiles:
     png = out_dir / "district_summary.png"
     _map_png(changes, parcels, png)
     page = out_dir / "district_summary.html"
-    from idou.geo.gpkg_output import read_run_info
+    from idou.geo.review.gpkg_output import read_run_info
 
     try:
         credit = str(read_run_info(gpkg).get("attribution") or "")

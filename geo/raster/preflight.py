@@ -23,16 +23,16 @@ from rasterio.windows import Window
 from shapely.geometry import mapping, shape
 
 from idou.errors import FlightsDoNotOverlap, UnreadableInput, UnusableCRS, UserInputError
-from idou.geo import misregistration as _misreg
-from idou.geo.decode_errors import refuse_decoder_problems
-from idou.geo.grid import Grid
-from idou.geo.network import check_local_source
-from idou.geo.sources import RasterSource, describe_error
+from idou.geo.files.network import check_local_source
+from idou.geo.raster import misregistration as _misreg
+from idou.geo.raster.decode_errors import refuse_decoder_problems
+from idou.geo.raster.grid import Grid
+from idou.geo.raster.sources import RasterSource, describe_error
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
-    from idou.geo.align import AlignedPair
+    from idou.geo.raster.align import AlignedPair
 
 GSD_WARN_RATIO = 2.0
 _SAMPLES_PER_SIDE = 6  # validity sample: 6 x 6 windows
@@ -103,7 +103,30 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelInputs,
     idx_before = select_bands(before, contract, warns)
     idx_after = select_bands(after, contract, warns)
     crs = working_crs(after)
+    gsd = contract.gsd_m
+    overlap, overlap_fraction = _overlap(before, after, crs, gsd, notes)
+    aoi_geom = None
+    area = overlap
+    if aoi is not None:
+        aoi_geom = load_aoi(aoi, crs, notes)
+        area = overlap.intersection(aoi_geom)
+        if area.is_empty or area.area < gsd * gsd:
+            raise FlightsDoNotOverlap(
+                f"the AOI {aoi.name} does not overlap the area covered by both {before.label} "
+                f"and {after.label}; check the AOI file and its CRS.")
+    grid = _common_grid(after, area.bounds, gsd, crs)
+    _check_pixels(before, after, gsd, crs, notes, warns)
+    report = PreflightReport(
+        before=before, after=after, grid=grid, band_indexes_before=idx_before,
+        band_indexes_after=idx_after, warnings=warns, overlap_fraction=overlap_fraction,
+        aoi=aoi_geom, notes=notes)
+    _check_common_pixels(report, estimate_misregistration)
+    return report
 
+
+def _overlap(before: RasterSource, after: RasterSource, crs: CRS, gsd: float,
+             notes: list[str]) -> tuple[BaseGeometry, float]:
+    """The flights' overlap in ``crs`` and its share of ``after``; notes what is warped."""
     fp_after = _footprint_in(after, crs)
     fp_before = _footprint_in(before, crs)
     if after.crs != crs:
@@ -114,7 +137,6 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelInputs,
         notes.append(f"{before.label} ({_crs_name(before.crs)}) is warped on the fly onto "
                      f"{onto} ({_crs_name(crs)}).")
     overlap = fp_after.intersection(fp_before)
-    gsd = contract.gsd_m
     if overlap.is_empty or overlap.area < gsd * gsd:
         raise FlightsDoNotOverlap(
             f"{before.label} and {after.label} do not overlap; check that both cover the same "
@@ -123,18 +145,12 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelInputs,
     if overlap_fraction < 0.999:
         notes.append(f"the flights overlap on {overlap_fraction:.0%} of {after.label}; only the "
                      "overlap is processed.")
+    return overlap, overlap_fraction
 
-    aoi_geom = None
-    area = overlap
-    if aoi is not None:
-        aoi_geom = load_aoi(aoi, crs, notes)
-        area = overlap.intersection(aoi_geom)
-        if area.is_empty or area.area < gsd * gsd:
-            raise FlightsDoNotOverlap(
-                f"the AOI {aoi.name} does not overlap the area covered by both {before.label} "
-                f"and {after.label}; check the AOI file and its CRS.")
 
-    grid = _common_grid(after, area.bounds, gsd, crs)
+def _check_pixels(before: RasterSource, after: RasterSource, gsd: float, crs: CRS,
+                  notes: list[str], warns: list[str]) -> None:
+    """Note (or warn about) resampling and masks; refuse a flight without valid pixels."""
     for src in (before, after):
         src_gsd = _gsd_in(src, crs)
         ratio = max(src_gsd, gsd) / min(src_gsd, gsd)
@@ -150,15 +166,14 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelInputs,
                 f"{src.label} holds no valid pixels (everything is nodata or masked); check its "
                 "nodata value and alpha band, or choose the right file.")
 
-    report = PreflightReport(
-        before=before, after=after, grid=grid, band_indexes_before=idx_before,
-        band_indexes_after=idx_after, warnings=warns, overlap_fraction=overlap_fraction,
-        aoi=aoi_geom, notes=notes)
 
-    from idou.geo.align import AlignedPair
+def _check_common_pixels(report: PreflightReport, estimate_misregistration: bool) -> None:
+    """Read both flights on the grid: refuse no common valid pixels, measure the shift."""
+    from idou.geo.raster.align import AlignedPair
 
+    before, after = report.before, report.after
     with AlignedPair(report) as pair:
-        report.valid_fraction = _common_valid_fraction(pair, grid)
+        report.valid_fraction = _common_valid_fraction(pair, report.grid)
         if report.valid_fraction == 0.0:
             raise FlightsDoNotOverlap(
                 f"{before.label} and {after.label} have no valid pixels in common (their data "
@@ -167,11 +182,10 @@ def preflight(before: RasterSource, after: RasterSource, contract: ModelInputs,
             shift = _misreg.estimate_misregistration(pair)
             report.misregistration_px = shift
             if shift is not None and math.hypot(*shift) > _misreg.WARN_PX:
-                warns.append(
+                report.warnings.append(
                     f"{after.label} is shifted by about ({shift[0]:+.1f}, {shift[1]:+.1f}) px "
                     f"against {before.label}; the model tolerates about 2 px, expect false "
                     "changes along edges (co-register the flights).")
-    return report
 
 
 # --- bands -------------------------------------------------------------------------------
@@ -370,7 +384,7 @@ def _common_grid(after: RasterSource, bounds: tuple[float, float, float, float],
 
 def load_aoi(path: Path, crs: CRS, notes: list[str] | None = None) -> BaseGeometry:
     """The union of an AOI file's polygons, in ``crs``."""
-    from idou.geo.vector_files import read_vector, split_layer
+    from idou.geo.vector.vector_files import read_vector, split_layer
 
     check_local_source(path, "the AOI")
     frame = read_vector(path, "AOI", fix="give a GeoPackage, shapefile or GeoJSON")
@@ -439,7 +453,7 @@ def sampled_valid_fraction(src: RasterSource) -> float:
     Cheap for any size: overviews when present, else 36 windows of 16 px; when those find
     nothing valid, a decimated read of the whole flight confirms (bounded to sane sizes).
     """
-    from idou.geo.align import damaged_sheets_label
+    from idou.geo.raster.align import damaged_sheets_label
 
     try:
         with src.open() as ds:

@@ -247,7 +247,7 @@ def probabilities_as_float(prob: np.ndarray) -> np.ndarray:
 def uint8_cutoff(threshold: float) -> int:
     """The smallest uint8 value whose probability (value / 255) reaches ``threshold``.
 
-    The same rule as ``idou.geo.vectorize.threshold_uint8`` (what ``idou detect`` applies).
+    The same rule as ``idou.geo.changes.vectorize.threshold_uint8`` (what ``idou detect`` applies).
     """
     return int(math.ceil(threshold * 255.0 - 1e-9))
 
@@ -289,7 +289,7 @@ def sweep_thresholds(prob: np.ndarray, truth: np.ndarray, thresholds: Sequence[f
         cover: the overlap fraction of the object rules.
         valid: pixels to count (e.g. where both flights have data); None = all.
         clean: applied to each thresholded mask before scoring (e.g. detect's morphological
-            clean-up, ``functools.partial(idou.geo.vectorize.clean_mask, radius=1)``).
+            clean-up, ``functools.partial(idou.geo.changes.vectorize.clean_mask, radius=1)``).
         labelled: ``truth`` is an integer label image, one value per true object (e.g. one per
             truth polygon, so touching buildings stay apart).
 

@@ -75,6 +75,16 @@ def read_vector(spec: str | Path, what: str, encoding: str | None = None, *,
     path, layer = split_layer(spec)
     if not path.exists():
         raise InputNotFound(f"{what} file {path.name} does not exist; check the path.")
+    layer = _geometry_layer(path, layer, what, fix)
+    frame = _read_layer(path, layer, what, encoding, fix)
+    if "geometry" in frame and frame.geometry.has_z.any():  # heights (CAD exports): plan only
+        frame = frame.set_geometry(shapely.force_2d(frame.geometry.values), crs=frame.crs)
+    return frame
+
+
+def _geometry_layer(path: Path, layer: str | None, what: str, fix: str) -> str:
+    """The layer to read: the one named (which must have geometry), else the only one with
+    geometry."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -102,6 +112,12 @@ def read_vector(spec: str | Path, what: str, encoding: str | None = None, *,
             f"{path.name}:{spatial[0]} ({LAYER_HINT}).")
     else:
         layer = spatial[0]
+    return layer
+
+
+def _read_layer(path: Path, layer: str, what: str, encoding: str | None,
+                fix: str) -> gpd.GeoDataFrame:
+    """Read ``layer``; GDAL's errors and undecodable attributes as one sentence."""
     try:
         with warnings.catch_warnings():  # GDAL's warnings: the errors below say it in one line
             warnings.simplefilter("ignore")
@@ -116,8 +132,6 @@ def read_vector(spec: str | Path, what: str, encoding: str | None = None, *,
             f"{what} file {path.name} has attributes that are not in {told}; pass the right "
             "--encoding (e.g. cp932; in FLIGHT.toml: encoding)"
             + (" or fix its .cpg" if _cpg(path) and not encoding else "") + ".") from exc
-    if "geometry" in frame and frame.geometry.has_z.any():  # heights (CAD exports): plan only
-        frame = frame.set_geometry(shapely.force_2d(frame.geometry.values), crs=frame.crs)
     return frame
 
 

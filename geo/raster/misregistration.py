@@ -1,7 +1,7 @@
 """Estimate how far the two flights are shifted against each other (phase correlation).
 
 The shift is measured, not corrected: the model tolerates about 2 px. Windows are read through
-an :class:`~idou.geo.align.AlignedPair`, so the estimate is in pixels of the common grid.
+an :class:`~idou.geo.raster.align.AlignedPair`, so the estimate is in pixels of the common grid.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rasterio.windows import Window
 
-from idou.geo.grid import Grid
+from idou.geo.raster.grid import Grid
 
 if TYPE_CHECKING:
-    from idou.geo.align import AlignedPair
+    from idou.geo.raster.align import AlignedPair
 
 WARN_PX = 3.0
 

@@ -19,8 +19,8 @@ from xml.etree import ElementTree as ET
 
 from pyproj import CRS
 
-from idou.geo.owned_outputs import MARKER_KEY, MARKER_VALUE, QGZ_COMMENT
-from idou.geo.qgis_styles import QGIS_VERSION, load_qml
+from idou.geo.files.owned_outputs import MARKER_KEY, MARKER_VALUE, QGZ_COMMENT
+from idou.geo.review.qgis_styles import QGIS_VERSION, load_qml
 
 DISPLAY_NAMES = {
     "candidate_parcels": "調査対象の筆 (candidate_parcels)",
@@ -67,9 +67,35 @@ def write_qgis_project(target: Path, *, gpkg: Path, layers: Sequence[str], crs: 
     ET.SubElement(tree, "customproperties")
     project_layers = ET.SubElement(root, "projectlayers")
     order = ET.SubElement(root, "layerorder")
-    entries: list[tuple[str, str, str, str, bool, ET.Element]] = []
+    entries = _layer_entries(Path(gpkg), layers, base, srs, orthophotos)
+    for key, name, source, provider, visible, element in entries:
+        layer_id = f"{key}_{uuid.uuid5(uuid.NAMESPACE_URL, source).hex[:12]}"
+        element.find("id").text = layer_id  # type: ignore[union-attr]
+        project_layers.append(element)
+        ET.SubElement(order, "layer", {"id": layer_id})
+        node = ET.SubElement(tree, "layer-tree-layer", {
+            "id": layer_id, "name": name, "source": source, "providerKey": provider,
+            "checked": "Qt::Checked" if visible else "Qt::Unchecked", "expanded": "1"})
+        ET.SubElement(node, "customproperties")
+    _add_properties(root)
+    if extent is not None:
+        _add_canvas(root, extent, crs if srs is not None else None)
+    xml = ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+           + ET.tostring(root, encoding="unicode"))
+    _save_qgz(target, xml)
+    return target
+
+
+_Entry = tuple[str, str, str, str, bool, ET.Element]  # key, name, source, provider, visible, xml
+
+
+def _layer_entries(gpkg: Path, layers: Sequence[str], base: Path, srs: ET.Element | None,
+                   orthophotos: tuple[Path, Path] | None) -> list[_Entry]:
+    """The project's layers, top first: the GeoPackage's, its tables, then the orthophotos
+    QGIS can open (after shown, before hidden), each with paths relative to ``base``."""
+    entries: list[_Entry] = []
     for layer in [*layers, *(t for t in TABLES if t not in layers)]:
-        source = f"{_relative(Path(gpkg), base)}|layername={layer}"
+        source = f"{_relative(gpkg, base)}|layername={layer}"
         element = (_table_layer(layer, source) if layer in TABLES
                    else _vector_layer(layer, source, srs))
         entries.append((layer, DISPLAY_NAMES.get(layer, layer), source, "ogr", True, element))
@@ -82,15 +108,11 @@ def write_qgis_project(target: Path, *, gpkg: Path, layers: Sequence[str], crs: 
             name = f"{label} ({Path(path).name})"
             entries.append((f"ortho_{label}", name, source, "gdal", visible,
                             _raster_layer(name, source)))
-    for key, name, source, provider, visible, element in entries:
-        layer_id = f"{key}_{uuid.uuid5(uuid.NAMESPACE_URL, source).hex[:12]}"
-        element.find("id").text = layer_id  # type: ignore[union-attr]
-        project_layers.append(element)
-        ET.SubElement(order, "layer", {"id": layer_id})
-        node = ET.SubElement(tree, "layer-tree-layer", {
-            "id": layer_id, "name": name, "source": source, "providerKey": provider,
-            "checked": "Qt::Checked" if visible else "Qt::Unchecked", "expanded": "1"})
-        ET.SubElement(node, "customproperties")
+    return entries
+
+
+def _add_properties(root: ET.Element) -> None:
+    """Relative paths, projections on, and idou's marker (kept when staff save in QGIS)."""
     properties = ET.SubElement(root, "properties")
     paths = ET.SubElement(properties, "Paths")
     ET.SubElement(paths, "Absolute", {"type": "bool"}).text = "false"
@@ -98,17 +120,23 @@ def write_qgis_project(target: Path, *, gpkg: Path, layers: Sequence[str], crs: 
     ET.SubElement(spatial, "ProjectionsEnabled", {"type": "int"}).text = "1"
     marker = ET.SubElement(properties, "idou")  # kept when staff save the project in QGIS
     ET.SubElement(marker, MARKER_KEY, {"type": "QString"}).text = MARKER_VALUE
-    if extent is not None:
-        canvas = ET.SubElement(root, "mapcanvas", {"name": "theMapCanvas"})
-        ET.SubElement(canvas, "units").text = "meters"
-        box = ET.SubElement(canvas, "extent")
-        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), extent, strict=True):
-            ET.SubElement(box, tag).text = repr(float(value))
-        destination = ET.SubElement(canvas, "destinationsrs")
-        if srs is not None:
-            destination.append(_spatialrefsys(crs))  # type: ignore[arg-type]
-    xml = ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-           + ET.tostring(root, encoding="unicode"))
+
+
+def _add_canvas(root: ET.Element, extent: tuple[float, float, float, float],
+                crs: object | None) -> None:
+    """The map canvas opening at ``extent`` (in ``crs``, when the project has one)."""
+    canvas = ET.SubElement(root, "mapcanvas", {"name": "theMapCanvas"})
+    ET.SubElement(canvas, "units").text = "meters"
+    box = ET.SubElement(canvas, "extent")
+    for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), extent, strict=True):
+        ET.SubElement(box, tag).text = repr(float(value))
+    destination = ET.SubElement(canvas, "destinationsrs")
+    if crs is not None:
+        destination.append(_spatialrefsys(crs))  # type: ignore[arg-type]
+
+
+def _save_qgz(target: Path, xml: str) -> None:
+    """Write ``xml`` as ``target`` (a zipped ``.qgs``) atomically."""
     temp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.tmp.qgz")
     try:
         with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -117,7 +145,6 @@ def write_qgis_project(target: Path, *, gpkg: Path, layers: Sequence[str], crs: 
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
-    return target
 
 
 def _opens_as_raster(path: Path) -> bool:

@@ -26,7 +26,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from shapely.geometry import Polygon, shape
 
-from idou.geo.grid import Grid
+from idou.geo.raster.grid import Grid
 
 CHANNELS = ("new", "demolished")
 DEFAULT_MIN_AREA_M2 = 8.0
@@ -217,24 +217,38 @@ def vectorize(probabilities: ProbabilityReader, grid: Grid,
         probs = probabilities.read(Window(hc0, hr0, hc1 - hc0, hr1 - hr0))
         inner = (slice(r0 - hr0, r1 - hr0), slice(c0 - hc0, c1 - hc0))
         for ch, state in enumerate(states):
-            mask = probs[ch] >= cutoffs[ch]
-            if not mask.any():
-                continue
-            mask = clean_mask(mask, clean_radius)[inner]
-            labels, count = ndimage.label(mask, structure=_CROSS)
-            if count == 0:
-                continue
-            labels = labels.astype(np.int32)
-            offset = len(state.pieces)
-            state.pieces.extend(_block_pieces(labels, count, probs[ch][inner], r0, c0))
-            ids = np.where(labels > 0, labels + offset, 0)
-            state.borders[(bi, bj)] = _Borders(ids[0].copy(), ids[-1].copy(),
-                                               ids[:, 0].copy(), ids[:, -1].copy())
+            _label_block(state, (bi, bj), probs[ch], cutoffs[ch], clean_radius, inner, r0, c0)
         done += (r1 - r0) * (c1 - c0)
         if progress:
             progress(done, height * width)
+    return _frame(states, grid, hole_px, tolerance_px, min_area_m2)
 
+
+def _label_block(state: _ChannelState, block: tuple[int, int], probs: np.ndarray, cutoff: int,
+                 clean_radius: int, inner: tuple[slice, slice], r0: int, c0: int) -> None:
+    """Threshold, clean and label one channel of one block (read with its halo); keep its
+    pieces and the component ids along its borders in ``state``."""
+    mask = probs >= cutoff
+    if not mask.any():
+        return
+    mask = clean_mask(mask, clean_radius)[inner]
+    labels, count = ndimage.label(mask, structure=_CROSS)
+    if count == 0:
+        return
+    labels = labels.astype(np.int32)
+    offset = len(state.pieces)
+    state.pieces.extend(_block_pieces(labels, count, probs[inner], r0, c0))
+    ids = np.where(labels > 0, labels + offset, 0)
+    state.borders[block] = _Borders(ids[0].copy(), ids[-1].copy(),
+                                    ids[:, 0].copy(), ids[:, -1].copy())
+
+
+def _frame(states: list[_ChannelState], grid: Grid, hole_px: float, tolerance_px: float,
+           min_area_m2: float) -> gpd.GeoDataFrame:
+    """The joined pieces as polygons in the grid's CRS: holes filled, outlines simplified,
+    small ones dropped, ordered by channel then from the top-left."""
     t = grid.transform
+    pixel_area = abs(t.determinant)
     records: list[dict[str, object]] = []
     geometries: list[Polygon] = []
     keys: list[tuple[int, float, float]] = []

@@ -8,7 +8,7 @@ Every reader returns the same survey columns and nothing else:
 * ``地番``, ``所在`` (大字名/丁目名/小字名 joined), ``地区`` (大字/町丁目 without the 小字:
   the unit of the per-district summary), ``geometry`` (in ``target_crs``);
 * from 地図XML also ``精度区分`` and ``注記`` (``別図`` when the outline is on a separate
-  sheet). See :mod:`idou.geo.mojxml` for 地区外 (skipped and counted).
+  sheet). See :mod:`idou.geo.vector.mojxml` for 地区外 (skipped and counted).
 
 Owner names, addresses and every other attribute of the input are dropped so personal
 information never reaches outputs or logs; ``keep_columns`` names columns to keep on purpose.
@@ -35,9 +35,9 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from idou.errors import UnusableCRS, UserInputError
-from idou.geo.mojxml import read_mojxml
-from idou.geo.network import check_local_source
-from idou.geo.vector_files import read_vector
+from idou.geo.files.network import check_local_source
+from idou.geo.vector.mojxml import read_mojxml
+from idou.geo.vector.vector_files import read_vector
 
 CHIBAN_CANDIDATES = ("地番", "chiban", "tiban", "CHIBAN", "TIBAN", "Chiban", "地番号")
 SHOZAI_CANDIDATES = ("所在", "所在地", "shozai", "SHOZAI", "syozai", "SYOZAI")
@@ -104,27 +104,10 @@ def read_parcels(path: Path | Sequence[Path], target_crs: object | None,
     frames: list[gpd.GeoDataFrame] = []
     result = ParcelSet(frame=gpd.GeoDataFrame(), sources=paths)
     crs = CRS.from_user_input(target_crs) if target_crs is not None else None
-    if moj:
-        skipped: list[str] = []
-        moj_files = read_mojxml(moj, skipped=skipped)
-        result.notes.extend(skipped)
-        if skipped:
-            result.dropped["任意座標系の地図XML (files)"] += len(skipped)
-        for moj_file in moj_files:
-            result.dropped.update(moj_file.dropped)
-            if not moj_file.parcels:
-                continue
-            frame = gpd.GeoDataFrame({
-                "地番": [p.chiban for p in moj_file.parcels],
-                "所在": [_join_place(p.oaza, p.chome, p.koaza) for p in moj_file.parcels],
-                "地区": [_join_place(p.oaza, p.chome) for p in moj_file.parcels],
-                "精度区分": [p.accuracy for p in moj_file.parcels],
-                "注記": [p.note for p in moj_file.parcels],
-            }, geometry=[p.geometry for p in moj_file.parcels], crs=moj_file.epsg)
-            crs = crs or frame.crs
-            frames.append(frame.to_crs(crs))
-    for file in other:
-        frame = _read_vector(file, encoding, keep_columns, chiban_column, shozai_column)
+    read = _mojxml_frames(moj, result) if moj else []
+    read += [_read_vector(file, encoding, keep_columns, chiban_column, shozai_column)
+             for file in other]
+    for frame in read:
         crs = crs or frame.crs
         frames.append(frame.to_crs(crs))
     if not frames:
@@ -146,6 +129,29 @@ def read_parcels(path: Path | Sequence[Path], target_crs: object | None,
         result.attribution = MOJ_ATTRIBUTION
         result.frame.attrs["attribution"] = MOJ_ATTRIBUTION
     return result
+
+
+def _mojxml_frames(moj: list[Path], result: ParcelSet) -> list[gpd.GeoDataFrame]:
+    """The parcels of 地図XML files, one frame per file in its own CRS; what was skipped or
+    dropped is counted in ``result``."""
+    skipped: list[str] = []
+    moj_files = read_mojxml(moj, skipped=skipped)
+    result.notes.extend(skipped)
+    if skipped:
+        result.dropped["任意座標系の地図XML (files)"] += len(skipped)
+    frames = []
+    for moj_file in moj_files:
+        result.dropped.update(moj_file.dropped)
+        if not moj_file.parcels:
+            continue
+        frames.append(gpd.GeoDataFrame({
+            "地番": [p.chiban for p in moj_file.parcels],
+            "所在": [_join_place(p.oaza, p.chome, p.koaza) for p in moj_file.parcels],
+            "地区": [_join_place(p.oaza, p.chome) for p in moj_file.parcels],
+            "精度区分": [p.accuracy for p in moj_file.parcels],
+            "注記": [p.note for p in moj_file.parcels],
+        }, geometry=[p.geometry for p in moj_file.parcels], crs=moj_file.epsg))
+    return frames
 
 
 def _expand(path: Path) -> list[Path]:

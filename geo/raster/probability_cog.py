@@ -21,9 +21,9 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from idou.errors import OutputConflict
-from idou.geo.file_mode import give_usual_mode
-from idou.geo.grid import Grid
-from idou.geo.owned_outputs import marker_tags
+from idou.geo.files.file_mode import give_usual_mode
+from idou.geo.files.owned_outputs import marker_tags
+from idou.geo.raster.grid import Grid
 
 BAND_NAMES = ("new", "demolished")
 

@@ -5,7 +5,7 @@ change and its class), ``existing_buildings`` (when given), ``coverage`` (proces
 skipped nodata, column ``status``), ``missed`` (empty; staff draw buildings the run missed)
 and the table ``run_info`` (``key``/``value`` rows; values that are not text are JSON).
 
-Column names follow :mod:`idou.geo.review_fields`: Japanese names for text staff read or
+Column names follow :mod:`idou.geo.review.review_fields`: Japanese names for text staff read or
 edit, ASCII names with Japanese aliases for ids and numbers. Aliases are stored twice: in
 ``gpkg_data_columns`` (GeoPackage schema extension; ``title`` is the alias, read by GDAL) and
 in the QGIS styles in ``layer_styles`` (what QGIS applies). 調査状況 also has an ``enum``
@@ -15,7 +15,7 @@ The file is GeoPackage 1.2 so that older QGIS/GDAL read it without warnings.
 Writing is atomic: everything goes to a temporary file in the target's folder, which is
 renamed over the target only when complete. Re-running into an existing file is refused
 unless ``force=True``; with force the staff's edits are merged in (see
-:mod:`idou.geo.review_merge`) — never discarded. A ``.qgz`` QGIS project with the layers and
+:mod:`idou.geo.review.review_merge`) — never discarded. A ``.qgz`` QGIS project with the layers and
 the two orthophotos is written beside the GeoPackage.
 """
 
@@ -38,11 +38,11 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from idou.errors import OutputConflict, UserInputError
-from idou.geo.gpkg_sqlite import connect
-from idou.geo.leftovers import make_work_folder, remove_stale_work_folders
-from idou.geo.owned_outputs import check_replaceable, idou_qgis_project, leave_wal_mode
-from idou.geo.qgis_styles import write_layer_styles
-from idou.geo.review_fields import (
+from idou.geo.files.leftovers import make_work_folder, remove_stale_work_folders
+from idou.geo.files.owned_outputs import check_replaceable, idou_qgis_project, leave_wal_mode
+from idou.geo.review.gpkg_sqlite import connect
+from idou.geo.review.qgis_styles import write_layer_styles
+from idou.geo.review.review_fields import (
     ALIASES,
     DETECTION,
     MAIN_CLASS,
@@ -54,14 +54,14 @@ from idou.geo.review_fields import (
     SURVEYOR,
     UNMAPPED_LAYER,
 )
-from idou.geo.review_merge import (
+from idou.geo.review.review_merge import (
     MergeStats,
     ReviewState,
     merge_review,
     read_review_state,
     with_review_fields,
 )
-from idou.geo.survey_dates import survey_dates
+from idou.geo.review.survey_dates import survey_dates
 
 GEOMETRY_COLUMN = "geom"
 LAYER_ORDER = ("candidate_parcels", "changes", "existing_buildings", UNMAPPED_LAYER, "coverage",
@@ -108,8 +108,8 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
 
     Args:
         target: the ``.gpkg`` path; its folder must exist.
-        changes: classified changes (:func:`idou.geo.classify.classify_changes`).
-        candidate_parcels: :func:`idou.geo.parcel_join.join_parcels` output.
+        changes: classified changes (:func:`idou.geo.changes.classify.classify_changes`).
+        candidate_parcels: :func:`idou.geo.changes.parcel_join.join_parcels` output.
         existing_buildings: footprints, or None.
         coverage: polygons with column ``status`` (e.g. ``processed``, ``nodata``).
         run_info: provenance (model, thresholds, inputs with sha256, CRS, times, version);
@@ -125,36 +125,10 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
             target open/locked in another program.
     """
     target = Path(target)
-    _check_folder(target)
-    state, stamp = ReviewState(), None
-    existed = target.exists()
-    if existed:
-        if not force:
-            raise OutputConflict(
-                f"{target} already exists; pass --force to re-run into it (staff edits in it "
-                "are kept) or choose another output path.")
-        leave_wal_mode(target)
-        _check_not_locked(target)
-        if not _is_review_geopackage(target):
-            raise OutputConflict(
-                f"{target} is not a review GeoPackage written by idou (it has no run_info "
-                "table), so --force will not overwrite it; choose another output path.")
-    if write_project:
-        check_replaceable(target.with_suffix(".qgz"), force=force, what="output",
-                          is_ours=idou_qgis_project)
-    if existed:
-        state, stamp = _read_state(target)
+    existed = _check_target(target, force, write_project)
+    state, stamp = _read_state(target) if existed else (ReviewState(), None)
     crs = changes.crs or candidate_parcels.crs or coverage.crs
-    info = dict(run_info)
-    if orthophotos is not None:
-        info["orthophoto_before"] = str(Path(orthophotos[0]).resolve())
-        info["orthophoto_after"] = str(Path(orthophotos[1]).resolve())
-    info.setdefault("written_at", datetime.now(UTC).isoformat(timespec="seconds"))
-    credits = _attributions(candidate_parcels, existing_buildings)
-    if credits:
-        info["attribution"] = "\n".join(dict.fromkeys(
-            [*([str(info["attribution"])] if info.get("attribution") else []),
-             *credits.values()]))
+    info, credits = _run_info(run_info, orthophotos, candidate_parcels, existing_buildings)
     result = WriteResult(path=target, project=None, layers={}, merged=existed)
 
     remove_stale_work_folders(target)
@@ -170,12 +144,50 @@ def write_review_geopackage(target: Path, *, changes: gpd.GeoDataFrame,
                              "as it is; save and close it in QGIS, then run again.")
     result.layers = {name: len(frame) for name, frame in layers.items()}
     if write_project:
-        from idou.geo.qgis_project import write_qgis_project
+        from idou.geo.review.qgis_project import write_qgis_project
 
         result.project = write_qgis_project(
             target.with_suffix(".qgz"), gpkg=target, layers=list(layers),
             crs=crs, orthophotos=orthophotos, extent=_extent(layers))
     return result
+
+
+def _check_target(target: Path, force: bool, write_project: bool) -> bool:
+    """Refuse a target (or its project) idou may not write; return whether it exists."""
+    _check_folder(target)
+    existed = target.exists()
+    if existed:
+        if not force:
+            raise OutputConflict(
+                f"{target} already exists; pass --force to re-run into it (staff edits in it "
+                "are kept) or choose another output path.")
+        leave_wal_mode(target)
+        _check_not_locked(target)
+        if not _is_review_geopackage(target):
+            raise OutputConflict(
+                f"{target} is not a review GeoPackage written by idou (it has no run_info "
+                "table), so --force will not overwrite it; choose another output path.")
+    if write_project:
+        check_replaceable(target.with_suffix(".qgz"), force=force, what="output",
+                          is_ours=idou_qgis_project)
+    return existed
+
+
+def _run_info(run_info: Mapping[str, object], orthophotos: tuple[Path, Path] | None,
+              candidate_parcels: gpd.GeoDataFrame, existing_buildings: gpd.GeoDataFrame | None
+              ) -> tuple[dict[str, object], dict[str, str]]:
+    """The ``run_info`` written: with the orthophotos, the time, and the inputs' credits."""
+    info = dict(run_info)
+    if orthophotos is not None:
+        info["orthophoto_before"] = str(Path(orthophotos[0]).resolve())
+        info["orthophoto_after"] = str(Path(orthophotos[1]).resolve())
+    info.setdefault("written_at", datetime.now(UTC).isoformat(timespec="seconds"))
+    credits = _attributions(candidate_parcels, existing_buildings)
+    if credits:
+        info["attribution"] = "\n".join(dict.fromkeys(
+            [*([str(info["attribution"])] if info.get("attribution") else []),
+             *credits.values()]))
+    return info, credits
 
 
 MERGE_ATTEMPTS = 5

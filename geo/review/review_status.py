@@ -13,7 +13,7 @@ import unicodedata
 import geopandas as gpd
 import pandas as pd
 
-from idou.geo.review_fields import (
+from idou.geo.review.review_fields import (
     STATUS,
     STATUS_FALSE_ALARM,
     STATUS_NOT_TAXABLE,

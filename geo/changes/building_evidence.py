@@ -13,7 +13,7 @@
   ``min_area_m2`` it is 増築 (its geometry: that part); otherwise it lies on a standing house and
   is ``other``.
 - **建替**: new change over a footprint that scored demolished (rule 4 of
-  :mod:`idou.geo.classify`, or on the same parcel), or a house rebuilt on the same spot: new
+  :mod:`idou.geo.changes.classify`, or on the same parcel), or a house rebuilt on the same spot: new
   change over most of a footprint with demolished change on it too (:func:`rebuilt_in_place`).
 - **Buildings the map lacks** (未評価家屋の候補): from a model's per-date building presence,
   buildings present in both photos on no footprint (:func:`unmapped_buildings`).
@@ -25,6 +25,7 @@ candidate. Nothing here imports inference, training or torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -34,8 +35,8 @@ import shapely
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from idou.geo.grid import Grid
-from idou.geo.vectorize import ProbabilityReader
+from idou.geo.changes.vectorize import ProbabilityReader
+from idou.geo.raster.grid import Grid
 
 DEFAULT_INSET_M = 1.0
 DEFAULT_TOLERANCE_M = 1.0
@@ -243,13 +244,27 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
     weak = rebuilt_in_place(out, footprints, score < threshold, rebuilt_cover,
                             scores.score_max, channel_threshold) & ~rebuilt
     demolished = (score >= threshold) | rebuilt
-    standing_tree = shapely.STRtree(footprints[~demolished])
-    standing_ids = ids[~demolished]
-    standing_geoms = footprints[~demolished]
-    all_tree = shapely.STRtree(footprints)
-    geoms = np.asarray(out.geometry.values, dtype=object)
     types = out["change_type"].to_numpy().copy()
-    new_geoms = geoms.copy()
+    new_geoms = np.asarray(out.geometry.values, dtype=object).copy()
+    _judge_demolished_change(out, types, footprints, ids, score, demolished, threshold)
+    _judge_new_change(out, types, new_geoms, footprints[~demolished], ids[~demolished],
+                      weak[~demolished], tolerance_m, min_area_m2)
+    out["change_type"] = types
+    out = out.set_geometry(gpd.GeoSeries(new_geoms, index=out.index, crs=out.crs))
+    out = out[out["change_type"] != "absorbed"]
+    footprint_rows = _demolished_footprints(footprints, ids, scores, score, demolished, rebuilt,
+                                            threshold, out.crs)
+    merged = pd.concat([out, footprint_rows], ignore_index=True)
+    return gpd.GeoDataFrame(merged, geometry=out.geometry.name, crs=out.crs)
+
+
+def _judge_demolished_change(out: gpd.GeoDataFrame, types: np.ndarray, footprints: np.ndarray,
+                             ids: np.ndarray, score: np.ndarray, demolished: np.ndarray,
+                             threshold: float) -> None:
+    """Demolished change on a demolished footprint is absorbed by it; other such change is
+    ``other``, with the footprint it lies on most (if any) and the reason (in ``out``)."""
+    geoms = np.asarray(out.geometry.values, dtype=object)
+    all_tree = shapely.STRtree(footprints)
     for row in np.flatnonzero(out["channel"].astype(str).to_numpy() == "demolished"):
         on = all_tree.query(geoms[row], predicate="intersects")
         hit = [int(f) for f in on if demolished[f]]
@@ -266,6 +281,17 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
                                    f"{threshold:.2f} 未満のため候補にしない")
         else:
             out.at[row, REASON] = "登録家屋のない場所の滅失反応のため候補にしない（樹木・車など）"
+
+
+def _judge_new_change(out: gpd.GeoDataFrame, types: np.ndarray, new_geoms: np.ndarray,
+                      standing_geoms: np.ndarray, standing_ids: np.ndarray,
+                      standing_weak: np.ndarray, tolerance_m: float,
+                      min_area_m2: float) -> None:
+    """New change against the standing footprints: ``new`` away from them, ``extension`` (its
+    outside part) when enough lies outside, ``rebuilt`` on a weakly demolished one, else
+    ``other``; the footprints' ids and the reason go into ``out``."""
+    geoms = np.asarray(out.geometry.values, dtype=object)
+    standing_tree = shapely.STRtree(standing_geoms)
     for row in np.flatnonzero(out["channel"].astype(str).to_numpy() == "new"):
         near = standing_tree.query(geoms[row], predicate="dwithin", distance=tolerance_m)
         if near.size == 0:
@@ -280,8 +306,8 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
             types[row] = "extension"
             new_geoms[row] = outside
             out.at[row, REASON] = f"登録家屋 {names} の外側に {area:.0f}㎡ の増築部分"
-        elif weak[~demolished][near].any():
-            best = standing_ids[near[weak[~demolished][near]]][0]
+        elif standing_weak[near].any():
+            best = standing_ids[near[standing_weak[near]]][0]
             types[row] = "rebuilt"
             out.at[row, REASON] = (f"登録家屋 {best} の屋根の大半に新築反応、弱い滅失反応もあり"
                                    "建替の可能性")
@@ -289,11 +315,14 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
             types[row] = OTHER
             out.at[row, REASON] = (f"登録家屋 {names} の上の反応で、外側の部分 {area:.0f}㎡ が"
                                    f"最小面積 {min_area_m2:g}㎡ 未満のため候補にしない")
-    out["change_type"] = types
-    out = out.set_geometry(gpd.GeoSeries(new_geoms, index=out.index, crs=out.crs))
-    out = out[out["change_type"] != "absorbed"]
+
+
+def _demolished_footprints(footprints: np.ndarray, ids: np.ndarray, scores: FootprintScores,
+                           score: np.ndarray, demolished: np.ndarray, rebuilt: np.ndarray,
+                           threshold: float, crs: Any) -> gpd.GeoDataFrame:
+    """One ``demolished`` row per demolished footprint (its geometry), with its reason."""
     rows = np.flatnonzero(demolished)
-    footprint_rows = gpd.GeoDataFrame({
+    return gpd.GeoDataFrame({
         "channel": "demolished",
         "change_type": "demolished",  # rule 4 of classify makes it 建替 with the new change
         "area_m2": shapely.area(footprints[rows]).round(2),
@@ -302,9 +331,7 @@ def apply_building_evidence(changes: gpd.GeoDataFrame, buildings: gpd.GeoDataFra
         REASON: [f"登録家屋 {i} の屋根の大半に新築反応、滅失反応もあり建替（滅失スコア {s:.2f}）"
                  if r else f"登録家屋 {i} の滅失スコア {s:.2f} が閾値 {threshold:.2f} 以上"
                  for i, s, r in zip(ids[rows], score[rows], rebuilt[rows], strict=True)],
-    }, geometry=gpd.GeoSeries(footprints[rows], crs=out.crs), crs=out.crs)
-    merged = pd.concat([out, footprint_rows], ignore_index=True)
-    return gpd.GeoDataFrame(merged, geometry=out.geometry.name, crs=out.crs)
+    }, geometry=gpd.GeoSeries(footprints[rows], crs=crs), crs=crs)
 
 
 class _BothDates:
@@ -338,7 +365,7 @@ def unmapped_buildings(presence: ProbabilityReader, grid: Grid,
     Returns:
         ``candidate_id``, ``area_m2``, ``score_max``, ``score_mean``, ``判定理由``, geometry.
     """
-    from idou.geo.vectorize import vectorize
+    from idou.geo.changes.vectorize import vectorize
 
     found = vectorize(_BothDates(presence), grid, (threshold, 1.0 - 1e-6),
                       min_area_m2=min_area_m2)

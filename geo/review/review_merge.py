@@ -20,7 +20,7 @@ import pandas as pd
 import pyogrio
 import shapely
 
-from idou.geo.review_fields import (
+from idou.geo.review.review_fields import (
     DETECTED,
     DETECTION,
     NOT_DETECTED_AGAIN,
@@ -31,7 +31,7 @@ from idou.geo.review_fields import (
     SURVEY_DATE,
     SURVEYOR,
 )
-from idou.geo.survey_dates import survey_dates
+from idou.geo.review.survey_dates import survey_dates
 
 
 @dataclass
@@ -118,7 +118,7 @@ def with_review_fields(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 def normalise_dates(values: pd.Series) -> pd.Series:
     """Dates as ``YYYY-MM-DD`` text or None (the GeoPackage DATE encoding); text that is no
-    readable date (see :mod:`idou.geo.survey_dates`) is kept as it is."""
+    readable date (see :mod:`idou.geo.review.survey_dates`) is kept as it is."""
     return survey_dates(values)
 
 
@@ -151,48 +151,12 @@ def merge_review(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame | None, key: str, 
     stats = MergeStats()
     if old is None or old.empty:
         return merged, stats
-    old = old.reset_index(drop=True).copy()
-    if old.crs is not None and merged.crs is not None and old.crs != merged.crs:
-        old = old.to_crs(merged.crs)
-    for column in REVIEW_FIELDS:
-        if column not in old:
-            old[column] = None
-    old[SURVEY_DATE] = normalise_dates(old[SURVEY_DATE])
+    old = _comparable(old, merged.crs)
     old_edited = edited_mask(old).to_numpy()
-    old_row_by_key = {str(k): i for i, k in enumerate(old[key].astype(str))} if key in old \
-        else {}
-    match = np.full(len(merged), -1)
-    for i, k in enumerate(merged[key].astype(str)):
-        match[i] = old_row_by_key.get(k, -1)
-    if key_min_iou > 0:
-        for row in np.flatnonzero(match >= 0).tolist():
-            if _iou(merged.geometry.iloc[row], old.geometry.iloc[int(match[row])]) < key_min_iou:
-                match[row] = -1
+    match = _match_by_key(merged, old, key, key_min_iou)
     stats.matched = int((match >= 0).sum())
     if match_by_overlap and (match < 0).any():
-        used = set(match[match >= 0].tolist())
-        free_old = np.array([j for j in range(len(old)) if j not in used], dtype=int)
-        if free_old.size:
-            old_geoms = old.geometry.to_numpy()[free_old]
-            tree = shapely.STRtree(old_geoms)
-            for row in np.flatnonzero(match < 0).tolist():
-                geom = merged.geometry.iloc[row]
-                candidates = tree.query(geom, predicate="intersects")
-                best, best_iou = -1, float(min_iou)
-                for c in candidates.tolist():
-                    old_row = int(free_old[c])
-                    if old_row in used:
-                        continue
-                    other = old_geoms[c]
-                    union = float(shapely.area(shapely.union(geom, other)))
-                    inter = float(shapely.area(shapely.intersection(geom, other)))
-                    iou = inter / union if union else 0.0
-                    if iou >= best_iou:
-                        best, best_iou = old_row, iou
-                if best >= 0:
-                    match[row] = best
-                    used.add(best)
-                    stats.matched_by_overlap += 1
+        stats.matched_by_overlap += _match_by_overlap(merged, old, match, min_iou)
     new_rows = np.flatnonzero(match >= 0)
     old_rows = match[new_rows]
     for column in REVIEW_FIELDS:
@@ -212,3 +176,63 @@ def merge_review(new: gpd.GeoDataFrame, old: gpd.GeoDataFrame | None, key: str, 
                                   geometry=merged.geometry.name, crs=merged.crs)
     merged[STATUS] = merged[STATUS].fillna(STATUS_UNCHECKED)
     return merged, stats
+
+
+def _comparable(old: gpd.GeoDataFrame, crs: object) -> gpd.GeoDataFrame:
+    """A copy of ``old`` in ``crs`` with every review field, its 調査日 normalised."""
+    old = old.reset_index(drop=True).copy()
+    if old.crs is not None and crs is not None and old.crs != crs:
+        old = old.to_crs(crs)
+    for column in REVIEW_FIELDS:
+        if column not in old:
+            old[column] = None
+    old[SURVEY_DATE] = normalise_dates(old[SURVEY_DATE])
+    return old
+
+
+def _match_by_key(merged: gpd.GeoDataFrame, old: gpd.GeoDataFrame, key: str,
+                  key_min_iou: float) -> np.ndarray:
+    """The old row of each new row with the same key (-1: none), unless their outlines
+    overlap less than ``key_min_iou``."""
+    old_row_by_key = {str(k): i for i, k in enumerate(old[key].astype(str))} if key in old \
+        else {}
+    match = np.full(len(merged), -1)
+    for i, k in enumerate(merged[key].astype(str)):
+        match[i] = old_row_by_key.get(k, -1)
+    if key_min_iou > 0:
+        for row in np.flatnonzero(match >= 0).tolist():
+            if _iou(merged.geometry.iloc[row], old.geometry.iloc[int(match[row])]) < key_min_iou:
+                match[row] = -1
+    return match
+
+
+def _match_by_overlap(merged: gpd.GeoDataFrame, old: gpd.GeoDataFrame, match: np.ndarray,
+                      min_iou: float) -> int:
+    """Match each unmatched new row to the free old row it overlaps most (IoU at least
+    ``min_iou``), in place in ``match``; return how many were matched."""
+    used = set(match[match >= 0].tolist())
+    free_old = np.array([j for j in range(len(old)) if j not in used], dtype=int)
+    if not free_old.size:
+        return 0
+    matched = 0
+    old_geoms = old.geometry.to_numpy()[free_old]
+    tree = shapely.STRtree(old_geoms)
+    for row in np.flatnonzero(match < 0).tolist():
+        geom = merged.geometry.iloc[row]
+        candidates = tree.query(geom, predicate="intersects")
+        best, best_iou = -1, float(min_iou)
+        for c in candidates.tolist():
+            old_row = int(free_old[c])
+            if old_row in used:
+                continue
+            other = old_geoms[c]
+            union = float(shapely.area(shapely.union(geom, other)))
+            inter = float(shapely.area(shapely.intersection(geom, other)))
+            iou = inter / union if union else 0.0
+            if iou >= best_iou:
+                best, best_iou = old_row, iou
+        if best >= 0:
+            match[row] = best
+            used.add(best)
+            matched += 1
+    return matched

@@ -25,9 +25,9 @@ from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from idou.errors import InputNotFound, UnreadableInput, UnusableCRS, UserInputError
-from idou.geo.network import check_local_source
-from idou.geo.parcels import clean_polygons, detect_shapefile_encoding
-from idou.geo.vector_files import read_vector, vector_exists
+from idou.geo.files.network import check_local_source
+from idou.geo.vector.parcels import clean_polygons, detect_shapefile_encoding
+from idou.geo.vector.vector_files import read_vector, vector_exists
 
 GML = "{http://www.opengis.net/gml}"
 BLDG2 = "{http://www.opengis.net/citygml/building/2.0}"

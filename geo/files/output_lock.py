@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from idou.errors import OutputConflict
-from idou.geo.leftovers import _alive
+from idou.geo.files.leftovers import _alive
 
 UNREADABLE_STALE_S = 60.0
 """A lock file without a readable owner (its writer died between create and write) is taken
