@@ -34,20 +34,10 @@ MAEBASHI_GSD = 0.2
 MAEBASHI_PX = MAEBASHI_KM2 * 1e6 / (MAEBASHI_GSD * MAEBASHI_GSD)
 
 
-def make_flight(root: Path, size: int, repeat: int, sheet: int, seed: int) -> dict[str, Any]:
-    """Write sheets for both dates, parcels and buildings; return what was made."""
-    import geopandas as gpd
+def _overlap(pair: Any, size: int) -> tuple[Any, Any, tuple[float, float]]:
+    """Both dates on the after lattice, cut to the two flights' overlap; and its origin."""
     import numpy as np
-    import pandas as pd
-    import rasterio
-    from affine import Affine
-    from rasterio.errors import NotGeoreferencedWarning
-    from shapely import affinity
 
-    from idou.geo.synthetic.flight import make_flight_pair
-
-    pair = make_flight_pair(seed, size=size)
-    # both dates on the after lattice: the overlap of the two flights
     bt, at = pair.before_transform, pair.after_transform
     dc = round((at.c - bt.c) / bt.a)
     dr = round((at.f - bt.f) / bt.e)
@@ -57,48 +47,76 @@ def make_flight(root: Path, size: int, repeat: int, sheet: int, seed: int) -> di
     after = pair.after[r0 - dr:r1 - dr, c0 - dc:c1 - dc]
     valid = pair.after_valid[r0 - dr:r1 - dr, c0 - dc:c1 - dc]
     before = np.where(valid[..., None], before, 0).astype(np.uint8)
+    return before, after, bt @ (c0, r0)
+
+
+def _write_sheets(folder: Path, data: Any, crs: str | None, transform: Any, sheet: int) -> int:
+    """Cut ``data`` into ``sheet`` px TIFFs (a .tfw beside each when ``crs`` is None)."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+    from rasterio.errors import NotGeoreferencedWarning
+
+    folder.mkdir(parents=True)
+    sheets = 0
+    for r in range(0, data.shape[0], sheet):
+        for c in range(0, data.shape[1], sheet):
+            part = np.moveaxis(data[r:r + sheet, c:c + sheet], -1, 0)
+            t = transform @ Affine.translation(c, r)
+            path = folder / f"{r // sheet:03d}{c // sheet:03d}.tif"
+            profile = {"driver": "GTiff", "dtype": "uint8", "count": 3,
+                       "height": part.shape[1], "width": part.shape[2], "tiled": True,
+                       "compress": "deflate", "nodata": 0}
+            if crs:
+                profile.update(crs=crs, transform=t)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(path, "w", **profile) as dst:
+                    dst.write(part)
+            if crs is None:
+                path.with_suffix(".tfw").write_text("\n".join(str(v) for v in (
+                    t.a, 0.0, 0.0, t.e, t.c + t.a / 2, t.f + t.e / 2)) + "\n")
+            sheets += 1
+    return sheets
+
+
+def _tiled(frame: Any, repeat: int, w: int, h: int, gsd: float) -> Any:
+    """``frame`` repeated ``repeat`` x ``repeat`` times, as the sheets repeat the scene."""
+    import geopandas as gpd
+    import pandas as pd
+    from shapely import affinity
+
+    parts = []
+    for i in range(repeat):
+        for j in range(repeat):
+            moved = frame.copy()
+            moved["geometry"] = moved.geometry.apply(
+                lambda g, i=i, j=j: affinity.translate(g, j * w * gsd, -i * h * gsd))
+            parts.append(moved)
+    return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=frame.crs)
+
+
+def make_flight(root: Path, size: int, repeat: int, sheet: int, seed: int) -> dict[str, Any]:
+    """Write sheets for both dates, parcels and buildings; return what was made."""
+    import numpy as np
+    from affine import Affine
+
+    from idou.geo.synthetic.flight import make_flight_pair
+
+    pair = make_flight_pair(seed, size=size)
+    before, after, origin = _overlap(pair, size)
     h, w = before.shape[:2]
-    origin = bt @ (c0, r0)
     big_b = np.tile(before, (repeat, repeat, 1))
     big_a = np.tile(after, (repeat, repeat, 1))
-    gsd = bt.a
+    gsd = pair.before_transform.a
     transform = Affine(gsd, 0, origin[0], 0, -gsd, origin[1])
     sheets = 0
     for name, data, crs in (("2024", big_b, None), ("2025", big_a, pair.crs)):
-        folder = root / f"sheets_{name}"
-        folder.mkdir(parents=True)
-        for r in range(0, data.shape[0], sheet):
-            for c in range(0, data.shape[1], sheet):
-                part = np.moveaxis(data[r:r + sheet, c:c + sheet], -1, 0)
-                t = transform @ Affine.translation(c, r)
-                path = folder / f"{r // sheet:03d}{c // sheet:03d}.tif"
-                profile = {"driver": "GTiff", "dtype": "uint8", "count": 3,
-                           "height": part.shape[1], "width": part.shape[2], "tiled": True,
-                           "compress": "deflate", "nodata": 0}
-                if crs:
-                    profile.update(crs=crs, transform=t)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    with rasterio.open(path, "w", **profile) as dst:
-                        dst.write(part)
-                if crs is None:
-                    path.with_suffix(".tfw").write_text("\n".join(str(v) for v in (
-                        t.a, 0.0, 0.0, t.e, t.c + t.a / 2, t.f + t.e / 2)) + "\n")
-                sheets += 1
-
-    def tiled(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-        parts = []
-        for i in range(repeat):
-            for j in range(repeat):
-                moved = frame.copy()
-                moved["geometry"] = moved.geometry.apply(
-                    lambda g, i=i, j=j: affinity.translate(g, j * w * gsd, -i * h * gsd))
-                parts.append(moved)
-        return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=frame.crs)
-
-    tiled(pair.parcels).to_file(root / "parcels.gpkg", layer="parcels", driver="GPKG")
-    tiled(pair.buildings_before).to_file(root / "buildings.gpkg", layer="buildings",
-                                         driver="GPKG")
+        sheets += _write_sheets(root / f"sheets_{name}", data, crs, transform, sheet)
+    _tiled(pair.parcels, repeat, w, h, gsd).to_file(root / "parcels.gpkg", layer="parcels",
+                                                    driver="GPKG")
+    _tiled(pair.buildings_before, repeat, w, h, gsd).to_file(
+        root / "buildings.gpkg", layer="buildings", driver="GPKG")
     return {"width": w * repeat, "height": h * repeat, "sheets_per_date": sheets // 2,
             "sheet_px": sheet, "gsd_m": gsd, "crs": pair.crs}
 
@@ -180,7 +198,7 @@ def project(runs: dict[str, dict[str, Any]], machines: list[int], overhead_run: 
             "final_stage_mpx_s": round(final_rate / 1e6, 3), "hours_by_machines": out}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2048, help="generated pair side (px)")
     parser.add_argument("--repeat", type=int, default=2, help="repeat the scene N x N")
@@ -194,32 +212,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", type=Path, default=None, help="keep the flight in this folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    return parser.parse_args(argv)
 
-    root = args.keep or Path(tempfile.mkdtemp(prefix="idou-batch-bench-"))
-    root.mkdir(parents=True, exist_ok=True)
-    model = args.model
-    if model != "default" and not model.startswith("models:/"):
-        model = str(Path(model).resolve())
-    t0 = time.perf_counter()
-    flight = make_flight(root, args.size, args.repeat, args.sheet, args.seed)
-    flight["generate_s"] = round(time.perf_counter() - t0, 1)
-    cores = os.cpu_count() or 1
+
+def _run_settings(args: argparse.Namespace, root: Path, model: str, crs: str, cores: int
+                  ) -> dict[str, dict[str, Any]]:
+    """One ``idou batch`` run per ``--workers`` setting, each into a fresh output folder."""
     runs: dict[str, dict[str, Any]] = {}
-    try:
-        for workers in (int(w) for w in args.workers.split(",")):
-            threads = max(1, cores // workers)
-            setting = f"{workers} worker(s) x {threads} thread(s)"
-            out = root / f"out_w{workers}"
-            shutil.rmtree(out, ignore_errors=True)
-            toml = write_toml(root, out, model, args.block_size, workers, threads,
-                              flight["crs"])
-            runs[setting] = {"setting": setting, "workers": workers, "threads": threads,
-                             **run_once(toml)}
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
+    for workers in (int(w) for w in args.workers.split(",")):
+        threads = max(1, cores // workers)
+        setting = f"{workers} worker(s) x {threads} thread(s)"
+        out = root / f"out_w{workers}"
+        shutil.rmtree(out, ignore_errors=True)
+        toml = write_toml(root, out, model, args.block_size, workers, threads, crs)
+        runs[setting] = {"setting": setting, "workers": workers, "threads": threads,
+                         **run_once(toml)}
+    return runs
+
+
+def _projection(args: argparse.Namespace, model: str, runs: dict[str, dict[str, Any]]
+                ) -> dict[str, Any]:
+    """The Maebashi projection, with the model's tile and overlap it was computed for."""
     from idou.inference.model_source import resolve_model
 
     contract = resolve_model(model).contract
@@ -231,9 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     projection = project(runs, [int(m) for m in args.machines.split(",")], overhead_run,
                          overhead_target)
     projection["production_block_size"] = args.production_block_size
-    report = {"machine": {"cpu_cores": cores, "python": sys.version.split()[0]},
-              "flight": flight, "model": args.model, "block_size": args.block_size,
-              "runs": list(runs.values()), "maebashi_projection": projection}
+    return {"projection": projection, "tile": tile, "overlap": overlap,
+            "overhead_run": overhead_run, "overhead_target": overhead_target}
+
+
+def _print_report(args: argparse.Namespace, flight: dict[str, Any],
+                  runs: dict[str, dict[str, Any]], p: dict[str, Any], cores: int) -> None:
+    """The runs' table and the projection, as a reader compares them."""
+    projection = p["projection"]
     print(f"flight: {flight['width']} x {flight['height']} px "
           f"({flight['width'] * flight['height'] / 1e6:.1f} Mpx per date), "
           f"{flight['sheets_per_date']} sheets of {flight['sheet_px']} px per date, "
@@ -244,14 +262,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['setting']:<28}{r['blocks']:>7}{r['seconds_setup']:>9.1f}"
               f"{r['seconds_blocks']:>10.1f}{r['seconds_final_stage']:>9.1f}"
               f"{r['mpx_s_blocks']:>14.2f}{r['mpx_s_end_to_end']:>18.2f}")
-    print(f"tiles computed / tiles of one whole-grid pass: {overhead_run:.3f} in this run, "
-          f"{overhead_target:.3f} with {args.production_block_size} px blocks on a Maebashi-size "
-          f"grid (model tile {tile} px, overlap {overlap} px)")
+    print(f"tiles computed / tiles of one whole-grid pass: {p['overhead_run']:.3f} in this run, "
+          f"{p['overhead_target']:.3f} with {args.production_block_size} px blocks on a "
+          f"Maebashi-size grid (model tile {p['tile']} px, overlap {p['overlap']} px)")
     print(f"Maebashi-size flight ({MAEBASHI_KM2} km² at {MAEBASHI_GSD} m = "
           f"{MAEBASHI_PX / 1e9:.2f} Gpx per date), best setting {projection['best_setting']}, "
           f"{projection['block_mpx_s_per_machine']:.2f} Mpx/s of blocks per machine:")
     for n, hours in projection["hours_by_machines"].items():
         print(f"  {n:>3} machine(s) like this one: {hours:8.1f} h")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="idou-batch-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    model = args.model
+    if model != "default" and not model.startswith("models:/"):
+        model = str(Path(model).resolve())
+    t0 = time.perf_counter()
+    flight = make_flight(root, args.size, args.repeat, args.sheet, args.seed)
+    flight["generate_s"] = round(time.perf_counter() - t0, 1)
+    cores = os.cpu_count() or 1
+    try:
+        runs = _run_settings(args, root, model, flight["crs"], cores)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    p = _projection(args, model, runs)
+    report = {"machine": {"cpu_cores": cores, "python": sys.version.split()[0]},
+              "flight": flight, "model": args.model, "block_size": args.block_size,
+              "runs": list(runs.values()), "maebashi_projection": p["projection"]}
+    _print_report(args, flight, runs, p, cores)
     print(json.dumps(report, ensure_ascii=False))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

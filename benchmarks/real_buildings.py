@@ -84,24 +84,15 @@ def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return train, val, test
 
 
-def train(args: argparse.Namespace, dataset: Any) -> tuple[Any, dict[str, Any]]:
-    """Train for ``args.minutes`` (cosine learning rate over the time budget)."""
+def _training_loader(args: argparse.Namespace, dataset: Any) -> tuple[Any, Any]:
+    """Batches of augmented random crops, balanced towards change; (loader, sampler)."""
     import torch
     from torch.utils.data import DataLoader
 
-    from idou.models.siamese import NetworkConfig, SiameseChangeNet
     from idou.training.augment import PairedAugment
     from idou.training.collate import Collate
-    from idou.training.losses import ChangeLoss
     from idou.training.sampling import BalancedSampler
 
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
-    decoder = tuple(int(c) for c in args.decoder_channels.split(","))
-    net = SiameseChangeNet(NetworkConfig(backbone=args.backbone, decoder_channels=decoder,
-                                         aux_buildings=True)).to(device)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    loss_fn = ChangeLoss(pos_weight=3.0, dice_weight=1.0, aux_weight=0.2)
     augment = PairedAugment(seed=args.seed)
     rng = np.random.default_rng(args.seed)
 
@@ -115,6 +106,24 @@ def train(args: argparse.Namespace, dataset: Any) -> tuple[Any, dict[str, Any]]:
     sampler = BalancedSampler(dataset.has_change, change_fraction=0.7, seed=args.seed)
     loader = DataLoader(Augmented(), batch_size=args.batch_size, sampler=sampler,
                         collate_fn=Collate(MEAN, STD), drop_last=True)
+    return loader, sampler
+
+
+def train(args: argparse.Namespace, dataset: Any) -> tuple[Any, dict[str, Any]]:
+    """Train for ``args.minutes`` (cosine learning rate over the time budget)."""
+    import torch
+
+    from idou.models.siamese import NetworkConfig, SiameseChangeNet
+    from idou.training.losses import ChangeLoss
+
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    decoder = tuple(int(c) for c in args.decoder_channels.split(","))
+    net = SiameseChangeNet(NetworkConfig(backbone=args.backbone, decoder_channels=decoder,
+                                         aux_buildings=True)).to(device)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    loss_fn = ChangeLoss(pos_weight=3.0, dice_weight=1.0, aux_weight=0.2)
+    loader, sampler = _training_loader(args, dataset)
     budget = args.minutes * 60.0
     start = time.monotonic()
     step, epoch, losses = 0, 0, []
@@ -272,11 +281,61 @@ def save_checkpoint(net: Any, args: argparse.Namespace, info: dict[str, Any]) ->
     return path
 
 
+def _pick_thresholds(val_scores: dict[str, Any], recall_target: float
+                     ) -> tuple[dict[str, float], dict[str, Any]]:
+    """Per channel, the validation threshold for the recall target; (thresholds, what it gave)."""
+    from idou.geo.scoring.metrics import pick_threshold, reaches
+
+    thresholds: dict[str, float] = {}
+    picked: dict[str, Any] = {}
+    for name in CHANNELS:
+        t, s = pick_threshold(list(val_scores[name]["curve"].items()), recall_target)
+        thresholds[name] = t
+        picked[name] = {"threshold": t, "reached": reaches(s, recall_target), **s.as_dict()}
+    return thresholds, picked
+
+
+def _evaluation(test_scores: dict[str, Any], thresholds: dict[str, float]) -> dict[str, Any]:
+    """Evaluation scores per channel: at the tuned threshold, at 0.5, and the whole curve."""
+    evaluation: dict[str, Any] = {}
+    for name in CHANNELS:
+        curve = test_scores[name]["curve"]
+        evaluation[name] = {
+            "at_tuned_threshold": {"threshold": thresholds[name],
+                                   **curve[thresholds[name]].as_dict()},
+            "at_0.5": curve[0.5].as_dict(),
+            "pixel_at_0.5": test_scores[name]["pixel@0.5"].as_dict(),
+            "pr_curve": [{"threshold": t, "recall": s.recall, "precision": s.precision}
+                         for t, s in curve.items()],
+        }
+    return evaluation
+
+
+def _run_facts(args: argparse.Namespace, argv: list[str] | None, min_area_px: int,
+               datasets: tuple[Any, Any, Any]) -> dict[str, Any]:
+    """The report's head: command, data, settings and pair counts."""
+    train_ds, val_ds, test_ds = datasets
+    return {
+        "benchmark": "real_buildings",
+        "command": "benchmarks/real_buildings.py " + " ".join(argv if argv is not None
+                                                              else sys.argv[1:]),
+        "data": str(args.data), "gsd_m": GSD_M, "min_area_m2": args.min_area_m2,
+        "min_area_px": min_area_px, "recall_target": args.recall_target,
+        "model": {"backbone": args.backbone, "decoder_channels": args.decoder_channels,
+                  "pretrained": False, "aux_buildings": True, "train_crop": args.crop},
+        "threads": args.threads, "device": args.device, "batch_size": args.batch_size,
+        "lr": args.lr, "machine": platform.processor() or platform.machine(),
+        "pairs": {"train": len(train_ds), "train_with_change": int(sum(train_ds.has_change)),
+                  "validation": len(val_ds), "evaluation": len(test_ds),
+                  "evaluation_kinds": {k: test_ds.kinds.count(k) for k in set(test_ds.kinds)}},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from idou.geo.scoring.metrics import min_area_pixels, pick_threshold, reaches
+    from idou.geo.scoring.metrics import min_area_pixels
 
     torch.set_num_threads(max(1, args.threads))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -291,42 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     min_area_px = min_area_pixels(args.min_area_m2, GSD_M)
 
     val_scores = score(*predict(net, val_ds, args.device), min_area_px)
-    thresholds: dict[str, float] = {}
-    picked: dict[str, Any] = {}
-    for name in CHANNELS:
-        t, s = pick_threshold(list(val_scores[name]["curve"].items()), args.recall_target)
-        thresholds[name] = t
-        picked[name] = {"threshold": t, "reached": reaches(s, args.recall_target),
-                        **s.as_dict()}
+    thresholds, picked = _pick_thresholds(val_scores, args.recall_target)
     test_probs, test_targets = predict(net, test_ds, args.device)
     test_scores = score(test_probs, test_targets, min_area_px)
-    evaluation: dict[str, Any] = {}
-    for name in CHANNELS:
-        curve = test_scores[name]["curve"]
-        evaluation[name] = {
-            "at_tuned_threshold": {"threshold": thresholds[name],
-                                   **curve[thresholds[name]].as_dict()},
-            "at_0.5": curve[0.5].as_dict(),
-            "pixel_at_0.5": test_scores[name]["pixel@0.5"].as_dict(),
-            "pr_curve": [{"threshold": t, "recall": s.recall, "precision": s.precision}
-                         for t, s in curve.items()],
-        }
     report = {
-        "benchmark": "real_buildings",
-        "command": "benchmarks/real_buildings.py " + " ".join(argv if argv is not None
-                                                              else sys.argv[1:]),
-        "data": str(args.data), "gsd_m": GSD_M, "min_area_m2": args.min_area_m2,
-        "min_area_px": min_area_px, "recall_target": args.recall_target,
-        "model": {"backbone": args.backbone, "decoder_channels": args.decoder_channels,
-                  "pretrained": False, "aux_buildings": True, "train_crop": args.crop},
-        "threads": args.threads, "device": args.device, "batch_size": args.batch_size,
-        "lr": args.lr, "machine": platform.processor() or platform.machine(),
-        "pairs": {"train": len(train_ds), "train_with_change": int(sum(train_ds.has_change)),
-                  "validation": len(val_ds), "evaluation": len(test_ds),
-                  "evaluation_kinds": {k: test_ds.kinds.count(k) for k in set(test_ds.kinds)}},
+        **_run_facts(args, argv, min_area_px, (train_ds, val_ds, test_ds)),
         "training": info,
         "validation_pick": picked,
-        "evaluation": evaluation,
+        "evaluation": _evaluation(test_scores, thresholds),
         "evaluation_by_kind": per_kind(test_probs, test_targets, test_ds.kinds, thresholds,
                                        min_area_px),
         "total_minutes": (time.monotonic() - t0) / 60,

@@ -260,6 +260,44 @@ def bare_model(before: Path, after: Path, model: str, threads: int, batches: int
 
 # --- (c) PyTorch eager by hand ------------------------------------------------------------------
 
+def _torch_network(contract: Any, data: bytes) -> tuple[Any, str]:
+    """The project's network as the model's contract describes it, with the model's weights."""
+    from idou.models.siamese import NetworkConfig, ProbabilityModel, SiameseChangeNet
+
+    network = contract.extra.get("network") if isinstance(contract.extra, dict) else None
+    config = NetworkConfig.from_dict(network) if network else NetworkConfig()
+    config = NetworkConfig.from_dict({**config.to_dict(), "aux_buildings": False})
+    net = ProbabilityModel(SiameseChangeNet(config)).eval()
+    return net, _load_onnx_weights(net, data)
+
+
+def _tile_starts(length: int, size: int, stride: int) -> list[int]:
+    """Tile origins along one side, the last one flush with the edge."""
+    return list(range(0, max(length - size, 0) + 1, stride)) + (
+        [length - size] if length > size and (length - size) % stride else [])
+
+
+def _torch_average(net: Any, b: Any, a: Any, contract: Any) -> tuple[Any, int]:
+    """Tiles looped over the whole normalised images, overlaps averaged; (probs, tiles)."""
+    import torch
+
+    _, _, h, w = b.shape
+    size, stride = contract.tile_size, contract.tile_size - contract.tile_overlap
+    # every output the exported model gives: probabilities, and presence when it has a head
+    channels = 2 + 2 * len(net.extra_outputs)
+    total = torch.zeros(1, channels, h, w)
+    count = torch.zeros(1, 1, h, w)
+    rows, cols = _tile_starts(h, size, stride), _tile_starts(w, size, stride)
+    with torch.inference_mode():
+        for r in rows:
+            for c in cols:
+                p = net(b[:, :, r:r + size, c:c + size], a[:, :, r:r + size, c:c + size])
+                p = torch.cat(p, 1) if isinstance(p, tuple) else p
+                total[:, :, r:r + size, c:c + size] += p
+                count[:, :, r:r + size, c:c + size] += 1
+    return total / count, len(rows) * len(cols)
+
+
 def _torch_main(args: list[str]) -> None:
     """The hand-written baseline: whole images in memory, tiles looped, overlaps averaged."""
     before_path, after_path, model, threads, summary = args
@@ -267,16 +305,11 @@ def _torch_main(args: list[str]) -> None:
     import torch.nn.functional as F
 
     from idou.inference.model_source import resolve_model
-    from idou.models.siamese import NetworkConfig, ProbabilityModel, SiameseChangeNet
 
     torch.set_num_threads(int(threads))
     loaded = resolve_model(model)
     contract = loaded.contract
-    network = contract.extra.get("network") if isinstance(contract.extra, dict) else None
-    config = NetworkConfig.from_dict(network) if network else NetworkConfig()
-    config = NetworkConfig.from_dict({**config.to_dict(), "aux_buildings": False})
-    net = ProbabilityModel(SiameseChangeNet(config)).eval()
-    matched = _load_onnx_weights(net, loaded.data)
+    net, matched = _torch_network(contract, loaded.data)
     t0, c0 = time.perf_counter(), time.process_time()
     with rasterio.open(before_path) as src:
         before = src.read()
@@ -295,27 +328,10 @@ def _torch_main(args: list[str]) -> None:
 
     b, a = prepare(before), prepare(after)
     del before, after
-    _, _, h, w = b.shape
-    size, stride = contract.tile_size, contract.tile_size - contract.tile_overlap
-    # every output the exported model gives: probabilities, and presence when it has a head
-    channels = 2 + 2 * len(net.extra_outputs)
-    total = torch.zeros(1, channels, h, w)
-    count = torch.zeros(1, 1, h, w)
-    rows = list(range(0, max(h - size, 0) + 1, stride)) + ([h - size] if h > size and
-                                                          (h - size) % stride else [])
-    cols = list(range(0, max(w - size, 0) + 1, stride)) + ([w - size] if w > size and
-                                                          (w - size) % stride else [])
-    with torch.inference_mode():
-        for r in rows:
-            for c in cols:
-                p = net(b[:, :, r:r + size, c:c + size], a[:, :, r:r + size, c:c + size])
-                p = torch.cat(p, 1) if isinstance(p, tuple) else p
-                total[:, :, r:r + size, c:c + size] += p
-                count[:, :, r:r + size, c:c + size] += 1
-    probs = total / count
+    probs, tiles = _torch_average(net, b, a, contract)
     _ = (probs[:, :2] > 0.5).sum()
     seconds = time.perf_counter() - t0
-    Path(summary).write_text(json.dumps({"seconds": seconds, "tiles": len(rows) * len(cols),
+    Path(summary).write_text(json.dumps({"seconds": seconds, "tiles": tiles,
                                          "cpu_seconds": time.process_time() - c0,
                                          "weights_matched": matched,
                                          "peak_rss_mib": peak_rss_mib()}))
@@ -353,7 +369,7 @@ def run_torch_child(before: Path, after: Path, model: str, threads: int, out_dir
 
 # --- the run -----------------------------------------------------------------------------------
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="default, or a path to a model")
     parser.add_argument("--size", type=int, default=8192, help="side of the throughput pair")
@@ -368,11 +384,12 @@ def main() -> None:
                              "(this machine's speed varies by tens of percent from run to run)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/idou-bench"))
     parser.add_argument("--json", type=Path, default=None, help="where to write the figures")
-    args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
+    return parser.parse_args()
 
-    model = args.model
-    notes = []
+
+def _pick_model(args: argparse.Namespace, notes: list[str]) -> str:
+    """The model to time: ``--model``, or a stand-in when the shipped one is missing."""
+    model = str(args.model)
     if model == "default":
         from idou.inference.model_source import default_model_path
 
@@ -380,11 +397,12 @@ def main() -> None:
             model = str(standin_model(args.work))
             notes.append("no shipped model: a stand-in (the project's network, random "
                          "weights) was used")
-    sizes = sorted({args.size, *(int(s) for s in args.rss_sizes.split(",") if s)})
-    t0 = time.perf_counter()
-    pairs = {s: make_pair(s, args.work) for s in sizes}
-    print(f"pairs ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    return model
 
+
+def _detect_all(args: argparse.Namespace, sizes: list[int], pairs: dict[int, tuple[Path, Path]],
+                model: str) -> dict[int, dict[str, Any]]:
+    """One ``idou detect`` per pair size: its timings and peak RSS."""
     runs: dict[int, dict[str, Any]] = {}
     for s in sizes:
         out_dir = args.work / f"out_{s}"
@@ -393,36 +411,42 @@ def main() -> None:
         r = runs[s]
         print(f"detect {s}px: {r['input_mpx']:.1f} Mpx in {r['wall_seconds']:.1f} s, "
               f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
-    main_run = runs[args.size]
+    return runs
+
+
+def _torch_check(skip: bool) -> tuple[bool, dict[str, Any]]:
+    """Whether (c) runs, and its result until it has run (why it is skipped)."""
+    if skip:
+        return False, {"skipped": "--skip-torch"}
+    try:
+        import torch  # noqa: F401
+
+        from idou.models import siamese  # noqa: F401
+    except ImportError as exc:
+        return False, {"skipped": f"PyTorch or the network is not available ({exc})"}
+    return True, {"skipped": "--skip-torch"}
+
+
+def _rounds(args: argparse.Namespace, pair: tuple[Path, Path], model: str,
+            main_run: dict[str, Any]) -> dict[str, Any]:
+    """Rounds of (a), (b), (c), interleaved: each round's (wall, CPU) Mpx/s, last results."""
     mpx = main_run["input_mpx"]
     tiles = main_run["tiles_run"]
-    use_torch = not args.skip_torch
-    torch_result: dict[str, Any] = {"skipped": "--skip-torch"}
-    if use_torch:
-        try:
-            import torch  # noqa: F401
-
-            from idou.models import siamese  # noqa: F401
-        except ImportError as exc:
-            use_torch = False
-            torch_result = {"skipped": f"PyTorch or the network is not available ({exc})"}
-    # rounds of (a), (b), (c), interleaved; each measure's median (wall, CPU) is reported
+    use_torch, torch_result = _torch_check(args.skip_torch)
     a_runs: list[tuple[float, float]] = []
     b_runs: list[tuple[float, float, float]] = []
     c_runs: list[tuple[float, float]] = []
     bare: dict[str, Any] = {}
+    out_dir = args.work / f"out_{args.size}"
     for k in range(max(1, args.repeat)):
-        run = main_run if k == 0 else run_detect_child(*pairs[args.size], model, args.threads,
-                                                       args.work / f"out_{args.size}")
+        run = main_run if k == 0 else run_detect_child(*pair, model, args.threads, out_dir)
         b_runs.append((mpx / run["wall_seconds"], mpx / run["cpu_seconds"],
                        mpx / run["detect_seconds"]))
-        bare = bare_model(*pairs[args.size], model, args.threads, args.bare_batches,
-                          args.batch_size)
+        bare = bare_model(*pair, model, args.threads, args.bare_batches, args.batch_size)
         a_runs.append((mpx / (bare["seconds_per_tile"] * tiles),
                        mpx / (bare["cpu_seconds_per_tile"] * tiles)))
         if use_torch:
-            torch_result = run_torch_child(*pairs[args.size], model, args.threads,
-                                           args.work / f"out_{args.size}")
+            torch_result = run_torch_child(*pair, model, args.threads, out_dir)
             if "seconds" not in torch_result:
                 use_torch = False
             else:
@@ -430,37 +454,59 @@ def main() -> None:
         print(f"round {k + 1}: (a) {a_runs[-1][0]:.2f}, (b) {b_runs[-1][0]:.2f}"
               + (f", (c) {c_runs[-1][0]:.2f}" if c_runs and len(c_runs) == k + 1 else "")
               + " Mpx/s", flush=True)
-    a_wall, a_cpu = (float(np.median([r[i] for r in a_runs])) for i in (0, 1))
-    b_wall, b_cpu, b_inproc = (float(np.median([r[i] for r in b_runs])) for i in (0, 1, 2))
-    c_wall = c_cpu = None
-    if c_runs:
-        c_wall, c_cpu = (float(np.median([r[i] for r in c_runs])) for i in (0, 1))
+    return {"a": a_runs, "b": b_runs, "c": c_runs, "bare": bare, "torch": torch_result}
 
+
+def _medians(rounds: dict[str, Any]) -> dict[str, float | None]:
+    """Each measure's median over the rounds (None for (c) when it did not run)."""
+    def median(key: str, i: int) -> float:
+        return float(np.median([r[i] for r in rounds[key]]))
+
+    c = bool(rounds["c"])
+    return {"a_wall": median("a", 0), "a_cpu": median("a", 1), "b_wall": median("b", 0),
+            "b_cpu": median("b", 1), "b_inproc": median("b", 2),
+            "c_wall": median("c", 0) if c else None, "c_cpu": median("c", 1) if c else None}
+
+
+def _figures(args: argparse.Namespace, model: str, notes: list[str],
+             runs: dict[int, dict[str, Any]], rounds: dict[str, Any],
+             m: dict[str, Any]) -> dict[str, Any]:
+    """Everything measured, as written to ``--json``."""
+    main_run = runs[args.size]
+    sizes = sorted(runs)
     rss = {s: runs[s]["peak_rss_mib"] for s in sizes if str(s) in args.rss_sizes.split(",")}
     rss_values = list(rss.values())
-    figures = {
+    a_wall, a_cpu, b_wall, b_cpu = m["a_wall"], m["a_cpu"], m["b_wall"], m["b_cpu"]
+    c_wall, c_cpu = m["c_wall"], m["c_cpu"]
+    return {
         "machine": {"cpus": len(os.sched_getaffinity(0)), "threads": args.threads,
                     "loadavg_at_end": os.getloadavg(),
                     "python": platform.python_version(), "platform": platform.platform()},
-        "model": model, "notes": notes, "size_px": args.size, "input_mpx": mpx,
+        "model": model, "notes": notes, "size_px": args.size, "input_mpx": main_run["input_mpx"],
         "mpx_s": {"a_bare_model": a_wall, "b_detect_end_to_end": b_wall,
-                  "b_detect_in_process": b_inproc, "c_torch_eager": c_wall},
+                  "b_detect_in_process": m["b_inproc"], "c_torch_eager": c_wall},
         "mpx_per_cpu_s": {"a_bare_model": a_cpu, "b_detect_end_to_end": b_cpu,
                           "c_torch_eager": c_cpu},
-        "rounds_mpx_s_wall_cpu": {"a": a_runs, "b": b_runs, "c": c_runs},
+        "rounds_mpx_s_wall_cpu": {"a": rounds["a"], "b": rounds["b"], "c": rounds["c"]},
         "ratio_b_over_a": {"wall": b_wall / a_wall, "cpu": b_cpu / a_cpu},
         "ratio_b_over_c": ({"wall": b_wall / c_wall, "cpu": b_cpu / c_cpu}
                            if c_wall and c_cpu else None),
-        "bare": bare, "detect": main_run, "torch": torch_result,
+        "bare": rounds["bare"], "detect": main_run, "torch": rounds["torch"],
         "peak_rss_mib": rss,
         "rss_spread": (max(rss_values) / min(rss_values) - 1) if rss_values else None,
         "detect_runs": runs,
     }
 
+
+def _print_table(args: argparse.Namespace, figures: dict[str, Any], m: dict[str, Any]) -> None:
+    """The figures as the table a reader compares."""
     def row(name: str, wall: float | None, cpu: float | None, unit: str = "") -> None:
         shown = [f"{v:>12.2f}" if v is not None else f"{'-':>12}" for v in (wall, cpu)]
         print(f"{name:<46}{shown[0]}{shown[1]}{unit}")
 
+    a_wall, a_cpu, b_wall, b_cpu = m["a_wall"], m["a_cpu"], m["b_wall"], m["b_cpu"]
+    c_wall, c_cpu = m["c_wall"], m["c_cpu"]
+    mpx = figures["input_mpx"]
     print()
     print(f"{'measure (' + str(args.size) + ' px pair, ' + f'{mpx:.1f} Mpx)':<46}"
           f"{'Mpx/s':>12}{'Mpx/CPU-s':>12}")
@@ -469,18 +515,34 @@ def main() -> None:
     row("(b) idou detect end to end (fresh process)", b_wall, b_cpu)
     row("(c) PyTorch eager by hand", c_wall, c_cpu)
     if c_wall is None:
-        print(f"    (c) skipped: {torch_result.get('skipped')}")
+        print(f"    (c) skipped: {figures['torch'].get('skipped')}")
     row("(b)/(a)", b_wall / a_wall, b_cpu / a_cpu)
     if c_wall and c_cpu:
         row("(b)/(c)", b_wall / c_wall, b_cpu / c_cpu)
-    for size, value in rss.items():
+    for size, value in figures["peak_rss_mib"].items():
         print(f"{f'peak RSS of idou detect, {size} px pair':<46}{value:>9.0f} MiB")
     if figures["rss_spread"] is not None:
         print(f"{'peak RSS spread (max/min - 1)':<46}{figures['rss_spread']:>12.1%}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on "
           f"{len(os.sched_getaffinity(0))} cores")
-    for note in notes:
+    for note in figures["notes"]:
         print(f"note: {note}")
+
+
+def main() -> None:
+    args = _parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    model = _pick_model(args, notes)
+    sizes = sorted({args.size, *(int(s) for s in args.rss_sizes.split(",") if s)})
+    t0 = time.perf_counter()
+    pairs = {s: make_pair(s, args.work) for s in sizes}
+    print(f"pairs ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    runs = _detect_all(args, sizes, pairs, model)
+    rounds = _rounds(args, pairs[args.size], model, runs[args.size])
+    medians = _medians(rounds)
+    figures = _figures(args, model, notes, runs, rounds, medians)
+    _print_table(args, figures, medians)
     target = args.json or (args.work / "throughput.json")
     target.write_text(json.dumps(figures, indent=2, default=str))
     print(f"figures written to {target}")
