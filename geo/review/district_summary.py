@@ -24,9 +24,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
-import pyogrio
 
-from idou.errors import InputNotFound, UnreadableInput, UserInputError
 from idou.geo.review.report_numbers import format_area, round_area
 from idou.geo.review.review_fields import (
     CLASS_COLOURS,
@@ -35,7 +33,7 @@ from idou.geo.review.review_fields import (
     NOT_DETECTED_AGAIN,
     STATUS_VALUES,
 )
-from idou.geo.review.review_status import change_results
+from idou.geo.review.review_status import change_results, read_review_layers
 from idou.geo.vector.parcels import district_of
 
 NO_PARCEL = "(筆なし)"
@@ -127,19 +125,8 @@ def write_district_summary(gpkg: Path, out_dir: Path) -> SummaryFiles:
         UserInputError: ``gpkg`` missing or not an idou review GeoPackage.
     """
     gpkg = Path(gpkg)
-    if not gpkg.is_file():
-        raise InputNotFound(f"{gpkg} does not exist; pass the run's .gpkg.")
-    try:
-        layers = {row[0] for row in pyogrio.list_layers(gpkg)}
-    except pyogrio.errors.DataSourceError as exc:
-        raise UnreadableInput(f"{gpkg} is not a GeoPackage ({exc}); pass the run's .gpkg.") \
-            from exc
-    if "changes" not in layers:
-        raise UserInputError(f"{gpkg} has no 'changes' layer; pass the .gpkg written by "
-                             "idou detect.")
-    changes = pyogrio.read_dataframe(gpkg, layer="changes")
-    parcels = (pyogrio.read_dataframe(gpkg, layer="candidate_parcels")
-               if "candidate_parcels" in layers else None)
+    review = read_review_layers(gpkg, "the run's .gpkg")
+    changes, parcels = review.changes, review.parcels
     table = summarize_districts(changes, parcels)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

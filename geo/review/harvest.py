@@ -32,7 +32,6 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
-from idou.errors import InputNotFound, UnreadableInput, UserInputError
 from idou.geo.review.gpkg_output import read_run_info
 from idou.geo.review.gpkg_sqlite import connect
 from idou.geo.review.review_fields import (
@@ -43,7 +42,11 @@ from idou.geo.review.review_fields import (
     STATUS_TAXABLE,
     STATUS_VALUES,
 )
-from idou.geo.review.review_status import change_results, normalise_values
+from idou.geo.review.review_status import (
+    change_results,
+    normalise_values,
+    read_review_layers,
+)
 
 LABEL_BY_STATUS = {STATUS_TAXABLE: "positive", STATUS_NOT_TAXABLE: "positive",
                    STATUS_FALSE_ALARM: "negative", STATUS_RECHECK: "ignore"}
@@ -77,19 +80,8 @@ def harvest(reviewed: Path, out_dir: Path) -> HarvestReport:
         UserInputError: the file is missing or is not an idou review GeoPackage.
     """
     reviewed = Path(reviewed)
-    if not reviewed.is_file():
-        raise InputNotFound(f"{reviewed} does not exist; pass the reviewed .gpkg.")
-    try:
-        layers = {row[0] for row in pyogrio.list_layers(reviewed)}
-    except pyogrio.errors.DataSourceError as exc:
-        raise UnreadableInput(f"{reviewed} is not a GeoPackage ({exc}); pass the reviewed "
-                              ".gpkg written by idou detect.") from exc
-    if "changes" not in layers:
-        raise UserInputError(f"{reviewed} has no 'changes' layer; pass the review .gpkg "
-                             "written by idou detect.")
-    changes = pyogrio.read_dataframe(reviewed, layer="changes")
-    parcels = (pyogrio.read_dataframe(reviewed, layer="candidate_parcels")
-               if "candidate_parcels" in layers else None)
+    review = read_review_layers(reviewed, "the reviewed .gpkg written by idou detect")
+    changes, parcels, layers = review.changes, review.parcels, review.names
     missed = pyogrio.read_dataframe(reviewed, layer="missed") if "missed" in layers else None
     info = read_run_info(reviewed) if _has_table(reviewed) else {}
 

@@ -9,10 +9,14 @@ stays 未確認.
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import pyogrio
 
+from idou.errors import InputNotFound, UnreadableInput, UserInputError
 from idou.geo.review.review_fields import (
     STATUS,
     STATUS_FALSE_ALARM,
@@ -23,6 +27,35 @@ from idou.geo.review.review_fields import (
 )
 
 STATUS_PRECEDENCE = (STATUS_TAXABLE, STATUS_NOT_TAXABLE, STATUS_RECHECK, STATUS_FALSE_ALARM)
+
+
+@dataclass(frozen=True)
+class ReviewLayers:
+    """A review GeoPackage's layer names, its ``changes`` and ``candidate_parcels`` (or None)."""
+
+    names: set[str]
+    changes: gpd.GeoDataFrame
+    parcels: gpd.GeoDataFrame | None
+
+
+def read_review_layers(path: Path, hint: str) -> ReviewLayers:
+    """Read what staff reviewed in ``path``; ``hint`` names the file to pass instead.
+
+    Raises:
+        UserInputError: ``path`` missing, not a GeoPackage, or without a ``changes`` layer.
+    """
+    if not path.is_file():
+        raise InputNotFound(f"{path} does not exist; pass {hint}.")
+    try:
+        names = {row[0] for row in pyogrio.list_layers(path)}
+    except pyogrio.errors.DataSourceError as exc:
+        raise UnreadableInput(f"{path} is not a GeoPackage ({exc}); pass {hint}.") from exc
+    if "changes" not in names:
+        raise UserInputError(f"{path} has no 'changes' layer; pass the review .gpkg written "
+                             "by idou detect.")
+    parcels = (pyogrio.read_dataframe(path, layer="candidate_parcels")
+               if "candidate_parcels" in names else None)
+    return ReviewLayers(names, pyogrio.read_dataframe(path, layer="changes"), parcels)
 
 
 def change_results(changes: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame | None) -> pd.Series:
@@ -69,4 +102,5 @@ def _strongest(results: list[str | None]) -> str:
     return STATUS_UNCHECKED
 
 
-__all__ = ["STATUS_PRECEDENCE", "change_results", "normalise_values"]
+__all__ = ["STATUS_PRECEDENCE", "ReviewLayers", "change_results", "normalise_values",
+           "read_review_layers"]
