@@ -233,6 +233,11 @@ def bare_model(before: Path, after: Path, model: str, threads: int, batches: int
     size, channels = contract.tile_size, len(contract.band_order)
     normalise = Normaliser(contract)
     tiles = list(plan.tiles())
+    if len(tiles) <= batch_size:
+        print(f"the {report.grid.width} x {report.grid.height} px model grid of {before} holds "
+              f"{len(tiles)} tile(s), too few to time the model after a warm-up batch of "
+              f"{batch_size}; pass a larger --size (e.g. --size 2048).", file=sys.stderr)
+        raise SystemExit(2)
     step = max(1, len(tiles) // (batches * batch_size + 1))
     chosen = tiles[::step][:batches * batch_size + batch_size]
     preloaded = []
