@@ -45,6 +45,9 @@ class NetworkConfig:
         presence_gate: cap the exported new probability by the presence after and the
             demolished one by the presence before (needs ``presence_head``; no weights of its
             own, so it may be switched on at export).
+        flip_average: export the mean of the outputs over the tile and its three flips
+            (horizontal, vertical, both): test-time augmentation at four times the cost; no
+            weights of its own, so it may be switched on at export.
     """
 
     backbone: str = "mobilenet_v3_large"
@@ -53,6 +56,7 @@ class NetworkConfig:
     in_channels: int = 3
     presence_head: bool = False
     presence_gate: bool = False
+    flip_average: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for checkpoints and mlflow."""
@@ -169,7 +173,8 @@ class ProbabilityModel(nn.Module):
 
     With a presence head it returns ``(probabilities, presence)``, presence N×2×H×W in [0, 1]
     (channel 0 = building in BEFORE, 1 = in AFTER); with ``presence_gate`` new is capped by the
-    presence after and demolished by the presence before.
+    presence after and demolished by the presence before; with ``flip_average`` each output is
+    the mean over the tile and its three flips.
     """
 
     def __init__(self, net: SiameseChangeNet) -> None:
@@ -182,6 +187,18 @@ class ProbabilityModel(nn.Module):
         return ("presence",) if self.net.config.presence_head else ()
 
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> Any:
+        if not self.net.config.flip_average:
+            return self._once(before, after)
+        outputs = [self._once(before, after)]
+        for dims in ([3], [2], [2, 3]):  # each flip is its own inverse
+            flipped = self._once(torch.flip(before, dims=dims), torch.flip(after, dims=dims))
+            outputs.append(tuple(torch.flip(o, dims=dims) for o in flipped)
+                           if isinstance(flipped, tuple) else torch.flip(flipped, dims=dims))
+        if isinstance(outputs[0], tuple):
+            return tuple(torch.stack(parts).mean(0) for parts in zip(*outputs, strict=True))
+        return torch.stack(outputs).mean(0)
+
+    def _once(self, before: torch.Tensor, after: torch.Tensor) -> Any:
         if not self.net.config.presence_head:
             return torch.sigmoid(self.net(before, after))
         logits, presence_b, presence_a = self.net(before, after, return_aux=True)

@@ -79,6 +79,8 @@ class ModelSection:
             ``presence`` output).
         presence_gate: export new capped by the presence after and demolished by the presence
             before (needs ``presence_head``; see ``idou.models.siamese``).
+        flip_average: export the mean over the tile and its three flips (test-time
+            augmentation, four times the cost; may be switched on at ``idou export --config``).
     """
 
     backbone: str = "mobilenet_v3_large"
@@ -87,6 +89,7 @@ class ModelSection:
     pretrained: bool = False
     presence_head: bool = False
     presence_gate: bool = False
+    flip_average: bool = False
     init_weights: str | None = None
     init_checkpoint: str | None = None
 

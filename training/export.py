@@ -225,6 +225,8 @@ def export_checkpoint(checkpoint: Path, output: Path, config: TrainConfig | None
     net = network_from_checkpoint(ckpt)
     if config.model.presence_gate and net.config.presence_head:  # the gate holds no weights
         net.config = replace(net.config, presence_gate=True)
+    if config.model.flip_average:  # test-time flips hold no weights either
+        net.config = replace(net.config, flip_average=True)
     run_id = mlflow_run_id or ckpt.get("mlflow_run_id")
     contract = contract_from_config(config, run_id, extra={"epoch": int(ckpt.get("epoch", 0)),
                                                            "network": net.config.to_dict()})

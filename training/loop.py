@@ -181,7 +181,8 @@ def _build_trainee(config: TrainConfig, place: _Place, steps_per_epoch: int) -> 
     net_config = NetworkConfig(config.model.backbone, tuple(config.model.decoder_channels),
                                config.model.aux_buildings,
                                presence_head=config.model.presence_head,
-                               presence_gate=config.model.presence_gate)
+                               presence_gate=config.model.presence_gate,
+                               flip_average=config.model.flip_average)
     init = Path(config.model.init_weights) if config.model.init_weights else None
     net = SiameseChangeNet(net_config, init_weights=init,
                            pretrained=config.model.pretrained).to(device)
@@ -189,7 +190,8 @@ def _build_trainee(config: TrainConfig, place: _Place, steps_per_epoch: int) -> 
     if config.model.init_checkpoint:
         start = load_checkpoint(Path(config.model.init_checkpoint))
         if replace(NetworkConfig.from_dict(start["network"]),
-                   presence_gate=net_config.presence_gate) != net_config:
+                   presence_gate=net_config.presence_gate,
+                   flip_average=net_config.flip_average) != net_config:
             raise UserInputError(f"{config.model.init_checkpoint} holds another architecture "
                                  "than [model]; use the same backbone and decoder_channels.")
         net.load_state_dict(start["model"])

@@ -200,3 +200,29 @@ def test_real_robosat_tiles_pair_into_changes(shared_data: Path) -> None:
         assert item["before"].shape == (256, 256, 3) and item["target"].shape == (2, 256, 256)
         assert ds.has_change[i] == bool((item["target"] == 1).any())
     assert len(seen) >= 4
+
+
+def test_held_back_tiles_become_a_chip_folder_that_idou_tune_reads(tiles: Path,
+                                                                  tmp_path: Path) -> None:
+    """benchmarks/single_date_pairs.py: the pair maker's pairs as A/, B/, label/ (new = 255)."""
+    import importlib.util
+
+    from idou.training.chips import find_chips, is_chip_folder, read_change_label
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "single_date_pairs.py"
+    spec = importlib.util.spec_from_file_location("single_date_pairs", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "pairs"
+    assert script.main([str(tiles), str(out), "--pairs-per-tile", "4", "--seed", "5"]) == 0
+    assert is_chip_folder(out)
+    chips = find_chips(out)
+    ds = SingleDateChangeDataset(tiles, pairs_per_tile=4, seed=5)
+    assert len(chips) == len(ds) == 12
+    for i, chip in enumerate(chips):
+        item = ds[i]
+        assert np.array_equal(np.asarray(Image.open(chip.before)), item["before"])
+        assert np.array_equal(read_change_label(chip.label), item["target"][0] == 1)
+    assert any(read_change_label(c.label).any() for c in chips)
+    assert script.main([str(tiles), str(out)]) == 2  # never written over

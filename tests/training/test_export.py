@@ -152,6 +152,34 @@ def test_the_presence_gate_caps_new_by_after_and_demolished_by_before(tmp_path: 
     np.testing.assert_allclose(gated, np.minimum(plain, capped), atol=1e-5)
 
 
+def test_flip_averaging_exports_the_mean_over_the_tile_and_its_three_flips(tmp_path: Path
+                                                                           ) -> None:
+    ckpt = _checkpoint(tmp_path, presence=True)
+    stored = torch.load(ckpt, weights_only=False)
+    flipped_config = config_from_dict({**stored["config"], "model": {
+        **stored["config"]["model"], "flip_average": True}})
+    x = np.random.default_rng(3).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    y = np.random.default_rng(4).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    sessions = {}
+    for name, config in (("plain", None), ("flips", flipped_config)):
+        out = tmp_path / f"{name}.onnx"
+        result = export_checkpoint(ckpt, out, config=config, real_pairs=_real_pairs(),
+                                   card=False)
+        assert result.contract.extra["network"]["flip_average"] is (config is not None)
+        sessions[name] = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+
+    def plain(flip: tuple[int, ...]) -> list[np.ndarray]:
+        b, a = (np.ascontiguousarray(np.flip(v, flip)) for v in (x, y))
+        return [np.flip(o, flip) for o in sessions["plain"].run(None, {"before": b, "after": a})]
+
+    runs = [plain(f) for f in ((), (3,), (2,), (2, 3))]
+    expected = [np.mean([r[k] for r in runs], axis=0) for k in range(2)]
+    averaged = sessions["flips"].run(None, {"before": x, "after": y})
+    assert np.abs(runs[0][0] - expected[0]).max() > 1e-3  # the flips do change this network
+    for got, want in zip(averaged, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_a_presence_gate_without_presence_heads_is_refused() -> None:
     with pytest.raises(InvalidOption, match="presence_gate needs presence_head"):
         config_from_dict({"name": "x", "model": {"presence_gate": True},
