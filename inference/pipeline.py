@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 
@@ -26,13 +26,20 @@ from idou.inference.footprint_evidence import BuildingEvidence, building_evidenc
 from idou.inference.progress import LogFn, Progress
 from idou.inference.vector_inputs import read_vectors
 
+if TYPE_CHECKING:  # imported where used, so that `idou --help` stays light
+    from idou.geo.raster.preflight import PreflightReport
+    from idou.geo.raster.sources import RasterSource
+    from idou.inference.engine import EngineStats
+    from idou.inference.model_source import LoadedModel
+    from idou.inference.probability_store import PresenceStore, ProbabilityStore
+
 
 @dataclass(frozen=True)
 class Flights:
     """Both flights opened (raster sources), not yet on one grid."""
 
-    before: Any  # idou.geo.raster.sources.RasterSource
-    after: Any
+    before: RasterSource
+    after: RasterSource
 
 
 @dataclass(frozen=True)
@@ -40,10 +47,10 @@ class Prepared:
     """What the predict stage needs: the model, its thresholds, the aligned pair's preflight,
     and the parcels and buildings read in the grid's CRS."""
 
-    model: Any  # idou.inference.model_source.LoadedModel
+    model: LoadedModel
     thresholds: tuple[float, float]
     flights: Flights
-    report: Any  # idou.geo.raster.preflight.PreflightReport (its grid is the run's)
+    report: PreflightReport  # its grid is the run's
     parcels: gpd.GeoDataFrame | None = None
     buildings: gpd.GeoDataFrame | None = None
 
@@ -53,10 +60,10 @@ class Probabilities:
     """The predict stage's result: blended probabilities of the grid (uint8 ``(2, H, W)``
     readable by window), the ``coverage`` layer, building presence (or None), engine counts."""
 
-    store: Any  # idou.inference.probability_store.ProbabilityStore
+    store: ProbabilityStore
     coverage: gpd.GeoDataFrame
-    presence: Any  # PresenceStore, or None when the model declares no presence
-    stats: Any  # idou.inference.engine.EngineStats
+    presence: PresenceStore | None  # None when the model declares no presence
+    stats: EngineStats
     infer_seconds: float
 
 
