@@ -44,10 +44,10 @@ class NetworkConfig:
             ``presence`` output (replaces the stride-4 auxiliary head).
         presence_gate: cap the exported new probability by the presence after and the
             demolished one by the presence before (needs ``presence_head``; no weights of its
-            own, so it may be switched on at export).
+            own, so an export config switches it on or off).
         flip_average: export the mean of the outputs over the tile and its three flips
             (horizontal, vertical, both): test-time augmentation at four times the cost; no
-            weights of its own, so it may be switched on at export.
+            weights of its own, so an export config switches it on or off.
     """
 
     backbone: str = "mobilenet_v3_large"

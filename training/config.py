@@ -80,7 +80,7 @@ class ModelSection:
         presence_gate: export new capped by the presence after and demolished by the presence
             before (needs ``presence_head``; see ``idou.models.siamese``).
         flip_average: export the mean over the tile and its three flips (test-time
-            augmentation, four times the cost; may be switched on at ``idou export --config``).
+            augmentation, four times the cost; ``idou export --config`` switches it on or off).
     """
 
     backbone: str = "mobilenet_v3_large"

@@ -227,10 +227,9 @@ def export_checkpoint(checkpoint: Path, output: Path, config: TrainConfig | None
         raise ModelContractError(f"{checkpoint} carries no training config; pass --config with the "
                                  "TOML it was trained with.")
     net = network_from_checkpoint(ckpt)
-    if config.model.presence_gate and net.config.presence_head:  # the gate holds no weights
-        net.config = replace(net.config, presence_gate=True)
-    if config.model.flip_average:  # test-time flips hold no weights either
-        net.config = replace(net.config, flip_average=True)
+    # the gate and the test-time flips hold no weights: the config given decides, on or off
+    net.config = replace(net.config, flip_average=config.model.flip_average,
+                         presence_gate=config.model.presence_gate and net.config.presence_head)
     run_id = mlflow_run_id or ckpt.get("mlflow_run_id")
     contract = contract_from_config(config, run_id, extra={"epoch": int(ckpt.get("epoch", 0)),
                                                            "network": net.config.to_dict()})

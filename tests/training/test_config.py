@@ -18,7 +18,7 @@ from idou.training.config import load_config
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["smoke.toml", "default.toml", "default-small-changes.toml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
 def test_shipped_configs_load(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert config.train_data and config.contract.gsd_m > 0

@@ -152,6 +152,30 @@ def test_the_presence_gate_caps_new_by_after_and_demolished_by_before(tmp_path: 
     np.testing.assert_allclose(gated, np.minimum(plain, capped), atol=1e-5)
 
 
+def test_the_export_config_also_switches_a_trained_in_gate_off(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path, presence=True)
+    stored = torch.load(ckpt, weights_only=False)
+    stored["model"]["head.bias"] += 4.0
+    plain_config = config_from_dict(stored["config"])
+    stored["network"]["presence_gate"] = True  # trained with the gate on
+    stored["config"]["model"]["presence_gate"] = True
+    torch.save(stored, ckpt)
+    x = np.random.default_rng(5).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    outputs = {}
+    for name, config in (("stored", None), ("off", plain_config)):
+        out = tmp_path / f"{name}.onnx"
+        result = export_checkpoint(ckpt, out, config=config, real_pairs=_real_pairs(),
+                                   card=False)
+        assert result.contract.extra["network"]["presence_gate"] is (config is None)
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        outputs[name] = session.run(None, {"before": x, "after": x[:, ::-1].copy()})
+    gated, presence = outputs["stored"]
+    plain, _ = outputs["off"]
+    capped = np.stack([presence[:, 1], presence[:, 0]], 1)
+    np.testing.assert_allclose(gated, np.minimum(plain, capped), atol=1e-5)
+    assert (plain > gated + 1e-3).any()
+
+
 def test_flip_averaging_exports_the_mean_over_the_tile_and_its_three_flips(tmp_path: Path
                                                                            ) -> None:
     ckpt = _checkpoint(tmp_path, presence=True)
