@@ -28,7 +28,7 @@ GENERATOR_TERMS = "Apache-2.0, like idou (idou's own synthetic generator; no thi
 AGPL_TERMS = ("AGPL-3.0 (licence file {licence}): a measurement, not to be shipped as a "
               "product model")
 UNKNOWN_START = ("terms unknown: the checkpoint these weights started from could not be read "
-                 "at export")
+                 "at export, or stores no training config")
 UNKNOWN_TERMS = ("terms unknown: the training config does not give them (add terms = \"...\" to "
                  "the dataset's table)")
 SHIP_WARNING = ("Not to be shipped: trained on data whose terms forbid it or are unknown. "
@@ -161,7 +161,8 @@ def describe_training(config: TrainConfig) -> str:
     for start in lineage(config):
         text += (f" Weights started from {start.checkpoint}, trained on: "
                  + (_describe_run(start.config) if start.config is not None else
-                    "unknown (the checkpoint could not be read at export)."))
+                    "unknown (the checkpoint could not be read at export, or stores no "
+                    "training config)."))
     pretrained = _pretrained(_configs(config))
     if pretrained:
         text += f" Encoder initialised from {pretrained}."
