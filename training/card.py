@@ -137,8 +137,9 @@ def _pretrained(configs: list[TrainConfig]) -> str | None:
     return None
 
 
-def _configs(config: TrainConfig) -> list[TrainConfig]:
-    return [config, *(s.config for s in lineage(config) if s.config is not None)]
+def _configs(config: TrainConfig, chain: list[StartingWeights]) -> list[TrainConfig]:
+    """The run's config, then those of the readable checkpoints of its ``chain``."""
+    return [config, *(s.config for s in chain if s.config is not None)]
 
 
 def _describe_spec(spec: DataSpec) -> str:
@@ -156,14 +157,15 @@ def _describe_spec(spec: DataSpec) -> str:
 def describe_training(config: TrainConfig) -> str:
     """The card's training-data statement: every dataset of the run, with paths and its GSD,
     then the weights it started from (checkpoints and ImageNet), each with its data."""
+    chain = lineage(config)
     text = _describe_run(config) + f" Model GSD {config.contract.gsd_m} m, tile " \
         f"{config.contract.tile_size} px."
-    for start in lineage(config):
+    for start in chain:
         text += (f" Weights started from {start.checkpoint}, trained on: "
                  + (_describe_run(start.config) if start.config is not None else
                     "unknown (the checkpoint could not be read at export, or stores no "
                     "training config)."))
-    pretrained = _pretrained(_configs(config))
+    pretrained = _pretrained(_configs(config, chain))
     if pretrained:
         text += f" Encoder initialised from {pretrained}."
     return text
@@ -178,7 +180,9 @@ def training_terms(config: TrainConfig) -> str:
     """The card's terms: each distinct dataset's terms, and whether the model may be shipped."""
     seen: dict[str, list[str]] = {}
     statuses = set()
-    for k, run in enumerate(_configs(config)):
+    chain = lineage(config)
+    configs = _configs(config, chain)
+    for k, run in enumerate(configs):
         for role, spec in _roles(run):
             terms, status = spec_terms(spec)
             statuses.add(status)
@@ -186,11 +190,11 @@ def training_terms(config: TrainConfig) -> str:
             role = role if k == 0 else f"{role} of the starting weights"
             seen.setdefault(terms, []).append(f"{role} {spec.kind} ({where})"
                                               if where else f"{role} {spec.kind}")
-    for start in lineage(config):
+    for start in chain:
         if start.config is None:
             statuses.add("unknown")
             seen.setdefault(UNKNOWN_START, []).append(f"starting weights {start.checkpoint}")
-    pretrained = _pretrained(_configs(config))
+    pretrained = _pretrained(configs)
     if pretrained:
         seen.setdefault("Apache-2.0", []).append(f"encoder initialised from {pretrained}")
     lines = [f"{terms} — {'; '.join(users)}" for terms, users in seen.items()]
@@ -208,11 +212,12 @@ def card_facts(config: TrainConfig) -> dict[str, Any]:
         terms, _ = spec_terms(spec)
         facts[f"data.{i}.{role}"] = f"{spec.kind}: {', '.join(data_paths(spec)) or '-'}"
         facts[f"data.{i}.terms"] = terms
-    for k, start in enumerate(lineage(config)):
+    chain = lineage(config)
+    for k, start in enumerate(chain):
         facts[f"start.{k}.checkpoint"] = start.checkpoint
         facts[f"start.{k}.trained_on"] = (_describe_run(start.config) if start.config else
                                           UNKNOWN_START)
-    pretrained = _pretrained(_configs(config))
+    pretrained = _pretrained(_configs(config, chain))
     if pretrained:
         facts["encoder.initialised_from"] = pretrained
     return facts
