@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ ort = pytest.importorskip("onnxruntime")
 from idou.errors import InvalidOption  # noqa: E402
 from idou.inference.contract import ModelContract  # noqa: E402
 from idou.training import export as export_module  # noqa: E402
-from idou.training.config import config_from_dict  # noqa: E402
-from idou.training.export import ExportError, export_checkpoint  # noqa: E402
+from idou.training.config import TrainConfig, config_from_dict  # noqa: E402
+from idou.training.export import ExportError, ExportResult, export_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -128,6 +129,13 @@ def test_presence_heads_are_exported_as_a_declared_output(tmp_path: Path) -> Non
     np.testing.assert_allclose(same[0, 0], same[0, 1], atol=1e-6)
 
 
+def _exported(ckpt: Path, out: Path, config: TrainConfig | None
+              ) -> tuple[ExportResult, Any]:
+    """Export ``ckpt`` with ``config`` (None: the stored one); the result and its session."""
+    result = export_checkpoint(ckpt, out, config=config, real_pairs=_real_pairs(), card=False)
+    return result, ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+
+
 def test_the_presence_gate_caps_new_by_after_and_demolished_by_before(tmp_path: Path) -> None:
     ckpt = _checkpoint(tmp_path, presence=True)
     stored = torch.load(ckpt, weights_only=False)
@@ -138,11 +146,8 @@ def test_the_presence_gate_caps_new_by_after_and_demolished_by_before(tmp_path: 
     x = np.random.default_rng(2).normal(size=(2, 3, 64, 64)).astype(np.float32)
     outputs = {}
     for name, config in (("plain", None), ("gated", gated_config)):
-        out = tmp_path / f"{name}.onnx"
-        result = export_checkpoint(ckpt, out, config=config, real_pairs=_real_pairs(),
-                                   card=False)
+        result, session = _exported(ckpt, tmp_path / f"{name}.onnx", config)
         assert result.contract.extra["network"]["presence_gate"] is (config is not None)
-        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         outputs[name] = session.run(None, {"before": x, "after": x[::-1].copy()})
     plain, presence = outputs["plain"]
     gated, gated_presence = outputs["gated"]
@@ -163,11 +168,8 @@ def test_the_export_config_also_switches_a_trained_in_gate_off(tmp_path: Path) -
     x = np.random.default_rng(5).normal(size=(1, 3, 64, 64)).astype(np.float32)
     outputs = {}
     for name, config in (("stored", None), ("off", plain_config)):
-        out = tmp_path / f"{name}.onnx"
-        result = export_checkpoint(ckpt, out, config=config, real_pairs=_real_pairs(),
-                                   card=False)
+        result, session = _exported(ckpt, tmp_path / f"{name}.onnx", config)
         assert result.contract.extra["network"]["presence_gate"] is (config is None)
-        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         outputs[name] = session.run(None, {"before": x, "after": x[:, ::-1].copy()})
     gated, presence = outputs["stored"]
     plain, _ = outputs["off"]
@@ -186,11 +188,8 @@ def test_flip_averaging_exports_the_mean_over_the_tile_and_its_three_flips(tmp_p
     y = np.random.default_rng(4).normal(size=(2, 3, 64, 64)).astype(np.float32)
     sessions = {}
     for name, config in (("plain", None), ("flips", flipped_config)):
-        out = tmp_path / f"{name}.onnx"
-        result = export_checkpoint(ckpt, out, config=config, real_pairs=_real_pairs(),
-                                   card=False)
+        result, sessions[name] = _exported(ckpt, tmp_path / f"{name}.onnx", config)
         assert result.contract.extra["network"]["flip_average"] is (config is not None)
-        sessions[name] = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
 
     def plain(flip: tuple[int, ...]) -> list[np.ndarray]:
         b, a = (np.ascontiguousarray(np.flip(v, flip)) for v in (x, y))
